@@ -1,5 +1,46 @@
-"""pyaudit: audit ML model checkpoints without loading a single weight."""
+"""pyaudit: audit ML model checkpoints without loading a single weight.
+
+The public API is imported lazily, so that `import pyaudit.manifest` (pure
+Python) works without the native core and the command line starts fast.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "FormatError",
+    "Header",
+    "HeaderResult",
+    "TensorInfo",
+    "__version__",
+    "read_header",
+    "read_headers",
+]
+
+_HEADER_API = {"FormatError", "Header", "HeaderResult", "TensorInfo", "read_header", "read_headers"}
+
+if TYPE_CHECKING:
+    from pyaudit.headers import (
+        FormatError,
+        Header,
+        HeaderResult,
+        TensorInfo,
+        read_header,
+        read_headers,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HEADER_API:
+        try:
+            from pyaudit import headers
+        except ImportError as e:  # pragma: no cover - a broken install
+            raise ImportError(
+                "pyaudit's native core (pyaudit._core) is not built: install pyaudit with "
+                "`pip install .` rather than importing it from a source tree"
+            ) from e
+        return getattr(headers, name)
+    raise AttributeError(f"module 'pyaudit' has no attribute {name!r}")

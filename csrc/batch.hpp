@@ -1,0 +1,17 @@
+// Many headers at once, on a pool of threads; results in input order.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "header.hpp"
+
+namespace pyaudit {
+
+// Runs `read_header_file` over every path with up to `jobs` threads (0: one per
+// core). Never throws for a bad file. Safe to call without the GIL.
+std::vector<ParsedHeader> read_header_files(const std::vector<std::string>& paths, unsigned jobs);
+
+unsigned default_jobs() noexcept;
+
+}  // namespace pyaudit

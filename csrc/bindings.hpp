@@ -1,0 +1,9 @@
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace pyaudit {
+
+void register_header(pybind11::module_& m);
+
+}  // namespace pyaudit

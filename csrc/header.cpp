@@ -1,0 +1,911 @@
+#include "header.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <numeric>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "checked.hpp"
+#include "utf8.hpp"
+
+namespace pyaudit {
+
+std::string_view rule_code(Rule rule) noexcept {
+    switch (rule) {
+        case Rule::ok: return "ok";
+        case Rule::io_error: return "io-error";
+        case Rule::too_small: return "too-small";
+        case Rule::lfs_pointer: return "lfs-pointer";
+        case Rule::header_too_large: return "header-too-large";
+        case Rule::header_truncated: return "header-truncated";
+        case Rule::not_utf8: return "not-utf8";
+        case Rule::not_json: return "not-json";
+        case Rule::wrong_type: return "wrong-type";
+        case Rule::bad_metadata: return "bad-metadata";
+        case Rule::unknown_dtype: return "unknown-dtype";
+        case Rule::bad_number: return "bad-number";
+        case Rule::duplicate_tensor: return "duplicate-tensor";
+        case Rule::overflow: return "overflow";
+        case Rule::misaligned: return "misaligned";
+        case Rule::extent_mismatch: return "extent-mismatch";
+        case Rule::offsets_reversed: return "offsets-reversed";
+        case Rule::offsets_gap: return "offsets-gap";
+        case Rule::offsets_overlap: return "offsets-overlap";
+        case Rule::data_truncated: return "data-truncated";
+        case Rule::trailing_bytes: return "trailing-bytes";
+    }
+    return "unknown";
+}
+
+std::string_view ParsedHeader::name(const TensorRecord& t) const noexcept {
+    if (t.name_escaped) return escaped_names[t.name_offset];
+    return std::string_view(text).substr(t.name_offset, t.name_length);
+}
+
+std::vector<std::uint64_t> ParsedHeader::shape(const TensorRecord& t) const {
+    // The span was validated as "[" (uint ("," uint)*)? "]" with JSON whitespace.
+    std::vector<std::uint64_t> dims;
+    dims.reserve(t.rank);
+    const std::string_view span = std::string_view(text).substr(t.shape_offset, t.shape_length);
+    std::uint64_t value = 0;
+    bool in_number = false;
+    for (const char c : span) {
+        if (c >= '0' && c <= '9') {
+            value = value * 10 + static_cast<std::uint64_t>(c - '0');
+            in_number = true;
+        } else if (in_number) {
+            dims.push_back(value);
+            value = 0;
+            in_number = false;
+        }
+    }
+    return dims;
+}
+
+std::uint64_t read_length_prefix(const unsigned char* first8) noexcept {
+    std::uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | first8[i];
+    return n;
+}
+
+bool looks_like_lfs_pointer(const unsigned char* data, std::size_t size) noexcept {
+    static constexpr std::string_view kMagic = "version https://git-lfs";
+    return size >= kMagic.size() &&
+           std::string_view(reinterpret_cast<const char*>(data), kMagic.size()) == kMagic;
+}
+
+namespace {
+
+std::string quoted(std::string_view s) {
+    std::string out;
+    out.reserve(s.size() + 2);
+    out.push_back('\'');
+    // Keep messages printable and bounded whatever the header holds.
+    const std::size_t limit = 200;
+    for (std::size_t i = 0; i < s.size() && i < limit; ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        out.push_back(c < 0x20 ? '?' : s[i]);
+    }
+    if (s.size() > limit) out += "...";
+    out.push_back('\'');
+    return out;
+}
+
+// A strict, single-pass reader of the header JSON, the shape the format allows.
+// It follows serde_json's rules where the reference relies on them: whitespace is
+// " \t\n\r", nesting at most 127 deep, strings free of raw control characters and
+// lone surrogates, integers for shapes and offsets.
+class HeaderReader {
+public:
+    explicit HeaderReader(ParsedHeader& out)
+        : out_(out),
+          begin_(out.text.data()),
+          p_(out.text.data()),
+          end_(out.text.data() + out.text.size()) {}
+
+    bool run();
+
+private:
+    ParsedHeader& out_;
+    const char* begin_;
+    const char* p_;
+    const char* end_;
+    int depth_ = 0;
+    std::string scratch_;
+    std::string current_tensor_;
+    std::unordered_map<std::string, std::size_t> metadata_index_;
+
+    bool fail(Rule rule, std::string message) {
+        out_.issue.rule = rule;
+        out_.issue.tensor = current_tensor_;
+        out_.issue.message = std::move(message);
+        return false;
+    }
+
+    std::string at() const {
+        return " at byte " + std::to_string(p_ - begin_) + " of the header";
+    }
+
+    bool syntax(std::string_view what) {
+        if (p_ >= end_) return fail(Rule::not_json, "invalid JSON: unexpected end of header, " + std::string(what));
+        return fail(Rule::not_json, "invalid JSON" + at() + ": " + std::string(what));
+    }
+
+    void skip_ws() noexcept {
+        while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+    }
+
+    bool enter() {
+        if (++depth_ >= kMaxJsonDepth) return fail(Rule::not_json, "invalid JSON: nesting deeper than 127 levels" + at());
+        return true;
+    }
+
+    bool expect(char c) {
+        skip_ws();
+        if (p_ >= end_ || *p_ != c) return syntax(std::string("expected '") + c + "'");
+        ++p_;
+        return true;
+    }
+
+    static int hex_value(char c) noexcept {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    }
+
+    bool read_hex4(std::uint32_t& cp) {
+        if (end_ - p_ < 4) return syntax("truncated \\u escape");
+        cp = 0;
+        for (int i = 0; i < 4; ++i) {
+            const int v = hex_value(p_[i]);
+            if (v < 0) return syntax("invalid \\u escape");
+            cp = (cp << 4) | static_cast<std::uint32_t>(v);
+        }
+        p_ += 4;
+        return true;
+    }
+
+    static void append_utf8(std::string& s, std::uint32_t cp) {
+        if (cp < 0x80) {
+            s.push_back(static_cast<char>(cp));
+        } else if (cp < 0x800) {
+            s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+            s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        } else if (cp < 0x10000) {
+            s.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+            s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+            s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        } else {
+            s.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+            s.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+            s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+            s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        }
+    }
+
+    // Reads a string at p_ (which must be '"'). `raw` is the text between the
+    // quotes; when the string holds escapes, `escaped` is set and `decoded` holds
+    // its value.
+    bool read_string(std::string_view& raw, bool& escaped, std::string& decoded) {
+        if (p_ >= end_ || *p_ != '"') return syntax("expected a string");
+        ++p_;
+        const char* start = p_;
+        escaped = false;
+        while (true) {
+            // Fast scan to the next quote, backslash or control character.
+            while (p_ < end_) {
+                const auto c = static_cast<unsigned char>(*p_);
+                if (c == '"' || c == '\\' || c < 0x20) break;
+                ++p_;
+            }
+            if (p_ >= end_) return syntax("unterminated string");
+            const auto c = static_cast<unsigned char>(*p_);
+            if (c == '"') break;
+            if (c < 0x20) return syntax("control character in a string");
+            // A backslash escape.
+            if (!escaped) {
+                escaped = true;
+                decoded.assign(start, static_cast<std::size_t>(p_ - start));
+            }
+            ++p_;
+            if (p_ >= end_) return syntax("unterminated escape");
+            const char e = *p_++;
+            switch (e) {
+                case '"': decoded.push_back('"'); break;
+                case '\\': decoded.push_back('\\'); break;
+                case '/': decoded.push_back('/'); break;
+                case 'b': decoded.push_back('\b'); break;
+                case 'f': decoded.push_back('\f'); break;
+                case 'n': decoded.push_back('\n'); break;
+                case 'r': decoded.push_back('\r'); break;
+                case 't': decoded.push_back('\t'); break;
+                case 'u': {
+                    std::uint32_t cp = 0;
+                    if (!read_hex4(cp)) return false;
+                    if (cp >= 0xDC00 && cp <= 0xDFFF) return syntax("lone trailing surrogate in \\u escape");
+                    if (cp >= 0xD800 && cp <= 0xDBFF) {
+                        if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') {
+                            return syntax("lone leading surrogate in \\u escape");
+                        }
+                        p_ += 2;
+                        std::uint32_t lo = 0;
+                        if (!read_hex4(lo)) return false;
+                        if (lo < 0xDC00 || lo > 0xDFFF) return syntax("lone leading surrogate in \\u escape");
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    }
+                    append_utf8(decoded, cp);
+                    break;
+                }
+                default: return syntax("invalid escape");
+            }
+            // Copy the plain run that follows, up to the next special character.
+            const char* run = p_;
+            while (p_ < end_) {
+                const auto r = static_cast<unsigned char>(*p_);
+                if (r == '"' || r == '\\' || r < 0x20) break;
+                ++p_;
+            }
+            decoded.append(run, static_cast<std::size_t>(p_ - run));
+        }
+        raw = std::string_view(start, static_cast<std::size_t>(p_ - start));
+        ++p_;  // closing quote
+        return true;
+    }
+
+    bool read_string_value(std::string& value) {
+        std::string_view raw;
+        bool escaped;
+        if (!read_string(raw, escaped, scratch_)) return false;
+        if (escaped) {
+            value = scratch_;
+        } else {
+            value.assign(raw);
+        }
+        return true;
+    }
+
+    // A JSON number token at p_: [-] int [frac] [exp]. Sets the flags.
+    bool scan_number(const char*& start, bool& is_plain_uint) {
+        start = p_;
+        bool negative = false, fraction = false, exponent = false;
+        if (p_ < end_ && *p_ == '-') {
+            negative = true;
+            ++p_;
+        }
+        if (p_ >= end_ || *p_ < '0' || *p_ > '9') return syntax("invalid number");
+        if (*p_ == '0') {
+            ++p_;
+            if (p_ < end_ && *p_ >= '0' && *p_ <= '9') return syntax("invalid number (leading zero)");
+        } else {
+            while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+        }
+        if (p_ < end_ && *p_ == '.') {
+            fraction = true;
+            ++p_;
+            if (p_ >= end_ || *p_ < '0' || *p_ > '9') return syntax("invalid number");
+            while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+        }
+        if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
+            exponent = true;
+            ++p_;
+            if (p_ < end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+            if (p_ >= end_ || *p_ < '0' || *p_ > '9') return syntax("invalid number");
+            while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+        }
+        is_plain_uint = !negative && !fraction && !exponent;
+        return true;
+    }
+
+    // serde_json turns what does not fit in 64 bits into an f64 and rejects
+    // numbers beyond the f64 range.
+    bool check_number_range(const char* start) {
+        std::string token(start, static_cast<std::size_t>(p_ - start));
+        errno = 0;
+        const double v = std::strtod(token.c_str(), nullptr);
+        if (std::isinf(v)) return fail(Rule::not_json, "invalid JSON: number out of range" + at());
+        return true;
+    }
+
+    bool skip_value() {
+        skip_ws();
+        if (p_ >= end_) return syntax("expected a value");
+        switch (*p_) {
+            case '{': {
+                if (!enter()) return false;
+                ++p_;
+                skip_ws();
+                if (p_ < end_ && *p_ == '}') {
+                    ++p_;
+                    --depth_;
+                    return true;
+                }
+                while (true) {
+                    skip_ws();
+                    std::string_view raw;
+                    bool escaped;
+                    if (!read_string(raw, escaped, scratch_)) return false;
+                    if (!expect(':')) return false;
+                    if (!skip_value()) return false;
+                    skip_ws();
+                    if (p_ < end_ && *p_ == ',') {
+                        ++p_;
+                        continue;
+                    }
+                    if (!expect('}')) return false;
+                    --depth_;
+                    return true;
+                }
+            }
+            case '[': {
+                if (!enter()) return false;
+                ++p_;
+                skip_ws();
+                if (p_ < end_ && *p_ == ']') {
+                    ++p_;
+                    --depth_;
+                    return true;
+                }
+                while (true) {
+                    if (!skip_value()) return false;
+                    skip_ws();
+                    if (p_ < end_ && *p_ == ',') {
+                        ++p_;
+                        continue;
+                    }
+                    if (!expect(']')) return false;
+                    --depth_;
+                    return true;
+                }
+            }
+            case '"': {
+                std::string_view raw;
+                bool escaped;
+                return read_string(raw, escaped, scratch_);
+            }
+            case 't': return literal("true");
+            case 'f': return literal("false");
+            case 'n': return literal("null");
+            default: {
+                const char* start = p_;
+                bool plain = false;
+                if (!scan_number(start, plain)) return false;
+                if (!plain || p_ - start > 19) return check_number_range(start);
+                return true;
+            }
+        }
+    }
+
+    bool literal(std::string_view word) {
+        if (static_cast<std::size_t>(end_ - p_) < word.size() ||
+            std::string_view(p_, word.size()) != word) {
+            return syntax("invalid literal");
+        }
+        p_ += word.size();
+        return true;
+    }
+
+    // What kind of JSON value starts at p_, for messages.
+    std::string_view kind_here() const noexcept {
+        if (p_ >= end_) return "nothing";
+        switch (*p_) {
+            case '{': return "an object";
+            case '[': return "an array";
+            case '"': return "a string";
+            case 't': case 'f': return "a boolean";
+            case 'n': return "null";
+            default: return "a number";
+        }
+    }
+
+    bool read_uint(std::uint64_t& value, std::string_view field) {
+        skip_ws();
+        if (p_ >= end_) return syntax("expected a number");
+        if (*p_ != '-' && (*p_ < '0' || *p_ > '9')) {
+            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": " +
+                                              std::string(field) + " holds " +
+                                              std::string(kind_here()) + ", not an integer");
+        }
+        const char* start = p_;
+        bool plain = false;
+        if (!scan_number(start, plain)) return false;
+        const std::string_view token(start, static_cast<std::size_t>(p_ - start));
+        if (!plain) {
+            return fail(Rule::bad_number, "tensor " + quoted(current_tensor_) + ": " +
+                                              std::string(field) + " holds " + std::string(token) +
+                                              ", not a non-negative integer");
+        }
+        std::uint64_t v = 0;
+        for (const char c : token) {
+            if (!checked_mul(v, 10, v) || !checked_add(v, static_cast<std::uint64_t>(c - '0'), v)) {
+                return fail(Rule::bad_number, "tensor " + quoted(current_tensor_) + ": " +
+                                                  std::string(field) + " number " +
+                                                  std::string(token.substr(0, 40)) +
+                                                  " does not fit in 64 bits");
+            }
+        }
+        value = v;
+        return true;
+    }
+
+    bool read_shape(TensorRecord& t) {
+        skip_ws();
+        if (p_ >= end_ || *p_ != '[') {
+            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": shape holds " +
+                                              std::string(kind_here()) + ", not an array");
+        }
+        if (!enter()) return false;
+        const char* open = p_;
+        ++p_;
+        t.rank = 0;
+        t.elements = 1;
+        t.elements_overflow = false;
+        skip_ws();
+        if (p_ < end_ && *p_ == ']') {
+            ++p_;
+        } else {
+            while (true) {
+                std::uint64_t d;
+                if (!read_uint(d, "shape")) return false;
+                if (t.rank == UINT32_MAX) return syntax("shape too long");
+                ++t.rank;
+                // As the reference: a checked fold that stays failed once it fails.
+                if (!t.elements_overflow && !checked_mul(t.elements, d, t.elements)) {
+                    t.elements_overflow = true;
+                }
+                skip_ws();
+                if (p_ < end_ && *p_ == ',') {
+                    ++p_;
+                    continue;
+                }
+                if (!expect(']')) return false;
+                break;
+            }
+        }
+        --depth_;
+        t.shape_offset = static_cast<std::uint32_t>(open - begin_);
+        t.shape_length = static_cast<std::uint32_t>(p_ - open);
+        return true;
+    }
+
+    bool read_offsets(TensorRecord& t) {
+        skip_ws();
+        if (p_ >= end_ || *p_ != '[') {
+            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
+                                              ": data_offsets holds " + std::string(kind_here()) +
+                                              ", not an array of 2 integers");
+        }
+        if (!enter()) return false;
+        ++p_;
+        std::uint64_t values[2] = {0, 0};
+        std::size_t count = 0;
+        skip_ws();
+        if (p_ < end_ && *p_ == ']') {
+            ++p_;
+        } else {
+            while (true) {
+                std::uint64_t v;
+                if (!read_uint(v, "data_offsets")) return false;
+                if (count < 2) values[count] = v;
+                ++count;
+                skip_ws();
+                if (p_ < end_ && *p_ == ',') {
+                    ++p_;
+                    continue;
+                }
+                if (!expect(']')) return false;
+                break;
+            }
+        }
+        --depth_;
+        if (count != 2) {
+            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
+                                              ": data_offsets holds " + std::to_string(count) +
+                                              " numbers, not 2");
+        }
+        t.begin = values[0];
+        t.end = values[1];
+        return true;
+    }
+
+    bool read_tensor(TensorRecord& t) {
+        skip_ws();
+        if (p_ >= end_ || *p_ != '{') {
+            if (p_ < end_ && !skip_value()) return false;
+            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
+                                              ": entry is not an object");
+        }
+        if (!enter()) return false;
+        ++p_;
+        bool seen_dtype = false, seen_shape = false, seen_offsets = false;
+        skip_ws();
+        if (p_ < end_ && *p_ == '}') {
+            ++p_;
+        } else {
+            while (true) {
+                skip_ws();
+                std::string_view raw;
+                bool escaped;
+                if (!read_string(raw, escaped, scratch_)) return false;
+                const std::string key = escaped ? scratch_ : std::string(raw);
+                if (!expect(':')) return false;
+                if (key == "dtype") {
+                    if (seen_dtype) return duplicate_field("dtype");
+                    seen_dtype = true;
+                    skip_ws();
+                    if (p_ >= end_ || *p_ != '"') {
+                        return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
+                                                          ": dtype holds " +
+                                                          std::string(kind_here()) +
+                                                          ", not a string");
+                    }
+                    std::string name;
+                    if (!read_string_value(name)) return false;
+                    const auto dtype = dtype_from_name(name);
+                    if (!dtype) {
+                        return fail(Rule::unknown_dtype, "tensor " + quoted(current_tensor_) +
+                                                             ": unknown dtype " + quoted(name));
+                    }
+                    t.dtype = *dtype;
+                } else if (key == "shape") {
+                    if (seen_shape) return duplicate_field("shape");
+                    seen_shape = true;
+                    if (!read_shape(t)) return false;
+                } else if (key == "data_offsets") {
+                    if (seen_offsets) return duplicate_field("data_offsets");
+                    seen_offsets = true;
+                    if (!read_offsets(t)) return false;
+                } else {
+                    if (!skip_value()) return false;  // unknown fields are ignored, as serde does
+                }
+                skip_ws();
+                if (p_ < end_ && *p_ == ',') {
+                    ++p_;
+                    continue;
+                }
+                if (!expect('}')) return false;
+                break;
+            }
+        }
+        --depth_;
+        const char* missing = !seen_dtype ? "dtype" : !seen_shape ? "shape" : !seen_offsets ? "data_offsets" : nullptr;
+        if (missing) {
+            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": missing field " +
+                                              std::string(missing));
+        }
+        return true;
+    }
+
+    bool duplicate_field(std::string_view field) {
+        return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": duplicate field " +
+                                          std::string(field));
+    }
+
+    bool read_metadata() {
+        skip_ws();
+        if (p_ < end_ && *p_ == 'n') {
+            return literal("null");  // Option<HashMap>: null is "no metadata"
+        }
+        if (p_ >= end_ || *p_ != '{') {
+            if (p_ < end_ && !skip_value()) return false;
+            return fail(Rule::bad_metadata, "__metadata__ is not a map of strings to strings");
+        }
+        out_.has_metadata = true;
+        if (!enter()) return false;
+        ++p_;
+        skip_ws();
+        if (p_ < end_ && *p_ == '}') {
+            ++p_;
+            --depth_;
+            return true;
+        }
+        while (true) {
+            skip_ws();
+            std::string key, value;
+            if (!read_string_value(key)) return false;
+            if (!expect(':')) return false;
+            skip_ws();
+            if (p_ >= end_ || *p_ != '"') {
+                if (p_ < end_ && !skip_value()) return false;
+                return fail(Rule::bad_metadata, "__metadata__ value of " + quoted(key) +
+                                                    " is not a string");
+            }
+            if (!read_string_value(value)) return false;
+            // A repeated key overwrites, as a map does.
+            auto [it, inserted] = metadata_index_.emplace(key, out_.metadata.size());
+            if (inserted) {
+                out_.metadata.emplace_back(std::move(key), std::move(value));
+            } else {
+                out_.metadata[it->second].second = std::move(value);
+            }
+            skip_ws();
+            if (p_ < end_ && *p_ == ',') {
+                ++p_;
+                continue;
+            }
+            if (!expect('}')) return false;
+            --depth_;
+            return true;
+        }
+    }
+};
+
+bool HeaderReader::run() {
+    skip_ws();
+    if (p_ >= end_) return fail(Rule::not_json, "invalid JSON: the header is empty");
+    if (*p_ != '{') {
+        if (*p_ == '[' || *p_ == '"' || *p_ == 't' || *p_ == 'f' || *p_ == 'n' || *p_ == '-' ||
+            (*p_ >= '0' && *p_ <= '9')) {
+            return fail(Rule::wrong_type, "the header is " + std::string(kind_here()) +
+                                              ", not a JSON object");
+        }
+        return syntax("expected '{'");
+    }
+    if (!enter()) return false;
+    ++p_;
+    bool seen_metadata = false;
+    skip_ws();
+    if (p_ < end_ && *p_ == '}') {
+        ++p_;
+    } else {
+        while (true) {
+            skip_ws();
+            std::string_view raw;
+            bool escaped;
+            if (!read_string(raw, escaped, scratch_)) return false;
+            const std::string_view key = escaped ? std::string_view(scratch_) : raw;
+            if (key == "__metadata__") {
+                if (!expect(':')) return false;
+                if (seen_metadata) {
+                    current_tensor_.clear();
+                    return fail(Rule::bad_metadata, "duplicate field __metadata__");
+                }
+                seen_metadata = true;
+                current_tensor_.clear();
+                if (!read_metadata()) return false;
+            } else {
+                TensorRecord t;
+                if (escaped) {
+                    t.name_escaped = true;
+                    t.name_offset = static_cast<std::uint32_t>(out_.escaped_names.size());
+                    out_.escaped_names.emplace_back(scratch_);
+                } else {
+                    t.name_offset = static_cast<std::uint32_t>(raw.data() - begin_);
+                    t.name_length = static_cast<std::uint32_t>(raw.size());
+                }
+                current_tensor_.assign(key);
+                if (!expect(':')) return false;
+                if (!read_tensor(t)) return false;
+                out_.tensors.push_back(t);
+            }
+            skip_ws();
+            if (p_ < end_ && *p_ == ',') {
+                ++p_;
+                continue;
+            }
+            if (!expect('}')) return false;
+            break;
+        }
+    }
+    --depth_;
+    current_tensor_.clear();
+    skip_ws();
+    if (p_ != end_) {
+        if (*p_ == '\0') return fail(Rule::not_json, "invalid JSON: NUL padding after the header object" + at());
+        return fail(Rule::not_json, "invalid JSON: trailing characters after the header object" + at());
+    }
+    return true;
+}
+
+void set_issue(ParsedHeader& out, Rule rule, std::string tensor, std::string message) {
+    out.issue.rule = rule;
+    out.issue.tensor = std::move(tensor);
+    out.issue.message = std::move(message);
+}
+
+bool check_duplicates(ParsedHeader& out) {
+    std::unordered_set<std::string_view> seen;
+    seen.reserve(out.tensors.size() * 2);
+    for (const TensorRecord& t : out.tensors) {
+        const std::string_view name = out.name(t);
+        if (!seen.insert(name).second) {
+            set_issue(out, Rule::duplicate_tensor, std::string(name),
+                      "tensor " + quoted(name) + " appears more than once in the header");
+            return false;
+        }
+    }
+    return true;
+}
+
+std::string describe_shape(const ParsedHeader& out, const TensorRecord& t) {
+    const std::vector<std::uint64_t> dims = out.shape(t);
+    std::string s = "[";
+    for (std::size_t i = 0; i < dims.size() && i < 16; ++i) {
+        if (i) s += ", ";
+        s += std::to_string(dims[i]);
+    }
+    if (dims.size() > 16) s += ", ...";
+    return s + "]";
+}
+
+// The reference's validate(): tensors sorted by (begin, end) must tile the data
+// section from 0 with no hole or overlap, each extent exactly shape x dtype.
+bool check_extents(ParsedHeader& out) {
+    std::vector<std::uint32_t> order(out.tensors.size());
+    std::iota(order.begin(), order.end(), 0U);
+    std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+        const TensorRecord& x = out.tensors[a];
+        const TensorRecord& y = out.tensors[b];
+        return x.begin != y.begin ? x.begin < y.begin : x.end < y.end;
+    });
+    std::uint64_t cursor = 0;
+    const TensorRecord* previous = nullptr;
+    for (const std::uint32_t index : order) {
+        const TensorRecord& t = out.tensors[index];
+        const std::string name(out.name(t));
+        const std::string range = "[" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "]";
+        if (t.begin != cursor) {
+            if (t.begin > cursor) {
+                if (previous == nullptr) {
+                    set_issue(out, Rule::offsets_gap, name,
+                              "tensor " + quoted(name) + " data_offsets " + range +
+                                  ": the data section must start at 0 (a hole of " +
+                                  std::to_string(t.begin) + " bytes)");
+                } else {
+                    set_issue(out, Rule::offsets_gap, name,
+                              "tensor " + quoted(name) + " data_offsets " + range +
+                                  ": a hole of " + std::to_string(t.begin - cursor) +
+                                  " bytes after " + quoted(out.name(*previous)) +
+                                  " (which ends at " + std::to_string(cursor) + ")");
+                }
+            } else {
+                set_issue(out, Rule::offsets_overlap, name,
+                          "tensor " + quoted(name) + " data_offsets " + range + " overlap " +
+                              quoted(previous ? out.name(*previous) : std::string_view("?")) +
+                              " (which ends at " + std::to_string(cursor) + ")");
+            }
+            return false;
+        }
+        if (t.end < t.begin) {
+            set_issue(out, Rule::offsets_reversed, name,
+                      "tensor " + quoted(name) + " data_offsets " + range + " end before they begin");
+            return false;
+        }
+        cursor = t.end;
+        previous = &t;
+        std::uint64_t bits = 0;
+        if (t.elements_overflow || !checked_mul(t.elements, std::uint64_t{dtype_bits(t.dtype)}, bits)) {
+            set_issue(out, Rule::overflow, name,
+                      "tensor " + quoted(name) + " shape " + describe_shape(out, t) + " x " +
+                          std::string(dtype_name(t.dtype)) + ": the size overflows 64 bits");
+            return false;
+        }
+        if (bits % 8 != 0) {
+            set_issue(out, Rule::misaligned, name,
+                      "tensor " + quoted(name) + " shape " + describe_shape(out, t) + " x " +
+                          std::string(dtype_name(t.dtype)) + " is " + std::to_string(bits) +
+                          " bits, not a whole number of bytes");
+            return false;
+        }
+        const std::uint64_t size = bits / 8;
+        if (t.end - t.begin != size) {
+            set_issue(out, Rule::extent_mismatch, name,
+                      "tensor " + quoted(name) + " shape " + describe_shape(out, t) + " x " +
+                          std::string(dtype_name(t.dtype)) + " needs " + std::to_string(size) +
+                          " bytes but data_offsets " + range + " span " +
+                          std::to_string(t.end - t.begin));
+            return false;
+        }
+    }
+    out.data_size = cursor;
+    return true;
+}
+
+}  // namespace
+
+void parse_header_text(ParsedHeader& out) {
+    out.tensors.clear();
+    out.escaped_names.clear();
+    out.metadata.clear();
+    out.has_metadata = false;
+    out.issue = FormatIssue{};
+    const auto* bytes = reinterpret_cast<const unsigned char*>(out.text.data());
+    const std::size_t bad = first_invalid_utf8(bytes, out.text.size());
+    if (bad != out.text.size()) {
+        set_issue(out, Rule::not_utf8, "",
+                  "the header is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+        return;
+    }
+    HeaderReader reader(out);
+    if (!reader.run()) return;
+    if (!check_duplicates(out)) return;
+    if (!check_extents(out)) return;
+    std::uint64_t expected = 0;
+    if (!checked_add(kLengthPrefix, out.header_size, expected) ||
+        !checked_add(expected, out.data_size, expected) || expected > out.file_size) {
+        const std::uint64_t available = out.file_size - kLengthPrefix - out.header_size;
+        set_issue(out, Rule::data_truncated, "",
+                  "the file is truncated: the header describes " + std::to_string(out.data_size) +
+                      " bytes of tensor data but only " + std::to_string(available) + " follow it");
+        return;
+    }
+    if (expected < out.file_size) {
+        set_issue(out, Rule::trailing_bytes, "",
+                  "the file has " + std::to_string(out.file_size - expected) +
+                      " trailing bytes after the " + std::to_string(out.data_size) +
+                      " bytes of tensor data the header describes");
+        return;
+    }
+}
+
+namespace {
+
+std::string lfs_field(std::string_view text, std::string_view key) {
+    const std::size_t at = text.find(key);
+    if (at == std::string_view::npos) return "";
+    const std::size_t start = at + key.size();
+    const std::size_t stop = text.find('\n', start);
+    std::string value(text.substr(start, stop == std::string_view::npos ? std::string_view::npos : stop - start));
+    for (char& c : value) {
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7E) c = '?';
+    }
+    return value.substr(0, 100);
+}
+
+}  // namespace
+
+ParsedHeader parse_header_prefix(const unsigned char* data, std::size_t size,
+                                 std::uint64_t file_size, std::uint64_t* needed) {
+    ParsedHeader out;
+    out.file_size = file_size;
+    if (needed != nullptr) *needed = 0;
+    if (looks_like_lfs_pointer(data, size)) {
+        const std::string_view text(reinterpret_cast<const char*>(data), std::min<std::size_t>(size, 1024));
+        std::string message = "a Git LFS pointer, not the weights (never downloaded: run `git lfs pull`)";
+        const std::string oid = lfs_field(text, "\noid ");
+        const std::string lfs_size = lfs_field(text, "\nsize ");
+        if (!oid.empty()) message += "; oid " + oid;
+        if (!lfs_size.empty()) message += ", " + lfs_size + " bytes";
+        set_issue(out, Rule::lfs_pointer, "", std::move(message));
+        return out;
+    }
+    if (file_size < kLengthPrefix || size < kLengthPrefix) {
+        set_issue(out, Rule::too_small, "",
+                  "the file holds " + std::to_string(file_size) +
+                      " bytes, fewer than the 8-byte header length");
+        return out;
+    }
+    const std::uint64_t n = read_length_prefix(data);
+    out.header_size = n;
+    if (n > kMaxHeaderSize) {
+        set_issue(out, Rule::header_too_large, "",
+                  "the header length prefix says " + std::to_string(n) +
+                      " bytes, over the 100,000,000-byte limit");
+        return out;
+    }
+    if (n > file_size - kLengthPrefix) {
+        set_issue(out, Rule::header_truncated, "",
+                  "the header length prefix says " + std::to_string(n) + " bytes but only " +
+                      std::to_string(file_size - kLengthPrefix) + " follow it");
+        return out;
+    }
+    if (n > size - kLengthPrefix) {
+        if (needed != nullptr) {
+            *needed = n + kLengthPrefix;
+        } else {
+            set_issue(out, Rule::header_truncated, "",
+                      "only " + std::to_string(size) + " bytes of a " + std::to_string(n + kLengthPrefix) +
+                          "-byte header were given");
+        }
+        return out;
+    }
+    out.text.assign(reinterpret_cast<const char*>(data) + kLengthPrefix, static_cast<std::size_t>(n));
+    parse_header_text(out);
+    return out;
+}
+
+}  // namespace pyaudit

@@ -1,0 +1,89 @@
+#include "header_file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace pyaudit {
+namespace {
+
+class FileDescriptor {
+public:
+    explicit FileDescriptor(int fd) noexcept : fd_(fd) {}
+    FileDescriptor(const FileDescriptor&) = delete;
+    FileDescriptor& operator=(const FileDescriptor&) = delete;
+    ~FileDescriptor() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    int get() const noexcept { return fd_; }
+
+private:
+    int fd_;
+};
+
+// Reads up to `size` bytes at `offset`, retrying short reads and EINTR.
+// Returns the bytes read, or -1 with errno set.
+long long pread_full(int fd, unsigned char* buffer, std::size_t size, std::uint64_t offset) {
+    std::size_t done = 0;
+    while (done < size) {
+        const ssize_t n = ::pread(fd, buffer + done, size - done, static_cast<off_t>(offset + done));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (n == 0) break;
+        done += static_cast<std::size_t>(n);
+    }
+    return static_cast<long long>(done);
+}
+
+ParsedHeader io_failure(std::string message) {
+    ParsedHeader out;
+    out.issue.rule = Rule::io_error;
+    out.issue.message = std::move(message);
+    return out;
+}
+
+}  // namespace
+
+ParsedHeader read_header_file(const std::string& path) {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    const int raw_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (raw_fd < 0) return io_failure("cannot open: " + std::string(std::strerror(errno)));
+    const FileDescriptor fd(raw_fd);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return io_failure("cannot stat: " + std::string(std::strerror(errno)));
+    if (!S_ISREG(st.st_mode)) return io_failure("not a regular file");
+    const auto file_size = static_cast<std::uint64_t>(st.st_size);
+    (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
+
+    thread_local std::vector<unsigned char> first(kFirstRead);
+    const std::size_t want = file_size < kFirstRead ? static_cast<std::size_t>(file_size) : kFirstRead;
+    const long long got = pread_full(fd.get(), first.data(), want, 0);
+    if (got < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
+    if (static_cast<std::size_t>(got) < want) return io_failure("the file shrank while being read");
+
+    std::uint64_t needed = 0;
+    ParsedHeader out = parse_header_prefix(first.data(), static_cast<std::size_t>(got), file_size, &needed);
+    if (needed == 0) return out;
+
+    // The header is longer than the first read: read exactly the rest of it.
+    // parse_header_prefix has checked that it fits in the file, so the buffer is
+    // never larger than the file.
+    out.text.resize(static_cast<std::size_t>(out.header_size));
+    const std::size_t have = static_cast<std::size_t>(got) - kLengthPrefix;
+    std::memcpy(out.text.data(), first.data() + kLengthPrefix, have);
+    const std::size_t rest = out.text.size() - have;
+    auto* tail = reinterpret_cast<unsigned char*>(out.text.data() + have);
+    const long long more = pread_full(fd.get(), tail, rest, static_cast<std::uint64_t>(got));
+    if (more < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
+    if (static_cast<std::size_t>(more) < rest) return io_failure("the file shrank while being read");
+    parse_header_text(out);
+    return out;
+}
+
+}  // namespace pyaudit

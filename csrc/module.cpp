@@ -1,0 +1,9 @@
+// pyaudit._core: the native core. One register_*() per part.
+#include <pybind11/pybind11.h>
+
+#include "bindings.hpp"
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "pyaudit's native core: safetensors headers read and validated at disk speed.";
+    pyaudit::register_header(m);
+}

@@ -1,0 +1,3 @@
+from pyaudit.cli import main
+
+raise SystemExit(main())

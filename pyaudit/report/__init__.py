@@ -1,0 +1,1 @@
+"""Renderings of pyaudit's results: terminal tables and JSON documents."""
