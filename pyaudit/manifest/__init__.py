@@ -1,0 +1,270 @@
+"""What a checkpoint must hold, computed from its ``config.json`` alone.
+
+>>> m = build_manifest(load_config("path/to/model"))      # doctest: +SKIP
+>>> m.tensors["model.embed_tokens.weight"]                  # doctest: +SKIP
+ExpectedTensor(shape=(151936, 2560), dtype='BF16', nbytes=778311680)
+
+No torch, no transformers: each supported family is a data spec
+(:mod:`pyaudit.manifest.specs`) read by one interpreter. Manifests are cached per
+(config, layout), so auditing many checkpoints of one model builds one manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .dtypes import DTYPE_BYTES, config_dtype
+from .groups import _group_names, _Universe, group_names
+from .interpret import ManifestError, Rec, run_spec
+from .quant import UnsupportedQuantization as _UnsupportedQuantizationBase
+from .quant import apply_quantization, detect_quantization
+from .spec import Layout, Spec
+from .specs import ARCHITECTURES, SPECS
+
+__all__ = [
+    "ExpectedTensor",
+    "Layout",
+    "Manifest",
+    "ManifestError",
+    "UnknownArchitecture",
+    "UnsupportedQuantization",
+    "build_manifest",
+    "group_names",
+    "layouts",
+    "load_config",
+    "manifest_to_json",
+    "model_type_of",
+    "supported_model_types",
+]
+
+
+@dataclass(frozen=True)
+class ExpectedTensor:
+    """One tensor a checkpoint must hold."""
+
+    shape: tuple[int, ...] | None  # None = shape not checked (some quantized aux tensors)
+    dtype: str  # safetensors dtype name, e.g. "BF16"
+    nbytes: int | None  # None when the shape is not checked
+
+
+@dataclass
+class Manifest:
+    """The exact set of tensors a healthy checkpoint of one config holds, in one layout.
+
+    ``tensors`` are required, in spec order. ``tied`` maps tensors that are legitimately absent
+    because they are tied (``lm_head.weight`` of a tied model) to the tensor they are tied to:
+    a checkpoint that saves them anyway deserves a warning, not an "unexpected tensor" error.
+    ``groups`` maps a section label (``"text"``, ``"vision"``, ``"projector"``, ``"mtp"``) to
+    the names in it, in order. ``optional`` tensors may or may not be present (e.g.
+    bitsandbytes' ``weight_format``); they are neither missing when absent nor unexpected
+    when present. ``quantization`` is ``None`` or a label such as ``"bitsandbytes-4bit-nf4"``,
+    ``"gptq-4bit"``, ``"awq-4bit"``, ``"fp8"``.
+
+    Manifests returned by :func:`build_manifest` are fresh copies; mutating one does not
+    affect the cache.
+    """
+
+    model_type: str
+    dtype: str
+    layout: str
+    tensors: dict[str, ExpectedTensor]
+    tied: dict[str, str]
+    groups: dict[str, tuple[str, ...]]
+    quantization: str | None
+    optional: dict[str, ExpectedTensor] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of the required tensors' bytes (tensors whose shape is not checked count 0)."""
+        return sum(t.nbytes for t in self.tensors.values() if t.nbytes is not None)
+
+    def group_names(self, names: Iterable[str]) -> list[tuple[str, int]]:
+        """:func:`group_names` of ``names``, knowing this manifest's full name set."""
+        universe = self.__dict__.get("_universe")
+        if universe is None:
+            universe = self.__dict__["_universe"] = _Universe(self.tensors.keys())
+        return _group_names(names, universe)
+
+
+class UnknownArchitecture(Exception):
+    """No spec for this config's model_type (or no model_type at all)."""
+
+    def __init__(self, model_type: str | None, message: str | None = None) -> None:
+        self.model_type = model_type
+        super().__init__(
+            message
+            or f"no manifest spec for model_type {model_type!r}; "
+            f"supported: {', '.join(supported_model_types())}"
+        )
+
+
+class UnsupportedQuantization(UnknownArchitecture, _UnsupportedQuantizationBase):
+    """The family is known but its ``quantization_config`` is not (an UnknownArchitecture)."""
+
+    def __init__(self, model_type: str | None, method: str) -> None:
+        self.method = method
+        UnknownArchitecture.__init__(
+            self, model_type, f"{model_type}: unsupported quantization: {method}"
+        )
+
+
+def model_type_of(config: dict[str, Any]) -> str | None:
+    """The config's ``model_type``, else one inferred from a known ``architectures`` entry."""
+    mt = config.get("model_type")
+    if isinstance(mt, str) and mt:
+        return mt
+    archs = config.get("architectures")
+    if isinstance(archs, list):
+        for arch in archs:
+            if isinstance(arch, str) and arch in ARCHITECTURES:
+                return ARCHITECTURES[arch]
+    return None
+
+
+def supported_model_types() -> list[str]:
+    return sorted(SPECS)
+
+
+def _spec_for(config: dict[str, Any]) -> Spec:
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    mt = model_type_of(config)
+    spec = SPECS.get(mt) if mt is not None else None
+    if spec is None:
+        raise UnknownArchitecture(mt)
+    return spec
+
+
+def layouts(config: dict[str, Any]) -> list[Layout]:
+    """Every healthy on-disk naming convention for this config's family, the default first."""
+    return list(_spec_for(config).layouts)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a ``config.json`` (a file, or a directory holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    with p.open("rb") as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: a config.json must hold a JSON object")
+    return data
+
+
+def build_manifest(config: dict[str, Any], layout: str | None = None) -> Manifest:
+    """The manifest of ``config`` in ``layout`` (a name from :func:`layouts`; default first).
+
+    Raises :class:`UnknownArchitecture` for a family without a spec (and its subclass
+    :class:`UnsupportedQuantization` for an unknown ``quantization_config``),
+    :class:`ManifestError` when a needed config field is missing, ``ValueError`` for an
+    unknown layout name.
+    """
+    spec = _spec_for(config)
+    try:
+        key = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):  # pragma: no cover - json.load output always dumps
+        return _copy(_build(spec, config, layout))
+    return _copy(_cached(spec.model_type, key, layout))
+
+
+@lru_cache(maxsize=64)
+def _cached(model_type: str, key: str, layout: str | None) -> Manifest:
+    return _build(SPECS[model_type], json.loads(key), layout)
+
+
+def _copy(m: Manifest) -> Manifest:
+    return Manifest(
+        model_type=m.model_type,
+        dtype=m.dtype,
+        layout=m.layout,
+        tensors=dict(m.tensors),
+        tied=dict(m.tied),
+        groups=dict(m.groups),
+        quantization=m.quantization,
+        optional=dict(m.optional),
+    )
+
+
+def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manifest:
+    if layout_name is None:
+        lay = spec.layouts[0]
+    else:
+        found = [lo for lo in spec.layouts if lo.name == layout_name]
+        if not found:
+            names = ", ".join(lo.name for lo in spec.layouts)
+            raise ValueError(f"{spec.model_type}: unknown layout {layout_name!r} (have: {names})")
+        lay = found[0]
+    dtype = config_dtype(config)
+    records, tied = run_spec(spec, config, dtype)
+    try:
+        info = detect_quantization(config)
+    except _UnsupportedQuantizationBase as exc:
+        raise UnsupportedQuantization(spec.model_type, str(exc)) from None
+    if info is not None:
+        records = apply_quantization(records, info, lay.apply)
+    return _assemble(spec, lay, dtype, records, tied, info.label if info else None)
+
+
+def _assemble(
+    spec: Spec,
+    lay: Layout,
+    dtype: str,
+    records: list[Rec],
+    tied: dict[str, str],
+    quantization: str | None,
+) -> Manifest:
+    tensors: dict[str, ExpectedTensor] = {}
+    optional: dict[str, ExpectedTensor] = {}
+    groups: dict[str, list[str]] = {}
+    # Identical (shape, dtype) pairs share one frozen ExpectedTensor (MoE models repeat them).
+    memo: dict[tuple[tuple[int, ...] | None, str], ExpectedTensor] = {}
+    renames = bool(lay.renames)
+    for rec in records:
+        name = lay.apply(rec.name) if renames else rec.name
+        expected = memo.get((rec.shape, rec.dtype))
+        if expected is None:
+            nbytes: int | None = None
+            if rec.shape is not None:
+                nbytes = DTYPE_BYTES[rec.dtype]
+                for d in rec.shape:
+                    nbytes *= d
+            expected = memo[(rec.shape, rec.dtype)] = ExpectedTensor(rec.shape, rec.dtype, nbytes)
+        if name in tensors or name in optional:
+            raise ManifestError(f"{spec.model_type}: spec yields {name!r} twice")
+        (optional if rec.optional else tensors)[name] = expected
+        groups.setdefault(rec.section, []).append(name)
+    return Manifest(
+        model_type=spec.model_type,
+        dtype=dtype,
+        layout=lay.name,
+        tensors=tensors,
+        tied={lay.apply(k): lay.apply(v) for k, v in tied.items()},
+        groups={k: tuple(v) for k, v in groups.items()},
+        quantization=quantization,
+        optional=optional,
+    )
+
+
+def manifest_to_json(m: Manifest) -> dict[str, Any]:
+    """A JSON-ready dict of ``m``.
+
+    ``{"schema": 1, "model_type", "dtype", "layout", "tensors", "total_bytes"}`` where each
+    tensor is ``{"shape": [...] | None, "dtype": "BF16"}``.
+    """
+    return {
+        "schema": 1,
+        "model_type": m.model_type,
+        "dtype": m.dtype,
+        "layout": m.layout,
+        "tensors": {
+            name: {"shape": None if t.shape is None else list(t.shape), "dtype": t.dtype}
+            for name, t in m.tensors.items()
+        },
+        "total_bytes": m.total_bytes,
+    }

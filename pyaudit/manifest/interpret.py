@@ -1,0 +1,278 @@
+"""The one interpreter: a family :class:`~pyaudit.manifest.spec.Spec` + a config -> records."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .expr import Expr, ExprError, compile_expr
+from .spec import TOP, Entry, Group, Linear, Repeat, Spec, T
+
+__all__ = ["ManifestError", "Rec", "run_spec", "scope_env"]
+
+
+class ManifestError(ValueError):
+    """A manifest cannot be computed from this config (a needed field is missing or invalid)."""
+
+
+@dataclass
+class Rec:
+    """One expected tensor, in canonical naming, before the layout renames."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    dtype: str
+    section: str
+    kind: str | None = None
+    module: str | None = None
+    in_features: int | None = None
+    out_features: int | None = None
+    role: str | None = None
+    optional: bool = False
+
+
+_TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")
+
+
+@lru_cache(maxsize=2048)
+def _template(text: str) -> tuple[str | Expr, ...]:
+    parts: list[str | Expr] = []
+    pos = 0
+    for m in _TEMPLATE_RE.finditer(text):
+        if m.start() > pos:
+            parts.append(text[pos : m.start()])
+        parts.append(compile_expr(m.group(1)))
+        pos = m.end()
+    if pos < len(text):
+        parts.append(text[pos:])
+    return tuple(parts)
+
+
+def scope_env(
+    config: dict[str, Any], spec: Spec, scope: str, done: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The flat name -> value mapping expressions of ``scope`` are evaluated against.
+
+    ``done`` holds the environments of scopes already built (for ``Scope.uses``).
+    """
+    sc = spec.scopes[scope]
+    env: dict[str, Any] = dict(sc.defaults)
+    for src in reversed(sc.sources):
+        part = config if src == TOP else config.get(src)
+        if isinstance(part, dict):
+            env.update(part)
+    for key, ref in sc.uses.items():
+        other, _, source = ref.partition(":")
+        if done is None or other not in done:
+            raise ManifestError(f"{spec.model_type}: scope {scope!r} uses unknown scope {other!r}")
+        env[key] = compile_expr(source)(done[other])
+    for key, source in sc.let.items():
+        env[key] = compile_expr(source)(env)
+    return env
+
+
+class _Walker:
+    def __init__(self, spec: Spec, config: dict[str, Any], dtype: str) -> None:
+        self.spec = spec
+        self.config = config
+        self.dtype = dtype
+        self.bases: dict[str, dict[str, Any]] = {}
+        for name in spec.scopes:
+            self.bases[name] = scope_env(config, spec, name, self.bases)
+        self.records: list[Rec] = []
+        self.tied: dict[str, str] = {}
+
+    # -- helpers -----------------------------------------------------------------------
+    def _fail(self, what: str, src: str, env: dict[str, Any], scope: str) -> ManifestError:
+        names = sorted(compile_expr(src).names)
+        missing = [n for n in names if env.get(n) is None]
+        hint = f" (missing or null: {', '.join(missing)})" if missing else ""
+        return ManifestError(
+            f"{self.spec.model_type}: cannot compute {what} from {src!r} in scope {scope!r}{hint}"
+        )
+
+    def _eval(self, src: str, env: dict[str, Any], scope: str, what: str) -> Any:
+        try:
+            return compile_expr(src)(env)
+        except ExprError as exc:
+            raise ManifestError(f"{self.spec.model_type}: {what}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self._fail(f"{what} ({exc})", src, env, scope) from None
+
+    def _int(self, src: str, env: dict[str, Any], scope: str, what: str) -> int:
+        v = self._eval(src, env, scope, what)
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                return int(v)
+            raise self._fail(what, src, env, scope)
+        return v
+
+    def _render(self, text: str, env: dict[str, Any], scope: str) -> str:
+        if "{" not in text:
+            return text
+        out: list[str] = []
+        for part in _template(text):
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            v = self._eval(part.source, env, scope, f"name template {text!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise self._fail(f"name template {text!r}", part.source, env, scope)
+            out.append(str(v))
+        return "".join(out)
+
+    def _shape(self, src: str, env: dict[str, Any], scope: str, name: str) -> tuple[int, ...]:
+        v = self._eval(src, env, scope, f"shape of {name}")
+        dims = v if isinstance(v, tuple) else (v,)
+        shape: list[int] = []
+        for d in dims:
+            if isinstance(d, float) and d.is_integer():
+                d = int(d)
+            if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+                raise self._fail(f"shape of {name}", src, env, scope)
+            shape.append(d)
+        return tuple(shape)
+
+    def _cond(self, src: str | None, env: dict[str, Any], scope: str) -> bool:
+        if src is None:
+            return True
+        return bool(self._eval(src, env, scope, f"condition {src!r}"))
+
+    def _env(self, scope: str, loop: dict[str, int]) -> dict[str, Any]:
+        base = self.bases.get(scope)
+        if base is None:
+            raise ManifestError(f"{self.spec.model_type}: spec uses undefined scope {scope!r}")
+        if not loop:
+            return base
+        env = dict(base)
+        env.update(loop)
+        return env
+
+    # -- walking -----------------------------------------------------------------------
+    def walk(
+        self,
+        entries: Sequence[Entry],
+        scope: str,
+        loop: dict[str, int],
+        prefix: str,
+        section: str,
+    ) -> None:
+        env = self._env(scope, loop)
+        for raw in entries:
+            entry: Any = T(*raw) if isinstance(raw, tuple) else raw
+            if isinstance(entry, T):
+                self._tensor(entry, scope, loop, env, prefix, section)
+            elif isinstance(entry, Linear):
+                self._linear(entry, scope, loop, env, prefix, section)
+            elif isinstance(entry, Repeat):
+                sc = entry.scope or scope
+                e = env if sc == scope else self._env(sc, loop)
+                if not self._cond(entry.when, e, sc):
+                    continue
+                start = self._int(entry.start, e, sc, f"start of repeat {entry.var!r}")
+                count = self._int(entry.count, e, sc, f"count of repeat {entry.var!r}")
+                sec = entry.section or section
+                for i in range(start, start + count):
+                    inner = dict(loop)
+                    inner[entry.var] = i
+                    ie = self._env(sc, inner)
+                    self.walk(
+                        entry.tensors, sc, inner, prefix + self._render(entry.prefix, ie, sc), sec
+                    )
+            elif isinstance(entry, Group):
+                sc = entry.scope or scope
+                e = env if sc == scope else self._env(sc, loop)
+                if not self._cond(entry.when, e, sc):
+                    continue
+                self.walk(
+                    entry.tensors,
+                    sc,
+                    loop,
+                    prefix + self._render(entry.prefix, e, sc),
+                    entry.section or section,
+                )
+            else:
+                raise ManifestError(f"{self.spec.model_type}: unknown spec entry {entry!r}")
+
+    def _tensor(
+        self,
+        t: T,
+        scope: str,
+        loop: dict[str, int],
+        env: dict[str, Any],
+        prefix: str,
+        section: str,
+    ) -> None:
+        if t.scope and t.scope != scope:
+            scope = t.scope
+            env = self._env(scope, loop)
+        name = prefix + self._render(t.name, env, scope)
+        if not self._cond(t.when, env, scope):
+            if t.tied_to is not None:
+                self.tied[name] = prefix + self._render(t.tied_to, env, scope)
+            return
+        rec = Rec(
+            name=name,
+            shape=self._shape(t.shape, env, scope, name),
+            dtype=t.dtype or self.dtype,
+            section=t.section or section,
+            kind=t.kind,
+            role=t.role,
+        )
+        if t.module is not None:
+            rec.module = prefix + self._render(t.module, env, scope)
+            if t.in_features is not None:
+                rec.in_features = self._int(t.in_features, env, scope, f"in_features of {name}")
+            if t.out_features is not None:
+                rec.out_features = self._int(t.out_features, env, scope, f"out_features of {name}")
+        self.records.append(rec)
+
+    def _linear(
+        self,
+        lin: Linear,
+        scope: str,
+        loop: dict[str, int],
+        env: dict[str, Any],
+        prefix: str,
+        section: str,
+    ) -> None:
+        if lin.scope and lin.scope != scope:
+            scope = lin.scope
+            env = self._env(scope, loop)
+        module = prefix + self._render(lin.module, env, scope)
+        if not self._cond(lin.when, env, scope):
+            if lin.tied_to is not None:
+                self.tied[module + ".weight"] = prefix + self._render(lin.tied_to, env, scope)
+            return
+        out_f = self._int(lin.out_features, env, scope, f"out_features of {module}")
+        in_f = self._int(lin.in_features, env, scope, f"in_features of {module}")
+        sec = lin.section or section
+        dtype = lin.dtype or self.dtype
+        self.records.append(
+            Rec(
+                module + ".weight",
+                (out_f, in_f),
+                dtype,
+                sec,
+                lin.kind,
+                module,
+                in_f,
+                out_f,
+                "weight",
+            )
+        )
+        has_bias = lin.bias if isinstance(lin.bias, bool) else self._cond(lin.bias, env, scope)
+        if has_bias:
+            self.records.append(
+                Rec(module + ".bias", (out_f,), dtype, sec, lin.kind, module, in_f, out_f, "bias")
+            )
+
+
+def run_spec(spec: Spec, config: dict[str, Any], dtype: str) -> tuple[list[Rec], dict[str, str]]:
+    """Interpret ``spec`` against ``config``: the expected records (canonical names) and ties."""
+    walker = _Walker(spec, config, dtype)
+    walker.walk(spec.tensors, spec.default_scope, {}, "", spec.default_section)
+    return walker.records, walker.tied

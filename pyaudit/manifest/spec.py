@@ -1,0 +1,166 @@
+"""The vocabulary family specs are written in.
+
+A family spec is plain data: which config scopes it reads, a few derived values (``let``),
+and an ordered list of tensor entries. One interpreter (:mod:`pyaudit.manifest.interpret`)
+turns a spec plus a ``config.json`` into a :class:`~pyaudit.manifest.Manifest`.
+
+Entries
+-------
+``T(name, shape, when=None, ...)``
+    One tensor. ``name`` may hold ``{expr}`` templates (``"model.layers.{i}.x"``); ``shape``
+    is an expression giving an int or a tuple of ints (``"vocab_size, hidden_size"``);
+    ``when`` is a condition expression. A plain tuple ``(name, shape)`` or
+    ``(name, shape, when)`` means the same.
+``Linear(module, out_features, in_features, bias=False, ...)``
+    An ``nn.Linear``: ``{module}.weight`` ``[out, in]`` and, when ``bias`` holds,
+    ``{module}.bias`` ``[out]``. Its ``kind`` tells quantizers whether they replace it
+    (``"linear"``: decoder-block linear layers; ``"vision_linear"``: linear layers of a vision
+    tower or projector; ``"router"``: MoE router gates; ``"head"``: the LM head).
+``Repeat(var, count, tensors, start="0", prefix="")``
+    ``tensors`` once per ``var`` in ``range(start, start + count)``.
+``Group(tensors, prefix="", when=None, scope=None, section=None)``
+    A prefix, a condition, a config scope and/or a section label for several entries.
+
+Every entry can carry ``scope`` (which config scope its expressions read; inherited) and
+``section`` (a label such as ``"text"`` / ``"vision"`` / ``"mtp"``, inherited, used for
+:attr:`Manifest.groups`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+__all__ = [
+    "TOP",
+    "Entry",
+    "Group",
+    "Layout",
+    "Linear",
+    "Repeat",
+    "Scope",
+    "Spec",
+    "T",
+]
+
+#: Name of the top-level config object as a scope source.
+TOP = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A naming convention a family's checkpoints are found in on disk.
+
+    ``renames`` are applied to canonical names: the first ``(canonical_prefix,
+    on_disk_prefix)`` whose canonical prefix starts the name wins.
+    """
+
+    name: str
+    renames: tuple[tuple[str, str], ...] = ()
+
+    def apply(self, name: str) -> str:
+        for src, dst in self.renames:
+            if name.startswith(src):
+                return dst + name[len(src) :]
+        return name
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a scope reads config fields from.
+
+    ``sources`` are tried in order: ``"text_config"`` means the nested ``text_config`` dict,
+    :data:`TOP` the top level. ``defaults`` hold the family config class defaults used when
+    no source has the field. ``uses`` imports values of scopes declared earlier in the spec
+    (``{"text_hidden_size": "text:hidden_size"}``: the expression ``hidden_size`` evaluated in
+    scope ``text``). ``let`` are derived values (expressions evaluated in this scope, in
+    order; later ones can use earlier ones).
+    """
+
+    sources: tuple[str, ...] = (TOP,)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    let: Mapping[str, str] = field(default_factory=dict)
+    uses: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class T:
+    """One tensor."""
+
+    name: str
+    shape: str
+    when: str | None = None
+    dtype: str | None = None  # safetensors dtype override, e.g. "F32"; None = config dtype
+    kind: str | None = None  # quantization role; see module docstring
+    tied_to: str | None = None  # when ``when`` is false, this tensor is tied to that one
+    scope: str | None = None
+    section: str | None = None
+    # For tensors that are the weight/bias of a Linear: the module and its features.
+    module: str | None = None
+    in_features: str | None = None
+    out_features: str | None = None
+    role: str | None = None  # "weight" | "bias"
+
+
+@dataclass(frozen=True)
+class Linear:
+    """An ``nn.Linear`` (weight ``[out, in]`` + optional bias ``[out]``)."""
+
+    module: str
+    out_features: str
+    in_features: str
+    bias: bool | str = False
+    when: str | None = None
+    kind: str = "linear"
+    dtype: str | None = None
+    tied_to: str | None = None  # for LM heads: tied to this tensor when ``when`` is false
+    scope: str | None = None
+    section: str | None = None
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """``tensors`` once per ``var`` in ``range(start, start + count)``."""
+
+    var: str
+    count: str
+    tensors: Sequence[Entry]
+    start: str = "0"
+    prefix: str = ""
+    when: str | None = None
+    scope: str | None = None
+    section: str | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """A prefix / condition / scope / section shared by several entries."""
+
+    tensors: Sequence[Entry]
+    prefix: str = ""
+    when: str | None = None
+    scope: str | None = None
+    section: str | None = None
+
+
+Entry: TypeAlias = "T | Linear | Repeat | Group | tuple[str, ...]"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A family: the config scopes it reads, its tensors and its on-disk layouts.
+
+    ``default_scope`` is the scope of entries that name none. ``layouts`` lists every naming
+    convention transformers has written this family in, the most common first; the first one
+    has the canonical names (no renames) the entries are written in.
+    """
+
+    model_type: str
+    tensors: Sequence[Entry]
+    scopes: Mapping[str, Scope] = field(default_factory=lambda: {"text": Scope()})
+    default_scope: str = "text"
+    default_section: str = "text"
+    layouts: tuple[Layout, ...] = (Layout("default"),)
+    architectures: tuple[str, ...] = ()
+    notes: str = ""
