@@ -1,4 +1,4 @@
-"""The command line: `pyaudit inspect`, with exit statuses per CONTRACT.md."""
+"""The command line: `pyaudit scan`, `inspect`, `expect`, with exit statuses per CONTRACT.md."""
 
 from __future__ import annotations
 
@@ -26,9 +26,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _console(stderr: bool = False) -> Any:
+    """A rich console; written to a file or a pipe, lines are not wrapped at 80 columns."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def _emit_json(doc: object) -> None:
@@ -54,6 +57,100 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK if header.ok else EXIT_FAIL
 
 
+def _jobs(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from pyaudit.audit import AuditOptions
+    from pyaudit.scan import ScanSummary, load_base, scan
+
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        for p in missing:
+            print(f"pyaudit scan: {p}: no such file or directory", file=sys.stderr)
+        return EXIT_USAGE
+    options = AuditOptions(
+        expect=args.expect, base=Path(args.base) if args.base else None, fail_on=args.fail_on
+    )
+    base_expected = None
+    if options.base is not None:
+        if not options.base.is_dir():
+            print(f"pyaudit scan: --base {options.base}: not a directory", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            base_expected = load_base(options.base, args.jobs)
+        except ValueError as e:
+            print(f"pyaudit scan: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    start = time.perf_counter()
+    summary = ScanSummary()
+    reports = []
+    for report in scan(args.paths, options, args.jobs, base_expected):
+        summary.add(report)
+        if args.jsonl:
+            sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            reports.append(report)
+    summary.seconds = time.perf_counter() - start
+    if args.jsonl:
+        pass
+    elif args.json:
+        from pyaudit.report.json_report import scan_json
+
+        _emit_json(scan_json(reports, summary.to_json()))
+    else:
+        from pyaudit.report.table import print_scan
+
+        if not reports:
+            print("pyaudit scan: no checkpoints found under " + ", ".join(args.paths), file=sys.stderr)
+        print_scan(reports, summary.to_json(), _console())
+    return EXIT_FAIL if summary.failed else EXIT_OK
+
+
+def cmd_expect(args: argparse.Namespace) -> int:
+    from pyaudit.manifest import (
+        ManifestError,
+        UnknownArchitecture,
+        build_manifest,
+        layouts,
+        load_config,
+        manifest_to_json,
+    )
+
+    try:
+        config = load_config(args.config)
+    except (OSError, ValueError) as e:
+        print(f"pyaudit expect: {args.config}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        manifest = build_manifest(config, args.layout)
+    except UnknownArchitecture as e:
+        print(f"pyaudit expect: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except (ManifestError, ValueError) as e:
+        print(f"pyaudit expect: {args.config}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    doc = manifest_to_json(manifest)
+    if args.json:
+        _emit_json(doc)
+        return EXIT_OK
+    from pyaudit.report.expect_view import print_expect
+
+    print_expect(manifest, [lay.name for lay in layouts(config)], _console())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pyaudit",
@@ -63,11 +160,39 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
+    scan = commands.add_parser(
+        "scan", help="find every checkpoint under each PATH and audit it"
+    )
+    scan.add_argument("paths", nargs="+", metavar="PATH")
+    out = scan.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON report on stdout (CONTRACT.md)")
+    out.add_argument("--jsonl", action="store_true", help="one JSON object per checkpoint, as audited")
+    scan.add_argument("--jobs", type=_jobs, default=None, help="threads reading headers (default: cores)")
+    scan.add_argument(
+        "--expect", choices=("auto", "full", "adapter"), default="auto",
+        help="what the checkpoints must be (default: what the run's own files say)",
+    )
+    scan.add_argument("--base", metavar="DIR", help="a reference checkpoint whose tensors each must hold")
+    scan.add_argument(
+        "--fail-on", choices=("error", "warning"), default="error",
+        help="the least severe finding that fails a checkpoint (default: error)",
+    )
+    scan.set_defaults(run=cmd_scan)
+
     inspect = commands.add_parser("inspect", help="print one .safetensors file's header, validated")
     inspect.add_argument("file", metavar="FILE.safetensors")
     inspect.add_argument("--json", action="store_true", help="machine output on stdout")
     inspect.add_argument("--jobs", type=int, default=None, help=argparse.SUPPRESS)
     inspect.set_defaults(run=cmd_inspect)
+
+    expect = commands.add_parser(
+        "expect", help="print the tensor manifest a config.json implies"
+    )
+    expect.add_argument("config", metavar="CONFIG", help="a config.json, or a directory holding one")
+    expect.add_argument("--json", action="store_true", help="machine output on stdout")
+    expect.add_argument("--layout", default=None, help="a naming layout of the family (default: the first)")
+    expect.add_argument("--jobs", type=int, default=None, help=argparse.SUPPRESS)
+    expect.set_defaults(run=cmd_expect)
     return parser
 
 

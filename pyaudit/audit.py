@@ -1,0 +1,601 @@
+"""One checkpoint, audited: structure, contents against the manifest, adapters, intent.
+
+Stages, each over plain data: the checkpoint's files (discover) and their headers
+(read by the native core, passed in) -> structural findings -> what to expect and
+from where -> comparison -> intent -> one :class:`CheckpointReport`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyaudit import expected as expect_mod
+from pyaudit.adapters import check_adapter
+from pyaudit.compare import Comparison, Found, compare_full, is_peft_tensor
+from pyaudit.discover import CheckpointDir
+from pyaudit.expected import Expected, ManifestUnavailable
+from pyaudit.findings import Finding, finding, status_of
+from pyaudit.headers import Header
+from pyaudit.report.sizes import human_bytes
+from pyaudit.runs import Declared, RunArgs, find_run_args, read_json, resolve_model
+
+SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.safetensors$")
+TRUNCATION_RULES = {"data-truncated", "trailing-bytes", "header-truncated", "too-small"}
+
+
+@dataclass
+class AuditOptions:
+    expect: str = "auto"  # auto | full | adapter
+    base: Path | None = None
+    fail_on: str = "error"  # error | warning
+
+
+@dataclass
+class FileEntry:
+    path: str
+    bytes: int
+    tensors: int
+    ok: bool
+    rule: str = "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"path": self.path, "bytes": self.bytes, "tensors": self.tensors, "ok": self.ok}
+        if not self.ok:
+            doc["rule"] = self.rule
+        return doc
+
+
+@dataclass
+class CheckpointReport:
+    path: str
+    status: str = "pass"
+    kind: str = "unknown"
+    model_type: str | None = None
+    layout: str | None = None
+    expected_source: str | None = None
+    declared: str | None = None
+    tensors: dict[str, int | None] = field(
+        default_factory=lambda: {"found": 0, "expected": None, "missing": 0, "unexpected": 0}
+    )
+    bytes: dict[str, int | None] = field(default_factory=lambda: {"found": 0, "expected": None})
+    files: list[FileEntry] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "kind": self.kind,
+            "model_type": self.model_type,
+            "layout": self.layout,
+            "expected_source": self.expected_source,
+            "declared": self.declared,
+            "tensors": dict(self.tensors),
+            "bytes": dict(self.bytes),
+            "files": [f.to_json() for f in self.files],
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def header_files(ckpt: CheckpointDir) -> list[Path]:
+    """The .safetensors files whose headers the audit needs."""
+    return [ckpt.path / name for name in ckpt.safetensors]
+
+
+# --- structure -------------------------------------------------------------------------
+
+
+def _file_finding(name: str, header: Header) -> Finding:
+    error = header.error
+    reason = error.reason if error else header.rule
+    rule = header.rule
+    tensor = [error.tensor] if error is not None and error.tensor else []
+    if rule == "lfs-pointer":
+        return finding("lfs-pointer", f"{name}: {reason}", tensors=tensor)
+    if rule in TRUNCATION_RULES:
+        return finding("shard-truncated", f"{name}: {reason} [{rule}]", tensors=tensor)
+    if rule == "io-error":
+        return finding("unreadable", f"{name}: {reason}", tensors=tensor)
+    return finding("corrupt-header", f"{name}: {reason} [{rule}]", tensors=tensor)
+
+
+def _is_adapter_file(name: str) -> bool:
+    return name.startswith("adapter_model")
+
+
+@dataclass
+class _Contents:
+    base: dict[str, Found] = field(default_factory=dict)  # non-adapter files' tensors
+    adapter: dict[str, Found] = field(default_factory=dict)
+    found_bytes: int = 0
+    header_bytes: dict[str, int] = field(default_factory=dict)
+    tensors_by_file: dict[str, set[str]] = field(default_factory=dict)
+    readable: set[str] = field(default_factory=set)
+
+
+def _collect(ckpt: CheckpointDir, headers: Mapping[str, Header], report: CheckpointReport) -> _Contents:
+    contents = _Contents()
+    duplicates: list[str] = []
+    for name in ckpt.safetensors:
+        header = headers[name]
+        entry = FileEntry(name, header.file_size, len(header) if header.ok else 0, header.ok, header.rule)
+        report.files.append(entry)
+        if not header.ok:
+            report.findings.append(_file_finding(name, header))
+            continue
+        contents.readable.add(name)
+        contents.header_bytes[name] = 8 + header.header_size
+        target = contents.adapter if _is_adapter_file(name) else contents.base
+        names, dtypes, shapes, offsets = header.table()
+        contents.tensors_by_file[name] = set(names)
+        for n, d, s, (b, e) in zip(names, dtypes, shapes, offsets, strict=True):
+            if n in target:
+                duplicates.append(n)
+            target[n] = Found(d, s, e - b, name)
+            contents.found_bytes += e - b
+    if duplicates:
+        report.findings.append(
+            finding(
+                "index-mismatch",
+                f"{len(duplicates)} tensors are stored in more than one file "
+                f"(e.g. {duplicates[0]}): which copy loads depends on file order",
+                tensors=duplicates,
+            )
+        )
+    return contents
+
+
+def _check_index(ckpt: CheckpointDir, contents: _Contents, report: CheckpointReport) -> dict[str, Any] | None:
+    """Index against shards: missing shards, misplaced tensors, total_size, strays, gaps."""
+    base_files = [n for n in ckpt.safetensors if not _is_adapter_file(n)]
+    indexes = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
+    if not indexes:
+        sharded = [n for n in base_files if SHARD_NAME.match(n)]
+        if len(sharded) > 1:
+            report.findings.append(
+                finding(
+                    "index-missing",
+                    f"{len(sharded)} shards ({sharded[0]} ...) and no model.safetensors.index.json: "
+                    "from_pretrained cannot load them; the index was lost on copy or never written",
+                    count=len(sharded),
+                )
+            )
+        _check_numbering(sharded, set(ckpt.safetensors), report)
+        return None
+    index_name = "model.safetensors.index.json" if "model.safetensors.index.json" in indexes else indexes[0]
+    index = read_json(ckpt.path / index_name)
+    if index is None or not isinstance(index.get("weight_map"), dict):
+        report.findings.append(
+            finding("index-mismatch", f"{index_name} is not a readable index (no weight_map object)")
+        )
+        return None
+    weight_map: dict[str, Any] = index["weight_map"]
+    on_disk = set(ckpt.safetensors)
+    named_files = sorted({f for f in weight_map.values() if isinstance(f, str)})
+    absent = [f for f in named_files if f not in on_disk]
+    if absent:
+        lost = [t for t, f in weight_map.items() if f in absent]
+        report.findings.append(
+            finding(
+                "shard-missing",
+                f"{index_name} names {len(absent)} shard(s) that are not there: "
+                f"{', '.join(absent[:5])} ({len(lost)} tensors)",
+                tensors=lost,
+                count=len(lost),
+            )
+        )
+    _check_numbering(named_files + [n for n in base_files if SHARD_NAME.match(n)], on_disk, report, absent)
+
+    misplaced: list[str] = []
+    for tensor, file in weight_map.items():
+        if file in contents.readable and tensor not in contents.tensors_by_file.get(file, ()):
+            misplaced.append(tensor)
+    unlisted: list[str] = []
+    for file in named_files:
+        for tensor in sorted(contents.tensors_by_file.get(file, ())):
+            if weight_map.get(tensor) != file:
+                unlisted.append(tensor)
+    if misplaced:
+        report.findings.append(
+            finding(
+                "index-mismatch",
+                f"{len(misplaced)} tensors the index places in a shard are not in it "
+                f"(e.g. {misplaced[0]} -> {weight_map[misplaced[0]]})",
+                tensors=misplaced,
+            )
+        )
+    if unlisted:
+        report.findings.append(
+            finding(
+                "index-mismatch",
+                f"{len(unlisted)} tensors held by shards are not listed (for that shard) in "
+                f"{index_name} (e.g. {unlisted[0]})",
+                tensors=unlisted,
+            )
+        )
+    strays = [n for n in base_files if n not in named_files]
+    if strays:
+        report.findings.append(
+            finding(
+                "stray-weights",
+                f"{', '.join(strays)} beside the shards of {index_name}, which does not name "
+                "it: loaders ignore it, and it may be a stale copy (delete it, or it was meant "
+                "to replace the shards)",
+                count=len(strays),
+            )
+        )
+    total = (index.get("metadata") or {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
+    if isinstance(total, int) and not absent and all(f in contents.readable for f in named_files):
+        tensor_bytes = sum(
+            f.nbytes for t, f in contents.base.items() if f.file in named_files
+        )
+        if total != tensor_bytes:
+            header_bytes = sum(contents.header_bytes[f] for f in named_files)
+            if total == tensor_bytes + header_bytes:
+                report.findings.append(
+                    finding(
+                        "index-mismatch",
+                        f"{index_name} total_size {total} is the sum of file sizes, not of "
+                        f"tensor bytes ({tensor_bytes}): the difference is exactly the "
+                        f"{len(named_files)} headers. Loaders do not use it; the writer "
+                        "summed file sizes.",
+                        severity="warning",
+                    )
+                )
+            else:
+                report.findings.append(
+                    finding(
+                        "index-mismatch",
+                        f"{index_name} total_size {total} but the shards hold {tensor_bytes} "
+                        f"bytes of tensors (off by {tensor_bytes - total:+d})",
+                    )
+                )
+    return {"weight_map": weight_map, "total_size": total, "name": index_name}
+
+
+def _check_numbering(
+    names: list[str], on_disk: set[str], report: CheckpointReport, already: list[str] | None = None
+) -> None:
+    """Every k of `-0000k-of-0000N` must be there: a gap is a lost shard."""
+    series: dict[tuple[str, int], set[int]] = {}
+    for name in names:
+        m = SHARD_NAME.match(name)
+        if m:
+            series.setdefault((m.group("stem"), int(m.group("n"))), set()).add(int(m.group("k")))
+    for (stem, n), ks in sorted(series.items()):
+        gaps = [
+            f"{stem}-{k:05d}-of-{n:05d}.safetensors"
+            for k in range(1, n + 1)
+            if k not in ks and f"{stem}-{k:05d}-of-{n:05d}.safetensors" not in on_disk
+        ]
+        gaps = [g for g in gaps if not already or g not in already]
+        if gaps:
+            report.findings.append(
+                finding(
+                    "shard-missing",
+                    f"shard numbering of {stem}-*-of-{n:05d} has a gap: {', '.join(gaps[:5])} "
+                    f"{'is' if len(gaps) == 1 else 'are'} neither on disk nor in the index",
+                    count=len(gaps),
+                )
+            )
+
+
+# --- what to expect -------------------------------------------------------------------
+
+
+def _expected_for(
+    ckpt: CheckpointDir,
+    config: dict[str, Any] | None,
+    adapter_config: dict[str, Any] | None,
+    run: RunArgs,
+    index: dict[str, Any] | None,
+    options: AuditOptions,
+    base_expected: Expected | None,
+    report: CheckpointReport,
+) -> Expected | None:
+    if base_expected is not None:
+        return base_expected
+    unavailable: ManifestUnavailable | None = None
+    if config is not None:
+        try:
+            return expect_mod.from_config(config, "config.json")
+        except ManifestUnavailable as e:
+            unavailable = e
+            report.model_type = e.model_type
+    # The model the run's own files name, found locally.
+    references = []
+    if adapter_config and isinstance(adapter_config.get("base_model_name_or_path"), str):
+        references.append(("adapter_config.json base_model_name_or_path", adapter_config["base_model_name_or_path"]))
+    if run.model:
+        references.append((f"{run.args_path.name if run.args_path else 'run args'} model", run.model))
+    if unavailable is None and config is None:
+        for what, ref in references:
+            path = resolve_model(ref, ckpt.path)
+            if path is None:
+                continue
+            base_config = read_json(path / "config.json")
+            if base_config is None:
+                continue
+            try:
+                where = ref if Path(ref) == path else f"{ref} ({path})"
+                return expect_mod.from_config(base_config, f"base model {where}")
+            except ManifestUnavailable as e:
+                unavailable = e
+                report.model_type = e.model_type
+                break
+        else:
+            if references and (ckpt.has_adapter_config or not ckpt.has_weights):
+                what, ref = references[0]
+                report.findings.append(
+                    finding(
+                        "base-not-found",
+                        f"the base model {ref!r} ({what}) is not available locally (path, "
+                        "$HF_HOME hub cache, ModelScope cache): only the adapter's own "
+                        "consistency was checked; pass --base DIR to check it against the base",
+                    )
+                )
+    if unavailable is not None:
+        report.findings.append(
+            finding(
+                "unknown-architecture",
+                f"{unavailable}: only structural checks ran"
+                + ("; the index says which tensors to expect" if index else ""),
+            )
+        )
+    if index is not None:
+        names = [n for n in index["weight_map"] if isinstance(n, str)]
+        total = index.get("total_size")
+        return expect_mod.from_index(names, total if isinstance(total, int) else None, index["name"])
+    return None
+
+
+def base_expectation(base: Path, headers: list[Header]) -> Expected:
+    """``--base DIR``: the reference checkpoint's own tensors are what to expect."""
+    tensors: dict[str, tuple[str, tuple[int, ...], int]] = {}
+    for header in headers:
+        if not header.ok:
+            raise ValueError(f"--base {base}: {header.error}")
+        if Path(header.path).name.startswith("adapter_model"):
+            continue
+        names, dtypes, shapes, offsets = header.table()
+        for n, d, s, (b, e) in zip(names, dtypes, shapes, offsets, strict=True):
+            tensors[n] = (d, s, e - b)
+    config = read_json(base / "config.json")
+    model_type = config.get("model_type") if config else None
+    return expect_mod.from_tensors(tensors, f"--base {base}", model_type if isinstance(model_type, str) else None)
+
+
+# --- intent ---------------------------------------------------------------------------
+
+
+def _declared(options: AuditOptions, run: RunArgs) -> Declared | None:
+    if options.expect in ("full", "adapter"):
+        return Declared(options.expect, "--expect", "expect", options.expect)  # type: ignore[arg-type]
+    return run.declared()
+
+
+def _lora_origin(run: RunArgs, ckpt: CheckpointDir) -> str | None:
+    """Where an unintended LoRA came from, when the files show it (ms-swift load_args)."""
+    if run.args is None or not run.model:
+        return None
+    model_dir = resolve_model(run.model, ckpt.path)
+    if model_dir is None:
+        return None
+    parent_args = read_json(model_dir / "args.json")
+    if parent_args is None:
+        return None
+    parent_type = parent_args.get("train_type") or parent_args.get("sft_type")
+    if not (isinstance(parent_type, str) and parent_type.lower() != "full"):
+        return None
+    load_args = run.args.get("load_args")
+    merged = model_dir.name.endswith("-merged")
+    how = (
+        f"model={run.model} is {'an ms-swift -merged export that carries' if merged else 'a directory with'} "
+        f"the args.json of a train_type={parent_type} run"
+    )
+    if load_args in (True, None, "true", "True"):
+        return (
+            f"Likely cause: {how}, and load_args={load_args!r} made this run re-read those saved "
+            f"arguments, keeping train_type={parent_type}. Fix: rerun with --load_args false "
+            "--train_type full (or delete that args.json)."
+        )
+    return f"Note: {how}."
+
+
+def _check_intent(
+    ckpt: CheckpointDir, run: RunArgs, declared: Declared | None, report: CheckpointReport,
+    comparison_missing: bool,
+) -> None:
+    if declared is None or report.kind == "unknown":
+        return
+    report.declared = declared.describe()
+    if declared.kind == "full" and report.kind == "adapter":
+        severity_note = "" if declared.source == "--expect" else f" ({declared.path})"
+        report.findings.append(
+            finding(
+                "adapter-only",
+                "only adapter weights were saved where full training was declared "
+                f"({declared.describe()})",
+                severity="error",
+            )
+        )
+        origin = _lora_origin(run, ckpt)
+        # The run's own args disagreeing with itself is the common trap: name it.
+        train_type = run.args.get("train_type") if run.args else None
+        message = (
+            f"{declared.describe()}{severity_note} but only LoRA adapter weights were saved "
+            f"({human_bytes(report.bytes['found'])}"
+            + (f" of the {human_bytes(report.bytes['expected'])} a full checkpoint holds" if report.bytes["expected"] else "")
+            + ")."
+        )
+        if declared.source == "--expect" and isinstance(train_type, str):
+            message += f" {run.args_path} says train_type={train_type}."
+        message += " " + (
+            origin
+            or "Likely cause: the training framework ran with LoRA enabled (train_type / "
+            "finetuning_type, or arguments inherited from an earlier run); rerun with full "
+            "training declared explicitly."
+        )
+        report.findings.append(finding("intent-mismatch", message))
+    elif declared.kind == "adapter" and report.kind == "full":
+        if ckpt.path.name.endswith("-merged"):
+            return  # an ms-swift merged export: full weights under the adapter run's args
+        report.findings.append(
+            finding(
+                "intent-mismatch",
+                f"{declared.describe()}"
+                + (f" ({declared.path})" if declared.path else "")
+                + " but full model weights were saved "
+                f"({human_bytes(report.bytes['found'])}): the adapter was merged or "
+                "full-parameter training ran; if the weights are meant, fix the declared "
+                "training type, else check the PEFT setup",
+            )
+        )
+
+
+# --- the whole audit -------------------------------------------------------------------
+
+
+def _no_weights_message(ckpt: CheckpointDir) -> str:
+    there: list[str] = []
+    if ckpt.zero_dirs:
+        there.append(
+            f"DeepSpeed ZeRO shards in {', '.join(d + '/' for d in ckpt.zero_dirs[:3])}"
+            " — consolidate them: `python zero_to_fp32.py . ./` (the script DeepSpeed saves "
+            "beside them) or set stage3_gather_16bit_weights_on_model_save"
+        )
+    if ckpt.fsdp_files:
+        there.append(
+            f"{len(ckpt.fsdp_files)} FSDP sharded-state files (*.distcp) — consolidate with "
+            "`accelerate merge-weights` or torch.distributed.checkpoint.format_utils.dcp_to_torch_save"
+        )
+    if not there:
+        shown = ", ".join((ckpt.run_files + ckpt.other_files)[:8]) or "nothing else"
+        there.append(f"holds only {shown}")
+    return "config.json but no weight files: " + "; ".join(there)
+
+
+def audit_checkpoint(
+    ckpt: CheckpointDir,
+    headers: Mapping[str, Header],
+    options: AuditOptions,
+    base_expected: Expected | None = None,
+) -> CheckpointReport:
+    """Audit one checkpoint whose .safetensors headers (by file name) are given."""
+    report = CheckpointReport(path=ckpt.display)
+    config = read_json(ckpt.path / "config.json") if ckpt.has_config else None
+    adapter_config = read_json(ckpt.path / "adapter_config.json") if ckpt.has_adapter_config else None
+    run = find_run_args(ckpt.path, ckpt.scan_root)
+
+    contents = _collect(ckpt, headers, report)
+    index = _check_index(ckpt, contents, report)
+    report.bytes["found"] = contents.found_bytes
+
+    expected = _expected_for(ckpt, config, adapter_config, run, index, options, base_expected, report)
+    if expected is not None:
+        report.expected_source = expected.source
+        report.model_type = expected.model_type or report.model_type
+        report.tensors["expected"] = len(expected.default.tensors)
+        report.bytes["expected"] = expected.total_bytes
+
+    base_tensors = {n: f for n, f in contents.base.items()}
+    peft_in_base = [n for n in base_tensors if is_peft_tensor(n)]
+    non_peft = len(base_tensors) - len(peft_in_base)
+    if non_peft > 0:
+        report.kind = "full"
+    elif contents.adapter or peft_in_base:
+        report.kind = "adapter"
+    report.tensors["found"] = len(contents.base) + len(contents.adapter)
+
+    comparison: Comparison | None = None
+    if report.kind == "full" and expected is not None:
+        comparison = compare_full(base_tensors, expected)
+        report.layout = comparison.layout
+        report.tensors["expected"] = comparison.expected
+        report.tensors["missing"] = comparison.missing
+        report.tensors["unexpected"] = comparison.unexpected
+        report.findings.extend(comparison.findings)
+        if contents.adapter:
+            report.findings.extend(check_adapter(contents.adapter, adapter_config, expected))
+    elif report.kind == "adapter":
+        adapter_tensors = dict(contents.adapter) if contents.adapter else {n: base_tensors[n] for n in peft_in_base}
+        report.findings.extend(check_adapter(adapter_tensors, adapter_config, expected))
+        declared = _declared(options, run)
+        if expected is not None:
+            report.tensors["missing"] = report.tensors["expected"]
+        if declared is not None and declared.kind == "full" and expected is not None:
+            groups = sorted(
+                expected.group(list(expected.default.tensors), expected.default), key=lambda g: -g[1]
+            )
+            report.findings.append(
+                finding(
+                    "base-weights-missing",
+                    f"{len(expected.default.tensors)} of {len(expected.default.tensors)} base "
+                    f"tensors absent ({human_bytes(expected.total_bytes)}): "
+                    + ", ".join(f"{label} — {n} tensors" if n > 1 else label for label, n in groups[:6]),
+                    tensors=list(expected.default.tensors),
+                )
+            )
+        elif declared is None or declared.kind != "full":
+            base = (
+                f"; the base model ({expected.model_type or 'unknown'}, "
+                f"{human_bytes(expected.total_bytes)}) is not in this checkpoint"
+                if expected is not None
+                else ""
+            )
+            report.findings.append(
+                finding(
+                    "adapter-only",
+                    f"adapter weights only ({len(adapter_tensors)} tensors, "
+                    f"{human_bytes(contents.found_bytes)}){base}",
+                )
+            )
+    elif not ckpt.has_weights and ckpt.has_adapter_config:
+        report.findings.extend(check_adapter({}, adapter_config, expected))
+        report.kind = "unknown"
+    elif not ckpt.has_weights:
+        report.findings.append(finding("no-weights", _no_weights_message(ckpt)))
+    if ckpt.bin_weights or ckpt.bin_indexes:
+        report.findings.extend(_bin_findings(ckpt, expected, report))
+
+    _check_intent(ckpt, run, _declared(options, run), report, comparison is not None)
+    if report.model_type is None and config is not None:
+        mt = config.get("model_type")
+        report.model_type = mt if isinstance(mt, str) else None
+    report.status = status_of(report.findings, options.fail_on)
+    return report
+
+
+def _bin_findings(ckpt: CheckpointDir, expected: Expected | None, report: CheckpointReport) -> list[Finding]:
+    """Pickled .bin weights: never unpickled; names from their index when there is one."""
+    out: list[Finding] = []
+    names: list[str] = []
+    for index_name in ckpt.bin_indexes:
+        index = read_json(ckpt.path / index_name)
+        if index and isinstance(index.get("weight_map"), dict):
+            names.extend(index["weight_map"])
+            absent = sorted({f for f in index["weight_map"].values() if isinstance(f, str) and not (ckpt.path / f).exists()})
+            if absent:
+                out.append(finding("shard-missing", f"{index_name} names {len(absent)} missing shard(s): {', '.join(absent[:5])}", count=len(absent)))
+    if report.kind == "unknown" and (ckpt.bin_weights or names):
+        report.kind = "full" if not all(n.startswith("adapter_model") for n in ckpt.bin_weights) else "adapter"
+        report.tensors["found"] = len(names) or None
+    if names and expected is not None and report.kind == "full" and not ckpt.safetensors:
+        have = set(names)
+        missing = [n for n in expected.default.tensors if n not in have]
+        report.tensors["missing"] = len(missing)
+        if missing:
+            out.append(finding("base-weights-missing", f"{len(missing)} of {len(expected.default.tensors)} base tensors are not named by the .bin index", tensors=missing))
+    out.append(
+        finding(
+            "shapes-unverified",
+            f"{len(ckpt.bin_weights)} pickled .bin weight file(s) ({', '.join(ckpt.bin_weights[:3])}): "
+            "tensor names checked from the index only, shapes and dtypes not verified (pyaudit "
+            "never unpickles); convert to safetensors for a full audit",
+        )
+    )
+    return out

@@ -1,0 +1,306 @@
+"""Found tensors against expected ones: the findings about a full checkpoint's contents.
+
+Pure functions over plain data: names, dtypes, shapes in; findings out. Names are
+first normalised (wrapper prefixes, unmerged PEFT names, a second layout) so that
+one root cause gives one finding, not hundreds of "missing" and "unexpected" ones.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from pyaudit.expected import Expected, LayoutTensors
+from pyaudit.findings import Finding, finding
+from pyaudit.report.sizes import human_bytes, human_shape
+
+
+class Found(NamedTuple):
+    """One tensor as a header states it."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    file: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+LEADING_WRAPPERS = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "base_model.model.")
+INNER_WRAPPER = re.compile(r"(^|\.)(?:_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
+PEFT_TENSOR = re.compile(
+    r"\.(?:lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector|lora_dropout)(?:\.|$)"
+)
+BASE_LAYER = ".base_layer."
+GROUPS_SHOWN = 6
+
+
+def is_peft_tensor(name: str) -> bool:
+    return PEFT_TENSOR.search(name) is not None
+
+
+@dataclass
+class Comparison:
+    findings: list[Finding] = field(default_factory=list)
+    layout: str | None = None
+    expected: int | None = None
+    expected_bytes: int | None = None
+    missing: int = 0
+    unexpected: int = 0
+
+
+def _example_list(names: Iterable[str], limit: int = 3) -> str:
+    items = list(names)
+    shown = ", ".join(items[:limit])
+    return shown + (", ..." if len(items) > limit else "")
+
+
+def normalise(
+    found: Mapping[str, Found], expected: Expected | None
+) -> tuple[dict[str, Found], list[Finding]]:
+    """Strip wrapper prefixes and PEFT wrapper names, saying so once each."""
+    findings: list[Finding] = []
+    known = expected.where() if expected else {}
+    names = list(found)
+
+    # Leading prefixes every name carries (DDP `module.`, torch.compile `_orig_mod.`, ...),
+    # unless the model's own names use them.
+    stripped: list[str] = []
+    peft_names = [n for n in names if is_peft_tensor(n) or BASE_LAYER in n]
+    while names:
+        for prefix in LEADING_WRAPPERS:
+            if all(n.startswith(prefix) for n in names) and not any(
+                k.startswith(prefix) for k in known
+            ):
+                stripped.append(prefix)
+                names = [n[len(prefix) :] for n in names]
+                break
+        else:
+            break
+    inner = sum(1 for n in names if INNER_WRAPPER.search(n))
+    mapping = {
+        orig: INNER_WRAPPER.sub(r"\1", n) for orig, n in zip(found, names, strict=True)
+    }
+
+    wrapper_prefixes = [p for p in stripped if p != "base_model.model." or not peft_names]
+    if wrapper_prefixes or inner:
+        what = " + ".join(f"'{p}'" for p in wrapper_prefixes)
+        parts = []
+        if wrapper_prefixes:
+            parts.append(f"every tensor name starts with {what}")
+        if inner:
+            parts.append(f"{inner} names hold FSDP/checkpoint/compile wrapper segments")
+        findings.append(
+            finding(
+                "wrapper-prefix",
+                "; ".join(parts) + ": the training wrapper was saved with the model, so "
+                "from_pretrained will not match the names. Save the unwrapped model "
+                "(accelerator.unwrap_model(model) / model.module / model._orig_mod).",
+                tensors=list(found)[:20],
+                count=len(found),
+            )
+        )
+
+    # PEFT wrapper names inside a full checkpoint: the adapter was never merged.
+    if peft_names:
+        lora = [n for n in found if is_peft_tensor(n)]
+        base_layer = [n for n in found if BASE_LAYER in n]
+        findings.append(
+            finding(
+                "unmerged-peft",
+                f"{len(lora)} LoRA tensors and {len(base_layer)} '.base_layer.' weights in a "
+                "full checkpoint: the PEFT model was saved without merging. Merge first "
+                "(model = model.merge_and_unload(); model.save_pretrained(...)) or "
+                "`swift export --merge_lora true`.",
+                tensors=sorted(lora + base_layer),
+                count=len(lora) + len(base_layer),
+            )
+        )
+    out: dict[str, Found] = {}
+    for orig, f in found.items():
+        if is_peft_tensor(orig):
+            continue
+        name = mapping[orig].replace(BASE_LAYER, ".")
+        out.setdefault(name, f)
+    return out, findings
+
+
+def choose_layout(
+    names: Iterable[str], expected: Expected
+) -> tuple[int, dict[int, list[str]]]:
+    """The layout most names fit, and names that fit only another layout (by layout)."""
+    where = expected.where()
+    names = list(names)
+    scores = [
+        sum(1 for n in names if n in lay.tensors or n in lay.optional) for lay in expected.layouts
+    ]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    others: dict[int, list[str]] = {}
+    for n in names:
+        if n in where and not (n in expected.layouts[best].tensors or n in expected.layouts[best].optional):
+            li = where[n][0]
+            if li != best:
+                others.setdefault(li, []).append(n)
+    return best, others
+
+
+def _describe_missing(missing: list[str], layout: LayoutTensors, expected: Expected, total: int) -> str:
+    nbytes = sum(layout.tensors[n].nbytes or 0 for n in missing)
+    groups = sorted(expected.group(missing, layout), key=lambda g: -g[1])
+    shown = ", ".join(f"{label} — {count} tensors" if count > 1 else label for label, count in groups[:GROUPS_SHOWN])
+    if len(groups) > GROUPS_SHOWN:
+        shown += f", and {len(groups) - GROUPS_SHOWN} more groups"
+    size = f" ({human_bytes(nbytes)})" if expected.shapes_known else ""
+    msg = f"{len(missing)} of {total} base tensors absent{size}: {shown}"
+    # A whole section gone (a frozen vision tower dropped on save) deserves a name.
+    missing_set = set(missing)
+    for section, names in layout.sections.items():
+        members = set(names)
+        if section and members and members <= missing_set and len(members) < total:
+            msg += (
+                f". The whole {section} section ({len(members)} tensors) is absent: frozen "
+                "modules dropped on save? (e.g. a trainer saving only trainable parameters)"
+            )
+    return msg
+
+
+def compare_full(found: Mapping[str, Found], expected: Expected) -> Comparison:
+    """Hold a full checkpoint's tensors against what its model must hold."""
+    result = Comparison()
+    normalised, result.findings = normalise(found, expected)
+    best, others = choose_layout(normalised, expected)
+    layout = expected.layouts[best]
+    result.layout = layout.name
+    if others:
+        other_names = [n for names in others.values() for n in names]
+        other_layouts = ", ".join(expected.layouts[li].name for li in others)
+        result.findings.append(
+            finding(
+                "mixed-layout",
+                f"{len(other_names)} tensors are named in the {other_layouts} layout beside "
+                f"{len(normalised) - len(other_names)} in the {layout.name} layout "
+                f"(e.g. {_example_list(sorted(other_names), 2)}): two naming conventions of "
+                "one family in one checkpoint (files from two transformers versions mixed?)",
+                tensors=sorted(other_names),
+            )
+        )
+        # Hold them against the chosen layout under their chosen-layout names.
+        where = expected.where()
+        order = list(layout.tensors)
+        for n in other_names:
+            f = normalised.pop(n)
+            pos = where[n][1]
+            if pos < len(order):
+                normalised.setdefault(order[pos], f)
+
+    expected_names = layout.tensors
+    result.expected = len(expected_names)
+    result.expected_bytes = expected.total_bytes
+
+    missing = [n for n in expected_names if n not in normalised]
+    result.missing = len(missing)
+    if missing:
+        result.findings.append(
+            finding(
+                "base-weights-missing",
+                _describe_missing(missing, layout, expected, len(expected_names)),
+                tensors=missing,
+            )
+        )
+
+    empty: list[str] = []
+    shape_bad: list[str] = []
+    drift: dict[tuple[str, str], list[str]] = defaultdict(list)
+    drift_bytes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for name, want in expected_names.items():
+        f = normalised.get(name)
+        if f is None or want.shape is None:
+            continue
+        if f.shape != want.shape:
+            if f.numel == 0 and math.prod(want.shape) > 0:
+                empty.append(name)
+            else:
+                shape_bad.append(name)
+            continue
+        if want.dtype and f.dtype != want.dtype:
+            key = (f.dtype, want.dtype)
+            drift[key].append(name)
+            drift_bytes[key][0] += f.nbytes
+            drift_bytes[key][1] += want.nbytes or 0
+    if empty:
+        result.findings.append(
+            finding(
+                "empty-tensors",
+                f"{len(empty)} tensors saved with zero elements where the model needs them "
+                f"(e.g. {empty[0]}: shape {human_shape(normalised[empty[0]].shape)}, expected "
+                f"{human_shape(expected_names[empty[0]].shape)}): DeepSpeed ZeRO-3 partitions "
+                "saved without gathering. Set `stage3_gather_16bit_weights_on_model_save: true` "
+                "or rebuild the weights with zero_to_fp32.py.",
+                tensors=empty,
+            )
+        )
+    if shape_bad:
+        examples = "; ".join(
+            f"{n}: {human_shape(normalised[n].shape)}, expected {human_shape(expected_names[n].shape)}"
+            for n in shape_bad[:3]
+        )
+        result.findings.append(
+            finding(
+                "shape-mismatch",
+                f"{len(shape_bad)} tensors differ in shape from what {expected.source} implies: "
+                f"{examples}",
+                tensors=shape_bad,
+            )
+        )
+    for (got, want), names in sorted(drift.items()):
+        found_bytes, want_bytes = drift_bytes[(got, want)]
+        ratio = found_bytes / want_bytes if want_bytes else float("nan")
+        effect = (
+            f"{ratio:.1f}× {'larger' if ratio > 1 else 'smaller'} "
+            f"({human_bytes(found_bytes)} instead of {human_bytes(want_bytes)})"
+            if want_bytes and ratio != 1
+            else "same size"
+        )
+        source = f"config says {expected.dtype}" if expected.dtype == want else f"expected {want}"
+        result.findings.append(
+            finding(
+                "dtype-drift",
+                f"{len(names)} tensors are {got} where {source}: {effect}",
+                tensors=names,
+            )
+        )
+
+    unexpected = [
+        n for n in normalised if n not in expected_names and n not in layout.optional
+    ]
+    tied_saved = [n for n in unexpected if n in layout.tied]
+    unexpected = [n for n in unexpected if n not in layout.tied]
+    result.unexpected = len(unexpected)
+    if tied_saved:
+        result.findings.append(
+            finding(
+                "unexpected-tensors",
+                f"{_example_list(tied_saved)} saved although tied to "
+                f"{layout.tied[tied_saved[0]]} (tie_word_embeddings): harmless, "
+                f"{human_bytes(sum(normalised[n].nbytes for n in tied_saved))} of duplicate data",
+                tensors=tied_saved,
+            )
+        )
+    if unexpected:
+        groups = expected.group(unexpected, layout)
+        shown = ", ".join(f"{label} ({count})" if count > 1 else label for label, count in groups[:GROUPS_SHOWN])
+        result.findings.append(
+            finding(
+                "unexpected-tensors",
+                f"{len(unexpected)} tensors that {expected.source} does not know "
+                f"({human_bytes(sum(normalised[n].nbytes for n in unexpected))}): {shown}",
+                tensors=unexpected,
+            )
+        )
+    return result

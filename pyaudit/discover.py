@@ -1,0 +1,177 @@
+"""PATH -> checkpoint directories: which files hold weights, indexes, adapters and run args.
+
+Knows file names, not file contents: nothing here reads a byte of a weight file.
+Symlinks are followed (the Hugging Face cache keeps snapshots as links to blobs),
+with a guard against directory cycles.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INDEX_SUFFIX = ".safetensors.index.json"
+BIN_INDEX_SUFFIX = ".bin.index.json"
+ADAPTER_CONFIG = "adapter_config.json"
+CONFIG = "config.json"
+ZERO_DIR = re.compile(r"global_step\d+$")
+FSDP_DIR = re.compile(r"pytorch_model_fsdp_\d+$|.*_fsdp_\d+$")
+CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
+# Pickled weight files worth naming (names only: they are never unpickled).
+WEIGHT_BIN = re.compile(r"(pytorch_model|adapter_model|model)(-\d{5}-of-\d{5})?\.bin$")
+RUN_FILES = ("args.json", "training_args.yaml", "trainer_state.json", "training_args.bin")
+
+
+@dataclass
+class CheckpointDir:
+    """One checkpoint: a directory and what it holds, as file names relative to it."""
+
+    path: Path  # as reached from the PATH given (not resolved)
+    display: str  # relative to the PATH given, or the PATH itself
+    safetensors: list[str] = field(default_factory=list)
+    indexes: list[str] = field(default_factory=list)
+    bin_weights: list[str] = field(default_factory=list)
+    bin_indexes: list[str] = field(default_factory=list)
+    has_config: bool = False
+    has_adapter_config: bool = False
+    zero_dirs: list[str] = field(default_factory=list)
+    fsdp_files: list[str] = field(default_factory=list)
+    run_files: list[str] = field(default_factory=list)
+    other_files: list[str] = field(default_factory=list)
+    scan_root: Path | None = None
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.safetensors or self.indexes or self.bin_weights or self.bin_indexes)
+
+    @property
+    def is_checkpoint(self) -> bool:
+        """Weights or adapter files, or a model/trainer dir whose weights are elsewhere."""
+        if self.has_weights or self.has_adapter_config:
+            return True
+        return self.is_weightless_candidate
+
+    @property
+    def is_weightless_candidate(self) -> bool:
+        return bool(
+            self.has_config
+            or self.zero_dirs
+            or self.fsdp_files
+            or (CHECKPOINT_NAME.fullmatch(self.path.name) and "trainer_state.json" in self.run_files)
+        )
+
+
+def _classify(path: Path, display: str, entries: list[os.DirEntry[str]]) -> tuple[CheckpointDir, list[Path]]:
+    ckpt = CheckpointDir(path=path, display=display)
+    subdirs: list[Path] = []
+    for entry in entries:
+        name = entry.name
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if ZERO_DIR.fullmatch(name):
+                ckpt.zero_dirs.append(name)
+            elif FSDP_DIR.fullmatch(name):
+                ckpt.fsdp_files.extend(f"{name}/{f}" for f in _distcp_in(Path(entry.path)))
+            elif not name.startswith("."):
+                subdirs.append(Path(entry.path))
+            continue
+        if name.endswith(".safetensors"):
+            ckpt.safetensors.append(name)
+        elif name.endswith(INDEX_SUFFIX):
+            ckpt.indexes.append(name)
+        elif name.endswith(BIN_INDEX_SUFFIX):
+            ckpt.bin_indexes.append(name)
+        elif WEIGHT_BIN.fullmatch(name):
+            ckpt.bin_weights.append(name)
+        elif name == CONFIG:
+            ckpt.has_config = True
+        elif name == ADAPTER_CONFIG:
+            ckpt.has_adapter_config = True
+        elif name.endswith(".distcp"):
+            ckpt.fsdp_files.append(name)
+        elif name in RUN_FILES:
+            ckpt.run_files.append(name)
+        else:
+            ckpt.other_files.append(name)
+    for names in (ckpt.safetensors, ckpt.indexes, ckpt.bin_weights, ckpt.bin_indexes,
+                  ckpt.zero_dirs, ckpt.fsdp_files, ckpt.run_files, ckpt.other_files):
+        names.sort()
+    return ckpt, sorted(subdirs)
+
+
+def _distcp_in(directory: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(directory) if e.name.endswith(".distcp"))
+    except OSError:
+        return []
+
+
+def _display(root: Path, path: Path, given: str) -> str:
+    if path == root:
+        return given
+    return path.relative_to(root).as_posix()
+
+
+def discover(given: str) -> Iterator[CheckpointDir]:
+    """Every checkpoint under ``given`` (a checkpoint dir, a run tree, a store), lazily.
+
+    A directory of a checkpoint's own (``global_step*/`` ZeRO shards, FSDP shard
+    folders) is part of it. A directory with a config but no weights is reported
+    (as weightless) only when no checkpoint lies below it.
+    """
+    root = Path(given)
+    seen: set[tuple[int, int]] = set()
+
+    def walk(path: Path) -> Iterator[CheckpointDir]:
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen:  # a symlink cycle, or the same dir reached twice
+            return
+        seen.add(key)
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            return
+        ckpt, subdirs = _classify(path, _display(root, path, given), entries)
+        ckpt.scan_root = root
+        if ckpt.has_weights or ckpt.has_adapter_config:
+            yield ckpt
+            for sub in subdirs:
+                yield from walk(sub)
+            return
+        found_below = False
+        for sub in subdirs:
+            for child in walk(sub):
+                found_below = True
+                yield child
+        if not found_below and ckpt.is_weightless_candidate:
+            yield ckpt
+
+    if root.is_file():
+        # A single weights file: audit the directory that holds it, that file only.
+        parent = root.parent
+        try:
+            with os.scandir(parent) as it:
+                entries = list(it)
+        except OSError:
+            entries = []
+        ckpt, _ = _classify(parent, given, entries)
+        ckpt.scan_root = parent
+        if root.name.endswith(".safetensors"):
+            ckpt.safetensors = [root.name]
+            ckpt.indexes = []
+            ckpt.bin_weights = []
+            ckpt.bin_indexes = []
+        yield ckpt
+        return
+    yield from walk(root)

@@ -1,0 +1,137 @@
+"""What a checkpoint must hold, and where that knowledge came from.
+
+Sources, in order of authority: ``--base DIR`` (a reference checkpoint's own
+headers), the directory's ``config.json``, the model the run's files name
+(resolved locally, never over the network), the index alone. Each becomes one
+:class:`Expected`: every healthy on-disk layout's tensor names, shapes and dtypes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pyaudit.manifest import (
+    ExpectedTensor,
+    ManifestError,
+    UnknownArchitecture,
+    build_manifest,
+    group_names,
+    layouts,
+    model_type_of,
+)
+
+
+@dataclass
+class LayoutTensors:
+    """One naming convention: on-disk name -> expected tensor, in spec order."""
+
+    name: str
+    tensors: dict[str, ExpectedTensor]
+    optional: dict[str, ExpectedTensor] = field(default_factory=dict)
+    tied: dict[str, str] = field(default_factory=dict)
+    sections: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "vision" -> names
+
+
+@dataclass
+class Expected:
+    """The tensors a checkpoint must hold, in every layout that is healthy for it."""
+
+    source: str  # "config.json", "base model Qwen/... (path)", "--base DIR", "index"
+    model_type: str | None
+    dtype: str | None  # the config's dtype as a safetensors name, when a config said
+    layouts: list[LayoutTensors]
+    shapes_known: bool = True
+    quantization: str | None = None
+    total_bytes: int | None = None
+    # on-disk name in any layout -> (layout index, canonical position); built lazily
+    _where: dict[str, tuple[int, int]] | None = None
+
+    @property
+    def default(self) -> LayoutTensors:
+        return self.layouts[0]
+
+    def where(self) -> dict[str, tuple[int, int]]:
+        """Every layout's names -> (layout index, position in spec order)."""
+        if self._where is None:
+            where: dict[str, tuple[int, int]] = {}
+            for li, lay in enumerate(self.layouts):
+                for pos, name in enumerate(lay.tensors):
+                    where.setdefault(name, (li, pos))
+            self._where = where
+        return self._where
+
+    def group(self, names: list[str], layout: LayoutTensors) -> list[tuple[str, int]]:
+        return group_names(names, all_names=layout.tensors.keys())
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class ManifestUnavailable(Exception):
+    """No spec can say what this config's model holds (unknown-architecture)."""
+
+    def __init__(self, model_type: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.model_type = model_type
+
+
+def from_config(config: dict[str, Any], source: str) -> Expected:
+    """Every layout's manifest of ``config``; one build per distinct config (cached)."""
+    return _from_config_cached(_config_key(config), source)
+
+
+@lru_cache(maxsize=256)
+def _from_config_cached(key: str, source: str) -> Expected:
+    config = json.loads(key)
+    model_type = model_type_of(config)
+    try:
+        lays = layouts(config)
+        manifests = [build_manifest(config, lay.name) for lay in lays]
+    except UnknownArchitecture as e:
+        raise ManifestUnavailable(model_type, str(e)) from None
+    except (ManifestError, KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise ManifestUnavailable(model_type, f"config.json cannot be read as {model_type}: {e}") from None
+    first = manifests[0]
+    return Expected(
+        source=source,
+        model_type=first.model_type,
+        dtype=first.dtype,
+        layouts=[
+            LayoutTensors(m.layout, m.tensors, dict(m.optional), dict(m.tied), dict(m.groups))
+            for m in manifests
+        ],
+        shapes_known=True,
+        quantization=first.quantization,
+        total_bytes=first.total_bytes,
+    )
+
+
+def from_tensors(
+    tensors: dict[str, tuple[str, tuple[int, ...], int]], source: str, model_type: str | None
+) -> Expected:
+    """A reference checkpoint's own tensors (``--base``): name -> (dtype, shape, nbytes)."""
+    expected = {n: ExpectedTensor(shape, dtype, nbytes) for n, (dtype, shape, nbytes) in tensors.items()}
+    return Expected(
+        source=source,
+        model_type=model_type,
+        dtype=None,
+        layouts=[LayoutTensors("as in the base", expected)],
+        total_bytes=sum(nbytes for _, _, nbytes in tensors.values()),
+    )
+
+
+def from_index(names: list[str], total_size: int | None, source: str) -> Expected:
+    """Names alone (an index's weight_map): shapes and dtypes unknown."""
+    expected = {n: ExpectedTensor(None, "", None) for n in names}
+    return Expected(
+        source=source,
+        model_type=None,
+        dtype=None,
+        layouts=[LayoutTensors("as in the index", expected)],
+        shapes_known=False,
+        total_bytes=total_size,
+    )

@@ -1,0 +1,173 @@
+"""What a run meant to save: its own saved arguments, read as data.
+
+ms-swift's ``args.json`` (``train_type``, ``rlhf_type``, ``model``, ``load_args``),
+LLaMA-Factory's ``training_args.yaml`` (``finetuning_type``), PEFT's
+``adapter_config.json``, and the user's ``--expect``. Nothing is unpickled:
+``training_args.bin`` is opaque.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Kind = Literal["full", "adapter"]
+
+# ms-swift train_type values that save adapters rather than full weights.
+ADAPTER_TRAIN_TYPES = {
+    "lora", "longlora", "adalora", "vera", "boft", "fourierft", "reft", "bone", "adapter",
+    "llamapro", "lisa_lora", "ia3", "prompt", "lokr", "loha", "olora", "pissa", "dora", "qlora",
+}  # fmt: skip
+FULL_TRAIN_TYPES = {"full", "freeze"}
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a small run file, or None when absent or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _read_yaml_scalars(path: Path) -> dict[str, str]:
+    """Top-level ``key: value`` scalars of a flat YAML file (no YAML library needed)."""
+    out: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z_][\w.-]*):\s*(.*?)\s*$", line)
+        if m and m.group(2) and not m.group(2).startswith(("#", "|", ">")):
+            out[m.group(1)] = m.group(2).strip("'\"")
+    return out
+
+
+def kind_of_train_type(value: object) -> Kind | None:
+    if not isinstance(value, str):
+        return None
+    v = value.lower()
+    if v in FULL_TRAIN_TYPES:
+        return "full"
+    if v in ADAPTER_TRAIN_TYPES:
+        return "adapter"
+    return None
+
+
+@dataclass
+class Declared:
+    """One statement of intent: which file (or flag) says which kind, by which field."""
+
+    kind: Kind
+    source: str  # e.g. "args.json", "--expect", "adapter_config.json"
+    field: str  # e.g. "train_type"
+    value: str
+    path: Path | None = None
+
+    def describe(self) -> str:
+        if self.source == "--expect":
+            return f"--expect {self.value}"
+        return f"{self.source} says {self.field}={self.value}"
+
+
+@dataclass
+class RunArgs:
+    """What the run's saved arguments say, where they were found."""
+
+    args_path: Path | None = None
+    args: dict[str, Any] | None = None
+    yaml_path: Path | None = None
+    yaml: dict[str, str] | None = None
+
+    @property
+    def model(self) -> str | None:
+        if self.args:
+            for key in ("model", "model_id_or_path", "model_name_or_path"):
+                value = self.args.get(key)
+                if isinstance(value, str) and value:
+                    return value
+        if self.yaml:
+            return self.yaml.get("model_name_or_path")
+        return None
+
+    def declared(self) -> Declared | None:
+        if self.args is not None and self.args_path is not None:
+            for key in ("train_type", "sft_type", "finetuning_type"):
+                kind = kind_of_train_type(self.args.get(key))
+                if kind:
+                    return Declared(kind, self.args_path.name, key, str(self.args[key]), self.args_path)
+        if self.yaml is not None and self.yaml_path is not None:
+            kind = kind_of_train_type(self.yaml.get("finetuning_type"))
+            if kind:
+                return Declared(kind, self.yaml_path.name, "finetuning_type",
+                                self.yaml["finetuning_type"], self.yaml_path)
+        return None
+
+
+def find_run_args(directory: Path, stop: Path | None, levels: int = 2) -> RunArgs:
+    """The run files of a checkpoint: in its directory, else in its parents (ms-swift keeps
+    ``args.json`` both in the run dir and in each ``checkpoint-N``), never above ``stop``'s
+    parent."""
+    run = RunArgs()
+    current = directory
+    stop_parent = stop.parent if stop is not None else None
+    for _ in range(levels + 1):
+        if run.args is None:
+            args = read_json(current / "args.json")
+            if args is not None:
+                run.args_path, run.args = current / "args.json", args
+        if run.yaml is None and (current / "training_args.yaml").is_file():
+            run.yaml_path = current / "training_args.yaml"
+            run.yaml = _read_yaml_scalars(run.yaml_path)
+        if run.args is not None or run.yaml is not None:
+            break
+        if current.parent == current or current == stop_parent or current.parent == stop_parent:
+            break
+        current = current.parent
+    return run
+
+
+def hf_cache_dirs() -> list[Path]:
+    """Local model caches, in the order a user's environment names them."""
+    dirs: list[Path] = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
+    dirs.append(Path.home() / ".cache" / "huggingface" / "hub")
+    return dirs
+
+
+def resolve_model(reference: str, relative_to: Path) -> Path | None:
+    """A model reference (path or hub id) as a local directory, never over the network."""
+    if not reference:
+        return None
+    candidate = Path(reference).expanduser()
+    for path in (candidate, relative_to / candidate) if not candidate.is_absolute() else (candidate,):
+        if path.is_dir():
+            return path
+    if reference.count("/") == 1 and not reference.startswith((".", "/")):
+        org, name = reference.split("/")
+        for cache in hf_cache_dirs():
+            snapshots = cache / f"models--{org}--{name}" / "snapshots"
+            try:
+                found = sorted(
+                    (p for p in snapshots.iterdir() if (p / "config.json").exists()),
+                    key=lambda p: p.stat().st_mtime,
+                    reverse=True,
+                )
+            except OSError:
+                continue
+            if found:
+                return found[0]
+        modelscope = Path(os.environ.get("MODELSCOPE_CACHE", Path.home() / ".cache" / "modelscope"))
+        for path in (modelscope / "hub" / "models" / org / name, modelscope / "hub" / org / name):
+            if (path / "config.json").exists():
+                return path
+    return None

@@ -1,0 +1,131 @@
+"""Sweeps: every checkpoint under the PATHs given, audited as its headers arrive.
+
+Discovery and header reading overlap: while Python audits one batch of
+checkpoints, the native core reads the next batch's headers on its own threads
+(the GIL is released there). Memory stays flat: checkpoints stream through.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from pyaudit.audit import AuditOptions, CheckpointReport, audit_checkpoint, base_expectation, header_files
+from pyaudit.discover import CheckpointDir, discover
+from pyaudit.expected import Expected
+from pyaudit.headers import Header, read_headers
+
+BATCH_FILES = 512  # headers per native batch: enough to keep the threads busy
+
+
+@dataclass
+class ScanSummary:
+    checkpoints: int = 0
+    passed: int = 0
+    warned: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, report: CheckpointReport) -> None:
+        self.checkpoints += 1
+        if report.status == "pass":
+            self.passed += 1
+        elif report.status == "warn":
+            self.warned += 1
+        else:
+            self.failed += 1
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "checkpoints": self.checkpoints,
+            "pass": self.passed,
+            "warn": self.warned,
+            "fail": self.failed,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _batches(checkpoints: Iterable[CheckpointDir]) -> Iterator[list[CheckpointDir]]:
+    batch: list[CheckpointDir] = []
+    files = 0
+    for ckpt in checkpoints:
+        batch.append(ckpt)
+        files += max(len(ckpt.safetensors), 1)
+        if files >= BATCH_FILES:
+            yield batch
+            batch, files = [], 0
+    if batch:
+        yield batch
+
+
+def _read_batch(batch: list[CheckpointDir], jobs: int | None) -> list[dict[str, Header]]:
+    paths = [p for ckpt in batch for p in header_files(ckpt)]
+    headers = read_headers(paths, jobs=jobs)
+    out: list[dict[str, Header]] = []
+    i = 0
+    for ckpt in batch:
+        n = len(ckpt.safetensors)
+        out.append(dict(zip(ckpt.safetensors, headers[i : i + n], strict=True)))
+        i += n
+    return out
+
+
+def load_base(base: Path, jobs: int | None) -> Expected:
+    """``--base DIR``: the reference checkpoint's headers, read once for the whole sweep."""
+    ckpts = list(islice(discover(str(base)), 1))
+    if not ckpts or not ckpts[0].safetensors:
+        raise ValueError(f"--base {base}: no .safetensors files there")
+    headers = read_headers(header_files(ckpts[0]), jobs=jobs)
+    return base_expectation(base, headers)
+
+
+def scan(
+    paths: Iterable[str],
+    options: AuditOptions | None = None,
+    jobs: int | None = None,
+    base_expected: Expected | None = None,
+) -> Iterator[CheckpointReport]:
+    """Audit every checkpoint under ``paths``, yielding reports in discovery order."""
+    options = options or AuditOptions()
+    if options.base is not None and base_expected is None:
+        base_expected = load_base(options.base, jobs)
+    checkpoints = (ckpt for path in paths for ckpt in discover(path))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyaudit-read") as reader:
+        pending: Future[list[dict[str, Header]]] | None = None
+        pending_batch: list[CheckpointDir] = []
+        for batch in _batches(checkpoints):
+            future = reader.submit(_read_batch, batch, jobs)
+            if pending is not None:
+                yield from _audit_batch(pending_batch, pending.result(), options, base_expected)
+            pending, pending_batch = future, batch
+        if pending is not None:
+            yield from _audit_batch(pending_batch, pending.result(), options, base_expected)
+
+
+def _audit_batch(
+    batch: list[CheckpointDir],
+    headers: list[dict[str, Header]],
+    options: AuditOptions,
+    base_expected: Expected | None,
+) -> Iterator[CheckpointReport]:
+    for ckpt, by_name in zip(batch, headers, strict=True):
+        yield audit_checkpoint(ckpt, by_name, options, base_expected)
+
+
+def run_scan(
+    paths: Iterable[str], options: AuditOptions | None = None, jobs: int | None = None
+) -> tuple[list[CheckpointReport], ScanSummary]:
+    """The whole sweep at once: every report and the summary."""
+    start = time.perf_counter()
+    summary = ScanSummary()
+    reports = []
+    for report in scan(paths, options, jobs):
+        summary.add(report)
+        reports.append(report)
+    summary.seconds = time.perf_counter() - start
+    return reports, summary
