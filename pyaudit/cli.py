@@ -25,13 +25,19 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _console(stderr: bool = False) -> Any:
-    """A rich console; written to a file or a pipe, lines are not wrapped at 80 columns."""
+def _render(draw: Any) -> None:
+    """Draw with rich: straight to a terminal; to a file or pipe, 200 columns wide and
+    without the padding rich leaves at line ends."""
+    import io
+
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 200
-    return Console(stderr=stderr, highlight=False, width=width)
+    if sys.stdout.isatty():
+        draw(Console(highlight=False))
+        return
+    buffer = io.StringIO()
+    draw(Console(file=buffer, highlight=False, width=200, color_system=None))
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
 
 
 def _emit_json(doc: object) -> None:
@@ -53,7 +59,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(inspect_json(header))
     else:
-        print_inspect(header, _console())
+        _render(lambda console: print_inspect(header, console))
     return EXIT_OK if header.ok else EXIT_FAIL
 
 
@@ -114,7 +120,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
         if not reports:
             print("pyaudit scan: no checkpoints found under " + ", ".join(args.paths), file=sys.stderr)
-        print_scan(reports, summary.to_json(), _console())
+        _render(lambda console: print_scan(reports, summary.to_json(), console))
     return EXIT_FAIL if summary.failed else EXIT_OK
 
 
@@ -147,7 +153,8 @@ def cmd_expect(args: argparse.Namespace) -> int:
         return EXIT_OK
     from pyaudit.report.expect_view import print_expect
 
-    print_expect(manifest, [lay.name for lay in layouts(config)], _console())
+    names = [lay.name for lay in layouts(config)]
+    _render(lambda console: print_expect(manifest, names, console))
     return EXIT_OK
 
 

@@ -102,7 +102,12 @@ def _classify(path: Path, display: str, entries: list[os.DirEntry[str]]) -> tupl
     for names in (ckpt.safetensors, ckpt.indexes, ckpt.bin_weights, ckpt.bin_indexes,
                   ckpt.zero_dirs, ckpt.fsdp_files, ckpt.run_files, ckpt.other_files):
         names.sort()
-    return ckpt, sorted(subdirs)
+    return ckpt, sorted(subdirs, key=_natural)
+
+
+def _natural(path: Path) -> list[object]:
+    """checkpoint-50 before checkpoint-100."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def _distcp_in(directory: Path) -> list[str]:

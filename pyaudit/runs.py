@@ -145,11 +145,21 @@ def hf_cache_dirs() -> list[Path]:
 
 
 def resolve_model(reference: str, relative_to: Path) -> Path | None:
-    """A model reference (path or hub id) as a local directory, never over the network."""
+    """A model reference (path or hub id) as a local directory, never over the network.
+
+    A relative path is tried against the checkpoint's directory and its ancestors
+    (training frameworks record paths relative to where the run was launched),
+    then the current directory.
+    """
     if not reference:
         return None
     candidate = Path(reference).expanduser()
-    for path in (candidate, relative_to / candidate) if not candidate.is_absolute() else (candidate,):
+    if candidate.is_absolute():
+        tries = [candidate]
+    else:
+        tries = [base / candidate for base in [relative_to, *relative_to.parents][:8]]
+        tries.append(Path.cwd() / candidate)
+    for path in tries:
         if path.is_dir():
             return path
     if reference.count("/") == 1 and not reference.startswith((".", "/")):

@@ -62,7 +62,7 @@ def print_scan(reports: list[CheckpointReport], summary: dict[str, object], cons
         header = Text(r.path, style="bold")
         header.append(f"  {r.status.upper()}", style=STATUS_STYLE.get(r.status, ""))
         details = [x for x in (r.expected_source and f"expected from {r.expected_source}",
-                               r.layout and f"layout {r.layout}", r.declared) if x]
+                               r.layout and r.layout != "default" and f"layout {r.layout}", r.declared) if x]
         if details:
             header.append("  (" + "; ".join(details) + ")", style="dim")
         console.print(header)

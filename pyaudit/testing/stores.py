@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -68,40 +69,45 @@ def tiny_config(config: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
     return out
 
 
+# safetensors dtype -> the writer's dtype name (torch/numpy spelling).
+WRITER_DTYPES = {
+    "BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+    "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}  # fmt: skip
+
+
 def _write_real(path: Path, tensors: Mapping[str, TensorSpec], metadata: Mapping[str, str]) -> None:
-    """Small real files, every byte by the safetensors library (bf16 as its raw bits)."""
+    """Small real files: every byte written by the safetensors library's own writer.
+
+    Values are small normal numbers (as float32 bit patterns cut to the dtype's width
+    for BF16; cast for the others), so --verify-data sees ordinary weights.
+    """
     import numpy as np
-    from safetensors.numpy import save_file
+    from safetensors import TensorSpec as WriterSpec
+    from safetensors import serialize_file
 
-    rng = np.random.default_rng(abs(hash(path.name)) % (2**32))
-    arrays = {}
+    rng = np.random.default_rng(sum(path.name.encode()))
+    keep = []
+    specs = {}
     for name, (dtype, shape) in tensors.items():
+        n = math.prod(shape)
+        values = (rng.standard_normal(n, dtype=np.float32) * 0.02).astype(np.float32)
         if dtype == "BF16":
-            # numpy has no bfloat16: write float32 values' upper halves as uint16 and
-            # relabel below, so the file is a real BF16 tensor.
-            values = rng.standard_normal(shape, dtype=np.float32) * 0.02
-            arrays[name] = (values.view(np.uint32) >> 16).astype(np.uint16)
+            data = (values.view(np.uint32) >> 16).astype(np.uint16)
+        elif dtype in ("F8_E4M3", "F8_E5M2"):
+            data = rng.integers(0, 0x70, n, dtype=np.uint8)  # finite bit patterns
+        elif dtype == "BOOL":
+            data = values > 0
         else:
-            arrays[name] = (rng.standard_normal(shape) * 0.02).astype(NUMPY_DTYPES[dtype])
-    save_file(arrays, str(path), metadata=dict(metadata))
-    bf16 = {n for n, (d, _) in tensors.items() if d == "BF16"}
-    if bf16:
-        _relabel(path, bf16, "U16", "BF16")
-
-
-def _relabel(path: Path, names: set[str], old: str, new: str) -> None:
-    """Rewrite dtypes in a header in place (same width, so the length stays)."""
-    with open(path, "r+b") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-        for name in names:
-            if header[name]["dtype"] == old:
-                header[name]["dtype"] = new
-        text = json.dumps(header, separators=(",", ":")).encode()
-        if len(text) > n:
-            raise AssertionError("relabel grew the header")
-        f.seek(8)
-        f.write(text + b" " * (n - len(text)))
+            data = values.astype(NUMPY_DTYPES[dtype])
+        data = np.ascontiguousarray(data)
+        keep.append(data)
+        specs[name] = WriterSpec(
+            dtype=WRITER_DTYPES[dtype], shape=tuple(shape), data_ptr=data.ctypes.data, data_len=data.nbytes
+        )
+    serialize_file(specs, str(path), metadata=dict(metadata))
 
 
 def write_checkpoint(
