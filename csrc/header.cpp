@@ -85,12 +85,14 @@ std::string quoted(std::string_view s) {
     out.reserve(s.size() + 2);
     out.push_back('\'');
     // Keep messages printable and bounded whatever the header holds.
-    const std::size_t limit = 200;
-    for (std::size_t i = 0; i < s.size() && i < limit; ++i) {
+    // The cut never splits a UTF-8 sequence: messages stay valid UTF-8.
+    std::size_t cut = std::min<std::size_t>(s.size(), 200);
+    while (cut > 0 && cut < s.size() && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+    for (std::size_t i = 0; i < cut; ++i) {
         const auto c = static_cast<unsigned char>(s[i]);
         out.push_back(c < 0x20 ? '?' : s[i]);
     }
-    if (s.size() > limit) out += "...";
+    if (cut < s.size()) out += "...";
     out.push_back('\'');
     return out;
 }
@@ -122,6 +124,9 @@ private:
     bool fail(Rule rule, std::string message) {
         out_.issue.rule = rule;
         out_.issue.tensor = current_tensor_;
+        if (rule == Rule::not_json && !current_tensor_.empty()) {
+            message += " (in the entry of tensor " + quoted(current_tensor_) + ")";
+        }
         out_.issue.message = std::move(message);
         return false;
     }
@@ -402,14 +407,19 @@ private:
         }
     }
 
+    // The value at p_ has the wrong kind for `field`: a wrong-type failure when it
+    // is a valid JSON value, a syntax failure when it is not.
+    bool wrong_kind(std::string_view field, std::string_view expected) {
+        const std::string_view kind = kind_here();
+        if (!skip_value()) return false;
+        return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": " + std::string(field) +
+                                          " holds " + std::string(kind) + ", not " + std::string(expected));
+    }
+
     bool read_uint(std::uint64_t& value, std::string_view field) {
         skip_ws();
         if (p_ >= end_) return syntax("expected a number");
-        if (*p_ != '-' && (*p_ < '0' || *p_ > '9')) {
-            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": " +
-                                              std::string(field) + " holds " +
-                                              std::string(kind_here()) + ", not an integer");
-        }
+        if (*p_ != '-' && (*p_ < '0' || *p_ > '9')) return wrong_kind(field, "an integer");
         const char* start = p_;
         bool plain = false;
         if (!scan_number(start, plain)) return false;
@@ -434,10 +444,8 @@ private:
 
     bool read_shape(TensorRecord& t) {
         skip_ws();
-        if (p_ >= end_ || *p_ != '[') {
-            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": shape holds " +
-                                              std::string(kind_here()) + ", not an array");
-        }
+        if (p_ >= end_) return syntax("expected a value");
+        if (*p_ != '[') return wrong_kind("shape", "an array");
         if (!enter()) return false;
         const char* open = p_;
         ++p_;
@@ -474,11 +482,8 @@ private:
 
     bool read_offsets(TensorRecord& t) {
         skip_ws();
-        if (p_ >= end_ || *p_ != '[') {
-            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
-                                              ": data_offsets holds " + std::string(kind_here()) +
-                                              ", not an array of 2 integers");
-        }
+        if (p_ >= end_) return syntax("expected a value");
+        if (*p_ != '[') return wrong_kind("data_offsets", "an array of 2 integers");
         if (!enter()) return false;
         ++p_;
         std::uint64_t values[2] = {0, 0};
@@ -512,10 +517,95 @@ private:
         return true;
     }
 
+    // A dtype: a string, or serde's externally tagged form of a unit variant,
+    // {"F32": null}, which the reference (serde) accepts as well.
+    bool read_dtype(TensorRecord& t) {
+        skip_ws();
+        std::string name;
+        if (p_ < end_ && *p_ == '"') {
+            if (!read_string_value(name)) return false;
+        } else if (p_ < end_ && *p_ == '{') {
+            if (!enter()) return false;
+            ++p_;
+            skip_ws();
+            if (p_ < end_ && *p_ == '}') {
+                return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
+                                                  ": dtype holds an empty object, not a string");
+            }
+            if (!read_string_value(name)) return false;
+            if (!expect(':')) return false;
+            skip_ws();
+            if (p_ >= end_) return syntax("expected a value");
+            if (*p_ != 'n') {
+                if (!skip_value()) return false;
+                return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": dtype {" +
+                                                  quoted(name) + ": ...} must map to null");
+            }
+            if (!literal("null")) return false;
+            skip_ws();
+            if (p_ < end_ && *p_ == ',') {
+                return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
+                                                  ": dtype holds an object of more than one key");
+            }
+            if (!expect('}')) return false;
+            --depth_;
+        } else {
+            if (p_ >= end_) return syntax("expected a value");
+            return wrong_kind("dtype", "a string");
+        }
+        const auto dtype = dtype_from_name(name);
+        if (!dtype) {
+            return fail(Rule::unknown_dtype, "tensor " + quoted(current_tensor_) +
+                                                 ": unknown dtype " + quoted(name));
+        }
+        t.dtype = *dtype;
+        return true;
+    }
+
+    // A tensor entry as serde reads a struct from a sequence:
+    // [dtype, shape, data_offsets], exactly three elements.
+    bool read_tensor_sequence(TensorRecord& t) {
+        if (!enter()) return false;
+        ++p_;
+        std::size_t count = 0;
+        skip_ws();
+        if (p_ < end_ && *p_ == ']') {
+            ++p_;
+        } else {
+            while (true) {
+                bool ok = true;
+                switch (count) {
+                    case 0: ok = read_dtype(t); break;
+                    case 1: ok = read_shape(t); break;
+                    case 2: ok = read_offsets(t); break;
+                    default: ok = skip_value(); break;
+                }
+                if (!ok) return false;
+                ++count;
+                skip_ws();
+                if (p_ < end_ && *p_ == ',') {
+                    ++p_;
+                    continue;
+                }
+                if (!expect(']')) return false;
+                break;
+            }
+        }
+        --depth_;
+        if (count != 3) {
+            return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": entry is an array of " +
+                                              std::to_string(count) +
+                                              " elements, not [dtype, shape, data_offsets]");
+        }
+        return true;
+    }
+
     bool read_tensor(TensorRecord& t) {
         skip_ws();
-        if (p_ >= end_ || *p_ != '{') {
-            if (p_ < end_ && !skip_value()) return false;
+        if (p_ < end_ && *p_ == '[') return read_tensor_sequence(t);
+        if (p_ >= end_) return syntax("expected a value");
+        if (*p_ != '{') {
+            if (!skip_value()) return false;
             return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
                                               ": entry is not an object");
         }
@@ -536,21 +626,7 @@ private:
                 if (key == "dtype") {
                     if (seen_dtype) return duplicate_field("dtype");
                     seen_dtype = true;
-                    skip_ws();
-                    if (p_ >= end_ || *p_ != '"') {
-                        return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
-                                                          ": dtype holds " +
-                                                          std::string(kind_here()) +
-                                                          ", not a string");
-                    }
-                    std::string name;
-                    if (!read_string_value(name)) return false;
-                    const auto dtype = dtype_from_name(name);
-                    if (!dtype) {
-                        return fail(Rule::unknown_dtype, "tensor " + quoted(current_tensor_) +
-                                                             ": unknown dtype " + quoted(name));
-                    }
-                    t.dtype = *dtype;
+                    if (!read_dtype(t)) return false;
                 } else if (key == "shape") {
                     if (seen_shape) return duplicate_field("shape");
                     seen_shape = true;
@@ -590,8 +666,9 @@ private:
         if (p_ < end_ && *p_ == 'n') {
             return literal("null");  // Option<HashMap>: null is "no metadata"
         }
-        if (p_ >= end_ || *p_ != '{') {
-            if (p_ < end_ && !skip_value()) return false;
+        if (p_ >= end_) return syntax("expected a value");
+        if (*p_ != '{') {
+            if (!skip_value()) return false;
             return fail(Rule::bad_metadata, "__metadata__ is not a map of strings to strings");
         }
         out_.has_metadata = true;
@@ -609,8 +686,9 @@ private:
             if (!read_string_value(key)) return false;
             if (!expect(':')) return false;
             skip_ws();
-            if (p_ >= end_ || *p_ != '"') {
-                if (p_ < end_ && !skip_value()) return false;
+            if (p_ >= end_) return syntax("expected a value");
+            if (*p_ != '"') {
+                if (!skip_value()) return false;
                 return fail(Rule::bad_metadata, "__metadata__ value of " + quoted(key) +
                                                     " is not a string");
             }
@@ -640,8 +718,11 @@ bool HeaderReader::run() {
     if (*p_ != '{') {
         if (*p_ == '[' || *p_ == '"' || *p_ == 't' || *p_ == 'f' || *p_ == 'n' || *p_ == '-' ||
             (*p_ >= '0' && *p_ <= '9')) {
-            return fail(Rule::wrong_type, "the header is " + std::string(kind_here()) +
-                                              ", not a JSON object");
+            const std::string_view kind = kind_here();
+            if (!skip_value()) return false;
+            skip_ws();
+            if (p_ != end_) return syntax("trailing characters after the header value");
+            return fail(Rule::wrong_type, "the header is " + std::string(kind) + ", not a JSON object");
         }
         return syntax("expected '{'");
     }
@@ -681,6 +762,7 @@ bool HeaderReader::run() {
                 if (!expect(':')) return false;
                 if (!read_tensor(t)) return false;
                 out_.tensors.push_back(t);
+                current_tensor_.clear();
             }
             skip_ws();
             if (p_ < end_ && *p_ == ',') {
@@ -722,13 +804,27 @@ bool check_duplicates(ParsedHeader& out) {
 }
 
 std::string describe_shape(const ParsedHeader& out, const TensorRecord& t) {
-    const std::vector<std::uint64_t> dims = out.shape(t);
+    // Reads only the first dimensions from the text: a shape may hold millions.
+    const std::string_view span = std::string_view(out.text).substr(t.shape_offset, t.shape_length);
     std::string s = "[";
-    for (std::size_t i = 0; i < dims.size() && i < 16; ++i) {
-        if (i) s += ", ";
-        s += std::to_string(dims[i]);
+    std::size_t shown = 0;
+    bool in_number = false;
+    for (const char c : span) {
+        if (c >= '0' && c <= '9') {
+            if (!in_number) {
+                if (shown == 16) {
+                    s += ", ...";
+                    break;
+                }
+                if (shown > 0) s += ", ";
+                ++shown;
+                in_number = true;
+            }
+            s.push_back(c);
+        } else {
+            in_number = false;
+        }
     }
-    if (dims.size() > 16) s += ", ...";
     return s + "]";
 }
 

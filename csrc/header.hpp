@@ -2,9 +2,11 @@
 //
 // Knows the format and nothing about models. Every rule the reference loader
 // (safetensors' read_metadata + validate) enforces is checked here, plus two it
-// does not: duplicate tensor names and Git LFS pointer files. Failures are values
-// (FormatIssue), never exceptions, and every number taken from a header is used
-// only through checked arithmetic.
+// does not: duplicate tensor names and Git LFS pointer files. Whatever else the
+// reference accepts is accepted, serde's rarer spellings included: a tensor entry
+// written as the array [dtype, shape, data_offsets], a dtype as {"F32": null}.
+// Failures are values (FormatIssue), never exceptions, and every number taken
+// from a header is used only through checked arithmetic.
 #pragma once
 
 #include <cstddef>
