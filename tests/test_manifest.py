@@ -357,6 +357,34 @@ QWEN3_30B = dict(
 )
 
 
+# meta-llama/Llama-2-7b-hf config.json (public), saved before transformers 4.31.
+LLAMA2_7B = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float16",
+}
+
+
+def test_llama2_persistent_inv_freq_is_optional() -> None:
+    m = build_manifest(LLAMA2_7B)
+    # 6738415616 parameters (the Llama 2 paper's "7B"; Hub API safetensors total).
+    assert _params(m) == 6738415616
+    inv = m.optional["model.layers.31.self_attn.rotary_emb.inv_freq"]
+    assert inv == ExpectedTensor((64,), "F32", 256)
+    assert not any("inv_freq" in n for n in m.tensors)
+    assert len(m.optional) == 32
+    # The Llama-2-7b-hf index's total_size, 13476839424, counts those buffers too.
+    extra = sum(t.nbytes or 0 for t in m.optional.values())
+    assert m.total_bytes + extra == 13476839424
+
+
 def test_qwen3_moe_published_numbers() -> None:
     m = build_manifest(QWEN3_235B)
     # Hub API safetensors.parameters for Qwen/Qwen3-235B-A22B: {"BF16": 235093634560};

@@ -60,7 +60,7 @@ class Manifest:
     because they are tied (``lm_head.weight`` of a tied model) to the tensor they are tied to:
     a checkpoint that saves them anyway deserves a warning, not an "unexpected tensor" error.
     ``groups`` maps a section label (``"text"``, ``"vision"``, ``"projector"``, ``"mtp"``) to
-    the names in it, in order. ``optional`` tensors may or may not be present (e.g.
+    the required names in it, in order. ``optional`` tensors may or may not be present (e.g.
     bitsandbytes' ``weight_format``); they are neither missing when absent nor unexpected
     when present. ``quantization`` is ``None`` or a label such as ``"bitsandbytes-4bit-nf4"``,
     ``"gptq-4bit"``, ``"awq-4bit"``, ``"fp8"``.
@@ -237,8 +237,11 @@ def _assemble(
             expected = memo[(rec.shape, rec.dtype)] = ExpectedTensor(rec.shape, rec.dtype, nbytes)
         if name in tensors or name in optional:
             raise ManifestError(f"{spec.model_type}: spec yields {name!r} twice")
-        (optional if rec.optional else tensors)[name] = expected
-        groups.setdefault(rec.section, []).append(name)
+        if rec.optional:
+            optional[name] = expected
+        else:
+            tensors[name] = expected
+            groups.setdefault(rec.section, []).append(name)
     return Manifest(
         model_type=spec.model_type,
         dtype=dtype,

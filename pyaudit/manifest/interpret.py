@@ -162,7 +162,11 @@ class _Walker:
     ) -> None:
         env = self._env(scope, loop)
         for raw in entries:
-            entry: Any = T(*raw) if isinstance(raw, tuple) else raw
+            entry: Any = raw
+            if isinstance(raw, tuple):
+                if len(raw) not in (2, 3):
+                    raise ManifestError(f"{self.spec.model_type}: bad tensor tuple {raw!r}")
+                entry = T(raw[0], raw[1], raw[2] if len(raw) == 3 else None)
             if isinstance(entry, T):
                 self._tensor(entry, scope, loop, env, prefix, section)
             elif isinstance(entry, Linear):
@@ -221,6 +225,7 @@ class _Walker:
             section=t.section or section,
             kind=t.kind,
             role=t.role,
+            optional=t.optional,
         )
         if t.module is not None:
             rec.module = prefix + self._render(t.module, env, scope)

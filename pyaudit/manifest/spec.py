@@ -94,6 +94,7 @@ class T:
     dtype: str | None = None  # safetensors dtype override, e.g. "F32"; None = config dtype
     kind: str | None = None  # quantization role; see module docstring
     tied_to: str | None = None  # when ``when`` is false, this tensor is tied to that one
+    optional: bool = False  # may be present or absent (e.g. buffers old versions saved)
     scope: str | None = None
     section: str | None = None
     # For tensors that are the weight/bias of a Linear: the module and its features.
