@@ -21,8 +21,7 @@ from typing import Any
 from .dtypes import DTYPE_BYTES, config_dtype
 from .groups import _group_names, _Universe, group_names
 from .interpret import ManifestError, Rec, run_spec
-from .quant import UnsupportedQuantization as _UnsupportedQuantizationBase
-from .quant import apply_quantization, detect_quantization
+from .quant import QuantConfigError, apply_quantization, detect_quantization
 from .spec import Layout, Spec
 from .specs import ARCHITECTURES, SPECS
 
@@ -103,7 +102,7 @@ class UnknownArchitecture(Exception):
         )
 
 
-class UnsupportedQuantization(UnknownArchitecture, _UnsupportedQuantizationBase):
+class UnsupportedQuantization(UnknownArchitecture, ValueError):
     """The family is known but its ``quantization_config`` is not (an UnknownArchitecture)."""
 
     def __init__(self, model_type: str | None, method: str) -> None:
@@ -204,7 +203,7 @@ def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manif
     records, tied = run_spec(spec, config, dtype)
     try:
         info = detect_quantization(config)
-    except _UnsupportedQuantizationBase as exc:
+    except QuantConfigError as exc:
         raise UnsupportedQuantization(spec.model_type, str(exc)) from None
     if info is not None:
         records = apply_quantization(records, info, lay.apply)

@@ -38,13 +38,16 @@ from typing import Any
 from .dtypes import safetensors_dtype
 from .interpret import Rec
 
-__all__ = ["QuantInfo", "UnsupportedQuantization", "apply_quantization", "detect_quantization"]
+__all__ = ["QuantConfigError", "QuantInfo", "apply_quantization", "detect_quantization"]
 
 Renamer = Callable[[str], str]
 
 
-class UnsupportedQuantization(ValueError):
-    """A ``quantization_config`` this package does not know how to expect."""
+class QuantConfigError(ValueError):
+    """A ``quantization_config`` this package does not know how to expect.
+
+    :func:`pyaudit.manifest.build_manifest` re-raises it as ``UnsupportedQuantization``.
+    """
 
 
 @dataclass(frozen=True)
@@ -78,19 +81,19 @@ def detect_quantization(config: dict[str, Any]) -> QuantInfo | None:
         if eight:
             return QuantInfo("bitsandbytes-8bit", "bitsandbytes-8bit", q)
         if method == "":
-            raise UnsupportedQuantization(f"quantization_config without a quant_method: {q!r}")
+            raise QuantConfigError(f"quantization_config without a quant_method: {q!r}")
         return None  # a bitsandbytes config that quantizes nothing
     if method == "gptq":
         fmt = str(q.get("checkpoint_format", "gptq")).lower()
         if fmt not in ("gptq", "gptq_v2"):
-            raise UnsupportedQuantization(f"GPTQ checkpoint_format {fmt!r} is not supported")
+            raise QuantConfigError(f"GPTQ checkpoint_format {fmt!r} is not supported")
         return QuantInfo("gptq", f"gptq-{q.get('bits', 4)}bit", q)
     if method == "awq":
         bits = q.get("bits", q.get("w_bit", 4))
         return QuantInfo("awq", f"awq-{bits}bit", q)
     if method == "fp8":
         return QuantInfo("fp8", "fp8", q)
-    raise UnsupportedQuantization(f"quant_method {method!r} is not supported")
+    raise QuantConfigError(f"quant_method {method!r} is not supported")
 
 
 def _segment_match(module: str, pattern: str) -> bool:
@@ -248,4 +251,4 @@ def _quantized_weight(rec: Rec, info: QuantInfo) -> list[Rec]:
             _with(rec, w, (n, k), "F8_E4M3"),
             _with(rec, w + "_scale_inv", scale_shape, "F32"),
         ]
-    raise UnsupportedQuantization(info.method)  # pragma: no cover
+    raise QuantConfigError(info.method)  # pragma: no cover
