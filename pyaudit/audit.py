@@ -16,6 +16,7 @@ from typing import Any
 from pyaudit import expected as expect_mod
 from pyaudit.adapters import check_adapter
 from pyaudit.compare import Comparison, Found, compare_full, is_peft_tensor
+from pyaudit.data import DataResult, data_findings
 from pyaudit.discover import CheckpointDir
 from pyaudit.expected import Expected, ManifestUnavailable
 from pyaudit.findings import Finding, finding, status_of
@@ -32,6 +33,7 @@ class AuditOptions:
     expect: str = "auto"  # auto | full | adapter
     base: Path | None = None
     fail_on: str = "error"  # error | warning
+    verify_data: bool = False  # also stream tensor bytes: NaN / Inf / all-zero
 
 
 @dataclass
@@ -484,8 +486,10 @@ def audit_checkpoint(
     headers: Mapping[str, Header],
     options: AuditOptions,
     base_expected: Expected | None = None,
+    data: Mapping[str, DataResult] | None = None,
 ) -> CheckpointReport:
-    """Audit one checkpoint whose .safetensors headers (by file name) are given."""
+    """Audit one checkpoint whose .safetensors headers (by file name) are given, and
+    the results of streaming its tensor bytes when --verify-data asked for them."""
     report = CheckpointReport(path=ckpt.display)
     config = read_json(ckpt.path / "config.json") if ckpt.has_config else None
     adapter_config = read_json(ckpt.path / "adapter_config.json") if ckpt.has_adapter_config else None
@@ -562,6 +566,8 @@ def audit_checkpoint(
     if ckpt.bin_weights or ckpt.bin_indexes:
         report.findings.extend(_bin_findings(ckpt, expected, report))
 
+    if data:
+        report.findings.extend(data_findings(data))
     _check_intent(ckpt, run, _declared(options, run), report, comparison is not None)
     if report.model_type is None and config is not None:
         mt = config.get("model_type")

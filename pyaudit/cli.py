@@ -86,7 +86,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
             print(f"pyaudit scan: {p}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
     options = AuditOptions(
-        expect=args.expect, base=Path(args.base) if args.base else None, fail_on=args.fail_on
+        expect=args.expect,
+        base=Path(args.base) if args.base else None,
+        fail_on=args.fail_on,
+        verify_data=args.verify_data,
     )
     base_expected = None
     if options.base is not None:
@@ -180,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the checkpoints must be (default: what the run's own files say)",
     )
     scan.add_argument("--base", metavar="DIR", help="a reference checkpoint whose tensors each must hold")
+    scan.add_argument(
+        "--verify-data", action="store_true",
+        help="also read tensor bytes (streamed, flat memory): NaN / Inf / all-zero tensors",
+    )
     scan.add_argument(
         "--fail-on", choices=("error", "warning"), default="error",
         help="the least severe finding that fails a checkpoint (default: error)",

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from pyaudit.audit import AuditOptions, CheckpointReport, audit_checkpoint, base_expectation, header_files
+from pyaudit.audit import (
+    AuditOptions,
+    CheckpointReport,
+    audit_checkpoint,
+    base_expectation,
+    header_files,
+)
+from pyaudit.data import DataResult
+from pyaudit.data import verify_data as verify_data_files
 from pyaudit.discover import CheckpointDir, discover
 from pyaudit.expected import Expected
 from pyaudit.headers import Header, read_headers
@@ -63,14 +71,30 @@ def _batches(checkpoints: Iterable[CheckpointDir]) -> Iterator[list[CheckpointDi
         yield batch
 
 
-def _read_batch(batch: list[CheckpointDir], jobs: int | None) -> list[dict[str, Header]]:
+@dataclass
+class _Read:
+    headers: dict[str, Header]
+    data: dict[str, DataResult] | None = None
+
+
+def _read_batch(batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> list[_Read]:
     paths = [p for ckpt in batch for p in header_files(ckpt)]
     headers = read_headers(paths, jobs=jobs)
-    out: list[dict[str, Header]] = []
+    data = verify_data_files([p for p, h in zip(paths, headers, strict=True) if h.ok], jobs) if verify_data else []
+    by_path = {r.path: r for r in data}
+    out: list[_Read] = []
     i = 0
     for ckpt in batch:
         n = len(ckpt.safetensors)
-        out.append(dict(zip(ckpt.safetensors, headers[i : i + n], strict=True)))
+        names = ckpt.safetensors
+        read = _Read(dict(zip(names, headers[i : i + n], strict=True)))
+        if verify_data:
+            read.data = {
+                name: by_path[str(p)]
+                for name, p in zip(names, header_files(ckpt), strict=True)
+                if str(p) in by_path
+            }
+        out.append(read)
         i += n
     return out
 
@@ -96,10 +120,10 @@ def scan(
         base_expected = load_base(options.base, jobs)
     checkpoints = (ckpt for path in paths for ckpt in discover(path))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyaudit-read") as reader:
-        pending: Future[list[dict[str, Header]]] | None = None
+        pending: Future[list[_Read]] | None = None
         pending_batch: list[CheckpointDir] = []
         for batch in _batches(checkpoints):
-            future = reader.submit(_read_batch, batch, jobs)
+            future = reader.submit(_read_batch, batch, jobs, options.verify_data)
             if pending is not None:
                 yield from _audit_batch(pending_batch, pending.result(), options, base_expected)
             pending, pending_batch = future, batch
@@ -109,12 +133,12 @@ def scan(
 
 def _audit_batch(
     batch: list[CheckpointDir],
-    headers: list[dict[str, Header]],
+    reads: list[_Read],
     options: AuditOptions,
     base_expected: Expected | None,
 ) -> Iterator[CheckpointReport]:
-    for ckpt, by_name in zip(batch, headers, strict=True):
-        yield audit_checkpoint(ckpt, by_name, options, base_expected)
+    for ckpt, read in zip(batch, reads, strict=True):
+        yield audit_checkpoint(ckpt, read.headers, options, base_expected, read.data)
 
 
 def run_scan(
