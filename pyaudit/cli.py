@@ -101,16 +101,20 @@ def cmd_scan(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"pyaudit scan: {e}", file=sys.stderr)
             return EXIT_USAGE
+    from pyaudit.report.progress import SweepProgress
+
     start = time.perf_counter()
     summary = ScanSummary()
     reports = []
-    for report in scan(args.paths, options, args.jobs, base_expected):
-        summary.add(report)
-        if args.jsonl:
-            sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-        else:
-            reports.append(report)
+    with SweepProgress(SweepProgress.wanted(args.json or args.jsonl)) as progress:
+        for report in scan(args.paths, options, args.jobs, base_expected):
+            summary.add(report)
+            progress.advance(report.status)
+            if args.jsonl:
+                sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            else:
+                reports.append(report)
     summary.seconds = time.perf_counter() - start
     if args.jsonl:
         pass
