@@ -316,6 +316,22 @@ def test_every_family_builds_from_class_defaults() -> None:
             assert len(build_manifest({"model_type": mt}, layout=lo.name).tensors) == len(m.tensors)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"model_type": "llama", "num_hidden_layers": 10**12},
+        {"model_type": "mixtral", "num_local_experts": 10**7},
+        {"model_type": "qwen3_moe", "num_experts": 20000, "num_hidden_layers": 1000},
+    ],
+    ids=["layers", "experts", "both"],
+)
+def test_implausible_configs_are_refused_quickly(config: dict[str, Any]) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(ManifestError, match="refusing"):
+        build_manifest(config)
+    assert time.perf_counter() - t0 < 5
+
+
 def test_missing_field_is_a_clear_error() -> None:
     with pytest.raises(ManifestError, match="hidden_size"):
         build_manifest({"model_type": "llama", "hidden_size": None})

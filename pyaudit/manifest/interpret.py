@@ -36,6 +36,10 @@ class Rec:
 
 _TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")
 
+#: No real checkpoint comes close (DeepSeek-V3 FP8: 91,991 tensors); a config asking for more
+#: is corrupt or hostile, and must not make the auditor loop or exhaust memory.
+MAX_TENSORS = 2_000_000
+
 
 @lru_cache(maxsize=2048)
 def _template(text: str) -> tuple[str | Expr, ...]:
@@ -179,6 +183,7 @@ class _Walker:
                 start = self._int(entry.start, e, sc, f"start of repeat {entry.var!r}")
                 count = self._int(entry.count, e, sc, f"count of repeat {entry.var!r}")
                 sec = entry.section or section
+                before = len(self.records)
                 for i in range(start, start + count):
                     inner = dict(loop)
                     inner[entry.var] = i
@@ -186,6 +191,14 @@ class _Walker:
                     self.walk(
                         entry.tensors, sc, inner, prefix + self._render(entry.prefix, ie, sc), sec
                     )
+                    # Refuse early: the first iteration tells how many tensors each adds.
+                    made = len(self.records) - before
+                    projected = before + made * count if i == start else len(self.records)
+                    if projected > MAX_TENSORS:
+                        raise ManifestError(
+                            f"{self.spec.model_type}: config describes more than {MAX_TENSORS} "
+                            f"tensors ({entry.var!r} repeats {count} times); refusing"
+                        )
             elif isinstance(entry, Group):
                 sc = entry.scope or scope
                 e = env if sc == scope else self._env(sc, loop)
