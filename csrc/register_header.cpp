@@ -3,6 +3,8 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <functional>
+#include <string_view>
 #include <memory>
 #include <string>
 #include <utility>
@@ -124,6 +126,10 @@ void register_header(py::module_& m) {
         .def_property_readonly("data_size", [](const Header& h) { return h.parsed().data_size; },
                                "Bytes of tensor data the header describes.")
         .def_property_readonly("metadata", [](const Header& h) { return metadata_of(h.parsed()); })
+        .def_property_readonly("digest", [](const Header& h) {
+                return static_cast<std::uint64_t>(std::hash<std::string_view>{}(h.parsed().text));
+            },
+            "A 64-bit hash of the header JSON: equal headers, equal digests (for memoising audits).")
         .def("__len__", [](const Header& h) { return h.parsed().tensors.size(); })
         .def("names", [](const Header& h) { return names_of(h.parsed()); }, "Tensor names, in header order.")
         .def("dtypes", [](const Header& h) { return dtypes_of(h.parsed()); })

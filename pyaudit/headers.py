@@ -97,6 +97,11 @@ class Header:
     def metadata(self) -> dict[str, str] | None:
         return self._core.metadata
 
+    @property
+    def digest(self) -> int:
+        """A hash of the header JSON: files with equal headers have equal digests."""
+        return self._core.digest
+
     def __len__(self) -> int:
         return len(self._core)
 
