@@ -4,10 +4,14 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "checked.hpp"
 #include "utf8.hpp"
@@ -97,6 +101,55 @@ std::string quoted(std::string_view s) {
     return out;
 }
 
+// The first byte in [p, end) that ends a plain run of string characters: a
+// quote, a backslash or a control character (< 0x20); `end` when none. Sixteen
+// bytes at a time where SSE2 is there (every x86-64).
+inline bool ends_plain_run(unsigned char c) noexcept { return c == '"' || c == '\\' || c < 0x20; }
+
+const char* scan_plain_run(const char* p, const char* end) noexcept {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i backslash = _mm_set1_epi8('\\');
+    const __m128i control_max = _mm_set1_epi8(0x1F);
+    while (end - p >= 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        const __m128i hit = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+            _mm_cmpeq_epi8(_mm_min_epu8(v, control_max), v));  // v <= 0x1F, unsigned
+        const int mask = _mm_movemask_epi8(hit);
+        if (mask != 0) return p + __builtin_ctz(static_cast<unsigned>(mask));
+        p += 16;
+    }
+#endif
+    while (p < end && !ends_plain_run(static_cast<unsigned char>(*p))) ++p;
+    return p;
+}
+
+#if defined(__SSE2__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define PYAUDIT_FAST_DIGITS 1
+// How many of the 16 bytes at p are ASCII digits, from the first (16 readable bytes).
+inline unsigned digit_run16(const char* p) noexcept {
+    const __m128i v = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), _mm_set1_epi8('0'));
+    const __m128i digit = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(9)), v);  // v - '0' <= 9
+    const unsigned not_digit = ~static_cast<unsigned>(_mm_movemask_epi8(digit)) & 0xFFFFu;
+    return not_digit == 0 ? 16u : static_cast<unsigned>(__builtin_ctz(not_digit));
+}
+
+// The value of the eight ASCII digits in w, the first digit in the lowest byte.
+inline std::uint64_t eight_digits(std::uint64_t w) noexcept {
+    w = ((w & 0x0F0F0F0F0F0F0F0FULL) * 2561) >> 8;
+    w = ((w & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
+    return ((w & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
+}
+
+// The value of the n (1..8) ASCII digits at p (8 readable bytes).
+inline std::uint64_t leading_digits(const char* p, unsigned n) noexcept {
+    std::uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    return eight_digits(w << (8 * (8 - n)));  // the bytes after the digits fall off the top
+}
+#endif
+
 // A strict, single-pass reader of the header JSON, the shape the format allows.
 // It follows serde_json's rules where the reference relies on them: whitespace is
 // " \t\n\r", nesting at most 127 deep, strings free of raw control characters and
@@ -118,8 +171,12 @@ private:
     const char* end_;
     int depth_ = 0;
     std::string scratch_;
-    std::string current_tensor_;
+    // The tensor being read: a view into the header text, or into
+    // out_.escaped_names.back() for a name with escapes (stable until the next one).
+    std::string_view current_tensor_;
     std::unordered_map<std::string, std::size_t> metadata_index_;
+    std::string_view last_dtype_text_;  // the compact path's last dtype, and its value
+    Dtype last_dtype_ = Dtype::U8;
 
     bool fail(Rule rule, std::string message) {
         out_.issue.rule = rule;
@@ -150,6 +207,14 @@ private:
     }
 
     bool expect(char c) {
+        if (p_ < end_ && *p_ == c) {  // compact JSON: no whitespace to skip
+            ++p_;
+            return true;
+        }
+        return expect_after_ws(c);
+    }
+
+    [[gnu::noinline]] bool expect_after_ws(char c) {
         skip_ws();
         if (p_ >= end_ || *p_ != c) return syntax(std::string("expected '") + c + "'");
         ++p_;
@@ -203,11 +268,7 @@ private:
         escaped = false;
         while (true) {
             // Fast scan to the next quote, backslash or control character.
-            while (p_ < end_) {
-                const auto c = static_cast<unsigned char>(*p_);
-                if (c == '"' || c == '\\' || c < 0x20) break;
-                ++p_;
-            }
+            p_ = scan_plain_run(p_, end_);
             if (p_ >= end_) return syntax("unterminated string");
             const auto c = static_cast<unsigned char>(*p_);
             if (c == '"') break;
@@ -250,11 +311,7 @@ private:
             }
             // Copy the plain run that follows, up to the next special character.
             const char* run = p_;
-            while (p_ < end_) {
-                const auto r = static_cast<unsigned char>(*p_);
-                if (r == '"' || r == '\\' || r < 0x20) break;
-                ++p_;
-            }
+            p_ = scan_plain_run(p_, end_);
             decoded.append(run, static_cast<std::size_t>(p_ - run));
         }
         raw = std::string_view(start, static_cast<std::size_t>(p_ - start));
@@ -416,10 +473,138 @@ private:
                                           " holds " + std::string(kind) + ", not " + std::string(expected));
     }
 
+    // ---- The compact fast path -------------------------------------------
+    // Writers emit every tensor entry in one form:
+    //   {"dtype":"BF16","shape":[3584,18944],"data_offsets":[0,135790592]}
+    // no whitespace, these three keys in this order, plain integers. That form is
+    // read here in one pass. Anything else (other spacing, order, escapes, a
+    // number with a sign, fraction, exponent, leading zero or 16+ digits, an
+    // unknown dtype) makes read_tensor_compact return false having consumed
+    // nothing, and the general reader reads the same bytes and reports any error.
+    // On what it accepts, the fast path sets exactly what the general one would.
+
+    bool take(const char*& q, std::string_view literal) const noexcept {
+        if (static_cast<std::size_t>(end_ - q) < literal.size() ||
+            std::memcmp(q, literal.data(), literal.size()) != 0) {
+            return false;
+        }
+        q += literal.size();
+        return true;
+    }
+
+    // A plain integer of at most 15 digits followed by ',' or ']'.
+    bool compact_uint(const char*& q, std::uint64_t& value) const noexcept {
+        if (q >= end_) return false;
+        if (*q == '0') {
+            ++q;
+            value = 0;
+            return q < end_ && (*q == ',' || *q == ']');
+        }
+        if (*q < '1' || *q > '9') return false;
+        unsigned n = 0;
+#ifdef PYAUDIT_FAST_DIGITS
+        if (end_ - q >= 16) {
+            n = digit_run16(q);
+            if (n >= 16) return false;
+            static constexpr std::uint64_t kPow10[8] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+            value = n <= 8 ? leading_digits(q, n) : leading_digits(q, 8) * kPow10[n - 8] + leading_digits(q + 8, n - 8);
+        } else
+#endif
+        {
+            std::uint64_t v = 0;
+            while (q + n < end_ && q[n] >= '0' && q[n] <= '9') {
+                if (n == 15) return false;
+                v = v * 10 + static_cast<std::uint64_t>(q[n] - '0');
+                ++n;
+            }
+            value = v;
+        }
+        q += n;
+        return q < end_ && (*q == ',' || *q == ']');
+    }
+
+    bool read_tensor_compact(TensorRecord& t) {
+        static constexpr std::string_view kDtype = "{\"dtype\":\"";
+        static constexpr std::string_view kShape = "\",\"shape\":[";
+        static constexpr std::string_view kOffsets = ",\"data_offsets\":[";
+        const char* q = p_;
+        if (depth_ + 2 >= kMaxJsonDepth || !take(q, kDtype)) return false;
+        const char* dtype_start = q;
+        while (q < end_ && ((*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '_')) ++q;
+        const std::string_view dtype_text(dtype_start, static_cast<std::size_t>(q - dtype_start));
+        if (dtype_text != last_dtype_text_ || last_dtype_text_.empty()) {
+            const auto dtype = dtype_from_name(dtype_text);
+            if (!dtype) return false;
+            last_dtype_text_ = dtype_text;
+            last_dtype_ = *dtype;
+        }
+        if (!take(q, kShape)) return false;
+        const char* open = q - 1;
+        std::uint32_t rank = 0;
+        std::uint64_t elements = 1;
+        bool overflow = false;
+        if (q < end_ && *q == ']') {
+            ++q;
+        } else {
+            while (true) {
+                std::uint64_t d;
+                if (!compact_uint(q, d)) return false;
+                ++rank;
+                if (!overflow && !checked_mul(elements, d, elements)) overflow = true;
+                if (*q++ == ']') break;  // compact_uint left q at ',' or ']'
+            }
+        }
+        const char* close = q;
+        std::uint64_t begin = 0, end = 0;
+        if (!take(q, kOffsets) || !compact_uint(q, begin) || *q++ != ',' || !compact_uint(q, end) ||
+            *q++ != ']' || q >= end_ || *q++ != '}') {
+            return false;
+        }
+        p_ = q;
+        t.dtype = last_dtype_;
+        t.rank = rank;
+        t.elements = elements;
+        t.elements_overflow = overflow;
+        t.shape_offset = static_cast<std::uint32_t>(open - begin_);
+        t.shape_length = static_cast<std::uint32_t>(close - open);
+        t.begin = begin;
+        t.end = end;
+        return true;
+    }
+
     bool read_uint(std::uint64_t& value, std::string_view field) {
         skip_ws();
         if (p_ >= end_) return syntax("expected a number");
         if (*p_ != '-' && (*p_ < '0' || *p_ > '9')) return wrong_kind(field, "an integer");
+        // Fast path: at most 19 digits (always fits in 64 bits), no leading zero,
+        // not followed by a fraction or exponent. Anything else takes the full scan.
+        if (*p_ >= '1' && *p_ <= '9') {
+#ifdef PYAUDIT_FAST_DIGITS
+            if (end_ - p_ >= 16) {
+                const unsigned n = digit_run16(p_);
+                const char next = n < 16 ? p_[n] : '0';
+                if (n < 16 && next != '.' && next != 'e' && next != 'E') {
+                    static constexpr std::uint64_t kPow10[9] = {
+                        1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+                    value = n <= 8 ? leading_digits(p_, n)
+                                   : leading_digits(p_, 8) * kPow10[n - 8] + leading_digits(p_ + 8, n - 8);
+                    p_ += n;
+                    return true;
+                }
+            }
+#endif
+            const char* q = p_;
+            std::uint64_t v = 0;
+            while (q < end_ && q - p_ < 19 && *q >= '0' && *q <= '9') {
+                v = v * 10 + static_cast<std::uint64_t>(*q - '0');
+                ++q;
+            }
+            if (q == end_ || ((*q < '0' || *q > '9') && *q != '.' && *q != 'e' && *q != 'E')) {
+                p_ = q;
+                value = v;
+                return true;
+            }
+        }
         const char* start = p_;
         bool plain = false;
         if (!scan_number(start, plain)) return false;
@@ -621,7 +806,7 @@ private:
                 std::string_view raw;
                 bool escaped;
                 if (!read_string(raw, escaped, scratch_)) return false;
-                const std::string key = escaped ? scratch_ : std::string(raw);
+                const std::string_view key = escaped ? std::string_view(scratch_) : raw;
                 if (!expect(':')) return false;
                 if (key == "dtype") {
                     if (seen_dtype) return duplicate_field("dtype");
@@ -742,11 +927,11 @@ bool HeaderReader::run() {
             if (key == "__metadata__") {
                 if (!expect(':')) return false;
                 if (seen_metadata) {
-                    current_tensor_.clear();
+                    current_tensor_ = {};
                     return fail(Rule::bad_metadata, "duplicate field __metadata__");
                 }
                 seen_metadata = true;
-                current_tensor_.clear();
+                current_tensor_ = {};
                 if (!read_metadata()) return false;
             } else {
                 TensorRecord t;
@@ -758,11 +943,11 @@ bool HeaderReader::run() {
                     t.name_offset = static_cast<std::uint32_t>(raw.data() - begin_);
                     t.name_length = static_cast<std::uint32_t>(raw.size());
                 }
-                current_tensor_.assign(key);
+                current_tensor_ = escaped ? std::string_view(out_.escaped_names.back()) : raw;
                 if (!expect(':')) return false;
-                if (!read_tensor(t)) return false;
+                if (!read_tensor_compact(t) && !read_tensor(t)) return false;
                 out_.tensors.push_back(t);
-                current_tensor_.clear();
+                current_tensor_ = {};
             }
             skip_ws();
             if (p_ < end_ && *p_ == ',') {
@@ -774,7 +959,7 @@ bool HeaderReader::run() {
         }
     }
     --depth_;
-    current_tensor_.clear();
+    current_tensor_ = {};
     skip_ws();
     if (p_ != end_) {
         if (*p_ == '\0') return fail(Rule::not_json, "invalid JSON: NUL padding after the header object" + at());
@@ -789,16 +974,40 @@ void set_issue(ParsedHeader& out, Rule rule, std::string tensor, std::string mes
     out.issue.message = std::move(message);
 }
 
+// Open addressing over indices into out.tensors: no allocation per name.
+// Eight bytes a step: names are long and share long prefixes.
+std::uint64_t hash_name(std::string_view s) noexcept {
+    constexpr std::uint64_t k = 0x9E3779B97F4A7C15ULL;
+    std::uint64_t h = s.size() * k;
+    std::size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, s.data() + i, sizeof w);
+        h = (h ^ w) * k;
+        h ^= h >> 32;
+    }
+    std::uint64_t tail = 0;
+    std::memcpy(&tail, s.data() + i, s.size() - i);
+    h = (h ^ tail) * k;
+    return h ^ (h >> 29);
+}
+
 bool check_duplicates(ParsedHeader& out) {
-    std::unordered_set<std::string_view> seen;
-    seen.reserve(out.tensors.size() * 2);
-    for (const TensorRecord& t : out.tensors) {
-        const std::string_view name = out.name(t);
-        if (!seen.insert(name).second) {
-            set_issue(out, Rule::duplicate_tensor, std::string(name),
-                      "tensor " + quoted(name) + " appears more than once in the header");
-            return false;
+    std::size_t capacity = 16;
+    while (capacity < out.tensors.size() * 2) capacity *= 2;
+    std::vector<std::uint32_t> slots(capacity, 0);  // 1 + index into out.tensors; 0: empty
+    for (std::size_t i = 0; i < out.tensors.size(); ++i) {
+        const std::string_view name = out.name(out.tensors[i]);
+        std::size_t slot = static_cast<std::size_t>(hash_name(name)) & (capacity - 1);
+        while (slots[slot] != 0) {
+            if (out.name(out.tensors[slots[slot] - 1]) == name) {
+                set_issue(out, Rule::duplicate_tensor, std::string(name),
+                          "tensor " + quoted(name) + " appears more than once in the header");
+                return false;
+            }
+            slot = (slot + 1) & (capacity - 1);
         }
+        slots[slot] = static_cast<std::uint32_t>(i + 1);
     }
     return true;
 }
@@ -833,66 +1042,73 @@ std::string describe_shape(const ParsedHeader& out, const TensorRecord& t) {
 bool check_extents(ParsedHeader& out) {
     std::vector<std::uint32_t> order(out.tensors.size());
     std::iota(order.begin(), order.end(), 0U);
-    std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+    const auto before = [&](std::uint32_t a, std::uint32_t b) {
         const TensorRecord& x = out.tensors[a];
         const TensorRecord& y = out.tensors[b];
         return x.begin != y.begin ? x.begin < y.begin : x.end < y.end;
-    });
+    };
+    // Writers lay tensors out in header order: then there is nothing to sort.
+    if (!std::is_sorted(order.begin(), order.end(), before)) {
+        std::stable_sort(order.begin(), order.end(), before);
+    }
     std::uint64_t cursor = 0;
     const TensorRecord* previous = nullptr;
     for (const std::uint32_t index : order) {
         const TensorRecord& t = out.tensors[index];
-        const std::string name(out.name(t));
-        const std::string range = "[" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "]";
+        // Messages are built only on failure: the loop runs once per tensor.
+        const auto name = [&] { return std::string(out.name(t)); };
+        const auto range = [&] {
+            return "[" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "]";
+        };
         if (t.begin != cursor) {
             if (t.begin > cursor) {
                 if (previous == nullptr) {
-                    set_issue(out, Rule::offsets_gap, name,
-                              "tensor " + quoted(name) + " data_offsets " + range +
+                    set_issue(out, Rule::offsets_gap, name(),
+                              "tensor " + quoted(name()) + " data_offsets " + range() +
                                   ": the data section must start at 0 (a hole of " +
                                   std::to_string(t.begin) + " bytes)");
                 } else {
-                    set_issue(out, Rule::offsets_gap, name,
-                              "tensor " + quoted(name) + " data_offsets " + range +
+                    set_issue(out, Rule::offsets_gap, name(),
+                              "tensor " + quoted(name()) + " data_offsets " + range() +
                                   ": a hole of " + std::to_string(t.begin - cursor) +
                                   " bytes after " + quoted(out.name(*previous)) +
                                   " (which ends at " + std::to_string(cursor) + ")");
                 }
             } else {
-                set_issue(out, Rule::offsets_overlap, name,
-                          "tensor " + quoted(name) + " data_offsets " + range + " overlap " +
+                set_issue(out, Rule::offsets_overlap, name(),
+                          "tensor " + quoted(name()) + " data_offsets " + range() + " overlap " +
                               quoted(previous ? out.name(*previous) : std::string_view("?")) +
                               " (which ends at " + std::to_string(cursor) + ")");
             }
             return false;
         }
         if (t.end < t.begin) {
-            set_issue(out, Rule::offsets_reversed, name,
-                      "tensor " + quoted(name) + " data_offsets " + range + " end before they begin");
+            set_issue(out, Rule::offsets_reversed, name(),
+                      "tensor " + quoted(name()) + " data_offsets " + range() + " end before they begin");
             return false;
         }
         cursor = t.end;
         previous = &t;
         std::uint64_t bits = 0;
         if (t.elements_overflow || !checked_mul(t.elements, std::uint64_t{dtype_bits(t.dtype)}, bits)) {
-            set_issue(out, Rule::overflow, name,
-                      "tensor " + quoted(name) + " shape " + describe_shape(out, t) + " x " +
+            set_issue(out, Rule::overflow, name(),
+                      "tensor " + quoted(name()) + " shape " + describe_shape(out, t) + " x " +
                           std::string(dtype_name(t.dtype)) + ": the size overflows 64 bits");
             return false;
         }
         if (bits % 8 != 0) {
-            set_issue(out, Rule::misaligned, name,
-                      "tensor " + quoted(name) + " shape " + describe_shape(out, t) + " x " +
+            set_issue(out, Rule::misaligned, name(),
+                      "tensor " + quoted(name()) + " shape " + describe_shape(out, t) + " x " +
                           std::string(dtype_name(t.dtype)) + " is " + std::to_string(bits) +
                           " bits, not a whole number of bytes");
             return false;
         }
         const std::uint64_t size = bits / 8;
         if (t.end - t.begin != size) {
-            set_issue(out, Rule::extent_mismatch, name,
-                      "tensor " + quoted(name) + " shape " + describe_shape(out, t) + " x " +
+            set_issue(out, Rule::extent_mismatch, name(),
+                      "tensor " + quoted(name()) + " shape " + describe_shape(out, t) + " x " +
                           std::string(dtype_name(t.dtype)) + " needs " + std::to_string(size) +
-                          " bytes but data_offsets " + range + " span " +
+                          " bytes but data_offsets " + range() + " span " +
                           std::to_string(t.end - t.begin));
             return false;
         }
