@@ -63,8 +63,29 @@ def tiny_config(config: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
                 vision[key] = value
         if "hidden_size" in vision and "out_hidden_size" not in vision:
             vision["hidden_size"] = 32
-    if "layer_types" in out and isinstance(out["layer_types"], list):
-        out["layer_types"] = out["layer_types"][: out.get("num_hidden_layers", 2)]
+        if vision.get("model_type") == "qwen2_vl":
+            # Qwen2-VL configs may state no vision sizes at all (olmOCR's): the family
+            # defaults are full size (depth 32, embed_dim 1280). Its vision hidden_size is
+            # the merger's output, i.e. the language model's width.
+            for key in ("depth", "embed_dim", "num_heads"):
+                vision.setdefault(key, vision_small[key])
+            text_config = out.get("text_config")
+            text = text_config if isinstance(text_config, dict) else out
+            vision["hidden_size"] = text.get("hidden_size", small["hidden_size"])
+    for scope in (out, out.get("text_config")):
+        if not isinstance(scope, dict):
+            continue
+        if isinstance(scope.get("layer_types"), list):
+            scope["layer_types"] = scope["layer_types"][: scope.get("num_hidden_layers", 2)]
+        # Special token ids must stay inside the shrunk vocabulary (transformers rejects a
+        # pad_token_id outside it when it builds the embedding).
+        vocab = scope.get("vocab_size")
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            token = scope.get(key)
+            if isinstance(vocab, int) and isinstance(token, int) and token >= vocab:
+                scope[key] = vocab - 1
+            elif isinstance(vocab, int) and isinstance(token, list):
+                scope[key] = [min(t, vocab - 1) if isinstance(t, int) else t for t in token]
     out.update(overrides)
     return out
 
