@@ -368,7 +368,15 @@ def base_expectation(base: Path, headers: list[Header]) -> Expected:
             tensors[n] = (d, s, e - b)
     config = read_json(base / "config.json")
     model_type = config.get("model_type") if config else None
-    return expect_mod.from_tensors(tensors, f"--base {base}", model_type if isinstance(model_type, str) else None)
+    family: Expected | None = None
+    if config is not None:
+        try:
+            family = expect_mod.from_config(config, "config.json")
+        except ManifestUnavailable:
+            family = None
+    return expect_mod.from_tensors(
+        tensors, f"--base {base}", model_type if isinstance(model_type, str) else None, family
+    )
 
 
 # --- intent ---------------------------------------------------------------------------

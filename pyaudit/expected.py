@@ -111,17 +111,44 @@ def _from_config_cached(key: str, source: str) -> Expected:
 
 
 def from_tensors(
-    tensors: dict[str, tuple[str, tuple[int, ...], int]], source: str, model_type: str | None
+    tensors: dict[str, tuple[str, tuple[int, ...], int]],
+    source: str,
+    model_type: str | None,
+    family: Expected | None = None,
 ) -> Expected:
-    """A reference checkpoint's own tensors (``--base``): name -> (dtype, shape, nbytes)."""
+    """A reference checkpoint's own tensors (``--base``): name -> (dtype, shape, nbytes).
+
+    With ``family`` (the manifest of the base's config), the same tensors are also
+    expected under the family's other healthy namings (e.g. Qwen2.5-VL's
+    ``model.language_model.*``, which is how PEFT names an adapter's modules under
+    transformers >= 4.52 even when the base on disk uses ``model.layers.*``).
+    """
     expected = {n: ExpectedTensor(shape, dtype, nbytes) for n, (dtype, shape, nbytes) in tensors.items()}
+    own = LayoutTensors("as in the base", expected)
     return Expected(
         source=source,
         model_type=model_type,
         dtype=None,
-        layouts=[LayoutTensors("as in the base", expected)],
+        layouts=[own, *(_renamed(own, family) if family is not None else [])],
         total_bytes=sum(nbytes for _, _, nbytes in tensors.values()),
     )
+
+
+def _renamed(own: LayoutTensors, family: Expected) -> list[LayoutTensors]:
+    """``own``'s tensors under each other layout of ``family``, matched by spec position."""
+    scores = [sum(1 for n in own.tensors if n in lay.tensors) for lay in family.layouts]
+    if not scores or max(scores) == 0:
+        return []
+    li = max(range(len(scores)), key=lambda i: scores[i])
+    position = {n: i for i, n in enumerate(family.layouts[li].tensors)}
+    out = []
+    for lj, lay in enumerate(family.layouts):
+        names = list(lay.tensors)
+        if lj == li or len(names) != len(position):
+            continue
+        renamed = {(names[position[n]] if n in position else n): t for n, t in own.tensors.items()}
+        out.append(LayoutTensors(f"as in the base, {lay.name} names", renamed))
+    return out
 
 
 def from_index(names: list[str], total_size: int | None, source: str) -> Expected:
