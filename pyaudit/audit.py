@@ -115,11 +115,32 @@ class _Contents:
     adapter: dict[str, Found] = field(default_factory=dict)
     found_bytes: int = 0
     header_bytes: dict[str, int] = field(default_factory=dict)
+    data_bytes: dict[str, int] = field(default_factory=dict)  # tensor bytes per file
     tensors_by_file: dict[str, set[str]] = field(default_factory=dict)
     readable: set[str] = field(default_factory=set)
 
 
-def _collect(ckpt: CheckpointDir, headers: Mapping[str, Header], report: CheckpointReport) -> _Contents:
+def _indexed_files(ckpt: CheckpointDir) -> set[str] | None:
+    """The weight files the (non-adapter) index names, or None without a readable index."""
+    indexes = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
+    if not indexes:
+        return None
+    name = "model.safetensors.index.json"
+    index = read_json(ckpt.path / (name if name in indexes else indexes[0]))
+    weight_map = index.get("weight_map") if index is not None else None
+    if not isinstance(weight_map, dict):
+        return None
+    return {f for f in weight_map.values() if isinstance(f, str)}
+
+
+def _collect(
+    ckpt: CheckpointDir,
+    headers: Mapping[str, Header],
+    report: CheckpointReport,
+    ignore: set[str] | None = None,
+) -> _Contents:
+    """Every file's header; the tensors of files in ``ignore`` (weights beside an index
+    that does not name them: loaders never read them) are not counted as found."""
     contents = _Contents()
     duplicates: list[str] = []
     for name in ckpt.safetensors:
@@ -134,6 +155,9 @@ def _collect(ckpt: CheckpointDir, headers: Mapping[str, Header], report: Checkpo
         target = contents.adapter if _is_adapter_file(name) else contents.base
         names, dtypes, shapes, offsets = header.table()
         contents.tensors_by_file[name] = set(names)
+        contents.data_bytes[name] = sum(e - b for b, e in offsets)
+        if ignore and name in ignore:
+            continue
         for n, d, s, (b, e) in zip(names, dtypes, shapes, offsets, strict=True):
             if n in target:
                 duplicates.append(n)
@@ -194,19 +218,26 @@ def _check_index(ckpt: CheckpointDir, contents: _Contents, report: CheckpointRep
 
     misplaced: list[str] = []
     for tensor, file in weight_map.items():
+        if not isinstance(file, str):
+            continue  # a malformed entry: not a file name
         if file in contents.readable and tensor not in contents.tensors_by_file.get(file, ()):
             misplaced.append(tensor)
+    # A misplaced tensor held by another shard is one fault, reported once (below).
+    holder = {t: f for f in reversed(named_files) for t in contents.tensors_by_file.get(f, ())}
     unlisted: list[str] = []
+    misplaced_set = set(misplaced)
     for file in named_files:
         for tensor in sorted(contents.tensors_by_file.get(file, ())):
-            if weight_map.get(tensor) != file:
+            if weight_map.get(tensor) != file and tensor not in misplaced_set:
                 unlisted.append(tensor)
     if misplaced:
+        first = misplaced[0]
+        where = f", but it is in {holder[first]}" if first in holder else ""
         report.findings.append(
             finding(
                 "index-mismatch",
                 f"{len(misplaced)} tensors the index places in a shard are not in it "
-                f"(e.g. {misplaced[0]} -> {weight_map[misplaced[0]]})",
+                f"(e.g. {first} -> {weight_map[first]}{where})",
                 tensors=misplaced,
             )
         )
@@ -232,9 +263,7 @@ def _check_index(ckpt: CheckpointDir, contents: _Contents, report: CheckpointRep
         )
     total = (index.get("metadata") or {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
     if isinstance(total, int) and not absent and all(f in contents.readable for f in named_files):
-        tensor_bytes = sum(
-            f.nbytes for t, f in contents.base.items() if f.file in named_files
-        )
+        tensor_bytes = sum(contents.data_bytes[f] for f in named_files)
         if total != tensor_bytes:
             header_bytes = sum(contents.header_bytes[f] for f in named_files)
             if total == tensor_bytes + header_bytes:
@@ -503,7 +532,13 @@ def audit_checkpoint(
     adapter_config = read_json(ckpt.path / "adapter_config.json") if ckpt.has_adapter_config else None
     run = find_run_args(ckpt.path, ckpt.scan_root)
 
-    contents = _collect(ckpt, headers, report)
+    indexed = _indexed_files(ckpt)
+    strays = (
+        {n for n in ckpt.safetensors if not _is_adapter_file(n) and n not in indexed}
+        if indexed is not None
+        else None
+    )
+    contents = _collect(ckpt, headers, report, ignore=strays)
     index = _check_index(ckpt, contents, report)
     report.bytes["found"] = contents.found_bytes
 
@@ -525,7 +560,13 @@ def audit_checkpoint(
 
     comparison: Comparison | None = None
     if report.kind == "full" and expected is not None:
-        comparison = compare_full(base_tensors, expected)
+        # Tensors the index places in a file that is absent or unreadable are reported
+        # by that file's finding (shard-missing, shard-truncated, ...), not again as missing.
+        weight_map = index["weight_map"] if index is not None else {}
+        explained = {
+            t for t, f in weight_map.items() if isinstance(f, str) and f not in contents.readable
+        }
+        comparison = compare_full(base_tensors, expected, explained)
         report.layout = comparison.layout
         report.tensors["expected"] = comparison.expected
         report.tensors["missing"] = comparison.missing

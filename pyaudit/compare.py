@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -170,8 +170,15 @@ def _describe_missing(missing: list[str], layout: LayoutTensors, expected: Expec
     return msg
 
 
-def compare_full(found: Mapping[str, Found], expected: Expected) -> Comparison:
-    """Hold a full checkpoint's tensors against what its model must hold."""
+def compare_full(
+    found: Mapping[str, Found], expected: Expected, explained: Collection[str] = ()
+) -> Comparison:
+    """Hold a full checkpoint's tensors against what its model must hold.
+
+    ``explained``: tensors whose absence another finding already reports (the index
+    places them in a shard that is missing or unreadable); they count as missing but
+    are not listed again in base-weights-missing.
+    """
     result = Comparison()
     normalised, result.findings = normalise(found, expected)
     best, others = choose_layout(normalised, expected)
@@ -205,12 +212,13 @@ def compare_full(found: Mapping[str, Found], expected: Expected) -> Comparison:
 
     missing = [n for n in expected_names if n not in normalised]
     result.missing = len(missing)
-    if missing:
+    unexplained = [n for n in missing if n not in explained] if explained else missing
+    if unexplained:
         result.findings.append(
             finding(
                 "base-weights-missing",
-                _describe_missing(missing, layout, expected, len(expected_names)),
-                tensors=missing,
+                _describe_missing(unexplained, layout, expected, len(expected_names)),
+                tensors=unexplained,
             )
         )
 
