@@ -515,7 +515,8 @@ def _no_weights_message(ckpt: CheckpointDir) -> str:
     if not there:
         shown = ", ".join((ckpt.run_files + ckpt.other_files)[:8]) or "nothing else"
         there.append(f"holds only {shown}")
-    return "config.json but no weight files: " + "; ".join(there)
+    lead = "config.json but no weight files: " if ckpt.has_config else "no weight files: "
+    return lead + "; ".join(there)
 
 
 def audit_checkpoint(
@@ -607,7 +608,12 @@ def audit_checkpoint(
                     f"{human_bytes(contents.found_bytes)}){base}",
                 )
             )
-    elif not ckpt.has_weights and ckpt.has_adapter_config:
+    elif (
+        ckpt.has_adapter_config
+        and not ckpt.bin_weights
+        and all(n in contents.readable for n in ckpt.safetensors)
+    ):
+        # No adapter file, or adapter files that were read and hold no tensors at all.
         report.findings.extend(check_adapter({}, adapter_config, expected))
         report.kind = "unknown"
     elif not ckpt.has_weights:
