@@ -39,6 +39,11 @@ PEFT_TENSOR = re.compile(
 )
 BASE_LAYER = ".base_layer."
 GROUPS_SHOWN = 6
+# Why a whole section goes missing, when it is not a frozen module dropped on save.
+SECTION_CAUSES = {
+    "mtp": "transformers neither loads nor saves multi-token-prediction layers, so a model "
+    "re-saved through transformers lacks them (only MTP speculative decoding needs them)",
+}
 
 
 def is_peft_tensor(name: str) -> bool:
@@ -83,7 +88,8 @@ def normalise(
                 break
         else:
             break
-    inner = sum(1 for n in names if INNER_WRAPPER.search(n))
+    inner_names = [orig for orig, n in zip(found, names, strict=True) if INNER_WRAPPER.search(n)]
+    inner = len(inner_names)
     mapping = {
         orig: INNER_WRAPPER.sub(r"\1", n) for orig, n in zip(found, names, strict=True)
     }
@@ -102,8 +108,9 @@ def normalise(
                 "; ".join(parts) + ": the training wrapper was saved with the model, so "
                 "from_pretrained will not match the names. Save the unwrapped model "
                 "(accelerator.unwrap_model(model) / model.module / model._orig_mod).",
-                tensors=list(found)[:20],
-                count=len(found),
+                # A leading prefix is on every name; inner segments only on some.
+                tensors=list(found)[:20] if wrapper_prefixes else inner_names[:20],
+                count=len(found) if wrapper_prefixes else inner,
             )
         )
 
@@ -163,10 +170,11 @@ def _describe_missing(missing: list[str], layout: LayoutTensors, expected: Expec
     for section, names in layout.sections.items():
         members = set(names)
         if section and members and members <= missing_set and len(members) < total:
-            msg += (
-                f". The whole {section} section ({len(members)} tensors) is absent: frozen "
-                "modules dropped on save? (e.g. a trainer saving only trainable parameters)"
+            cause = SECTION_CAUSES.get(
+                section,
+                "frozen modules dropped on save? (e.g. a trainer saving only trainable parameters)",
             )
+            msg += f". The whole {section} section ({len(members)} tensors) is absent: {cause}"
     return msg
 
 
