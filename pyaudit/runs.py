@@ -45,7 +45,10 @@ def _read_yaml_scalars(path: Path) -> dict[str, str]:
     for line in text.splitlines():
         m = re.match(r"^([A-Za-z_][\w.-]*):\s*(.*?)\s*$", line)
         if m and m.group(2) and not m.group(2).startswith(("#", "|", ">")):
-            out[m.group(1)] = m.group(2).strip("'\"")
+            value = m.group(2)
+            if not value.startswith(("'", '"')):
+                value = re.sub(r"\s+#.*$", "", value)  # an inline comment
+            out[m.group(1)] = value.strip("'\"")
     return out
 
 
@@ -176,8 +179,18 @@ def resolve_model(reference: str, relative_to: Path) -> Path | None:
                 continue
             if found:
                 return found[0]
-        modelscope = Path(os.environ.get("MODELSCOPE_CACHE", Path.home() / ".cache" / "modelscope"))
-        for path in (modelscope / "hub" / "models" / org / name, modelscope / "hub" / org / name):
+        for path in modelscope_dirs(org, name):
             if (path / "config.json").exists():
                 return path
     return None
+
+
+def modelscope_dirs(org: str, name: str) -> list[Path]:
+    """Where ModelScope may have put ``org/name``: ``[$MODELSCOPE_CACHE|~/.cache/modelscope/hub]
+    [/models]/org/name``, with the name's dots escaped as ``___`` (``Qwen2___5-7B-Instruct``)
+    as many modelscope versions write it."""
+    env = os.environ.get("MODELSCOPE_CACHE")
+    roots = [Path(env).expanduser(), Path(env).expanduser() / "hub"] if env else []
+    roots.append(Path.home() / ".cache" / "modelscope" / "hub")
+    names = [name] + ([name.replace(".", "___")] if "." in name else [])
+    return [root / sub / org / n for root in roots for sub in ("models", "") for n in names]
