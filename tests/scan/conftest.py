@@ -1,0 +1,103 @@
+"""Shared setup of the scan tests: real configs, and `pyaudit scan --json` run in-process.
+
+Test modules cannot import each other (--import-mode=importlib), so the helpers are
+handed out as fixtures. Real configs come from ../shared/models (beside the repository);
+tests that need them skip when that folder is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyaudit.cli import main
+
+MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
+
+
+class Scan:
+    """Runs ``pyaudit scan --json`` through :func:`pyaudit.cli.main`; reads the report."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: object) -> tuple[int, dict[str, Any]]:
+        self.capsys.readouterr()
+        rc = main(["scan", "--json", *map(str, args)])
+        out = self.capsys.readouterr().out
+        return rc, json.loads(out)
+
+    def one(self, *args: object) -> tuple[int, dict[str, Any]]:
+        """Scan a PATH that holds exactly one checkpoint: (exit status, its report)."""
+        rc, doc = self(*args)
+        assert len(doc["checkpoints"]) == 1, [c["path"] for c in doc["checkpoints"]]
+        return rc, doc["checkpoints"][0]
+
+    @staticmethod
+    def codes(ckpt: dict[str, Any]) -> list[str]:
+        return sorted(f["code"] for f in ckpt["findings"])
+
+    @staticmethod
+    def the(ckpt: dict[str, Any], code: str) -> dict[str, Any]:
+        """The one finding with ``code`` (fails when there are none or several)."""
+        hits = [f for f in ckpt["findings"] if f["code"] == code]
+        assert len(hits) == 1, (code, ckpt["findings"])
+        return hits[0]
+
+
+@pytest.fixture
+def scan(capsys: pytest.CaptureFixture[str]) -> Scan:
+    return Scan(capsys)
+
+
+@pytest.fixture(scope="session")
+def models() -> Path:
+    if not (MODELS / "Qwen2.5-VL-7B-Instruct_qwen2_5_vl" / "config.json").is_file():
+        pytest.skip(f"real model metadata not found at {MODELS}")
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def real_config(models: Path) -> Any:
+    """real_config("Qwen3-4B_qwen3") -> that model's config.json (a fresh dict each call)."""
+
+    def load(name: str) -> dict[str, Any]:
+        path = models / name / "config.json"
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        with open(path) as f:
+            doc: dict[str, Any] = json.load(f)
+        return doc
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def real_index(models: Path) -> Any:
+    """real_index("Qwen3-4B_qwen3") -> that model's model.safetensors.index.json."""
+
+    def load(name: str) -> dict[str, Any]:
+        path = models / name / "model.safetensors.index.json"
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        with open(path) as f:
+            doc: dict[str, Any] = json.load(f)
+        return doc
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def real_adapter_config(models: Path) -> Any:
+    def load(name: str) -> dict[str, Any]:
+        path = models / "adapters" / name / "adapter_config.json"
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        with open(path) as f:
+            doc: dict[str, Any] = json.load(f)
+        return doc
+
+    return load
