@@ -52,7 +52,7 @@ def _matches_target(module: str, targets: object) -> bool:
     if isinstance(targets, str):
         if targets == "all-linear":
             return True
-        return re.fullmatch(targets, module) is not None
+        return _fullmatch(targets, module)
     if isinstance(targets, list):
         return any(
             isinstance(t, str) and (t == "all-linear" or module == t or module.endswith("." + t))
@@ -61,12 +61,25 @@ def _matches_target(module: str, targets: object) -> bool:
     return True  # nothing to hold it against
 
 
+def _fullmatch(pattern: str, text: str) -> bool:
+    """``re.fullmatch``; a pattern that is not a valid regex matches nothing (PEFT itself
+    would refuse it; the audit must not crash on it)."""
+    try:
+        return re.fullmatch(pattern, text) is not None
+    except re.error:
+        return False
+
+
 def _expected_rank(module: str, config: Mapping[str, Any]) -> int | None:
     pattern = config.get("rank_pattern") or {}
     if isinstance(pattern, dict):
         for key, rank in pattern.items():
-            if isinstance(key, str) and isinstance(rank, int) and (
-                re.fullmatch(f"(.*\\.)?{key}$", module) or module.endswith(key)
+            # PEFT's rule: the key matches at a '.' boundary (a bare suffix such as
+            # 'v_proj' must not match 'kv_proj').
+            if (
+                isinstance(key, str)
+                and isinstance(rank, int)
+                and _fullmatch(f"(.*\\.)?(?:{key})", module)
             ):
                 return rank
     r = config.get("r")
