@@ -441,3 +441,38 @@ def test_base_dir_in_the_other_naming(tmp_path: Path, real_config: Any, scan: An
     rc, report = scan.one(tmp_path / "wrong", "--base", tmp_path / "base")
     assert rc == 1
     assert "do not fit the base model's shapes" in scan.the(report, "adapter-mismatch")["message"]
+
+
+def test_rank_pattern_matches_at_a_dot_boundary(
+    tmp_path: Path, base_dir: Path, qwen3: Any, scan: Any
+) -> None:
+    """PEFT's rank_pattern key 'j_proj' is not a suffix rule: it does not reach 'k_proj'."""
+    _, tensors = qwen3
+    lora = lora_tensors(tensors, r=8, targets=("k_proj", "v_proj"))
+    lora.update(lora_tensors(tensors, r=4, targets=("q_proj",)))
+    conf = {
+        **adapter_config(str(base_dir), r=8, targets=("q_proj", "k_proj", "v_proj")),
+        "rank_pattern": {"q_proj": 4, "j_proj": 2, "roj": 2},
+    }
+    write_adapter(tmp_path / "ok", lora, conf, sparse=False)
+    rc, report = scan.one(tmp_path / "ok")
+    assert rc == 0 and scan.codes(report) == ["adapter-only"], report["findings"]
+
+    conf["rank_pattern"] = {"q_proj": 8}  # q_proj's tensors have rank 4
+    write_adapter(tmp_path / "bad", lora, conf, sparse=False)
+    rc, report = scan.one(tmp_path / "bad")
+    assert rc == 1
+    f = scan.the(report, "adapter-mismatch")
+    assert f["count"] == 4 and all(".q_proj.lora_" in t for t in f["tensors"])
+
+
+def test_invalid_regex_target_modules_is_a_finding_not_a_traceback(
+    tmp_path: Path, base_dir: Path, qwen3: Any, scan: Any
+) -> None:
+    _, tensors = qwen3
+    conf = {**adapter_config(str(base_dir), r=8), "target_modules": ".*(q_proj|v_proj"}
+    write_adapter(tmp_path / "ckpt", lora_tensors(tensors, r=8, targets=("q_proj",)), conf)
+    rc, report = scan.one(tmp_path / "ckpt")
+    assert rc == 1
+    f = scan.the(report, "adapter-mismatch")
+    assert "not in target_modules ('.*(q_proj|v_proj')" in f["message"]
