@@ -4,6 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
+
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -41,6 +46,43 @@ long long pread_full(int fd, unsigned char* buffer, std::size_t size, std::uint6
     return static_cast<long long>(done);
 }
 
+// cachestat(2), Linux 6.5+: how many pages of a range are in the page cache,
+// asked without reading or touching them. The syscall number is shared by the
+// architectures on the generic table.
+#if defined(__NR_cachestat)
+constexpr long kCachestat = __NR_cachestat;
+#elif defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__) || defined(__i386__) || \
+                             defined(__arm__) || defined(__riscv) || defined(__loongarch__))
+constexpr long kCachestat = 451;
+#else
+constexpr long kCachestat = -1;
+#endif
+
+std::atomic<bool> g_cachestat_works{true};
+
+// True when the first page of the file is known to be cached.
+bool start_is_cached(int fd) noexcept {
+#if defined(__linux__)
+    if (kCachestat < 0 || !g_cachestat_works.load(std::memory_order_relaxed)) return false;
+    struct Range {
+        std::uint64_t off, len;
+    } range{0, kFirstRead};
+    struct Stat {
+        std::uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+    } stat{};
+    if (::syscall(kCachestat, fd, &range, &stat, 0) != 0) {
+        if (errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP || errno == EPERM) {
+            g_cachestat_works.store(false, std::memory_order_relaxed);
+        }
+        return false;
+    }
+    return stat.nr_cache > 0;
+#else
+    (void)fd;
+    return false;
+#endif
+}
+
 ParsedHeader io_failure(std::string message) {
     ParsedHeader out;
     out.issue.rule = Rule::io_error;
@@ -61,8 +103,9 @@ ParsedHeader read_header_file(const std::string& path) {
     const auto file_size = static_cast<std::uint64_t>(st.st_size);
     (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
 
-    thread_local std::vector<unsigned char> first(kFirstRead);
-    const std::size_t want = file_size < kFirstRead ? static_cast<std::size_t>(file_size) : kFirstRead;
+    thread_local std::vector<unsigned char> first(kColdRead);
+    const std::size_t first_read = start_is_cached(fd.get()) ? kFirstRead : kColdRead;
+    const std::size_t want = file_size < first_read ? static_cast<std::size_t>(file_size) : first_read;
     const long long got = pread_full(fd.get(), first.data(), want, 0);
     if (got < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
     if (static_cast<std::size_t>(got) < want) return io_failure("the file shrank while being read");
@@ -71,9 +114,9 @@ ParsedHeader read_header_file(const std::string& path) {
     ParsedHeader out = parse_header_prefix(first.data(), static_cast<std::size_t>(got), file_size, &needed);
     if (needed == 0) return out;
 
-    // The header is longer than the first read: read exactly the rest of it.
-    // parse_header_prefix has checked that it fits in the file, so the buffer is
-    // never larger than the file.
+    // The header is longer than the first read: read exactly the rest of it,
+    // straight into the header text. parse_header_prefix has checked that it
+    // fits in the file, so the buffer is never larger than the file.
     out.text.resize(static_cast<std::size_t>(out.header_size));
     const std::size_t have = static_cast<std::size_t>(got) - kLengthPrefix;
     std::memcpy(out.text.data(), first.data() + kLengthPrefix, have);

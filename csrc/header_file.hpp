@@ -1,9 +1,16 @@
 // Reading a header from a file on disk: only the header bytes are read.
 //
-// pread rather than a mapping: two syscalls read the length prefix and the JSON,
-// no page tables are set up, and POSIX_FADV_RANDOM keeps the kernel from reading
-// ahead into the data section (on a cold cache, readahead would pull megabytes
-// of tensor data to serve a 20 KB header).
+// pread rather than a mapping: a few syscalls read the length prefix and the
+// JSON, and no page tables are set up. POSIX_FADV_RANDOM keeps the kernel from
+// reading ahead into the data section (on a cold cache, readahead would pull
+// megabytes of tensor data to serve a 20 KB header).
+//
+// How much to read first depends on where the header is. In the page cache
+// (warm), every byte read is a byte copied: one page is read, then exactly the
+// rest of the header. On disk (cold), every read is a round trip: one larger
+// read fetches most headers in a single request. Which case holds is asked of
+// the kernel without touching the file (cachestat, Linux 6.5+); where that is
+// not available, the larger first read is used.
 #pragma once
 
 #include <string>
@@ -12,8 +19,11 @@
 
 namespace pyaudit {
 
-// Bytes read by the first pread; a longer header takes a second one.
-inline constexpr std::size_t kFirstRead = 32 * 1024;
+// Bytes read first when the start of the file is in the page cache: one page.
+inline constexpr std::size_t kFirstRead = 4 * 1024;
+// Bytes read first when it is not (or when the kernel cannot say): one request
+// that holds most headers.
+inline constexpr std::size_t kColdRead = 64 * 1024;
 
 // Never throws for a bad or unreadable file: the result carries the issue.
 ParsedHeader read_header_file(const std::string& path);
