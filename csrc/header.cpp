@@ -506,8 +506,8 @@ private:
         if (end_ - q >= 16) {
             n = digit_run16(q);
             if (n >= 16) return false;
-            static constexpr std::uint64_t kPow10[8] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
-            value = n <= 8 ? leading_digits(q, n) : leading_digits(q, 8) * kPow10[n - 8] + leading_digits(q + 8, n - 8);
+            static constexpr std::uint64_t kDigitPow10[8] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+            value = n <= 8 ? leading_digits(q, n) : leading_digits(q, 8) * kDigitPow10[n - 8] + leading_digits(q + 8, n - 8);
         } else
 #endif
         {
@@ -584,10 +584,10 @@ private:
                 const unsigned n = digit_run16(p_);
                 const char next = n < 16 ? p_[n] : '0';
                 if (n < 16 && next != '.' && next != 'e' && next != 'E') {
-                    static constexpr std::uint64_t kPow10[9] = {
+                    static constexpr std::uint64_t kDigitPow10[9] = {
                         1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
                     value = n <= 8 ? leading_digits(p_, n)
-                                   : leading_digits(p_, 8) * kPow10[n - 8] + leading_digits(p_ + 8, n - 8);
+                                   : leading_digits(p_, 8) * kDigitPow10[n - 8] + leading_digits(p_ + 8, n - 8);
                     p_ += n;
                     return true;
                 }
