@@ -149,3 +149,54 @@ def test_seed_story_with_a_real_peft_adapter(
         "intent-mismatch",
     ]
     assert "--load_args false" in scan.the(report, "intent-mismatch")["message"]
+
+
+# Families without a real config in ../shared/models: small configs written for the test.
+SMALL_MOE = {
+    "qwen3_moe": {
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 64,
+        "intermediate_size": 128, "moe_intermediate_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "num_experts": 4,
+        "num_experts_per_tok": 2, "vocab_size": 256, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16", "decoder_sparse_step": 1, "mlp_only_layers": [],
+    },
+    "deepseek_v3": {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "vocab_size": 256,
+        "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
+        "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
+        "n_shared_experts": 1, "n_routed_experts": 4, "kv_lora_rank": 16, "q_lora_rank": 24,
+        "qk_rope_head_dim": 8, "v_head_dim": 16, "qk_nope_head_dim": 16, "n_group": 2,
+        "topk_group": 1, "num_experts_per_tok": 2, "first_k_dense_replace": 1,
+        "moe_layer_freq": 1, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "num_nextn_predict_layers": 0,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        pytest.param(
+            "qwen3_moe",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="manifest: transformers 5 re-saves Qwen3-MoE's config with "
+                "num_local_experts (no num_experts); the spec falls back to 128 experts",
+            ),
+        ),
+        pytest.param(
+            "deepseek_v3",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="manifest: transformers 5 saves DeepSeek-V3's router mlp.gate.weight "
+                "in float32; the spec expects the config dtype (dtype-drift warning)",
+            ),
+        ),
+    ],
+)
+def test_transformers_save_pretrained_moe(tmp_path: Path, scan: Any, family: str) -> None:
+    save_tiny_model(tmp_path, SMALL_MOE[family])
+    rc, report = scan.one(tmp_path)
+    assert report["findings"] == [] and rc == 0, report["findings"]
