@@ -33,6 +33,7 @@ class Found(NamedTuple):
 
 
 LEADING_WRAPPERS = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "base_model.model.")
+INNER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 INNER_WRAPPER = re.compile(r"(^|\.)(?:_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
 PEFT_TENSOR = re.compile(
     r"\.(?:lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector|lora_dropout)(?:\.|$)"
@@ -74,10 +75,16 @@ def normalise(
     known = expected.where() if expected else {}
     names = list(found)
 
+    # One look at all names at once: the per-name passes below run only when some
+    # name can need them (a healthy checkpoint needs none).
+    joined = "\n".join(names)
+    maybe_peft = "lora_" in joined or BASE_LAYER in joined
+    maybe_inner = any(w in joined for w in INNER_SEGMENTS)
+
     # Leading prefixes every name carries (DDP `module.`, torch.compile `_orig_mod.`, ...),
     # unless the model's own names use them.
     stripped: list[str] = []
-    peft_names = [n for n in names if is_peft_tensor(n) or BASE_LAYER in n]
+    peft_names = [n for n in names if is_peft_tensor(n) or BASE_LAYER in n] if maybe_peft else []
     while names:
         for prefix in LEADING_WRAPPERS:
             if all(n.startswith(prefix) for n in names) and not any(
@@ -88,11 +95,12 @@ def normalise(
                 break
         else:
             break
-    inner_names = [orig for orig, n in zip(found, names, strict=True) if INNER_WRAPPER.search(n)]
+    if maybe_inner:
+        inner_names = [orig for orig, n in zip(found, names, strict=True) if INNER_WRAPPER.search(n)]
+        renamed = [INNER_WRAPPER.sub(r"\1", n) for n in names]
+    else:
+        inner_names, renamed = [], names
     inner = len(inner_names)
-    mapping = {
-        orig: INNER_WRAPPER.sub(r"\1", n) for orig, n in zip(found, names, strict=True)
-    }
 
     wrapper_prefixes = [p for p in stripped if p != "base_model.model." or not peft_names]
     if wrapper_prefixes or inner:
@@ -129,12 +137,13 @@ def normalise(
                 count=len(lora) + len(base_layer),
             )
         )
+    if not (maybe_peft or stripped or inner):
+        return dict(found), findings
     out: dict[str, Found] = {}
-    for orig, f in found.items():
-        if is_peft_tensor(orig):
+    for (orig, f), name in zip(found.items(), renamed, strict=True):
+        if maybe_peft and is_peft_tensor(orig):
             continue
-        name = mapping[orig].replace(BASE_LAYER, ".")
-        out.setdefault(name, f)
+        out.setdefault(name.replace(BASE_LAYER, "."), f)
     return out, findings
 
 
@@ -143,17 +152,18 @@ def choose_layout(
 ) -> tuple[int, dict[int, list[str]]]:
     """The layout most names fit, and names that fit only another layout (by layout)."""
     where = expected.where()
-    names = list(names)
+    found = set(names)
     scores = [
-        sum(1 for n in names if n in lay.tensors or n in lay.optional) for lay in expected.layouts
+        len(found & lay.tensors.keys()) + len(found & lay.optional.keys()) for lay in expected.layouts
     ]
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    chosen = expected.layouts[best]
     others: dict[int, list[str]] = {}
-    for n in names:
-        if n in where and not (n in expected.layouts[best].tensors or n in expected.layouts[best].optional):
-            li = where[n][0]
-            if li != best:
-                others.setdefault(li, []).append(n)
+    stray = (found - chosen.tensors.keys() - chosen.optional.keys()) & where.keys()
+    for n in sorted(stray):
+        li = where[n][0]
+        if li != best:
+            others.setdefault(li, []).append(n)
     return best, others
 
 
