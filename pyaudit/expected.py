@@ -9,6 +9,7 @@ headers), the directory's ``config.json``, the model the run's files name
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -22,6 +23,7 @@ from pyaudit.manifest import (
     layouts,
     model_type_of,
 )
+from pyaudit.manifest.dtypes import DTYPE_BYTES, config_dtype
 
 
 @dataclass
@@ -107,6 +109,54 @@ def _from_config_cached(key: str, source: str) -> Expected:
         shapes_known=True,
         quantization=first.quantization,
         total_bytes=first.total_bytes,
+    )
+
+
+def from_oracle(
+    config: dict[str, Any],
+    source: str = "transformers oracle",
+    *,
+    source_names: Iterable[str] | None = None,
+    timeout: float = 120.0,
+) -> Expected:
+    """What the installed transformers' ``save_pretrained`` writes for ``config``
+    (:func:`pyaudit.oracle.oracle_manifest`), as one layout; cached per config (and names).
+
+    ``source_names``: the audited checkpoint's tensor names, to get the layout transformers
+    keeps when it loads such a checkpoint and saves it again (older layouts survive a round
+    trip). Raises :class:`ManifestUnavailable` when the oracle cannot answer (torch or
+    transformers missing, unknown model type, quantized config, timeout, worker error).
+    """
+    names = None if source_names is None else tuple(sorted(set(source_names)))
+    return _from_oracle_cached(_config_key(config), source, names, timeout)
+
+
+@lru_cache(maxsize=64)
+def _from_oracle_cached(
+    key: str, source: str, names: tuple[str, ...] | None, timeout: float
+) -> Expected:
+    from pyaudit.oracle import OracleUnavailable, oracle_manifest
+
+    config = json.loads(key)
+    try:
+        result = oracle_manifest(config, timeout=timeout, source_names=names)
+    except OracleUnavailable as e:
+        raise ManifestUnavailable(model_type_of(config), f"transformers oracle: {e}") from None
+    dtype = config_dtype(config)
+    tensors: dict[str, ExpectedTensor] = {}
+    for name, (shape, st_dtype) in result.tensors.items():
+        nbytes = DTYPE_BYTES[st_dtype]
+        for d in shape:
+            nbytes *= d
+        tensors[name] = ExpectedTensor(shape, st_dtype, nbytes)
+    layout = f"as transformers {result.transformers_version} saves {result.architecture}"
+    return Expected(
+        source=source,
+        model_type=result.model_type,
+        dtype=dtype,
+        layouts=[LayoutTensors(layout, tensors, tied=dict(result.tied))],
+        shapes_known=True,
+        total_bytes=sum(t.nbytes or 0 for t in tensors.values()),
     )
 
 
