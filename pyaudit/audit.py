@@ -21,6 +21,7 @@ from pyaudit.discover import CheckpointDir
 from pyaudit.expected import Expected, ManifestUnavailable
 from pyaudit.findings import Finding, finding, status_of
 from pyaudit.headers import Header
+from pyaudit.memo import LRU, Identity
 from pyaudit.report.sizes import human_bytes
 from pyaudit.runs import Declared, RunArgs, find_run_args, read_json, resolve_model
 
@@ -116,21 +117,62 @@ class _Contents:
     found_bytes: int = 0
     header_bytes: dict[str, int] = field(default_factory=dict)
     data_bytes: dict[str, int] = field(default_factory=dict)  # tensor bytes per file
-    tensors_by_file: dict[str, set[str]] = field(default_factory=dict)
+    tensors_by_file: dict[str, frozenset[str]] = field(default_factory=dict)
     readable: set[str] = field(default_factory=set)
+    base_keys: list[tuple[object, ...]] = field(default_factory=list)  # content ids of base files
+    base_peft: int = 0  # PEFT-named tensors among the base files
 
 
-def _indexed_files(ckpt: CheckpointDir) -> set[str] | None:
+_INDEXED: LRU[frozenset[str]] = LRU(64)
+
+
+def _indexed_files(ckpt: CheckpointDir) -> frozenset[str] | None:
     """The weight files the (non-adapter) index names, or None without a readable index."""
-    indexes = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
-    if not indexes:
-        return None
-    name = "model.safetensors.index.json"
-    index = read_json(ckpt.path / (name if name in indexes else indexes[0]))
-    weight_map = index.get("weight_map") if index is not None else None
+    doc = _index_doc(ckpt)
+    weight_map = doc.get("weight_map") if doc is not None else None
     if not isinstance(weight_map, dict):
         return None
-    return {f for f in weight_map.values() if isinstance(f, str)}
+    held, files = _INDEXED.lookup(Identity(doc))
+    if held and files is not None:
+        return files
+    return _INDEXED.put(Identity(doc), frozenset(f for f in weight_map.values() if isinstance(f, str)))
+
+
+@dataclass(frozen=True)
+class FileTable:
+    """What one valid shard holds, derived once per distinct header."""
+
+    tensors: dict[str, Found]  # shared through the memo: never mutate
+    names: frozenset[str]
+    data_bytes: int
+    peft: int  # tensors named as PEFT wrappers (lora_A, lora_B, ...)
+
+
+_FILE_TABLES: LRU[FileTable] = LRU(64)
+
+
+def file_key(name: str, header: Header) -> tuple[object, ...]:
+    """Content identity of a file as the audit sees it."""
+    if not header.ok:
+        return (name, header.rule, header.file_size)
+    return (name, header.digest, header.header_size, header.file_size)
+
+
+def file_table(name: str, header: Header) -> FileTable:
+    key = file_key(name, header)
+    held, table = _FILE_TABLES.lookup(key)
+    if held and table is not None:
+        return table
+    names, dtypes, shapes, offsets = header.table()
+    tensors = {
+        n: Found(d, s, e - b, name)
+        for n, d, s, (b, e) in zip(names, dtypes, shapes, offsets, strict=True)
+    }
+    joined = "\n".join(names)
+    peft = sum(1 for n in names if is_peft_tensor(n)) if "lora_" in joined else 0
+    return _FILE_TABLES.put(
+        key, FileTable(tensors, frozenset(names), sum(e - b for b, e in offsets), peft)
+    )
 
 
 def _collect(
@@ -152,17 +194,20 @@ def _collect(
             continue
         contents.readable.add(name)
         contents.header_bytes[name] = 8 + header.header_size
-        target = contents.adapter if _is_adapter_file(name) else contents.base
-        names, dtypes, shapes, offsets = header.table()
-        contents.tensors_by_file[name] = set(names)
-        contents.data_bytes[name] = sum(e - b for b, e in offsets)
+        table = file_table(name, header)
+        contents.tensors_by_file[name] = table.names
+        contents.data_bytes[name] = table.data_bytes
         if ignore and name in ignore:
             continue
-        for n, d, s, (b, e) in zip(names, dtypes, shapes, offsets, strict=True):
-            if n in target:
-                duplicates.append(n)
-            target[n] = Found(d, s, e - b, name)
-            contents.found_bytes += e - b
+        adapter = _is_adapter_file(name)
+        target = contents.adapter if adapter else contents.base
+        if target:
+            duplicates.extend(sorted(target.keys() & table.tensors.keys()))
+        target.update(table.tensors)
+        contents.found_bytes += table.data_bytes
+        if not adapter:
+            contents.base_keys.append(file_key(name, header))
+            contents.base_peft += table.peft
     if duplicates:
         report.findings.append(
             finding(
@@ -286,6 +331,66 @@ def _check_index(ckpt: CheckpointDir, contents: _Contents, report: CheckpointRep
                     )
                 )
     return {"weight_map": weight_map, "total_size": total, "name": index_name}
+
+
+_INDEX_CHECKS: LRU[tuple[list[Finding], dict[str, Any] | None]] = LRU(64)
+_COMPARISONS: LRU[Comparison] = LRU(64)
+_ADAPTER_CHECKS: LRU[list[Finding]] = LRU(64)
+
+
+def _index_doc(ckpt: CheckpointDir) -> dict[str, Any] | None:
+    indexes = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
+    if not indexes:
+        return None
+    name = "model.safetensors.index.json"
+    return read_json(ckpt.path / (name if name in indexes else indexes[0]))
+
+
+def _check_index_memo(
+    ckpt: CheckpointDir, headers: Mapping[str, Header], contents: _Contents, report: CheckpointReport
+) -> dict[str, Any] | None:
+    """_check_index, once per distinct (file list, index content, shard contents)."""
+    doc = _index_doc(ckpt)
+    key = (
+        tuple(ckpt.safetensors),
+        tuple(ckpt.indexes),
+        Identity(doc) if doc is not None else None,
+        tuple(file_key(n, headers[n]) for n in ckpt.safetensors),
+    )
+    held, value = _INDEX_CHECKS.lookup(key)
+    if not held or value is None:
+        scratch = CheckpointReport(path=ckpt.display)
+        value = _INDEX_CHECKS.put(key, (scratch.findings, _check_index(ckpt, contents, scratch)))
+    findings, index = value
+    report.findings.extend(findings)
+    return index
+
+
+def _compare_memo(
+    contents: _Contents, expected: Expected, explained: frozenset[str]
+) -> Comparison:
+    key = (Identity(expected), tuple(contents.base_keys), explained)
+    held, comparison = _COMPARISONS.lookup(key)
+    if held and comparison is not None:
+        return comparison
+    return _COMPARISONS.put(key, compare_full(contents.base, expected, explained))
+
+
+def _check_adapter_memo(
+    tensors: Mapping[str, Found],
+    keys: tuple[object, ...],
+    adapter_config: dict[str, Any] | None,
+    expected: Expected | None,
+) -> list[Finding]:
+    key = (
+        keys,
+        Identity(adapter_config) if adapter_config is not None else None,
+        Identity(expected) if expected is not None else None,
+    )
+    held, findings = _ADAPTER_CHECKS.lookup(key)
+    if held and findings is not None:
+        return findings
+    return _ADAPTER_CHECKS.put(key, check_adapter(tensors, adapter_config, expected))
 
 
 def _check_numbering(
@@ -540,7 +645,7 @@ def audit_checkpoint(
         else None
     )
     contents = _collect(ckpt, headers, report, ignore=strays)
-    index = _check_index(ckpt, contents, report)
+    index = _check_index_memo(ckpt, headers, contents, report)
     report.bytes["found"] = contents.found_bytes
 
     expected = _expected_for(ckpt, config, adapter_config, run, index, options, base_expected, report)
@@ -550,34 +655,45 @@ def audit_checkpoint(
         report.tensors["expected"] = len(expected.default.tensors)
         report.bytes["expected"] = expected.total_bytes
 
-    base_tensors = {n: f for n, f in contents.base.items()}
-    peft_in_base = [n for n in base_tensors if is_peft_tensor(n)]
+    base_tensors = contents.base
+    peft_in_base = [n for n in base_tensors if is_peft_tensor(n)] if contents.base_peft else []
     non_peft = len(base_tensors) - len(peft_in_base)
     if non_peft > 0:
         report.kind = "full"
     elif contents.adapter or peft_in_base:
         report.kind = "adapter"
     report.tensors["found"] = len(contents.base) + len(contents.adapter)
+    adapter_keys = tuple(
+        file_key(n, headers[n]) for n in ckpt.safetensors if _is_adapter_file(n) and n in contents.readable
+    )
 
     comparison: Comparison | None = None
     if report.kind == "full" and expected is not None:
         # Tensors the index places in a file that is absent or unreadable are reported
         # by that file's finding (shard-missing, shard-truncated, ...), not again as missing.
         weight_map = index["weight_map"] if index is not None else {}
-        explained = {
-            t for t, f in weight_map.items() if isinstance(f, str) and f not in contents.readable
-        }
-        comparison = compare_full(base_tensors, expected, explained)
+        unread = {f for f in weight_map.values() if isinstance(f, str)} - contents.readable
+        explained = frozenset(
+            t for t, f in weight_map.items() if f in unread
+        ) if unread else frozenset()
+        comparison = _compare_memo(contents, expected, explained)
         report.layout = comparison.layout
         report.tensors["expected"] = comparison.expected
         report.tensors["missing"] = comparison.missing
         report.tensors["unexpected"] = comparison.unexpected
         report.findings.extend(comparison.findings)
         if contents.adapter:
-            report.findings.extend(check_adapter(contents.adapter, adapter_config, expected))
+            report.findings.extend(
+                _check_adapter_memo(contents.adapter, adapter_keys, adapter_config, expected)
+            )
     elif report.kind == "adapter":
-        adapter_tensors = dict(contents.adapter) if contents.adapter else {n: base_tensors[n] for n in peft_in_base}
-        report.findings.extend(check_adapter(adapter_tensors, adapter_config, expected))
+        if contents.adapter:
+            adapter_tensors: Mapping[str, Found] = contents.adapter
+            keys = adapter_keys
+        else:
+            adapter_tensors = {n: base_tensors[n] for n in peft_in_base}
+            keys = tuple(contents.base_keys)
+        report.findings.extend(_check_adapter_memo(adapter_tensors, keys, adapter_config, expected))
         declared = _declared(options, run)
         if expected is not None:
             report.tensors["missing"] = report.tensors["expected"]

@@ -24,6 +24,7 @@ from pyaudit.manifest import (
     model_type_of,
 )
 from pyaudit.manifest.dtypes import DTYPE_BYTES, config_dtype
+from pyaudit.memo import LRU, Identity
 
 
 @dataclass
@@ -81,9 +82,20 @@ class ManifestUnavailable(Exception):
         self.model_type = model_type
 
 
+_BY_OBJECT: LRU[Expected] = LRU(64)
+
+
 def from_config(config: dict[str, Any], source: str) -> Expected:
-    """Every layout's manifest of ``config``; one build per distinct config (cached)."""
-    return _from_config_cached(_config_key(config), source)
+    """Every layout's manifest of ``config``; one build per distinct config (cached).
+
+    Configs read through the shared JSON memo are the same object for the same bytes:
+    those skip even the canonical dump that keys the content cache.
+    """
+    key = (Identity(config), source)
+    held, expected = _BY_OBJECT.lookup(key)
+    if held and expected is not None:
+        return expected
+    return _BY_OBJECT.put(key, _from_config_cached(_config_key(config), source))
 
 
 @lru_cache(maxsize=256)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pyaudit.memo import LRU
+
 Kind = Literal["full", "adapter"]
 
 # ms-swift train_type values that save adapters rather than full weights.
@@ -25,14 +27,31 @@ ADAPTER_TRAIN_TYPES = {
 FULL_TRAIN_TYPES = {"full", "freeze"}
 
 
+MAX_JSON_BYTES = 256 * 1024 * 1024  # an index of 100k tensors is ~10 MB
+_PARSED: LRU[dict[str, Any] | None] = LRU(256)
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from a small run file, or None when absent or unreadable."""
+    """A JSON object from a small run file (config, index, args), or None when absent,
+    unreadable, too large or not an object.
+
+    Parsed once per distinct content: the dict returned may be shared, never mutate it.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except OSError:
         return None
-    return doc if isinstance(doc, dict) else None
+    if len(data) > MAX_JSON_BYTES:
+        return None
+    held, cached = _PARSED.lookup(data)
+    if held:
+        return cached
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        doc = None
+    return _PARSED.put(data, doc if isinstance(doc, dict) else None)
 
 
 def _read_yaml_scalars(path: Path) -> dict[str, str]:
