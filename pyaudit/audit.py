@@ -126,9 +126,8 @@ class _Contents:
 _INDEXED: LRU[frozenset[str]] = LRU(64)
 
 
-def _indexed_files(ckpt: CheckpointDir) -> frozenset[str] | None:
+def _indexed_files(doc: dict[str, Any] | None) -> frozenset[str] | None:
     """The weight files the (non-adapter) index names, or None without a readable index."""
-    doc = _index_doc(ckpt)
     weight_map = doc.get("weight_map") if doc is not None else None
     if not isinstance(weight_map, dict):
         return None
@@ -158,8 +157,7 @@ def file_key(name: str, header: Header) -> tuple[object, ...]:
     return (name, header.digest, header.header_size, header.file_size)
 
 
-def file_table(name: str, header: Header) -> FileTable:
-    key = file_key(name, header)
+def file_table(name: str, header: Header, key: tuple[object, ...]) -> FileTable:
     held, table = _FILE_TABLES.lookup(key)
     if held and table is not None:
         return table
@@ -178,8 +176,9 @@ def file_table(name: str, header: Header) -> FileTable:
 def _collect(
     ckpt: CheckpointDir,
     headers: Mapping[str, Header],
+    keys: Mapping[str, tuple[object, ...]],
     report: CheckpointReport,
-    ignore: set[str] | None = None,
+    ignore: frozenset[str] | set[str] | None = None,
 ) -> _Contents:
     """Every file's header; the tensors of files in ``ignore`` (weights beside an index
     that does not name them: loaders never read them) are not counted as found."""
@@ -194,7 +193,7 @@ def _collect(
             continue
         contents.readable.add(name)
         contents.header_bytes[name] = 8 + header.header_size
-        table = file_table(name, header)
+        table = file_table(name, header, keys[name])
         contents.tensors_by_file[name] = table.names
         contents.data_bytes[name] = table.data_bytes
         if ignore and name in ignore:
@@ -206,7 +205,7 @@ def _collect(
         target.update(table.tensors)
         contents.found_bytes += table.data_bytes
         if not adapter:
-            contents.base_keys.append(file_key(name, header))
+            contents.base_keys.append(keys[name])
             contents.base_peft += table.peft
     if duplicates:
         report.findings.append(
@@ -220,7 +219,9 @@ def _collect(
     return contents
 
 
-def _check_index(ckpt: CheckpointDir, contents: _Contents, report: CheckpointReport) -> dict[str, Any] | None:
+def _check_index(
+    ckpt: CheckpointDir, index: dict[str, Any] | None, contents: _Contents, report: CheckpointReport
+) -> dict[str, Any] | None:
     """Index against shards: missing shards, misplaced tensors, total_size, strays, gaps."""
     base_files = [n for n in ckpt.safetensors if not _is_adapter_file(n)]
     indexes = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
@@ -238,7 +239,6 @@ def _check_index(ckpt: CheckpointDir, contents: _Contents, report: CheckpointRep
         _check_numbering(sharded, set(ckpt.safetensors), report)
         return None
     index_name = "model.safetensors.index.json" if "model.safetensors.index.json" in indexes else indexes[0]
-    index = read_json(ckpt.path / index_name)
     if index is None or not isinstance(index.get("weight_map"), dict):
         report.findings.append(
             finding("index-mismatch", f"{index_name} is not a readable index (no weight_map object)")
@@ -347,20 +347,23 @@ def _index_doc(ckpt: CheckpointDir) -> dict[str, Any] | None:
 
 
 def _check_index_memo(
-    ckpt: CheckpointDir, headers: Mapping[str, Header], contents: _Contents, report: CheckpointReport
+    ckpt: CheckpointDir,
+    doc: dict[str, Any] | None,
+    keys: Mapping[str, tuple[object, ...]],
+    contents: _Contents,
+    report: CheckpointReport,
 ) -> dict[str, Any] | None:
     """_check_index, once per distinct (file list, index content, shard contents)."""
-    doc = _index_doc(ckpt)
     key = (
         tuple(ckpt.safetensors),
         tuple(ckpt.indexes),
         Identity(doc) if doc is not None else None,
-        tuple(file_key(n, headers[n]) for n in ckpt.safetensors),
+        tuple(keys.values()),
     )
     held, value = _INDEX_CHECKS.lookup(key)
     if not held or value is None:
         scratch = CheckpointReport(path=ckpt.display)
-        value = _INDEX_CHECKS.put(key, (scratch.findings, _check_index(ckpt, contents, scratch)))
+        value = _INDEX_CHECKS.put(key, (scratch.findings, _check_index(ckpt, doc, contents, scratch)))
     findings, index = value
     report.findings.extend(findings)
     return index
@@ -638,14 +641,16 @@ def audit_checkpoint(
     adapter_config = read_json(ckpt.path / "adapter_config.json") if ckpt.has_adapter_config else None
     run = find_run_args(ckpt.path, ckpt.scan_root)
 
-    indexed = _indexed_files(ckpt)
+    keys = {n: file_key(n, headers[n]) for n in ckpt.safetensors}
+    index_doc = _index_doc(ckpt)
+    indexed = _indexed_files(index_doc)
     strays = (
         {n for n in ckpt.safetensors if not _is_adapter_file(n) and n not in indexed}
         if indexed is not None
         else None
     )
-    contents = _collect(ckpt, headers, report, ignore=strays)
-    index = _check_index_memo(ckpt, headers, contents, report)
+    contents = _collect(ckpt, headers, keys, report, ignore=strays)
+    index = _check_index_memo(ckpt, index_doc, keys, contents, report)
     report.bytes["found"] = contents.found_bytes
 
     expected = _expected_for(ckpt, config, adapter_config, run, index, options, base_expected, report)
@@ -664,7 +669,7 @@ def audit_checkpoint(
         report.kind = "adapter"
     report.tensors["found"] = len(contents.base) + len(contents.adapter)
     adapter_keys = tuple(
-        file_key(n, headers[n]) for n in ckpt.safetensors if _is_adapter_file(n) and n in contents.readable
+        keys[n] for n in ckpt.safetensors if _is_adapter_file(n) and n in contents.readable
     )
 
     comparison: Comparison | None = None
@@ -672,7 +677,7 @@ def audit_checkpoint(
         # Tensors the index places in a file that is absent or unreadable are reported
         # by that file's finding (shard-missing, shard-truncated, ...), not again as missing.
         weight_map = index["weight_map"] if index is not None else {}
-        unread = {f for f in weight_map.values() if isinstance(f, str)} - contents.readable
+        unread = (indexed or frozenset()) - contents.readable
         explained = frozenset(
             t for t, f in weight_map.items() if f in unread
         ) if unread else frozenset()
