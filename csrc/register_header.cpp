@@ -3,10 +3,11 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstring>
 #include <functional>
-#include <string_view>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -35,12 +36,114 @@ private:
     std::shared_ptr<const ParsedHeader> parsed_;
 };
 
+bool is_ascii(std::string_view s) noexcept {
+    std::size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+        std::uint64_t word;
+        std::memcpy(&word, s.data() + i, sizeof word);
+        if (word & 0x8080808080808080ULL) return false;
+    }
+    for (; i < s.size(); ++i) {
+        if (static_cast<unsigned char>(s[i]) & 0x80) return false;
+    }
+    return true;
+}
+
 py::str to_str(std::string_view s) {
+    const auto size = static_cast<Py_ssize_t>(s.size());
+    if (is_ascii(s)) {  // nearly every name: copied into a new str, no decoder
+        PyObject* obj = PyUnicode_New(size, 127);
+        if (obj == nullptr) throw py::error_already_set();
+        std::memcpy(PyUnicode_1BYTE_DATA(obj), s.data(), s.size());
+        return py::reinterpret_steal<py::str>(obj);
+    }
     // Header text was validated as UTF-8; names decoded from escapes are UTF-8 too.
-    PyObject* obj = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogatepass");
+    PyObject* obj = PyUnicode_DecodeUTF8(s.data(), size, "surrogatepass");
     if (obj == nullptr) throw py::error_already_set();
     return py::reinterpret_steal<py::str>(obj);
 }
+
+// A tuple of ints holds no reference cycle: kept out of the cyclic GC, as
+// CPython itself does for such tuples, so that building thousands of shapes
+// and offsets does not make every collection walk them.
+PyObject* untracked(PyObject* tuple) noexcept {
+    PyObject_GC_UnTrack(tuple);
+    return tuple;
+}
+
+PyObject* int_tuple(const std::uint64_t* values, std::size_t count) {
+    PyObject* tuple = PyTuple_New(static_cast<Py_ssize_t>(count));
+    if (tuple == nullptr) throw py::error_already_set();
+    for (std::size_t i = 0; i < count; ++i) {
+        PyObject* v = PyLong_FromUnsignedLongLong(values[i]);
+        if (v == nullptr) {
+            Py_DECREF(tuple);
+            throw py::error_already_set();
+        }
+        PyTuple_SET_ITEM(tuple, static_cast<Py_ssize_t>(i), v);
+    }
+    return untracked(tuple);
+}
+
+// The shape of a tensor as a tuple, read from its validated JSON text
+// ("[" uint ("," uint)* "]" with JSON whitespace). Tensors of one header share
+// few shapes (every layer repeats its own), so equal shape texts share one
+// (immutable) tuple within a call.
+class ShapeTuples {
+public:
+    ~ShapeTuples() {
+        for (Slot& slot : slots_) Py_XDECREF(slot.tuple);
+    }
+
+    // A new reference.
+    PyObject* get(const ParsedHeader& h, const TensorRecord& t) {
+        const std::string_view text = std::string_view(h.text).substr(t.shape_offset, t.shape_length);
+        // Keyed by (element count, rank), known already; the text decides.
+        const std::uint64_t hash = (t.elements + t.rank) * 0x9E3779B97F4A7C15ULL;
+        Slot& slot = slots_[static_cast<std::size_t>(hash >> 58)];  // 64 slots
+        if (slot.tuple != nullptr && slot.text == text) {
+            Py_INCREF(slot.tuple);
+            return slot.tuple;
+        }
+        PyObject* tuple = parse(text, t.rank);
+        Py_XDECREF(slot.tuple);
+        Py_INCREF(tuple);
+        slot = Slot{text, tuple};
+        return tuple;
+    }
+
+private:
+    struct Slot {
+        std::string_view text;
+        PyObject* tuple = nullptr;
+    };
+    std::array<Slot, 64> slots_{};
+
+    static PyObject* parse(std::string_view text, std::uint32_t rank) {
+        std::array<std::uint64_t, 8> small{};
+        std::vector<std::uint64_t> large;
+        std::uint64_t* dims = small.data();
+        if (rank > small.size()) {
+            large.resize(rank);
+            dims = large.data();
+        }
+        std::size_t n = 0;
+        std::uint64_t value = 0;
+        bool in_number = false;
+        for (const char c : text) {
+            if (c >= '0' && c <= '9') {
+                value = value * 10 + static_cast<std::uint64_t>(c - '0');
+                in_number = true;
+            } else if (in_number) {
+                if (n < rank) dims[n] = value;
+                ++n;
+                value = 0;
+                in_number = false;
+            }
+        }
+        return int_tuple(dims, n < rank ? n : rank);
+    }
+};
 
 const std::array<py::object, kDtypeCount>& dtype_strings() {
     // Interned once; every tensor's dtype is one of these objects.
@@ -74,24 +177,35 @@ py::list dtypes_of(const ParsedHeader& h) {
 
 py::list shapes_of(const ParsedHeader& h) {
     py::list out(h.tensors.size());
+    ShapeTuples shapes;
     for (std::size_t i = 0; i < h.tensors.size(); ++i) {
-        const std::vector<std::uint64_t> dims = h.shape(h.tensors[i]);
-        py::tuple shape(dims.size());
-        for (std::size_t d = 0; d < dims.size(); ++d) {
-            PyTuple_SET_ITEM(shape.ptr(), static_cast<Py_ssize_t>(d), PyLong_FromUnsignedLongLong(dims[d]));
-        }
-        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), shape.release().ptr());
+        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), shapes.get(h, h.tensors[i]));
     }
     return out;
 }
 
 py::list offsets_of(const ParsedHeader& h) {
     py::list out(h.tensors.size());
+    // Tensors tile the data section, so each one's begin is usually the one
+    // before's end: that int is shared (ints are immutable), not made twice.
+    py::object previous_end;
+    std::uint64_t previous_end_value = 0;
+    const auto make_int = [](std::uint64_t v) {
+        PyObject* obj = PyLong_FromUnsignedLongLong(v);
+        if (obj == nullptr) throw py::error_already_set();
+        return py::reinterpret_steal<py::object>(obj);
+    };
     for (std::size_t i = 0; i < h.tensors.size(); ++i) {
-        py::tuple pair(2);
-        PyTuple_SET_ITEM(pair.ptr(), 0, PyLong_FromUnsignedLongLong(h.tensors[i].begin));
-        PyTuple_SET_ITEM(pair.ptr(), 1, PyLong_FromUnsignedLongLong(h.tensors[i].end));
-        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), pair.release().ptr());
+        const TensorRecord& t = h.tensors[i];
+        py::object begin = previous_end && previous_end_value == t.begin ? previous_end : make_int(t.begin);
+        py::object end = make_int(t.end);
+        PyObject* pair = PyTuple_New(2);
+        if (pair == nullptr) throw py::error_already_set();
+        PyTuple_SET_ITEM(pair, 0, begin.release().ptr());
+        PyTuple_SET_ITEM(pair, 1, end.inc_ref().ptr());
+        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), untracked(pair));
+        previous_end = std::move(end);
+        previous_end_value = t.end;
     }
     return out;
 }
@@ -166,7 +280,8 @@ void register_header(py::module_& m) {
               }
               py::list out(parsed.size());
               for (std::size_t i = 0; i < parsed.size(); ++i) {
-                  out[i] = py::cast(Header(paths[i], std::move(parsed[i])));
+                  PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i),
+                                  py::cast(Header(paths[i], std::move(parsed[i]))).release().ptr());
               }
               return out;
           },
