@@ -8,7 +8,7 @@ from where -> comparison -> intent -> one :class:`CheckpointReport`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ class AuditOptions:
     base: Path | None = None
     fail_on: str = "error"  # error | warning
     verify_data: bool = False  # also stream tensor bytes: NaN / Inf / all-zero
+    oracle: str | None = None  # "transformers": manifests for families without a spec
 
 
 @dataclass
@@ -435,6 +436,7 @@ def _expected_for(
     options: AuditOptions,
     base_expected: Expected | None,
     report: CheckpointReport,
+    found_names: Iterable[str] = (),
 ) -> Expected | None:
     if base_expected is not None:
         return base_expected
@@ -445,6 +447,11 @@ def _expected_for(
         except ManifestUnavailable as e:
             unavailable = e
             report.model_type = e.model_type
+        if options.oracle == "transformers":
+            try:
+                return expect_mod.from_oracle(config, source_names=found_names)
+            except ManifestUnavailable as e:
+                unavailable = ManifestUnavailable(e.model_type, f"{unavailable}; {e}")
     # The model the run's own files name, found locally.
     references = []
     if adapter_config and isinstance(adapter_config.get("base_model_name_or_path"), str):
@@ -653,7 +660,10 @@ def audit_checkpoint(
     index = _check_index_memo(ckpt, index_doc, keys, contents, report)
     report.bytes["found"] = contents.found_bytes
 
-    expected = _expected_for(ckpt, config, adapter_config, run, index, options, base_expected, report)
+    expected = _expected_for(
+        ckpt, config, adapter_config, run, index, options, base_expected, report,
+        found_names=contents.base.keys(),
+    )
     if expected is not None:
         report.expected_source = expected.source
         report.model_type = expected.model_type or report.model_type

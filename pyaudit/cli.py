@@ -90,6 +90,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         base=Path(args.base) if args.base else None,
         fail_on=args.fail_on,
         verify_data=args.verify_data,
+        oracle=args.oracle,
     )
     base_expected = None
     if options.base is not None:
@@ -190,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--verify-data", action="store_true",
         help="also read tensor bytes (streamed, flat memory): NaN / Inf / all-zero tensors",
+    )
+    scan.add_argument(
+        "--oracle", choices=("transformers",), default=None,
+        help="for a family without a spec, build the manifest with the installed transformers "
+        "(meta device, no weights, in a subprocess with a timeout)",
     )
     scan.add_argument(
         "--fail-on", choices=("error", "warning"), default="error",
