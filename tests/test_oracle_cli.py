@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from safetensors.numpy import load_file, save_file  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from pyaudit.cli import main  # noqa: E402
 
