@@ -14,15 +14,20 @@ __all__ = [
     "FormatError",
     "Header",
     "HeaderResult",
+    "Report",
     "TensorInfo",
     "__version__",
+    "audit",
     "read_header",
     "read_headers",
+    "scan",
 ]
 
 _HEADER_API = {"FormatError", "Header", "HeaderResult", "TensorInfo", "read_header", "read_headers"}
+_AUDIT_API = {"Report", "audit", "scan"}
 
 if TYPE_CHECKING:
+    from pyaudit.api import Report, audit, scan
     from pyaudit.headers import (
         FormatError,
         Header,
@@ -43,4 +48,8 @@ def __getattr__(name: str) -> Any:
                 "`pip install .` rather than importing it from a source tree"
             ) from e
         return getattr(headers, name)
+    if name in _AUDIT_API:
+        from pyaudit import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'pyaudit' has no attribute {name!r}")

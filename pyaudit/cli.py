@@ -77,8 +77,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from pyaudit.audit import AuditOptions
-    from pyaudit.scan import ScanSummary, load_base, scan
+    from pyaudit.checkpoint import AuditOptions
+    from pyaudit.sweep import ScanSummary, load_base, scan
 
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:

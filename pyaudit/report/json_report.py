@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pyaudit import __version__
-from pyaudit.audit import CheckpointReport
+from pyaudit.checkpoint import CheckpointReport
 
 SCHEMA = 1
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pyaudit.audit import CheckpointReport
+from pyaudit.checkpoint import CheckpointReport
 from pyaudit.report.sizes import human_bytes
 
 STATUS_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}

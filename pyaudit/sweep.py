@@ -7,14 +7,13 @@ checkpoints, the native core reads the next batch's headers on its own threads
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from pyaudit.audit import (
+from pyaudit.checkpoint import (
     AuditOptions,
     CheckpointReport,
     audit_checkpoint,
@@ -37,7 +36,6 @@ class ScanSummary:
     warned: int = 0
     failed: int = 0
     seconds: float = 0.0
-    by_status: dict[str, int] = field(default_factory=dict)
 
     def add(self, report: CheckpointReport) -> None:
         self.checkpoints += 1
@@ -139,17 +137,3 @@ def _audit_batch(
 ) -> Iterator[CheckpointReport]:
     for ckpt, read in zip(batch, reads, strict=True):
         yield audit_checkpoint(ckpt, read.headers, options, base_expected, read.data)
-
-
-def run_scan(
-    paths: Iterable[str], options: AuditOptions | None = None, jobs: int | None = None
-) -> tuple[list[CheckpointReport], ScanSummary]:
-    """The whole sweep at once: every report and the summary."""
-    start = time.perf_counter()
-    summary = ScanSummary()
-    reports = []
-    for report in scan(paths, options, jobs):
-        summary.add(report)
-        reports.append(report)
-    summary.seconds = time.perf_counter() - start
-    return reports, summary

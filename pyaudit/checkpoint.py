@@ -596,7 +596,7 @@ def _check_intent(
         )
         report.findings.append(finding("intent-mismatch", message))
     elif declared.kind == "adapter" and report.kind == "full":
-        if ckpt.path.name.endswith("-merged"):
+        if ckpt.path.name.endswith("-merged") and declared.source != "--expect":
             return  # an ms-swift merged export: full weights under the adapter run's args
         report.findings.append(
             finding(

@@ -1,0 +1,98 @@
+"""The Python API scripts use: the same data as `pyaudit scan --json`, as typed objects."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pyaudit.checkpoint import AuditOptions, CheckpointReport
+from pyaudit.findings import Finding
+from pyaudit.sweep import ScanSummary, load_base
+from pyaudit.sweep import scan as sweep
+
+Expect = Literal["auto", "full", "adapter"]
+
+
+@dataclass
+class Report:
+    """Every checkpoint audited, and the summary (CONTRACT.md's `scan --json`)."""
+
+    checkpoints: list[CheckpointReport] = field(default_factory=list)
+    summary: ScanSummary = field(default_factory=ScanSummary)
+
+    @property
+    def ok(self) -> bool:
+        """No checkpoint fails (the exit status of `pyaudit scan` would be 0)."""
+        return self.summary.failed == 0
+
+    @property
+    def failed(self) -> list[CheckpointReport]:
+        return [c for c in self.checkpoints if c.status == "fail"]
+
+    def findings(self, severity: str | None = None) -> list[tuple[CheckpointReport, Finding]]:
+        return [
+            (c, f) for c in self.checkpoints for f in c.findings if severity in (None, f.severity)
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        from pyaudit.report.json_report import scan_json
+
+        return scan_json(self.checkpoints, self.summary.to_json())
+
+
+def scan(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    expect: Expect = "auto",
+    base: str | os.PathLike[str] | None = None,
+    verify_data: bool = False,
+    fail_on: Literal["error", "warning"] = "error",
+    jobs: int | None = None,
+    oracle: Literal["transformers"] | None = None,
+) -> Report:
+    """Audit every checkpoint under ``paths``. Raises FileNotFoundError for a PATH that
+    does not exist and ValueError for a bad argument; problems in the files are findings."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    strs = [os.fspath(p) for p in paths]
+    for p in strs:
+        if not os.path.exists(p):
+            raise FileNotFoundError(p)
+    if expect not in ("auto", "full", "adapter"):
+        raise ValueError(f"expect must be 'auto', 'full' or 'adapter', not {expect!r}")
+    if fail_on not in ("error", "warning"):
+        raise ValueError(f"fail_on must be 'error' or 'warning', not {fail_on!r}")
+    options = AuditOptions(
+        expect=expect,
+        base=Path(base) if base is not None else None,
+        fail_on=fail_on,
+        verify_data=verify_data,
+        oracle=oracle,
+    )
+    base_expected = load_base(options.base, jobs) if options.base is not None else None
+    start = time.perf_counter()
+    report = Report()
+    for checkpoint in sweep(strs, options, jobs, base_expected):
+        report.summary.add(checkpoint)
+        report.checkpoints.append(checkpoint)
+    report.summary.seconds = time.perf_counter() - start
+    return report
+
+
+def audit(
+    path: str | os.PathLike[str],
+    *,
+    expect: Expect = "auto",
+    base: str | os.PathLike[str] | None = None,
+    verify_data: bool = False,
+    fail_on: Literal["error", "warning"] = "error",
+    oracle: Literal["transformers"] | None = None,
+) -> Report:
+    """Audit one checkpoint (or every checkpoint under one PATH)."""
+    return scan(
+        [path], expect=expect, base=base, verify_data=verify_data, fail_on=fail_on, oracle=oracle
+    )
