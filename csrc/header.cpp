@@ -1081,19 +1081,25 @@ void set_issue(ParsedHeader& out, Rule rule, std::string tensor, std::string mes
 
 // Open addressing over indices into out.tensors: no allocation per name.
 // Eight bytes a step: names are long and share long prefixes.
+// The tail is the last eight bytes, overlapping the previous word, so that
+// every load is a whole word (a variable-size copy to a stack word stalls the
+// load that follows it).
 std::uint64_t hash_name(std::string_view s) noexcept {
     constexpr std::uint64_t k = 0x9E3779B97F4A7C15ULL;
-    std::uint64_t h = s.size() * k;
-    std::size_t i = 0;
-    for (; i + 8 <= s.size(); i += 8) {
-        std::uint64_t w;
-        std::memcpy(&w, s.data() + i, sizeof w);
-        h = (h ^ w) * k;
-        h ^= h >> 32;
+    const std::size_t n = s.size();
+    std::uint64_t h = n * k;
+    std::uint64_t w = 0;
+    if (n >= 8) {
+        for (std::size_t i = 0; i + 8 < n; i += 8) {
+            std::memcpy(&w, s.data() + i, sizeof w);
+            h = (h ^ w) * k;
+            h ^= h >> 32;
+        }
+        std::memcpy(&w, s.data() + n - 8, sizeof w);
+    } else {
+        for (std::size_t i = 0; i < n; ++i) w = (w << 8) | static_cast<unsigned char>(s[i]);
     }
-    std::uint64_t tail = 0;
-    std::memcpy(&tail, s.data() + i, s.size() - i);
-    h = (h ^ tail) * k;
+    h = (h ^ w) * k;
     return h ^ (h >> 29);
 }
 
