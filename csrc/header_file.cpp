@@ -103,26 +103,38 @@ ParsedHeader read_header_file(const std::string& path) {
     const auto file_size = static_cast<std::uint64_t>(st.st_size);
     (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
 
-    thread_local std::vector<unsigned char> first(kColdRead);
+    // Reused across files: reads land in memory already mapped and in cache.
+    thread_local std::vector<unsigned char> buffer(kColdRead);
     const std::size_t first_read = start_is_cached(fd.get()) ? kFirstRead : kColdRead;
     const std::size_t want = file_size < first_read ? static_cast<std::size_t>(file_size) : first_read;
-    const long long got = pread_full(fd.get(), first.data(), want, 0);
+    const long long got = pread_full(fd.get(), buffer.data(), want, 0);
     if (got < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
     if (static_cast<std::size_t>(got) < want) return io_failure("the file shrank while being read");
 
     std::uint64_t needed = 0;
-    ParsedHeader out = parse_header_prefix(first.data(), static_cast<std::size_t>(got), file_size, &needed);
+    ParsedHeader out = parse_header_prefix(buffer.data(), static_cast<std::size_t>(got), file_size, &needed);
     if (needed == 0) return out;
 
-    // The header is longer than the first read: read exactly the rest of it,
-    // straight into the header text. parse_header_prefix has checked that it
-    // fits in the file, so the buffer is never larger than the file.
+    // The header is longer than the first read: read exactly the rest of it.
+    // parse_header_prefix has checked that it fits in the file, so no buffer is
+    // ever larger than the file. Up to kKeepBuffer the reused buffer grows to
+    // hold it (the header is then copied once, into its text); a larger header
+    // is read straight into its text, and the buffer is not kept that large.
+    const auto total = static_cast<std::size_t>(needed);
+    const auto rest_from = static_cast<std::size_t>(got);
+    if (total <= kKeepBuffer) {
+        if (buffer.size() < total) buffer.resize(total);
+        const long long more = pread_full(fd.get(), buffer.data() + rest_from, total - rest_from, rest_from);
+        if (more < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
+        if (static_cast<std::size_t>(more) < total - rest_from) return io_failure("the file shrank while being read");
+        return parse_header_prefix(buffer.data(), total, file_size);
+    }
     out.text.resize(static_cast<std::size_t>(out.header_size));
-    const std::size_t have = static_cast<std::size_t>(got) - kLengthPrefix;
-    std::memcpy(out.text.data(), first.data() + kLengthPrefix, have);
+    const std::size_t have = rest_from - kLengthPrefix;
+    std::memcpy(out.text.data(), buffer.data() + kLengthPrefix, have);
     const std::size_t rest = out.text.size() - have;
     auto* tail = reinterpret_cast<unsigned char*>(out.text.data() + have);
-    const long long more = pread_full(fd.get(), tail, rest, static_cast<std::uint64_t>(got));
+    const long long more = pread_full(fd.get(), tail, rest, rest_from);
     if (more < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
     if (static_cast<std::size_t>(more) < rest) return io_failure("the file shrank while being read");
     parse_header_text(out);

@@ -24,6 +24,9 @@ inline constexpr std::size_t kFirstRead = 4 * 1024;
 // Bytes read first when it is not (or when the kernel cannot say): one request
 // that holds most headers.
 inline constexpr std::size_t kColdRead = 64 * 1024;
+// Headers up to this size are read into a per-thread buffer reused across
+// files; larger ones straight into their own memory.
+inline constexpr std::size_t kKeepBuffer = 1024 * 1024;
 
 // Never throws for a bad or unreadable file: the result carries the issue.
 ParsedHeader read_header_file(const std::string& path);
