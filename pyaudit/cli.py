@@ -85,6 +85,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for p in missing:
             print(f"pyaudit scan: {p}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
+    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
+        print(f"pyaudit scan: --html {args.html}: no such directory", file=sys.stderr)
+        return EXIT_USAGE
     options = AuditOptions(
         expect=args.expect,
         base=Path(args.base) if args.base else None,
@@ -114,7 +117,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             if args.jsonl:
                 sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
                 sys.stdout.flush()
-            else:
+            if not args.jsonl or args.html:
                 reports.append(report)
     summary.seconds = time.perf_counter() - start
     if args.jsonl:
@@ -123,12 +126,28 @@ def cmd_scan(args: argparse.Namespace) -> int:
         from pyaudit.report.json_report import scan_json
 
         _emit_json(scan_json(reports, summary.to_json()))
+    elif args.markdown:
+        from pyaudit.report.markdown import scan_markdown
+
+        if not reports:
+            where = ", ".join(args.paths)
+            print(f"pyaudit scan: no checkpoints found under {where}", file=sys.stderr)
+        sys.stdout.write(scan_markdown(reports, summary.to_json(), args.paths))
     else:
         from pyaudit.report.table import print_scan
 
         if not reports:
             print("pyaudit scan: no checkpoints found under " + ", ".join(args.paths), file=sys.stderr)
         _render(lambda console: print_scan(reports, summary.to_json(), console))
+    if args.html:
+        from pyaudit.report.html import write_html
+
+        try:
+            write_html(args.html, reports, summary.to_json(), args.paths)
+        except OSError as e:
+            print(f"pyaudit scan: --html {args.html}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"pyaudit scan: wrote {args.html} ({len(reports)} checkpoints)", file=sys.stderr)
     return EXIT_FAIL if summary.failed else EXIT_OK
 
 
@@ -182,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = scan.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON report on stdout (CONTRACT.md)")
     out.add_argument("--jsonl", action="store_true", help="one JSON object per checkpoint, as audited")
+    out.add_argument("--markdown", action="store_true", help="a Markdown summary (PR, CI job summary)")
+    scan.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page to FILE")
     scan.add_argument("--jobs", type=_jobs, default=None, help="threads reading headers (default: cores)")
     scan.add_argument(
         "--expect", choices=("auto", "full", "adapter"), default="auto",
