@@ -68,6 +68,9 @@ def scope_env(
         part = config if src == TOP else config.get(src)
         if isinstance(part, dict):
             env.update(part)
+            for alias, name in sc.aliases.items():
+                if alias in part and name not in part:
+                    env[name] = part[alias]
     for key, ref in sc.uses.items():
         other, _, source = ref.partition(":")
         if done is None or other not in done:

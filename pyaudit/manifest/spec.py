@@ -75,13 +75,17 @@ class Scope:
     no source has the field. ``uses`` imports values of scopes declared earlier in the spec
     (``{"text_hidden_size": "text:hidden_size"}``: the expression ``hidden_size`` evaluated in
     scope ``text``). ``let`` are derived values (expressions evaluated in this scope, in
-    order; later ones can use earlier ones).
+    order; later ones can use earlier ones). ``aliases`` map another spelling of a field to
+    the name the spec reads (transformers' ``attribute_map``, e.g. ``{"num_local_experts":
+    "num_experts"}``: transformers 5 re-saves Qwen3-MoE's ``num_experts`` under that name);
+    within one source the spec's own name wins when both spellings are present.
     """
 
     sources: tuple[str, ...] = (TOP,)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     let: Mapping[str, str] = field(default_factory=dict)
     uses: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -176,15 +176,7 @@ SMALL_MOE = {
 @pytest.mark.parametrize(
     "family",
     [
-        pytest.param(
-            "qwen3_moe",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="manifest: transformers 5 re-saves Qwen3-MoE's config with "
-                "num_local_experts (no num_experts); the spec falls back to 128 experts",
-            ),
-        ),
+        "qwen3_moe",
         pytest.param(
             "deepseek_v3",
             marks=pytest.mark.xfail(

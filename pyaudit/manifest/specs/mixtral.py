@@ -4,7 +4,9 @@ Facts (transformers ``MixtralConfig``/``modeling_mixtral`` and ``conversion_mapp
 on disk each layer holds ``block_sparse_moe.gate`` ``[num_local_experts, hidden]`` and
 per-expert ``block_sparse_moe.experts.{e}.w1`` (gate) / ``w3`` (up) ``[intermediate, hidden]``
 and ``w2`` (down) ``[hidden, intermediate]``; transformers 5 fuses them in memory only and
-reverts the fusion when saving. No biases; ``tie_word_embeddings`` defaults to false.
+reverts the fusion when saving (a transformers 5.24 ``save_pretrained`` writes exactly these
+names). No biases; ``tie_word_embeddings`` defaults to false. ``num_experts`` is an alias of
+``num_local_experts`` (``MixtralConfig.attribute_map``); both spellings are read.
 """
 
 from ..spec import Linear, Repeat, Scope, Spec
@@ -28,6 +30,7 @@ SPEC = Spec(
                 "tie_word_embeddings": False,
             },
             let={"num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM},
+            aliases={"num_experts": "num_local_experts"},
         )
     },
     tensors=causal_lm(

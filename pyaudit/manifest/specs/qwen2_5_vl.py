@@ -9,13 +9,13 @@ Facts (transformers ``configuration_qwen2_5_vl``/``modeling_qwen2_5_vl``):
   ``blocks.{b}``: RMSNorms ``norm1``/``norm2`` (weight only), ``attn.qkv``/``attn.proj`` with
   biases, SwiGLU ``mlp.{gate,up,down}_proj`` with biases; ``merger``: RMSNorm ``ln_q``,
   ``mlp.0`` ``[hidden * merge**2]**2`` and ``mlp.2`` ``[out_hidden_size, hidden * merge**2]``.
-* Layouts: as Qwen2-VL.
+* Layouts and vision field aliases: as Qwen2-VL.
 """
 
 from ..spec import Entry, Group, Linear, Repeat, Scope, Spec
 from ._common import causal_lm, gated_mlp
 from .qwen2 import LAYER
-from .qwen2_vl import LAYOUTS, TEXT_SCOPE
+from .qwen2_vl import LAYOUTS, TEXT_SCOPE, VISION_ALIASES
 
 
 def _vl(module: str, out: str, inp: str) -> Linear:
@@ -63,6 +63,7 @@ SPEC = Spec(
                 "out_hidden_size": 3584,
             },
             let={"merge_hidden": "hidden_size * spatial_merge_size ** 2"},
+            aliases=VISION_ALIASES,
         ),
     },
     tensors=[

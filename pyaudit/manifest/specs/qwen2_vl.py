@@ -12,7 +12,8 @@ Facts (transformers ``configuration_qwen2_vl``/``modeling_qwen2_vl``):
   ``[3 * embed_dim, embed_dim]`` and ``attn.proj`` with biases, ``mlp.fc1``/``fc2``
   (``embed_dim * mlp_ratio``) with biases; ``merger``: LayerNorm ``ln_q`` over embed_dim,
   ``mlp.0`` ``[embed_dim * merge**2]**2`` and ``mlp.2`` ``[hidden_size, embed_dim * merge**2]``,
-  with biases.
+  with biases. ``num_hidden_layers``/``num_attention_heads`` are aliases of
+  ``depth``/``num_heads`` in the vision config (``attribute_map``); both spellings are read.
 * Layouts (``_checkpoint_conversion_mapping``): legacy ``model.*`` / ``visual.*`` /
   ``lm_head``; transformers >= 4.52 module tree ``model.language_model.*`` /
   ``model.visual.*`` / ``lm_head``.
@@ -38,6 +39,9 @@ TEXT_SCOPE = Scope(
     defaults=TEXT_DEFAULTS,
     let={"num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM},
 )
+
+#: Other spellings of vision fields (``Qwen2VLVisionConfig.attribute_map``; Qwen2.5-VL's too).
+VISION_ALIASES = {"num_hidden_layers": "depth", "num_attention_heads": "num_heads"}
 
 LAYOUTS = (
     Layout("legacy"),
@@ -100,6 +104,7 @@ SPEC = Spec(
                 "mlp_hidden": "int(embed_dim * mlp_ratio)",
                 "merge_hidden": "embed_dim * spatial_merge_size ** 2",
             },
+            aliases=VISION_ALIASES,
         ),
     },
     tensors=[

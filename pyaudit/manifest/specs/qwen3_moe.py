@@ -7,6 +7,11 @@ layer holds the router ``mlp.gate`` ``[num_experts, hidden]`` and per-expert
 ``mlp.experts.{e}.{gate,up,down}_proj`` of ``moe_intermediate_size`` (transformers 5 fuses
 them in memory only and reverts on save); no shared expert. Attention as Qwen3 (q/k norms).
 ``head_dim`` falls back to ``hidden_size // num_attention_heads``; no tie by default.
+
+Config spellings: transformers 5's ``Qwen3MoeConfig.attribute_map`` makes ``num_experts`` an
+alias of ``num_local_experts``, so a config it re-saves holds ``num_local_experts`` only; both
+are read. (The other fields, ``moe_intermediate_size``, ``decoder_sparse_step``,
+``mlp_only_layers``, ``num_experts_per_tok``, keep their names.)
 """
 
 from ..spec import Group, Linear, Repeat, Scope, Spec
@@ -42,6 +47,7 @@ SPEC = Spec(
                 "decoder_sparse_step": "decoder_sparse_step or 1",
                 "num_experts": "num_experts or 0",
             },
+            aliases={"num_local_experts": "num_experts"},
         )
     },
     tensors=causal_lm(
