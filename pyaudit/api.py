@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from pyaudit.checkpoint import AuditOptions, CheckpointReport
 from pyaudit.findings import Finding
+from pyaudit.remote import is_url
+from pyaudit.remote import scan_paths as sweep  # sweep.scan, and URLs (s3://...) too
 from pyaudit.sweep import ScanSummary, load_base
-from pyaudit.sweep import scan as sweep
 
 Expect = Literal["auto", "full", "adapter"]
 
@@ -60,7 +61,7 @@ def scan(
         paths = [paths]
     strs = [os.fspath(p) for p in paths]
     for p in strs:
-        if not os.path.exists(p):
+        if not is_url(p) and not os.path.exists(p):
             raise FileNotFoundError(p)
     if expect not in ("auto", "full", "adapter"):
         raise ValueError(f"expect must be 'auto', 'full' or 'adapter', not {expect!r}")

@@ -78,12 +78,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pyaudit.checkpoint import AuditOptions
-    from pyaudit.sweep import ScanSummary, load_base, scan
+    from pyaudit.remote import RemoteError, is_url, prepare
+    from pyaudit.remote import scan_paths as scan  # sweep.scan, and URLs (s3://...) too
+    from pyaudit.sweep import ScanSummary, load_base
 
-    missing = [p for p in args.paths if not os.path.exists(p)]
+    missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
     if missing:
         for p in missing:
             print(f"pyaudit scan: {p}: no such file or directory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        prepare(args.paths, args.verify_data)  # lists each URL now: a bad one is a usage error
+    except RemoteError as e:
+        print(f"pyaudit scan: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
         print(f"pyaudit scan: --html {args.html}: no such directory", file=sys.stderr)

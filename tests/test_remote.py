@@ -1,0 +1,392 @@
+"""`pyaudit scan s3://...` against a real S3-protocol server (moto) on 127.0.0.1.
+
+The server sits behind a WSGI wrapper that counts, per object, the GET requests, their
+Range headers and the body bytes sent: the proof that a remote scan reads headers with at
+most two range requests per file and never the tensor data behind them. The reports
+must be those of a local scan of the same tree (the root path and timing aside).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from pyaudit.checkpoint import AuditOptions
+from pyaudit.cli import main
+from pyaudit.testing.stores import (
+    adapter_config,
+    lora_tensors,
+    manifest_tensors,
+    swift_args,
+    tiny_config,
+    trainer_state,
+    write_adapter,
+    write_checkpoint,
+    write_json,
+)
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+BUCKET = "pyaudit-remote-test"
+# Big enough that most shards hold MBs of tensor data behind a header of a few KB.
+BIG = {"vocab_size": 8192, "intermediate_size": 4096}
+
+
+def _config(name: str, **overrides: Any) -> dict[str, Any]:
+    path = MODELS / name / "config.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here")
+    return tiny_config(json.loads(path.read_text()), **overrides)
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """Per object key: GET requests (their Range headers) and body bytes sent."""
+
+    gets: dict[str, list[str | None]] = field(default_factory=lambda: defaultdict(list))
+    bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    lists: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.gets.clear()
+            self.bytes.clear()
+            self.lists = 0
+
+
+class Counting:
+    """WSGI middleware: counts what the wrapped app sends for each object."""
+
+    def __init__(self, app: Any, served: Served) -> None:
+        self.app = app
+        self.served = served
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        method = environ["REQUEST_METHOD"]
+        key = unquote(environ.get("PATH_INFO", "")).lstrip("/")
+        is_object = method == "GET" and "/" in key
+        served = self.served
+        with served.lock:
+            if is_object:
+                served.gets[key].append(environ.get("HTTP_RANGE"))
+            elif method == "GET" and "list-type" in environ.get("QUERY_STRING", ""):
+                served.lists += 1
+        for chunk in self.app(environ, start_response):
+            if is_object:
+                with served.lock:
+                    served.bytes[key] += len(chunk)
+            yield chunk
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[str, Served]]:
+    """moto's S3 server on 127.0.0.1 (a free port), and the environment that points at it."""
+    try:  # pip install "moto[server]" s3fs boto3
+        import boto3
+        import moto.server as moto_server
+        import s3fs  # noqa: F401
+        from werkzeug.serving import WSGIRequestHandler, make_server
+    except ImportError as e:
+        pytest.skip(f"remote tests need moto[server], s3fs and boto3: {e}")
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    served = Served()
+    app = Counting(moto_server.DomainDispatcherApplication(moto_server.create_backend_app), served)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            mp.delenv(k, raising=False)
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        try:
+            yield endpoint, served
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+def _write_store(out: Path) -> None:
+    qwen3 = _config("Qwen3-4B_qwen3", **BIG)
+    q3 = manifest_tensors(qwen3)
+    write_checkpoint(out / "qwen3" / "checkpoint-100", qwen3, q3, shards=2, sparse=False)
+    write_json(out / "qwen3" / "checkpoint-100" / "trainer_state.json", trainer_state(100))
+    llama = _config("1PARAMMYL-8B-ModelStock_llama", **BIG)
+    write_checkpoint(out / "llama", llama, manifest_tensors(llama), shards=3, sparse=False)
+    mixtral = _config("dolphin-2.5-mixtral-8x7b_mixtral", vocab_size=8192)
+    write_checkpoint(out / "mixtral", mixtral, manifest_tensors(mixtral), shards=2, sparse=False)
+
+    # A shard truncated on copy.
+    paths = write_checkpoint(out / "copied" / "qwen3-tiny", qwen3, q3, shards=2, sparse=False)
+    data = paths[-1].read_bytes()
+    paths[-1].write_bytes(data[: len(data) - 1000])
+
+    # The seed story: a GRPO run meant as full training saved LoRA adapters only; its
+    # model is an ms-swift -merged export whose args.json says lora (load_args=True).
+    vl = _config("Qwen2.5-VL-7B-Instruct_qwen2_5_vl", **BIG)
+    vl_tensors = manifest_tensors(vl)
+    merged = out / "output" / "v0-20250530-100000" / "checkpoint-200-merged"
+    write_checkpoint(merged, vl, vl_tensors, shards=2, sparse=False)
+    write_json(merged / "args.json", swift_args("Qwen/Qwen2.5-VL-7B-Instruct", "lora"))
+    ref = "output/v0-20250530-100000/checkpoint-200-merged"
+    grpo = out / "output" / "v1-20250601-090000" / "checkpoint-50"
+    lora = lora_tensors(vl_tensors, r=8)
+    write_adapter(grpo, lora, adapter_config(ref, r=8), sparse=False)
+    write_json(grpo / "args.json", swift_args(ref, "full", rlhf_type="grpo", load_args=True))
+    write_json(grpo / "trainer_state.json", trainer_state(50))
+
+    # Headers the validator rejects: a Git LFS pointer, a length prefix past the file.
+    lfs = out / "broken" / "lfs"
+    write_json(lfs / "config.json", qwen3)
+    (lfs / "model.safetensors").write_bytes(
+        b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"a" * 64 + b"\nsize 4000000\n"
+    )
+    bad = out / "broken" / "prefix"
+    bad.mkdir(parents=True)
+    (bad / "model.safetensors").write_bytes(struct.pack("<Q", 1 << 20) + b'{"a":' + b" " * 100)
+
+    # Weightless model dirs: ZeRO-3 shards, FSDP shards; a .bin index naming a lost shard.
+    zero = out / "zero3-run" / "checkpoint-100"
+    write_json(zero / "config.json", qwen3)
+    (zero / "global_step100").mkdir()
+    (zero / "global_step100" / "mp_rank_00_model_states.pt").write_bytes(b"\0" * 64)
+    fsdp = out / "fsdp-run" / "checkpoint-10"
+    (fsdp / "pytorch_model_fsdp_0").mkdir(parents=True)
+    for i in range(2):
+        (fsdp / "pytorch_model_fsdp_0" / f"__{i}_0.distcp").write_bytes(b"\0" * 32)
+    write_json(fsdp / "trainer_state.json", trainer_state(10))
+    bins = out / "bin-export"
+    write_json(bins / "config.json", qwen3)
+    names = list(q3)
+    write_json(
+        bins / "pytorch_model.bin.index.json",
+        {"metadata": {"total_size": 1}, "weight_map": {
+            n: f"pytorch_model-0000{1 + i % 2}-of-00002.bin" for i, n in enumerate(names)}},
+    )
+    (bins / "pytorch_model-00001-of-00002.bin").write_bytes(b"\0" * 128)
+    # Hidden folders are not walked.
+    write_checkpoint(out / ".cache" / "tmp", qwen3, q3, shards=1, sparse=False)
+
+
+def _upload(local: Path, prefix: str) -> None:
+    import boto3
+
+    client = boto3.client("s3")
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(local).as_posix()}")
+
+
+@pytest.fixture(scope="module")
+def store(s3: tuple[str, Served], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("remote") / "store"
+    _write_store(out)
+    _upload(out, "store")
+    return out
+
+
+def _scan_json(path: str, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    status = main(["scan", "--json", *extra, path])
+    doc = json.loads(capsys.readouterr().out)
+    doc["summary"].pop("seconds")
+    # The root as given is the only difference: a local path there, the URL here.
+    return status, json.dumps(doc, indent=1).replace(path.rstrip("/"), "ROOT")
+
+
+def _span(path: Path) -> int:
+    with open(path, "rb") as f:
+        first = f.read(8)
+    return 8 + struct.unpack("<Q", first)[0] if len(first) == 8 else len(first)
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def test_same_report_as_local_and_no_tensor_data(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pyaudit.remote import FIRST_READ
+
+    _, served = s3
+    local_status, local = _scan_json(str(store), capsys)
+    served.clear()
+    remote_status, remote = _scan_json(f"s3://{BUCKET}/store", capsys)
+    assert remote == local
+    assert remote_status == local_status == 1
+    doc = json.loads(remote)
+    by_path = {c["path"]: c for c in doc["checkpoints"]}
+    assert len(by_path) == 11 and ".cache/tmp" not in by_path
+    codes = {p: {f["code"] for f in c["findings"]} for p, c in by_path.items()}
+    assert "shard-truncated" in codes["copied/qwen3-tiny"]
+    assert {"adapter-only", "intent-mismatch"} <= codes["output/v1-20250601-090000/checkpoint-50"]
+    assert "lfs-pointer" in codes["broken/lfs"]
+    assert "no-weights" in codes["zero3-run/checkpoint-100"]
+    assert "shard-missing" in codes["bin-export"]
+    assert by_path["qwen3/checkpoint-100"]["status"] == "pass"
+    assert "ROOT/output/v0-20250530-100000/checkpoint-200-merged" in remote  # paths as local
+
+    # What the server sent for each .safetensors: one or two range requests, exactly
+    # max(header, first read) bytes (the whole file when smaller), never the data behind.
+    files = {
+        f"{BUCKET}/store/{p.relative_to(store).as_posix()}": p
+        for p in store.rglob("*.safetensors")
+        if not p.relative_to(store).as_posix().startswith(".")
+    }
+    total_size = sum(p.stat().st_size for p in files.values())
+    for key, path in files.items():
+        ranges = served.gets[key]
+        size, span = path.stat().st_size, _span(path)
+        assert len(ranges) == (2 if FIRST_READ < span <= size else 1), (key, ranges)
+        assert all(r is not None and r.startswith("bytes=") for r in ranges), (key, ranges)
+        wanted = min(size, max(span, FIRST_READ) if span <= size else FIRST_READ)
+        assert served.bytes[key] == wanted, (key, served.bytes[key], wanted)
+    total_sent = sum(served.bytes[k] for k in files)
+    assert total_sent < total_size / 10, (total_sent, total_size)
+    assert served.lists == 1  # one listing of the whole tree
+    # Nothing else large was read: the small run files and index files only.
+    others = {k: n for k, n in served.bytes.items() if k not in files}
+    assert all(k.endswith((".json", ".yaml")) for k in others), sorted(others)
+
+
+def test_long_headers_take_a_second_range(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a first read shorter than the headers, each header arrives in exactly two
+    requests and exactly its own bytes; the report does not change."""
+    from pyaudit import remote
+    from pyaudit.sweep import scan
+
+    _, served = s3
+    root = store / "output"
+    local = [r.to_json() for r in scan([str(root)], AuditOptions())]
+    served.clear()
+    url = f"s3://{BUCKET}/store/output"
+    reports = remote.scan_tree(remote.RemoteTree(url), AuditOptions(), first_read=256)
+    got = [r.to_json() for r in reports]
+    assert json.dumps(got).replace(url, "ROOT") == json.dumps(local).replace(str(root), "ROOT")
+    for path in root.rglob("*.safetensors"):
+        key = f"{BUCKET}/store/output/{path.relative_to(root).as_posix()}"
+        assert len(served.gets[key]) == 2, key
+        assert served.bytes[key] == _span(path), key
+
+
+def test_single_file_url(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rel = "copied/qwen3-tiny/model-00002-of-00002.safetensors"
+    local_status, local = _scan_json(str(store / rel), capsys)
+    remote_status, remote = _scan_json(f"s3://{BUCKET}/store/{rel}", capsys)
+    assert remote == local and remote_status == local_status == 1
+    assert "shard-truncated" in remote
+
+
+def test_object_gone_after_listing_is_unreadable(s3: tuple[str, Served], store: Path) -> None:
+    import boto3
+
+    from pyaudit import remote
+
+    _upload(store / "llama", "gone")
+    tree = remote.RemoteTree(f"s3://{BUCKET}/gone")
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key="gone/model-00002-of-00003.safetensors")
+    (report,) = remote.scan_tree(tree, AuditOptions())
+    assert report.status == "fail"
+    (finding,) = [f for f in report.findings if f.code == "unreadable"]
+    assert finding.message.startswith("model-00002-of-00003.safetensors: cannot read")
+
+
+def test_usage_errors_exit_2(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["scan", f"s3://{BUCKET}/no-such-prefix"]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    assert main(["scan", "--verify-data", f"s3://{BUCKET}/store/llama"]) == 2
+    assert "--verify-data" in capsys.readouterr().err
+    import pyaudit
+
+    with pytest.raises(FileNotFoundError):
+        pyaudit.scan(f"s3://{BUCKET}/no-such-prefix")
+    report = pyaudit.scan(f"s3://{BUCKET}/store/llama")
+    assert report.ok and report.checkpoints[0].path == f"s3://{BUCKET}/store/llama"
+
+
+@pytest.mark.parametrize("hidden", ["fsspec", "s3fs"])
+def test_missing_driver_is_one_line(hidden: str) -> None:
+    code = (
+        f"import sys; sys.modules[{hidden!r}] = None\n"
+        "from pyaudit.cli import main\n"
+        "raise SystemExit(main(['scan', 's3://bucket/prefix']))\n"
+    )
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'pyaudit[remote]'" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_file_url_same_as_local(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fsspec")
+    out = tmp_path / "store"
+    qwen3 = _config("Qwen3-4B_qwen3")
+    tensors = manifest_tensors(qwen3)
+    paths = write_checkpoint(out / "a" / "checkpoint-5", qwen3, tensors, shards=2, sparse=False)
+    paths[0].write_bytes(paths[0].read_bytes()[:-10])
+    write_json(out / "a" / "args.json", swift_args("Qwen/Qwen3-4B", "lora"))
+    local = _scan_json(str(out), capsys)
+    assert _scan_json(out.as_uri(), capsys) == local
+
+
+def test_http_single_file(s3: tuple[str, Served], store: Path) -> None:
+    """http(s):// names one file (no listing): its header alone, by range requests."""
+    pytest.importorskip("aiohttp")
+    import pyaudit
+
+    endpoint, served = s3
+    rel = "qwen3/checkpoint-100/model-00001-of-00002.safetensors"
+    url = f"{endpoint}/{BUCKET}/store/{rel}"
+    import boto3
+
+    boto3.client("s3").put_object_acl(Bucket=BUCKET, Key=f"store/{rel}", ACL="public-read")
+    served.clear()
+    report = pyaudit.scan(url)
+    (ckpt,) = report.checkpoints
+    assert ckpt.path == url and ckpt.kind == "full"
+    assert [(f.path, f.ok, f.bytes) for f in ckpt.files] == [
+        (Path(rel).name, True, (store / rel).stat().st_size)
+    ]
+    ranges = served.gets[f"{BUCKET}/store/{rel}"]
+    assert len(ranges) == 1 and ranges[0] is not None
