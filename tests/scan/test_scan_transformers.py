@@ -29,15 +29,7 @@ FAMILIES = [
     "cogito-v1-preview-qwen-14B_qwen2", "Qwen3-4B_qwen3", "1PARAMMYL-8B-ModelStock_llama",
     "neuroweave-Mistral-7B_mistral", "dolphin-2.5-mixtral-8x7b_mixtral", "gemma-2b_gemma",
     "gemma-2-9b-it_gemma2", "gemma-3-4b-novision_gemma3_text", "PRYMMAL-PHI3-3B-SLERP_phi3",
-    pytest.param(
-        "medgemma-27b-it_gemma3",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason="manifest: transformers 5 writes Gemma3's SigLIP tower as vision_tower.* "
-            "(no vision_model.), a third healthy layout the gemma3 spec does not list",
-        ),
-    ),
+    "medgemma-27b-it_gemma3",
 ]  # fmt: skip
 
 

@@ -6,7 +6,7 @@ Facts (transformers ``configuration_gemma3``/``modeling_gemma3``/``modeling_sigl
 * Text layers: Gemma 2's sandwich norms plus per-head ``self_attn.q_norm``/``k_norm``
   ``[head_dim]``; ``Gemma3TextConfig`` defaults (vocab 262208, hidden 2304, 26 layers,
   8 heads, 4 kv heads, head_dim 256) and ``tie_word_embeddings`` TRUE.
-* Vision tower = ``SiglipVisionModel`` (``vision_tower.vision_model.*``): conv
+* Vision tower = ``SiglipVisionModel`` (canonically ``vision_tower.vision_model.*``): conv
   ``embeddings.patch_embedding`` ``[hidden, channels, patch, patch]`` + bias,
   ``embeddings.position_embedding`` ``[(image_size // patch_size) ** 2, hidden]``,
   ``encoder.layers.{i}`` (``layer_norm1/2``, ``self_attn.{q,k,v,out}_proj``, ``mlp.fc1/fc2``,
@@ -16,11 +16,27 @@ Facts (transformers ``configuration_gemma3``/``modeling_gemma3``/``modeling_sigl
   3 channels, image 224, patch 16.
 * Projector: ``multi_modal_projector.mm_input_projection_weight`` ``[vision hidden, text
   hidden]`` (a bare parameter, not a Linear) and ``mm_soft_emb_norm`` ``[vision hidden]``.
-* Layouts (``Gemma3ForConditionalGeneration._checkpoint_conversion_mapping``): the original
-  ``language_model.model.*`` / ``language_model.lm_head`` / ``vision_tower.*`` /
-  ``multi_modal_projector.*``, and the transformers >= 4.52 module tree
-  ``model.language_model.*`` / ``lm_head`` / ``model.vision_tower.*`` /
-  ``model.multi_modal_projector.*``.
+* Layouts: every one transformers has written (language model / lm_head / vision tower /
+  projector prefixes):
+
+  ``legacy``
+      ``language_model.model.`` / ``language_model.lm_head.`` /
+      ``vision_tower.vision_model.`` / ``multi_modal_projector.``: the released checkpoints;
+      what transformers < 4.52 writes, and what 4.52+ writes once ``save_pretrained``
+      reverses ``_checkpoint_conversion_mapping`` (huggingface/transformers#38385; medgemma's
+      index, config from 4.54, is in it).
+  ``transformers>=4.52``
+      ``model.language_model.`` / ``lm_head.`` / ``model.vision_tower.vision_model.`` /
+      ``model.multi_modal_projector.``: the 4.52 in-memory module tree, written to disk while
+      the reverse mapping was broken (transformers#38489; LLaMA-Factory#8338).
+  ``transformers>=5``
+      ``language_model.model.`` / ``language_model.lm_head.`` / ``vision_tower.`` /
+      ``multi_modal_projector.``: transformers 5 maps ``gemma3`` onto the ``llava`` renames
+      and ``SiglipVisionModel`` onto ``CLIPVisionModel``'s ``PrefixChange(prefix_to_remove=
+      "vision_model")`` (``conversion_mapping.py``), so the tower has no ``vision_model.``
+      level in memory; saving reverts the llava renames but not the prefix removal. A model
+      it builds from a config is written so (checked with 5.24 ``save_pretrained``); a model
+      it loaded is written back in the layout it was loaded from (all three round-trip).
 """
 
 from ..spec import Entry, Group, Layout, Linear, Repeat, Scope, Spec
@@ -150,5 +166,6 @@ SPEC = Spec(
                 ("multi_modal_projector.", "model.multi_modal_projector."),
             ),
         ),
+        Layout("transformers>=5", (("vision_tower.vision_model.", "vision_tower."),)),
     ),
 )
