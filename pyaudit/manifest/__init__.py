@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .dtypes import DTYPE_BYTES, config_dtype
+from .expr import ExprError, compile_expr
 from .groups import _group_names, _Universe, group_names
 from .interpret import ManifestError, Rec, run_spec
 from .quant import QuantConfigError, apply_quantization, detect_quantization
@@ -140,8 +141,28 @@ def _spec_for(config: dict[str, Any]) -> Spec:
 
 
 def layouts(config: dict[str, Any]) -> list[Layout]:
-    """Every healthy on-disk naming convention for this config's family, the default first."""
-    return list(_spec_for(config).layouts)
+    """Every healthy on-disk layout for this config's family, the config's default first.
+
+    The default is the first layout whose ``prefer`` condition holds for ``config`` (e.g.
+    DeepSeek-V3's transformers layout for a ``config.json`` transformers 5 wrote), else the
+    spec's first; the others follow in spec order.
+    """
+    return _ordered_layouts(_spec_for(config), config)
+
+
+def _ordered_layouts(spec: Spec, config: dict[str, Any]) -> list[Layout]:
+    lays = list(spec.layouts)
+    for i, lay in enumerate(lays):
+        if lay.prefer is not None and _holds(lay.prefer, config):
+            return [lay, *lays[:i], *lays[i + 1 :]]
+    return lays
+
+
+def _holds(condition: str, config: dict[str, Any]) -> bool:
+    try:
+        return bool(compile_expr(condition)(config))
+    except (ExprError, TypeError, ValueError, OverflowError):
+        return False
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -157,7 +178,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def build_manifest(config: dict[str, Any], layout: str | None = None) -> Manifest:
-    """The manifest of ``config`` in ``layout`` (a name from :func:`layouts`; default first).
+    """The manifest of ``config`` in ``layout`` (a name from :func:`layouts`; by default the
+    first of :func:`layouts`).
 
     Raises :class:`UnknownArchitecture` for a family without a spec (and its subclass
     :class:`UnsupportedQuantization` for an unknown ``quantization_config``),
@@ -192,7 +214,7 @@ def _copy(m: Manifest) -> Manifest:
 
 def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manifest:
     if layout_name is None:
-        lay = spec.layouts[0]
+        lay = _ordered_layouts(spec, config)[0]
     else:
         found = [lo for lo in spec.layouts if lo.name == layout_name]
         if not found:
@@ -201,6 +223,10 @@ def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manif
         lay = found[0]
     dtype = config_dtype(config)
     records, tied = run_spec(spec, config, dtype)
+    if lay.omit:
+        records = [rec for rec in records if rec.section not in lay.omit]
+    if lay.dtypes:
+        records = [replace(rec, dtype=lay.dtype_of(rec.name, rec.dtype)) for rec in records]
     try:
         info = detect_quantization(config)
     except QuantConfigError as exc:

@@ -17,7 +17,9 @@ Semantics
   is ``False``.
 * Subscripts ``layer_types[i]`` / ``quantization_config["weight_block_size"][0]`` on lists,
   tuples and dicts (a bad index or key gives ``None``).
-* Calls only to the whitelisted helpers below: ``min max cdiv len int bool``.
+* Calls only to the whitelisted helpers below: ``min max cdiv len int bool version``
+  (``version("5.24.0.dev0")`` is ``(5, 24, 0)``, comparable with a tuple such as ``(5,)``;
+  ``None`` for anything that does not start with a number).
 * Tuples ``a, b`` (used for shapes).
 
 Anything else (attribute access, other calls, lambdas, comprehensions, names starting with
@@ -89,6 +91,18 @@ def _to_bool(v: Any) -> bool:
     return bool(v)
 
 
+def _version(v: Any) -> tuple[int, ...] | None:
+    """The leading dotted integers of a version string: ``"4.54.0.dev0"`` -> ``(4, 54, 0)``."""
+    if not isinstance(v, str):
+        return None
+    parts: list[int] = []
+    for piece in v.strip().split(".")[:8]:
+        if not piece.isdigit() or not piece.isascii() or len(piece) > 9:
+            break
+        parts.append(int(piece))
+    return tuple(parts) if parts else None
+
+
 _FUNCS: dict[str, Callable[..., Any]] = {
     "min": _min,
     "max": _max,
@@ -96,6 +110,7 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "len": _len,
     "int": _to_int,
     "bool": _to_bool,
+    "version": _version,
 }
 
 

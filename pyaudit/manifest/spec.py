@@ -50,20 +50,36 @@ TOP = ""
 
 @dataclass(frozen=True)
 class Layout:
-    """A naming convention a family's checkpoints are found in on disk.
+    """A way a family's checkpoints are found on disk (one writer's convention).
 
     ``renames`` are applied to canonical names: the first ``(canonical_prefix,
-    on_disk_prefix)`` whose canonical prefix starts the name wins.
+    on_disk_prefix)`` whose canonical prefix starts the name wins. ``omit`` names sections
+    this writer never stores (DeepSeek-V3's ``"mtp"`` under transformers). ``dtypes`` are
+    ``(canonical_name_suffix, dtype)`` overrides for tensors this writer keeps in a dtype
+    of its own (a suffix matches a whole name or a ``.``-separated tail of one; the first
+    match wins; quantized tensors are not affected). ``prefer`` is a condition over the
+    top-level ``config.json`` fields under which this layout is the config's default, i.e.
+    listed first by :func:`pyaudit.manifest.layouts` (the first matching layout wins).
     """
 
     name: str
     renames: tuple[tuple[str, str], ...] = ()
+    omit: tuple[str, ...] = ()
+    dtypes: tuple[tuple[str, str], ...] = ()
+    prefer: str | None = None
 
     def apply(self, name: str) -> str:
         for src, dst in self.renames:
             if name.startswith(src):
                 return dst + name[len(src) :]
         return name
+
+    def dtype_of(self, name: str, dtype: str) -> str:
+        """The dtype this layout stores canonical tensor ``name`` in (``dtype`` by default)."""
+        for suffix, override in self.dtypes:
+            if name == suffix or name.endswith("." + suffix):
+                return override
+        return dtype
 
 
 @dataclass(frozen=True)
@@ -157,8 +173,9 @@ class Spec:
     """A family: the config scopes it reads, its tensors and its on-disk layouts.
 
     ``default_scope`` is the scope of entries that name none. ``layouts`` lists every naming
-    convention transformers has written this family in, the most common first; the first one
-    has the canonical names (no renames) the entries are written in.
+    convention transformers (or the family's publisher) has written this family in, the most
+    common first; the first one has the canonical names (no renames) the entries are written
+    in. A layout whose ``prefer`` holds for a config moves to the front for that config.
     """
 
     model_type: str

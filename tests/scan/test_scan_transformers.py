@@ -165,21 +165,7 @@ SMALL_MOE = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "family",
-    [
-        "qwen3_moe",
-        pytest.param(
-            "deepseek_v3",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="manifest: transformers 5 saves DeepSeek-V3's router mlp.gate.weight "
-                "in float32; the spec expects the config dtype (dtype-drift warning)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("family", ["qwen3_moe", "deepseek_v3"])
 def test_transformers_save_pretrained_moe(tmp_path: Path, scan: Any, family: str) -> None:
     save_tiny_model(tmp_path, SMALL_MOE[family])
     rc, report = scan.one(tmp_path)

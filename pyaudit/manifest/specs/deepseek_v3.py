@@ -18,12 +18,41 @@ Facts (transformers ``configuration_deepseek_v3``/``modular_deepseek_v3`` and De
   ``model.layers.{num_hidden_layers + k}``: a full decoder layer plus ``embed_tokens``,
   ``enorm``, ``hnorm``, ``eh_proj`` ``[hidden, 2 * hidden]``, ``shared_head.norm`` and
   ``shared_head.head`` ``[vocab, hidden]`` (embedding, head and ``eh_proj`` stay unquantized).
-  (transformers itself ignores these on load and does not write them.)
 * The official FP8 release: ``quantization_config.quant_method == "fp8"`` with
   ``weight_block_size`` ``[128, 128]``: see :mod:`pyaudit.manifest.quant`.
+* Config spellings (transformers 5 ``DeepseekV3Config.attribute_map``): ``num_local_experts``
+  for ``n_routed_experts``, ``num_mtp_layers`` for ``num_nextn_predict_layers``; both read.
+  transformers 5 writes ``num_nextn_predict_layers`` itself (1 when the config had none).
+
+Layouts: two writers, two healthy checkpoints.
+
+``default``
+    DeepSeek's release (and conversions of it, e.g. its ``fp8_cast_bf16.py``): the MTP
+    layers are there, and the router ``mlp.gate.weight`` is in the checkpoint dtype (BF16:
+    the Hub's dtype breakdown of deepseek-ai/DeepSeek-V3, BF16 3918786560 / F8_E4M3
+    680571043840 / F32 41555600, leaves no room for a float32 gate; see the tests).
+``transformers>=5``
+    A transformers ``save_pretrained``: ``DeepseekV3Model`` builds ``num_hidden_layers``
+    layers only and drops ``model.layers.61.*`` on load (``_keys_to_ignore_on_load_unexpected``),
+    so the ``mtp`` section is never written whatever the config says; and transformers 5
+    keeps the router in float32 (``_keep_in_fp32_modules_strict = ["e_score_correction_bias",
+    "gate.weight"]``, checked with 5.24), so ``mlp.gate.weight`` is F32 on disk.
+
+Why a second layout and not an optional ``mtp`` section: each layout's ``total_bytes`` is
+then exactly what its checkpoint holds (``default`` reproduces the release's byte count, MTP
+included), a checkpoint holding part of an MTP layer is still caught (it fits neither
+layout), and the router dtype, which differs between the two writers, travels with the
+layout. The auditor holds a checkpoint against the layout most of its names fit, the first
+on a tie; a checkpoint without MTP fits both equally, so the order matters: ``default``
+comes first, except for a config transformers 5 wrote (``transformers_version`` >= 5; a
+re-save always rewrites config.json), whose checkpoint has neither MTP layers nor a BF16
+router. Not covered: transformers releases that kept the router in the model dtype (4.51
+to some 5.x; no MTP, BF16 gate) are held against ``default`` (MTP reported missing when
+the config has ``num_nextn_predict_layers``) or, with a 5.x config, against
+``transformers>=5`` (a dtype-drift warning on the gates).
 """
 
-from ..spec import Entry, Group, Linear, Repeat, Scope, Spec, T
+from ..spec import Entry, Group, Layout, Linear, Repeat, Scope, Spec, T
 from ._common import KV_HEADS, decoder_norms, gated_mlp
 
 MOE = "n_routed_experts and i >= first_k_dense_replace and i % (moe_layer_freq or 1) == 0"
@@ -125,8 +154,21 @@ SPEC = Spec(
                 "qk_head_dim": "qk_nope_head_dim + qk_rope_head_dim",
                 "num_nextn_predict_layers": "num_nextn_predict_layers or 0",
             },
+            aliases={
+                "num_local_experts": "n_routed_experts",
+                "num_mtp_layers": "num_nextn_predict_layers",
+            },
         )
     },
+    layouts=(
+        Layout("default"),
+        Layout(
+            "transformers>=5",
+            omit=("mtp",),
+            dtypes=(("mlp.gate.weight", "F32"),),
+            prefer="version(transformers_version) >= (5,)",
+        ),
+    ),
     tensors=[
         ("model.embed_tokens.weight", "vocab_size, hidden_size"),
         Repeat("i", "num_hidden_layers", LAYER, prefix="model.layers.{i}."),
