@@ -255,6 +255,44 @@ def test_gemma3_new_layout_names() -> None:
     assert "model.language_model.norm.weight" in new.tensors
 
 
+@needs_shared
+def test_gemma3_transformers5_layout_drops_vision_model_only() -> None:
+    config = _config("medgemma-27b-it_gemma3")
+    assert [lo.name for lo in layouts(config)] == [
+        "legacy",
+        "transformers>=4.52",
+        "transformers>=5",
+    ]
+    legacy = build_manifest(config)
+    t5 = build_manifest(config, layout="transformers>=5")
+    mapped = {
+        n.replace("vision_tower.vision_model.", "vision_tower.", 1): t
+        for n, t in legacy.tensors.items()
+    }
+    assert mapped == t5.tensors and t5.total_bytes == legacy.total_bytes
+    assert "vision_tower.encoder.layers.26.mlp.fc2.weight" in t5.tensors
+    assert "language_model.model.layers.61.self_attn.q_norm.weight" in t5.tensors
+    assert "multi_modal_projector.mm_input_projection_weight" in t5.tensors
+    assert t5.tied == {"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"}
+    # The three layouts share no vision-tower name: a checkpoint's names tell them apart.
+    towers = [
+        {n for n in build_manifest(config, layout=lo.name).tensors if "vision_tower." in n}
+        for lo in layouts(config)
+    ]
+    assert (
+        not (towers[0] & towers[1]) and not (towers[0] & towers[2]) and not (towers[1] & towers[2])
+    )
+
+
+def test_layout_dtype_overrides_and_omitted_sections() -> None:
+    lay = Layout("x", dtypes=(("mlp.gate.weight", "F32"),), omit=("mtp",))
+    assert lay.dtype_of("model.layers.3.mlp.gate.weight", "BF16") == "F32"
+    assert lay.dtype_of("mlp.gate.weight", "BF16") == "F32"
+    assert lay.dtype_of("model.layers.3.xmlp.gate.weight", "BF16") == "BF16"  # whole segments
+    assert lay.dtype_of("model.layers.3.mlp.gate.e_score_correction_bias", "F32") == "F32"
+    assert Layout("y").dtype_of("a.b", "F16") == "F16"
+
+
 def test_layout_apply_first_match_wins() -> None:
     lay = Layout("x", (("model.", "model.language_model."), ("model.visual.", "never.")))
     assert lay.apply("model.visual.blocks.0") == "model.language_model.visual.blocks.0"
@@ -296,6 +334,49 @@ def test_transformers5_nested_config_gives_the_same_manifest(suffix: str) -> Non
     nested["text_config"] = {k: config[k] for k in _TEXT_KEYS if k in config}
     nested["dtype"] = config["torch_dtype"]
     assert build_manifest(nested).tensors == build_manifest(config).tensors
+
+
+def test_transformers5_config_spellings_are_read() -> None:
+    # transformers 5 re-saves Qwen3-MoE's num_experts as num_local_experts (attribute_map).
+    resaved = {k: v for k, v in QWEN3_30B.items() if k != "num_experts"}
+    resaved["num_local_experts"] = 128
+    assert build_manifest(resaved).tensors == build_manifest(QWEN3_30B).tensors
+    nested = {"model_type": "qwen3_moe", "text_config": dict(resaved, num_hidden_layers=2)}
+    assert build_manifest(nested).tensors["model.layers.1.mlp.gate.weight"].shape == (128, 2048)
+    # Within one source the spec's own name wins.
+    both = dict(QWEN3_30B, num_hidden_layers=1, num_experts=8, num_local_experts=16)
+    assert build_manifest(both).tensors["model.layers.0.mlp.gate.weight"].shape == (8, 2048)
+    # Mixtral: num_experts is an alias of num_local_experts.
+    mx = build_manifest({"model_type": "mixtral", "num_hidden_layers": 1, "num_experts": 4})
+    assert mx.tensors["model.layers.0.block_sparse_moe.gate.weight"].shape == (4, 4096)
+    assert "model.layers.0.block_sparse_moe.experts.4.w1.weight" not in mx.tensors
+    # DeepSeek-V3: num_local_experts / num_mtp_layers.
+    ds = {
+        k: v for k, v in DEEPSEEK_V3.items() if k not in ("n_routed_experts", "quantization_config")
+    }
+    ds = dict(ds, num_hidden_layers=4, num_local_experts=16)
+    del ds["num_nextn_predict_layers"]
+    t = build_manifest(dict(ds, num_mtp_layers=1), layout="default").tensors
+    assert t["model.layers.3.mlp.gate.weight"].shape == (16, 7168)
+    assert "model.layers.4.eh_proj.weight" in t
+    assert not any(n.startswith("model.layers.4.") for n in build_manifest(ds).tensors)
+    # Qwen2-VL vision: num_hidden_layers / num_attention_heads for depth / num_heads.
+    vl = {
+        "model_type": "qwen2_vl",
+        "num_hidden_layers": 1,
+        "vision_config": {"num_hidden_layers": 2},
+    }
+    names = build_manifest(vl).tensors
+    assert (
+        "visual.blocks.1.attn.qkv.weight" in names
+        and "visual.blocks.2.attn.qkv.weight" not in names
+    )
+    vl25 = {
+        "model_type": "qwen2_5_vl",
+        "num_hidden_layers": 1,
+        "vision_config": {"num_hidden_layers": 3},
+    }
+    assert "visual.blocks.2.mlp.up_proj.weight" in build_manifest(vl25).tensors
 
 
 def test_dtype_names() -> None:
@@ -520,6 +601,49 @@ def test_deepseek_v3_bf16_and_variants() -> None:
     t = build_manifest(dict(bf16, q_lora_rank=None, num_nextn_predict_layers=0)).tensors
     assert t["model.layers.0.self_attn.q_proj.weight"].shape == (128 * 192, 7168)
     assert not any("q_a_proj" in n or "q_b_proj" in n or "q_a_layernorm" in n for n in t)
+
+
+def test_deepseek_v3_transformers_layout() -> None:
+    config = dict(DEEPSEEK_V3)
+    assert [lo.name for lo in layouts(config)] == ["default", "transformers>=5"]
+    official = build_manifest(config)
+    assert official.layout == "default"
+    t5 = build_manifest(config, layout="transformers>=5")
+    # transformers writes no MTP layer, and the 58 routers in float32 (everything else alike).
+    assert set(t5.groups) == {"text"} and set(official.groups) == {"text", "mtp"}
+    assert set(t5.tensors) == set(official.tensors) - set(official.groups["mtp"])
+    gates = [n for n in t5.tensors if n.endswith(".mlp.gate.weight")]
+    assert len(gates) == 58
+    assert all(t5.tensors[n] == ExpectedTensor((256, 7168), "F32", 256 * 7168 * 4) for n in gates)
+    assert all(official.tensors[n].dtype == "BF16" for n in gates)
+    changed = {n for n in t5.tensors if t5.tensors[n] != official.tensors[n]}
+    assert changed == set(gates)
+    mtp_bytes = sum(official.tensors[n].nbytes or 0 for n in official.groups["mtp"])
+    assert t5.total_bytes == official.total_bytes - mtp_bytes + 58 * 256 * 7168 * 2
+    assert t5.tensors["model.layers.3.mlp.experts.0.up_proj.weight"].dtype == "F8_E4M3"
+    assert t5.tied == official.tied == {}
+
+
+@pytest.mark.parametrize(
+    ("version", "first"),
+    [
+        (None, "default"),  # the release's own config has 4.x, or no version at all
+        ("4.46.3", "default"),
+        ("4.57.1", "default"),
+        ("5.0.0", "transformers>=5"),
+        ("5.24.0", "transformers>=5"),
+        ("10.1.0.dev0", "transformers>=5"),
+        ("garbage", "default"),
+        (5, "default"),
+    ],
+)
+def test_deepseek_v3_default_layout_follows_the_config_writer(version: Any, first: str) -> None:
+    config = dict(DEEPSEEK_V3, num_hidden_layers=4)
+    if version is not None:
+        config["transformers_version"] = version
+    assert layouts(config)[0].name == first
+    assert build_manifest(config).layout == first
+    assert {lo.name for lo in layouts(config)} == {"default", "transformers>=5"}
 
 
 def _scale_params(config: dict[str, Any]) -> int:
@@ -970,6 +1094,17 @@ def test_expr_evaluates() -> None:
 def test_expr_rejects_unsafe_or_unsupported(source: str) -> None:
     with pytest.raises(ExprError):
         evaluate(source, {"x": [1, 2], "y": 2, "hidden_size": 4})
+
+
+def test_expr_version_helper() -> None:
+    assert evaluate("version(v)", {"v": "5.24.0"}) == (5, 24, 0)
+    assert evaluate("version(v)", {"v": "4.54.0.dev0"}) == (4, 54, 0)
+    assert evaluate("version(v)", {"v": "5"}) == (5,)
+    assert evaluate("version(v) >= (5,)", {"v": "5.0.0rc1"}) is True
+    assert evaluate("version(v) >= (5,)", {"v": "4.99"}) is False
+    for bad in (None, 5, "", "v5", "dev", ["5"]):
+        assert evaluate("version(v)", {"v": bad}) is None
+        assert evaluate("version(v) >= (5,)", {"v": bad}) is False
 
 
 def test_expr_rejects_string_arithmetic_and_overlong_source() -> None:
