@@ -54,9 +54,14 @@ def scan(
     fail_on: Literal["error", "warning"] = "error",
     jobs: int | None = None,
     oracle: Literal["transformers"] | None = None,
+    dask: Any = None,
 ) -> Report:
     """Audit every checkpoint under ``paths``. Raises FileNotFoundError for a PATH that
-    does not exist and ValueError for a bad argument; problems in the files are findings."""
+    does not exist and ValueError for a bad argument; problems in the files are findings.
+
+    ``dask``: audit on a Dask cluster (a scheduler address, ``"local"``, or a
+    ``distributed.Client``): the same report; see :mod:`pyaudit.distributed` for its
+    errors (``DaskUnavailable`` is an ImportError, ``ClusterError`` a RuntimeError)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     strs = [os.fspath(p) for p in paths]
@@ -75,9 +80,16 @@ def scan(
         oracle=oracle,
     )
     base_expected = load_base(options.base, jobs) if options.base is not None else None
+    run: Any = sweep
+    if dask is not None:
+        from functools import partial
+
+        from pyaudit import distributed
+
+        run = partial(distributed.scan, cluster=dask)
     start = time.perf_counter()
     report = Report()
-    for checkpoint in sweep(strs, options, jobs, base_expected):
+    for checkpoint in run(strs, options, jobs, base_expected):
         report.summary.add(checkpoint)
         report.checkpoints.append(checkpoint)
     report.summary.seconds = time.perf_counter() - start

@@ -87,6 +87,25 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for p in missing:
             print(f"pyaudit scan: {p}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
+    sweep: Any = scan
+    cluster_errors: list[str] = []
+    if args.dask:
+        from functools import partial
+
+        from pyaudit import distributed
+
+        try:
+            distributed.require()
+        except distributed.DaskUnavailable as e:
+            print(f"pyaudit scan: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        urls = [p for p in args.paths if is_url(p)]
+        if urls:
+            print(f"pyaudit scan: --dask: {urls[0]}: scan URLs without --dask", file=sys.stderr)
+            return EXIT_USAGE
+        sweep = partial(
+            distributed.scan_until_error, cluster_errors, cluster=args.dask, ordered=not args.jsonl
+        )
     try:
         prepare(args.paths, args.verify_data)  # lists each URL now: a bad one is a usage error
     except RemoteError as e:
@@ -118,7 +137,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     summary = ScanSummary()
     reports = []
     with SweepProgress(SweepProgress.wanted(args.json or args.jsonl)) as progress:
-        for report in scan(args.paths, options, args.jobs, base_expected):
+        for report in sweep(args.paths, options, args.jobs, base_expected):
             summary.add(report)
             progress.advance(report.status)
             if args.jsonl:
@@ -126,6 +145,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
             if not args.jsonl or args.html:
                 reports.append(report)
+    if cluster_errors:
+        print(f"pyaudit scan: {cluster_errors[0]}", file=sys.stderr)
+        return EXIT_USAGE
     summary.seconds = time.perf_counter() - start
     if args.jsonl:
         pass
@@ -228,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--fail-on", choices=("error", "warning"), default="error",
         help="the least severe finding that fails a checkpoint (default: error)",
+    )
+    scan.add_argument(
+        "--dask", metavar="ADDRESS", default=None,
+        help="audit on a Dask cluster: a scheduler address (tcp://host:8786) or 'local'; the store "
+        "must be on a filesystem the workers share (pip install 'pyaudit[dask]')",
     )
     scan.set_defaults(run=cmd_scan)
 
