@@ -178,13 +178,6 @@ REAL_SAVE = ["tiny-llama", "tiny-qwen2", "tiny-mixtral", "qwen3_moe", "deepseek_
 
 # -- where transformers 5 and a spec disagree, exactly (see the reasons) --------------------------
 
-_GEMMA3_FRESH = (
-    "a gemma3 model built by transformers 5.x and saved writes the SigLIP tower without its "
-    "'vision_model.' level (vision_tower.encoder.*, vision_tower.embeddings.*, "
-    "vision_tower.post_layernorm.*; PrefixChange is dropped for models not loaded from a "
-    "checkpoint) next to language_model.model.* / multi_modal_projector.*: no gemma3 layout "
-    "in pyaudit has that mix"
-)
 _DEEPSEEK_GATE = (
     "transformers 5 keeps the DeepSeek-V3 router mlp.gate.weight in float32 (created so, and "
     "_keep_in_fp32_modules_strict on load) and writes it F32; the spec says the config dtype "
@@ -192,8 +185,6 @@ _DEEPSEEK_GATE = (
 )
 #: (case label, check) -> reason; those checks are strict xfails.
 KNOWN: dict[tuple[str, str], str] = {
-    ("medgemma-27b-it_gemma3", "fresh"): _GEMMA3_FRESH,
-    ("gemma3", "fresh"): _GEMMA3_FRESH,
     ("deepseek_v3", "dtypes"): _DEEPSEEK_GATE,
     ("deepseek_v3", "fresh"): _DEEPSEEK_GATE,
     ("deepseek_v3-mtp", "fresh"): _DEEPSEEK_GATE,
