@@ -694,6 +694,7 @@ def audit_checkpoint(
         comparison = _compare_memo(contents, expected, explained)
         report.layout = comparison.layout
         report.tensors["expected"] = comparison.expected
+        report.bytes["expected"] = comparison.expected_bytes
         report.tensors["missing"] = comparison.missing
         report.tensors["unexpected"] = comparison.unexpected
         report.findings.extend(comparison.findings)

@@ -226,7 +226,9 @@ def compare_full(
 
     expected_names = layout.tensors
     result.expected = len(expected_names)
-    result.expected_bytes = expected.total_bytes
+    result.expected_bytes = (
+        layout.total_bytes if layout.total_bytes is not None else expected.total_bytes
+    )
 
     missing = [n for n in expected_names if n not in normalised]
     result.missing = len(missing)

@@ -36,6 +36,7 @@ class LayoutTensors:
     optional: dict[str, ExpectedTensor] = field(default_factory=dict)
     tied: dict[str, str] = field(default_factory=dict)
     sections: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "vision" -> names
+    total_bytes: int | None = None  # this layout's bytes, when they differ between layouts
 
 
 @dataclass
@@ -115,7 +116,9 @@ def _from_config_cached(key: str, source: str) -> Expected:
         model_type=first.model_type,
         dtype=first.dtype,
         layouts=[
-            LayoutTensors(m.layout, m.tensors, dict(m.optional), dict(m.tied), dict(m.groups))
+            LayoutTensors(
+                m.layout, m.tensors, dict(m.optional), dict(m.tied), dict(m.groups), m.total_bytes
+            )
             for m in manifests
         ],
         shapes_known=True,
