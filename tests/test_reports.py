@@ -395,3 +395,21 @@ def test_markdown_excludes_json(demo_store: Path, capsys: pytest.CaptureFixture[
         with pytest.raises(SystemExit) as exc:
             main(["scan", str(demo_store), "--markdown", other])
         assert exc.value.code == 2
+
+
+def test_markdown_stays_within_a_ci_job_summary_for_big_stores() -> None:
+    from pyaudit.checkpoint import CheckpointReport
+    from pyaudit.findings import finding
+    from pyaudit.report.markdown import MAX_DETAILED, MAX_ROWS, scan_markdown
+
+    reports = [CheckpointReport(path=f"run/checkpoint-{i}", status="pass") for i in range(5000)]
+    for r in reports[::50]:
+        r.status = "fail"
+        r.findings = [finding("shard-missing", "model-00002-of-00002.safetensors is not there")]
+    failing = sum(r.status == "fail" for r in reports)
+    md = scan_markdown(reports, {"checkpoints": 5000, "pass": 5000 - failing, "warn": 0, "fail": failing, "seconds": 1.0})
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "checkpoint-" in line]
+    assert len(md.encode()) < 1024 * 1024
+    assert len(rows) == max(MAX_ROWS, failing)  # every failing checkpoint has its row
+    assert f"and {5000 - len(rows)} more passing checkpoints" in md
+    assert md.count("shard-missing") == min(failing, MAX_DETAILED)

@@ -55,6 +55,10 @@ def md_code(s: object, in_table: bool = True) -> str:
     return f"{fence}{text}{fence}"
 
 
+MAX_ROWS = 200  # table rows before passing checkpoints are only counted
+MAX_DETAILED = 100  # checkpoints whose findings are written out
+
+
 def scan_markdown(
     reports: Iterable[CheckpointReport], summary: dict[str, Any], paths: Sequence[str] = ()
 ) -> str:
@@ -75,7 +79,9 @@ def scan_markdown(
         return "\n".join(lines) + "\n"
     lines.append("| status | checkpoint | kind | model | tensors | size |")
     lines.append("| --- | --- | --- | --- | ---: | ---: |")
-    for r in ordered:
+    # A CI job summary holds 1 MiB: past MAX_ROWS, passing checkpoints are counted, not listed.
+    listed = [r for i, r in enumerate(ordered) if i < MAX_ROWS or r.status != "pass"]
+    for r in listed:
         cells = (
             STATUS_MD.get(r.status, md_text(r.status)),
             md_code(r.path),
@@ -85,10 +91,12 @@ def scan_markdown(
             md_text(bytes_pair(r.bytes["found"], r.bytes["expected"])),
         )
         lines.append("| " + " | ".join(cells) + " |")
+    if len(listed) < len(ordered):
+        lines.append(f"| | ... and {len(ordered) - len(listed)} more passing checkpoints | | | | |")
     attention = [r for r in ordered if r.status in ("fail", "warn")]
     if attention:
         lines += ["", "#### Findings"]
-    for r in attention:
+    for r in attention[:MAX_DETAILED]:
         shown = sorted(
             (f for f in r.findings if f.severity != "info"),
             key=lambda f: SEVERITY_RANK.get(f.severity, 3),
@@ -106,4 +114,7 @@ def scan_markdown(
                 f"- **{md_text(f.severity)}** {md_code(f.code, in_table=False)}: "
                 + md_text(f.message)
             )
+    if len(attention) > MAX_DETAILED:
+        lines += ["", f"... and {len(attention) - MAX_DETAILED} more checkpoints with findings "
+                  "(the full list: `pyaudit scan --json`)."]
     return "\n".join(lines) + "\n"
