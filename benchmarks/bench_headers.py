@@ -365,7 +365,14 @@ def drop_caches() -> str | None:
 def time_readers(
     names: Sequence[str], paths: Sequence[str], repeats: int, expected: int, cold: bool = False
 ) -> dict[str, Measured]:
-    """`repeats` passes of every reader, interleaved, the order rotated each pass."""
+    """`repeats` rounds over the readers, the order rotated each round.
+
+    Warm, each timed pass follows an untimed one of the same reader: a pass right
+    after another reader's (safe_open's mappings, say) starts with caches holding
+    the other reader's state, which costs a 30 ms pyaudit pass up to a third of its
+    time and a 300 ms one little. Rounds still interleave the readers, so that a
+    change in the machine's load touches them all alike.
+    """
     out = {n: Measured(n, PY_READERS[n][0]) for n in names}
     for r in range(repeats):
         order = list(names[r % len(names) :]) + list(names[: r % len(names)])
@@ -375,6 +382,8 @@ def time_readers(
                 why = drop_caches()
                 if why:
                     raise SystemExit(f"cannot drop caches: {why}")
+            else:
+                fn(paths)  # settle: this reader's own state in the caches
             c0, t0 = cpu_seconds(), time.perf_counter()
             n = fn(paths)
             out[name].wall.append(time.perf_counter() - t0)
@@ -677,7 +686,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 names.append(name)
 
         # ---- warm cache
-        time_readers(names, paths, 1, expected)  # warm-up pass (imports, page cache), untimed
         timed = time_readers(names, paths, repeats, expected)
         ms = [timed[n] for n in names]
         for threads in (1, 2) if floor is not None else ():
