@@ -27,156 +27,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_STORE = HERE / "store"
-SHARED_MODEL = Path("/work/shared/models/Qwen2.5-VL-7B-Instruct_qwen2_5_vl")
+from _common import (
+    DEFAULT_STORE,
+    HERE,
+    QWEN25_VL_7B_TENSORS,
+    Measured,
+    cpu_seconds,
+    drop_caches,
+    du_bytes,
+    layout,
+    machine,
+    vm_kb,
+)
+
 LAYOUT = "qwen2_5_vl_7b"
 STORE_VERSION = 1  # bump when the files written change
 
-# The Qwen2.5-VL-7B-Instruct config fields the layout depends on (used when the
-# shared copy of config.json is not on this machine).
-QWEN25_VL_7B_CONFIG: dict[str, Any] = {
-    "architectures": ["Qwen2_5_VLForConditionalGeneration"],
-    "model_type": "qwen2_5_vl",
-    "hidden_size": 3584,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 28,
-    "num_key_value_heads": 4,
-    "vocab_size": 152064,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-    "vision_config": {
-        "depth": 32,
-        "hidden_size": 1280,
-        "intermediate_size": 3420,
-        "num_heads": 16,
-        "in_chans": 3,
-        "out_hidden_size": 3584,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-    },
-}
-QWEN25_VL_7B_TOTAL_SIZE = 16_584_333_312
-QWEN25_VL_7B_TENSORS = 729
-
 # --------------------------------------------------------------------------- the store
-
-
-def qwen2_5_vl_tensors(config: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """name -> (dtype, shape) of a Qwen2.5-VL checkpoint, derived from its config."""
-    c = config
-    h = int(c["hidden_size"])
-    inter = int(c["intermediate_size"])
-    heads = int(c["num_attention_heads"])
-    kv = int(c["num_key_value_heads"])
-    vocab = int(c["vocab_size"])
-    hd = h // heads
-    v = c["vision_config"]
-    assert isinstance(v, dict)
-    vh, vi, vo = v["hidden_size"], v["intermediate_size"], v["out_hidden_size"]
-    merged = vh * v["spatial_merge_size"] ** 2
-    dt = "BF16"
-    t: dict[str, tuple[str, tuple[int, ...]]] = {}
-    t["model.embed_tokens.weight"] = (dt, (vocab, h))
-    for i in range(int(c["num_hidden_layers"])):
-        p = f"model.layers.{i}."
-        t[p + "input_layernorm.weight"] = (dt, (h,))
-        t[p + "post_attention_layernorm.weight"] = (dt, (h,))
-        t[p + "self_attn.q_proj.weight"] = (dt, (heads * hd, h))
-        t[p + "self_attn.q_proj.bias"] = (dt, (heads * hd,))
-        t[p + "self_attn.k_proj.weight"] = (dt, (kv * hd, h))
-        t[p + "self_attn.k_proj.bias"] = (dt, (kv * hd,))
-        t[p + "self_attn.v_proj.weight"] = (dt, (kv * hd, h))
-        t[p + "self_attn.v_proj.bias"] = (dt, (kv * hd,))
-        t[p + "self_attn.o_proj.weight"] = (dt, (h, heads * hd))
-        t[p + "mlp.gate_proj.weight"] = (dt, (inter, h))
-        t[p + "mlp.up_proj.weight"] = (dt, (inter, h))
-        t[p + "mlp.down_proj.weight"] = (dt, (h, inter))
-    t["model.norm.weight"] = (dt, (h,))
-    if not c.get("tie_word_embeddings", False):
-        t["lm_head.weight"] = (dt, (vocab, h))
-    t["visual.patch_embed.proj.weight"] = (
-        dt,
-        (vh, v["in_chans"], v["temporal_patch_size"], v["patch_size"], v["patch_size"]),
-    )
-    for i in range(v["depth"]):
-        p = f"visual.blocks.{i}."
-        t[p + "norm1.weight"] = (dt, (vh,))
-        t[p + "norm2.weight"] = (dt, (vh,))
-        t[p + "attn.qkv.weight"] = (dt, (3 * vh, vh))
-        t[p + "attn.qkv.bias"] = (dt, (3 * vh,))
-        t[p + "attn.proj.weight"] = (dt, (vh, vh))
-        t[p + "attn.proj.bias"] = (dt, (vh,))
-        t[p + "mlp.gate_proj.weight"] = (dt, (vi, vh))
-        t[p + "mlp.gate_proj.bias"] = (dt, (vi,))
-        t[p + "mlp.up_proj.weight"] = (dt, (vi, vh))
-        t[p + "mlp.up_proj.bias"] = (dt, (vi,))
-        t[p + "mlp.down_proj.weight"] = (dt, (vh, vi))
-        t[p + "mlp.down_proj.bias"] = (dt, (vh,))
-    t["visual.merger.ln_q.weight"] = (dt, (vh,))
-    t["visual.merger.mlp.0.weight"] = (dt, (merged, merged))
-    t["visual.merger.mlp.0.bias"] = (dt, (merged,))
-    t["visual.merger.mlp.2.weight"] = (dt, (vo, merged))
-    t["visual.merger.mlp.2.bias"] = (dt, (vo,))
-    return t
-
-
-def layout() -> tuple[
-    dict[str, object], dict[str, tuple[str, tuple[int, ...]]], dict[str, str] | None, str
-]:
-    """(config, tensors, weight_map or None, where the shapes came from)."""
-    config: dict[str, Any] = QWEN25_VL_7B_CONFIG
-    weight_map = None
-    if (SHARED_MODEL / "config.json").is_file():
-        config = json.loads((SHARED_MODEL / "config.json").read_text())
-    index = SHARED_MODEL / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-    derived = qwen2_5_vl_tensors(config)
-    tensors, source = derived, "derived from config.json in bench_headers.py"
-    try:  # the manifest when it builds Qwen2.5-VL; the derivation otherwise
-        from pyaudit.manifest import build_manifest
-
-        m = build_manifest(config)
-        from_manifest = {
-            n: (e.dtype, tuple(e.shape)) for n, e in m.tensors.items() if e.shape is not None
-        }
-        if len(from_manifest) == len(m.tensors):
-            tensors = from_manifest
-            differ = sum(derived.get(k) != v for k, v in from_manifest.items())
-            source = "pyaudit.manifest.build_manifest" + (
-                f" (DIFFERS from the derivation here on {differ} tensors)"
-                if differ or len(derived) != len(from_manifest)
-                else " (agrees with the derivation here)"
-            )
-    except Exception as e:
-        source += f" (manifest not usable: {type(e).__name__})"
-    from pyaudit.testing.sparse import tensor_nbytes
-
-    total = sum(tensor_nbytes(d, s) for d, s in tensors.values())
-    if len(tensors) != QWEN25_VL_7B_TENSORS or total != QWEN25_VL_7B_TOTAL_SIZE:
-        raise SystemExit(
-            f"layout: {len(tensors)} tensors, {total} bytes; expected "
-            f"{QWEN25_VL_7B_TENSORS} tensors, {QWEN25_VL_7B_TOTAL_SIZE} bytes"
-        )
-    if weight_map is not None and set(weight_map) != set(tensors):
-        raise SystemExit("layout: the tensor names differ from the shared index's weight_map")
-    return config, tensors, weight_map, source
 
 
 def ensure_store(store: Path, checkpoints: int) -> tuple[list[str], str]:
@@ -218,14 +94,6 @@ def ensure_store(store: Path, checkpoints: int) -> tuple[list[str], str]:
             written += 1
         paths.extend(str(p) for p in shard_paths)
     return paths, f"{written} checkpoints written, {checkpoints - written} reused; shapes {source}"
-
-
-def du_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, _, names in os.walk(path):
-        for n in names:
-            total += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
-    return total
 
 
 # --------------------------------------------------------------------------- the readers
@@ -320,46 +188,12 @@ PY_READERS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
 # --------------------------------------------------------------------------- measurements
 
 
-@dataclass
-class Measured:
-    """One reader's timed passes over the same files."""
-
-    key: str
-    label: str
-    wall: list[float] = field(default_factory=list)  # seconds per pass
-    cpu: list[float] = field(default_factory=list)  # CPU seconds per pass, all threads
-    rss_kb: int | None = None  # peak RSS of a fresh process reading the store once
-    base_kb: int | None = None  # its RSS after imports, before reading
-
-    def wall_s(self, stat: str) -> float:
-        return statistics.median(self.wall) if stat == "median" else min(self.wall)
-
-    def cpu_s(self) -> float:
-        return min(self.cpu)
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def header_bytes(paths: Sequence[str]) -> int:
     total = 0
     for p in paths:
         with open(p, "rb") as f:
             total += 8 + int.from_bytes(f.read(8), "little")
     return total
-
-
-def drop_caches() -> str | None:
-    """Drop the page cache (and dentries, inodes); None on success, else why not."""
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return None
-    except OSError as e:
-        return f"{type(e).__name__}: {e}"
 
 
 def time_readers(
@@ -427,18 +261,6 @@ def run_floor(
 # --------------------------------------------------------------------------- peak RSS
 
 
-def vm_kb(name: str) -> int:
-    """A field of /proc/self/status in KB (VmHWM: this process's peak RSS since exec).
-
-    Not ru_maxrss: on Linux a child's ru_maxrss keeps the high-water mark of the
-    parent's image it was forked from, so it would report the parent's RSS.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def child_main(reader: str, paths_file: str) -> None:
     """Run one reader once over the store in this fresh process; print its RSS."""
     paths = [p for p in Path(paths_file).read_text().split("\n") if p]
@@ -474,33 +296,6 @@ def child_rss(reader: str, paths_file: Path) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- the report
-
-
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for dist in ("safetensors", "orjson", "numpy", "pyaudit"):
-        try:
-            from importlib.metadata import version
-
-            versions[dist] = version(dist)
-        except Exception:
-            versions[dist] = "-"
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "cpu": f"{cpu}, {os.cpu_count()} cores",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        **versions,
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
 
 
 def ratio(peer: Measured | None, m: Measured, stat: str) -> str:
