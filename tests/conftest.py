@@ -30,7 +30,17 @@ else:
         suppress_health_check=[HealthCheck.too_slow],
     )
     settings.register_profile("dev", deadline=None)
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+    settings.load_profile(
+        os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Hypothesis imports libcst (when installed) to suggest a patch for a failing
+    # example; libcst's import warns, and filterwarnings=error would hide the failure.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+    )
 
 
 class SafetensorsKit:

@@ -356,7 +356,12 @@ def test_metadata_duplicate_field(stkit: Any) -> None:
 
 @pytest.mark.parametrize(
     ("metadata", "expected"),
-    [(b"null", None), (b"{}", {}), (b'{"k":"v","k":"w"}', {"k": "w"}), (b'{"\\u00e9":""}', {"\u00e9": ""})],
+    [
+        (b"null", None),
+        (b"{}", {}),
+        (b'{"k":"v","k":"w"}', {"k": "w"}),
+        (b'{"\\u00e9":""}', {"\u00e9": ""}),
+    ],
 )
 def test_metadata_accepted(stkit: Any, base: bytes, metadata: bytes, expected: Any) -> None:
     header = accepts(stkit, edit(stkit, base, b'{"format":"pt"}', metadata))
@@ -411,9 +416,7 @@ def test_empty_header_object_is_a_valid_empty_file(stkit: Any) -> None:
         b'"\\u0074":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}',
     ],
 )
-def test_duplicate_tensor_name_rejected_though_reference_accepts(
-    stkit: Any, header: bytes
-) -> None:
+def test_duplicate_tensor_name_rejected_though_reference_accepts(stkit: Any, header: bytes) -> None:
     blob = stkit.pack(header, b"\0" * 4)
     err = rejects(stkit, blob, "duplicate-tensor", "t", reference=False)
     assert "more than once" in err.reason
@@ -473,6 +476,35 @@ def test_regression_long_unicode_name_in_message_is_valid_text(stkit: Any) -> No
     blob = stkit.pack({name: tensor("F33", [1], 0, 4)}, b"\0" * 4)
     err = rejects(stkit, blob, "unknown-dtype", name)
     assert "a" * 199 + "..." in err.reason
+
+
+@pytest.mark.parametrize(
+    ("number", "reference_ok"),
+    [
+        ("1.7976931348623157e308", True),  # DBL_MAX
+        ("1.7976931348623158e308", False),  # strtod rounds to DBL_MAX; serde_json overflows
+        ("1.7976931348623157999e308", False),
+        ("179769313486231570000e288", False),
+        ("17976931348623158079e289", False),  # digits past the u64 are dropped, not rounded
+        ("-1.7976931348623158e308", False),
+        ("1e308", True),
+        ("0.1e309", True),
+        ("1e309", False),
+        ("0e99999999999999999999", True),  # exponent overflow with a zero significand
+        ("1e-99999999999999999999", True),
+        ("1e99999999999999999999", False),
+    ],
+)
+def test_regression_number_range_as_serde_json(stkit: Any, number: str, reference_ok: bool) -> None:
+    # An unknown field's number is converted to f64 by serde_json, not correctly
+    # rounded; pyaudit used strtod and accepted what the reference rejects.
+    header = '{"t":{"dtype":"U8","shape":[],"data_offsets":[0,1],"x":' + number + "}}"
+    blob = stkit.pack(header, b"\0")
+    if reference_ok:
+        accepts(stkit, blob)
+    else:
+        err = rejects(stkit, blob, "not-json", "t")
+        assert "out of range" in err.reason
 
 
 def test_message_names_tensor_with_escapes(stkit: Any) -> None:
