@@ -47,13 +47,16 @@ def corpus() -> dict[str, bytes]:
     parts, offset = [], 0
     for i, (dtype, bits) in enumerate(BITS.items()):
         size = 8 * bits // 8
-        parts.append(f'"t{i}":{{"dtype":"{dtype}","shape":[8],"data_offsets":[{offset},{offset + size}]}}')
+        parts.append(
+            f'"t{i}":{{"dtype":"{dtype}","shape":[8],"data_offsets":[{offset},{offset + size}]}}'
+        )
         offset += size
     files["valid-all-dtypes"] = frame("{" + ",".join(parts) + "}", bytes(offset))
 
     # The spellings serde accepts: entry as an array, dtype as {"F32": null}; escapes, whitespace.
     files["valid-sequence-and-tagged-dtype"] = frame(
-        ' {"t": ["F32", [2], [0, 8]], "u": {"dtype": {"U8": null}, "shape": [1], "data_offsets": [8, 9]},'
+        ' {"t": ["F32", [2], [0, 8]],'
+        ' "u": {"dtype": {"U8": null}, "shape": [1], "data_offsets": [8, 9]},'
         ' "__metadata__": {"k": "v\\u00e9\\ud83d\\ude00\\n"}}\r\n\t',
         bytes(9),
     )

@@ -21,6 +21,18 @@ esac
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
+missing=()
+for tool in cmake:cmake ninja:ninja-build g++:g++ clang++-14:clang-14; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ -z "$(find /usr/lib/llvm-14/lib/clang -name 'libclang_rt.fuzzer*.a' 2>/dev/null | head -1)" ]; then
+  missing+=(libclang-rt-14-dev)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "fuzz/run.sh: missing tools; install with: apt-get install -y ${missing[*]}" >&2
+  exit 2
+fi
+
 echo "== build: libFuzzer + ASan + UBSan (clang++-14)"
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 \
   -DPYAUDIT_FUZZ=ON -DPYAUDIT_PYTHON=OFF -DPYAUDIT_WERROR=ON >/dev/null
