@@ -6,9 +6,15 @@ Python) works without the native core and the command line starts fast.
 
 from __future__ import annotations
 
+from pkgutil import extend_path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Run from a source checkout (`python -m pyaudit` or `python -c` in the repo root puts the
+# checkout first on sys.path), this package has no compiled core of its own: let the
+# installed copy's directory serve the rest of the package (its `_core`).
+__path__ = extend_path(__path__, __name__)
 
 __all__ = [
     "FormatError",
