@@ -83,23 +83,8 @@ class OracleResult:
 
     @property
     def total_bytes(self) -> int:
-        sizes = {
-            "BOOL": 1,
-            "U8": 1,
-            "I8": 1,
-            "F8_E4M3": 1,
-            "F8_E5M2": 1,
-            "I16": 2,
-            "U16": 2,
-            "F16": 2,
-            "BF16": 2,
-            "I32": 4,
-            "U32": 4,
-            "F32": 4,
-            "I64": 8,
-            "U64": 8,
-            "F64": 8,
-        }
+        from pyaudit.manifest.dtypes import DTYPE_BYTES as sizes
+
         total = 0
         for shape, dtype in self.tensors.values():
             n = sizes[dtype]
