@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #include "batch.hpp"
 #include "header_file.hpp"
@@ -30,26 +31,41 @@ struct Counts {
 };
 
 // IEEE-style floats: exponent all ones -> Inf (mantissa 0) or NaN (mantissa != 0).
-// Counts in blocks so the inner loop keeps narrow, vectorisable accumulators.
+// Precise counts, in blocks so the inner loop keeps narrow, vectorisable accumulators.
+template <typename U, U kExp, U kMant>
+void count_special(const U* p, std::size_t n, Counts& c) {
+    std::uint64_t nan = 0, inf = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const U v = p[i];
+        const std::uint32_t special = static_cast<U>(v & kExp) == kExp;
+        const std::uint32_t mantissa = static_cast<U>(v & kMant) != 0;
+        nan += special & mantissa;
+        inf += special & (mantissa ^ 1u);
+    }
+    c.nan += nan;
+    c.inf += inf;
+}
+
+// One reduction per block answers both questions of the common case: the largest
+// magnitude (sign bit cleared) is below the all-ones exponent iff the block holds no
+// NaN or Inf, and is 0 iff every element is (+/-) zero. Blocks that do hold a special
+// value (rare) are counted precisely. Magnitudes fit the signed type of the same
+// width, whose max AVX2 has for every width (unsigned 64-bit max it lacks).
 template <typename U, U kExp, U kMant>
 PYAUDIT_MULTIVERSION void scan_ieee(const U* p, std::size_t n, Counts& c) {
+    using S = std::make_signed_t<U>;
     constexpr U kAbs = static_cast<U>(kExp | kMant);
-    constexpr std::size_t kBlock = 1 << 15;
+    constexpr std::size_t kBlock = 4096;
     U nonzero = 0;
     for (std::size_t start = 0; start < n; start += kBlock) {
         const std::size_t stop = std::min(n, start + kBlock);
-        std::uint32_t nan = 0, inf = 0;
+        S top = 0;
         for (std::size_t i = start; i < stop; ++i) {
-            const U v = p[i];
-            const U e = static_cast<U>(v & kExp);
-            const U m = static_cast<U>(v & kMant);
-            const std::uint32_t special = e == kExp;
-            nan += special & static_cast<std::uint32_t>(m != 0);
-            inf += special & static_cast<std::uint32_t>(m == 0);
-            nonzero = static_cast<U>(nonzero | (v & kAbs));
+            const S m = static_cast<S>(p[i] & kAbs);
+            top = m > top ? m : top;
         }
-        c.nan += nan;
-        c.inf += inf;
+        if (static_cast<U>(top) >= kExp) count_special<U, kExp, kMant>(p + start, stop - start, c);
+        nonzero = static_cast<U>(nonzero | static_cast<U>(top));
     }
     c.nonzero |= nonzero;
 }
@@ -67,18 +83,23 @@ PYAUDIT_MULTIVERSION void scan_bytes(const unsigned char* p, std::size_t n, Coun
     c.nonzero |= acc;
 }
 
-// FP8 E4M3 (fn): no Inf; NaN is S.1111.111. Zero is S.0000.000.
+// FP8 E4M3 (fn): no Inf; NaN is S.1111.111 (the largest magnitude). Zero is S.0000.000.
 PYAUDIT_MULTIVERSION void scan_e4m3(const unsigned char* p, std::size_t n, Counts& c) {
-    std::uint32_t nonzero = 0;
-    for (std::size_t start = 0; start < n; start += (1 << 15)) {
-        const std::size_t stop = std::min(n, start + (std::size_t{1} << 15));
-        std::uint32_t nan = 0;
+    constexpr std::size_t kBlock = 4096;
+    unsigned nonzero = 0;
+    for (std::size_t start = 0; start < n; start += kBlock) {
+        const std::size_t stop = std::min(n, start + kBlock);
+        unsigned char top = 0;
         for (std::size_t i = start; i < stop; ++i) {
-            const unsigned v = p[i] & 0x7Fu;
-            nan += v == 0x7Fu;
-            nonzero |= v;
+            const auto m = static_cast<unsigned char>(p[i] & 0x7Fu);
+            top = m > top ? m : top;
         }
-        c.nan += nan;
+        if (top == 0x7Fu) {
+            std::uint64_t nan = 0;
+            for (std::size_t i = start; i < stop; ++i) nan += (p[i] & 0x7Fu) == 0x7Fu;
+            c.nan += nan;
+        }
+        nonzero |= top;
     }
     c.nonzero |= nonzero;
 }

@@ -2,8 +2,10 @@
 //
 // Knows dtypes' bit layouts, nothing about models. Each tensor's bytes are read
 // with pread into one fixed buffer (sequential advice on the file), so memory
-// stays flat whatever the file's size; the counting loops are branch-free over
-// bit patterns and compiled for AVX2 where the CPU has it.
+// stays flat whatever the file's size. The scan is one branch-free reduction per
+// block of elements (the largest magnitude: NaN/Inf present? all zero?), compiled
+// for AVX2 where the CPU has it; only a block that holds a NaN or Inf is counted
+// element by element.
 #pragma once
 
 #include <cstdint>
