@@ -1,0 +1,68 @@
+"""The benchmark scripts still run: each one's --quick mode, as a subprocess.
+
+No timing is asserted: only that the script exits 0 (every tool in it read and
+audited what it had to, findings checked by the script) and printed its table.
+The stores go to a temporary directory, not benchmarks/store/.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SHARED_MODEL = Path("/work/shared/models/Qwen2.5-VL-7B-Instruct_qwen2_5_vl")
+
+
+def run_quick(script: str, store: Path, *extra: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick", "--store", str(store), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def table_rows(out: str) -> list[str]:
+    """The Markdown table rows printed (header and separator excluded)."""
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    return [line for line in lines if not line.startswith(("| reader ", "| tool ", "| N "))]
+
+
+@pytest.mark.skipif(find_spec("safetensors") is None, reason="needs safetensors (the peer)")
+def test_bench_headers_quick(tmp_path: Path) -> None:
+    out = run_quick("bench_headers.py", tmp_path)
+    assert "### Warm cache" in out
+    rows = table_rows(out)
+    assert any(r.startswith("| pyaudit read_headers(jobs=1)") for r in rows), out
+    assert any(r.startswith("| safetensors safe_open") for r in rows), out
+
+
+@pytest.mark.skipif(find_spec("safetensors") is None, reason="needs safetensors (the peer)")
+@pytest.mark.skipif(not (SHARED_MODEL / "config.json").is_file(), reason="needs the shared model")
+def test_bench_sweep_quick(tmp_path: Path) -> None:
+    out = run_quick("bench_sweep.py", tmp_path)
+    assert "memoised" in out and "un-memoised" in out
+    rows = table_rows(out)
+    for tool in ("pyaudit scan --json |", "pyaudit scan --json --jobs 1 |", "safe_open script |"):
+        assert sum(tool in r for r in rows) == 2, (tool, out)  # one row per variant
+
+
+@pytest.mark.skipif(find_spec("numpy") is None, reason="needs numpy")
+def test_bench_data_quick(tmp_path: Path) -> None:
+    out = run_quick("bench_data.py", tmp_path)
+    assert "### Warm cache" in out
+    rows = table_rows(out)
+    for tool in (
+        "| cat FILES",
+        "| pyaudit verify_data(jobs=1)",
+        "| pyaudit scan --verify-data",
+        "| numpy",
+    ):
+        assert any(r.startswith(tool) for r in rows), (tool, out)
