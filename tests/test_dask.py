@@ -27,6 +27,7 @@ from pyaudit.checkpoint import AuditOptions  # noqa: E402
 from pyaudit.cli import main  # noqa: E402
 from pyaudit.discover import discover  # noqa: E402
 from pyaudit.sweep import scan as local_scan  # noqa: E402
+from pyaudit.testing import faults  # noqa: E402
 from pyaudit.testing.stores import manifest_tensors, write_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,39 +158,10 @@ def test_unreachable_scheduler(store: Path, capsys: pytest.CaptureFixture[str]) 
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in line
 
 
-# Tasks that kill their worker process, pickled by value (this module is not importable
-# on the workers).
-def _die_once(marker: str, chunk: Any, *args: Any) -> Any:
-    import os as _os
-
-    from pyaudit.distributed import audit_chunk
-
-    try:
-        _os.close(_os.open(marker, _os.O_CREAT | _os.O_EXCL))
-    except FileExistsError:
-        return audit_chunk(chunk, *args)
-    _os._exit(1)
-
-
-def _die_on(display: str, chunk: Any, *args: Any) -> Any:
-    import os as _os
-
-    from pyaudit.distributed import audit_chunk
-
-    if any(c.display == display for c in chunk):
-        _os._exit(1)
-    return audit_chunk(chunk, *args)
-
-
 @pytest.fixture
-def by_value(cluster: Any) -> Iterator[None]:
-    import cloudpickle
-
+def by_value(cluster: Any) -> None:
+    """A full cluster before a fault-injection test (the previous one may have killed it)."""
     cluster.wait_for_workers(2, timeout=60)
-    module = sys.modules[__name__]
-    cloudpickle.register_pickle_by_value(module)
-    yield
-    cloudpickle.unregister_pickle_by_value(module)
 
 
 def test_a_dead_worker_s_chunk_is_retried(
@@ -199,7 +171,7 @@ def test_a_dead_worker_s_chunk_is_retried(
 
     options = AuditOptions()
     here = [r.to_json() for r in local_scan([str(store)], options)]
-    task = partial(_die_once, str(tmp_path / "died"))
+    task = partial(faults.die_once, str(tmp_path / "died"))
     there = [r.to_json() for r in dist.scan([str(store)], options, cluster=cluster, task=task)]
     assert (tmp_path / "died").exists()
     assert there == here
@@ -213,7 +185,7 @@ def test_a_chunk_that_keeps_killing_workers_is_a_clear_error(
     # One checkpoint, one chunk: a worker that dies also fails the chunks queued on it
     # (dask counts them as suspects too), so in a bigger scan another could be named first.
     victim = str(store / "qwen2.5-vl-7b" / "v0-20250701-120000" / "checkpoint-300")
-    task = partial(_die_on, victim)
+    task = partial(faults.die_on, victim)
     with pytest.raises(
         dist.ClusterError, match=r"could not be audited on the cluster: KilledWorker"
     ) as e:
@@ -222,21 +194,11 @@ def test_a_chunk_that_keeps_killing_workers_is_a_clear_error(
     cluster.wait_for_workers(2, timeout=60)
 
 
-def _slow_first(first: str, chunk: Any, *args: Any) -> Any:
-    import time as _time
-
-    from pyaudit.distributed import audit_chunk
-
-    if chunk[0].display == first:
-        _time.sleep(1.0)  # the first chunk completes last
-    return audit_chunk(chunk, *args)
-
-
 def test_reports_come_back_in_discovery_order(cluster: Any, store: Path, by_value: None) -> None:
     from functools import partial
 
     here = [r.to_json() for r in local_scan([str(store)])]
-    task = partial(_slow_first, here[0]["path"])
+    task = partial(faults.slow_first, here[0]["path"])
     ordered = [r.to_json() for r in dist.scan([str(store)], cluster=cluster, task=task)]
     assert ordered == here
     streamed = [
