@@ -705,11 +705,13 @@ def audit_checkpoint(
     elif report.kind == "adapter":
         if contents.adapter:
             adapter_tensors: Mapping[str, Found] = contents.adapter
-            keys = adapter_keys
+            tensor_keys = adapter_keys
         else:
             adapter_tensors = {n: base_tensors[n] for n in peft_in_base}
-            keys = tuple(contents.base_keys)
-        report.findings.extend(_check_adapter_memo(adapter_tensors, keys, adapter_config, expected))
+            tensor_keys = tuple(contents.base_keys)
+        report.findings.extend(
+            _check_adapter_memo(adapter_tensors, tensor_keys, adapter_config, expected)
+        )
         declared = _declared(options, run)
         if expected is not None:
             report.tensors["missing"] = report.tensors["expected"]

@@ -247,9 +247,10 @@ def compare_full(
     drift: dict[tuple[str, str], list[str]] = defaultdict(list)
     drift_bytes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for name, want in expected_names.items():
-        f = normalised.get(name)
-        if f is None or want.shape is None:
+        held = normalised.get(name)
+        if held is None or want.shape is None:
             continue
+        f = held
         if f.shape != want.shape:
             if f.numel == 0 and math.prod(want.shape) > 0:
                 empty.append(name)
@@ -286,8 +287,8 @@ def compare_full(
                 tensors=shape_bad,
             )
         )
-    for (got, want), names in sorted(drift.items()):
-        found_bytes, want_bytes = drift_bytes[(got, want)]
+    for (got_dtype, want_dtype), names in sorted(drift.items()):
+        found_bytes, want_bytes = drift_bytes[(got_dtype, want_dtype)]
         ratio = found_bytes / want_bytes if want_bytes else float("nan")
         effect = (
             f"{ratio:.1f}× {'larger' if ratio > 1 else 'smaller'} "
@@ -295,11 +296,13 @@ def compare_full(
             if want_bytes and ratio != 1
             else "same size"
         )
-        source = f"config says {expected.dtype}" if expected.dtype == want else f"expected {want}"
+        source = (
+            f"config says {expected.dtype}" if expected.dtype == want_dtype else f"expected {want_dtype}"
+        )
         result.findings.append(
             finding(
                 "dtype-drift",
-                f"{len(names)} tensors are {got} where {source}: {effect}",
+                f"{len(names)} tensors are {got_dtype} where {source}: {effect}",
                 tensors=names,
             )
         )

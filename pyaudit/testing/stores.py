@@ -43,7 +43,7 @@ def tiny_config(config: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
         "head_dim": 16, "moe_intermediate_size": 32, "num_experts": 4, "num_local_experts": 4,
         "n_routed_experts": 4, "num_experts_per_tok": 2, "max_window_layers": 2,
     }  # fmt: skip
-    vision_small = {
+    vision_small: dict[str, Any] = {
         "depth": 2, "hidden_size": 32, "embed_dim": 32, "intermediate_size": 64,
         "num_heads": 2, "out_hidden_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 2, "fullatt_block_indexes": [1],
@@ -115,6 +115,7 @@ def _write_real(path: Path, tensors: Mapping[str, TensorSpec], metadata: Mapping
     for name, (dtype, shape) in tensors.items():
         n = math.prod(shape)
         values = (rng.standard_normal(n, dtype=np.float32) * 0.02).astype(np.float32)
+        data: np.ndarray[Any, Any]
         if dtype == "BF16":
             data = (values.view(np.uint32) >> 16).astype(np.uint16)
         elif dtype in ("F8_E4M3", "F8_E5M2"):
