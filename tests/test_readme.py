@@ -1,0 +1,43 @@
+"""The README shows real output: its `pyaudit scan examples/store` block is what the
+command prints today (timing aside), and its test command is the one `.ci/run` runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pyaudit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _block_after(text: str, marker: str) -> str:
+    start = text.index(marker)
+    first = text.index("```\n", text.index("```", start) + 3) + 4
+    return text[first : text.index("```", first)]
+
+
+def _untimed(output: str) -> str:
+    return re.sub(r"\(\d+(\.\d+)? s\)", "(N s)", output)
+
+
+def test_readme_scan_example_is_current(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    if not (ROOT / "examples" / "store").is_dir():
+        pytest.skip("no demo store in this tree")
+    shown = _block_after(readme, "pip install . && pyaudit scan examples/store")
+    monkeypatch.chdir(ROOT)
+    assert main(["scan", "examples/store"]) == 1
+    assert _untimed(capsys.readouterr().out) == _untimed(shown)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = readme.split("<!-- test-command -->\n```\n", 1)[1].split("\n", 1)[0]
+    assert command == "pip install '.[test]' && pytest"
+    assert "<!-- test-command -->" in ci and 'bash -c "$test_command"' in ci
