@@ -46,6 +46,7 @@ from pyaudit.discover import (
 )
 from pyaudit.expected import Expected
 from pyaudit.headers import Header, header_span, parse_header_bytes
+from pyaudit.sweep import batches
 
 log = logging.getLogger("pyaudit.remote")
 
@@ -472,19 +473,6 @@ class _Batch:
     mirrored: list[Path]
 
 
-def _batches(checkpoints: Iterable[CheckpointDir]) -> Iterator[list[CheckpointDir]]:
-    batch: list[CheckpointDir] = []
-    files = 0
-    for ckpt in checkpoints:
-        batch.append(ckpt)
-        files += max(len(ckpt.safetensors), 1)
-        if files >= BATCH_FILES:
-            yield batch
-            batch, files = [], 0
-    if batch:
-        yield batch
-
-
 def scan_tree(
     tree: RemoteTree,
     options: AuditOptions,
@@ -536,7 +524,7 @@ def scan_tree(
         # Fetch the next batch while this one is audited.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyaudit-remote-read") as reader:
             pending: Future[_Batch] | None = None
-            for batch in _batches(tree.checkpoints(mirror_root)):
+            for batch in batches(tree.checkpoints(mirror_root), BATCH_FILES):
                 future = reader.submit(read, batch)
                 if pending is not None:
                     yield from audit(pending.result())

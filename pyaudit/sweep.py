@@ -56,13 +56,16 @@ class ScanSummary:
         }
 
 
-def _batches(checkpoints: Iterable[CheckpointDir]) -> Iterator[list[CheckpointDir]]:
+def batches(
+    checkpoints: Iterable[CheckpointDir], files_per_batch: int = BATCH_FILES
+) -> Iterator[list[CheckpointDir]]:
+    """Checkpoints in order, cut into batches of about ``files_per_batch`` weight files."""
     batch: list[CheckpointDir] = []
     files = 0
     for ckpt in checkpoints:
         batch.append(ckpt)
         files += max(len(ckpt.safetensors), 1)
-        if files >= BATCH_FILES:
+        if files >= files_per_batch:
             yield batch
             batch, files = [], 0
     if batch:
@@ -120,7 +123,7 @@ def scan(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyaudit-read") as reader:
         pending: Future[list[_Read]] | None = None
         pending_batch: list[CheckpointDir] = []
-        for batch in _batches(checkpoints):
+        for batch in batches(checkpoints):
             future = reader.submit(_read_batch, batch, jobs, options.verify_data)
             if pending is not None:
                 yield from _audit_batch(pending_batch, pending.result(), options, base_expected)
