@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "batch.hpp"
+#include "file_io.hpp"
 #include "header_file.hpp"
 #include "parallel.hpp"
 
@@ -155,35 +156,11 @@ struct AlignedFree {
     void operator()(unsigned char* p) const noexcept { std::free(p); }
 };
 
-class Fd {
-public:
-    explicit Fd(int fd) noexcept : fd_(fd) {}
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    int get() const noexcept { return fd_; }
-
-private:
-    int fd_;
-};
-
+// Exactly `size` bytes at `offset`: a short read means the file shrank under us.
 bool pread_exact(int fd, unsigned char* buffer, std::size_t size, std::uint64_t offset) {
-    std::size_t done = 0;
-    while (done < size) {
-        const ssize_t n = ::pread(fd, buffer + done, size - done, static_cast<off_t>(offset + done));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return false;
-        }
-        if (n == 0) {
-            errno = EIO;  // shorter than its header said: truncated under us
-            return false;
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    return true;
+    const long long got = pread_full(fd, buffer, size, offset);
+    if (got >= 0 && static_cast<std::size_t>(got) < size) errno = EIO;
+    return got >= 0 && static_cast<std::size_t>(got) == size;
 }
 
 std::size_t element_bytes(Dtype dtype) {
@@ -199,12 +176,12 @@ FileDataResult check_file_data(const std::string& path) {
     result.header = read_header_file(path);
     if (!result.header.ok()) return result;
     result.stats.resize(result.header.tensors.size());
-    const int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    const int raw = open_read_only(path.c_str());
     if (raw < 0) {
         result.error = "cannot open: " + std::string(std::strerror(errno));
         return result;
     }
-    const Fd fd(raw);
+    const FileDescriptor fd(raw);
     (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
     std::unique_ptr<unsigned char, AlignedFree> buffer(
         static_cast<unsigned char*>(std::aligned_alloc(64, kDataBuffer)));

@@ -13,38 +13,10 @@
 #include <cstring>
 #include <vector>
 
+#include "file_io.hpp"
+
 namespace pyaudit {
 namespace {
-
-class FileDescriptor {
-public:
-    explicit FileDescriptor(int fd) noexcept : fd_(fd) {}
-    FileDescriptor(const FileDescriptor&) = delete;
-    FileDescriptor& operator=(const FileDescriptor&) = delete;
-    ~FileDescriptor() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    int get() const noexcept { return fd_; }
-
-private:
-    int fd_;
-};
-
-// Reads up to `size` bytes at `offset`, retrying short reads and EINTR.
-// Returns the bytes read, or -1 with errno set.
-long long pread_full(int fd, unsigned char* buffer, std::size_t size, std::uint64_t offset) {
-    std::size_t done = 0;
-    while (done < size) {
-        const ssize_t n = ::pread(fd, buffer + done, size - done, static_cast<off_t>(offset + done));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (n == 0) break;
-        done += static_cast<std::size_t>(n);
-    }
-    return static_cast<long long>(done);
-}
 
 // cachestat(2), Linux 6.5+: how many pages of a range are in the page cache,
 // asked without reading or touching them. The syscall number is shared by the
@@ -94,7 +66,7 @@ ParsedHeader io_failure(std::string message) {
 
 ParsedHeader read_header_file(const std::string& path) {
     // O_NONBLOCK: opening a FIFO must not wait for a writer.
-    const int raw_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    const int raw_fd = open_read_only(path.c_str());
     if (raw_fd < 0) return io_failure("cannot open: " + std::string(std::strerror(errno)));
     const FileDescriptor fd(raw_fd);
     struct stat st {};
