@@ -39,10 +39,13 @@ def read_json(path: Path) -> dict[str, Any] | None:
     """
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_JSON_BYTES + 1)
+            # Size first: read(n) would allocate n bytes up front on every call.
+            if os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:
+                return None
+            data = f.read()
     except OSError:
         return None
-    if len(data) > MAX_JSON_BYTES:
+    if len(data) > MAX_JSON_BYTES:  # grew since the fstat
         return None
     held, cached = _PARSED.lookup(data)
     if held:
