@@ -83,6 +83,8 @@ struct ParsedHeader {
     bool has_metadata = false;
     std::vector<std::pair<std::string, std::string>> metadata;
     FormatIssue issue;  // rule == ok when the file is valid
+    std::uint64_t digest = 0;  // hash_bytes(text), when has_digest (set by batch reads)
+    bool has_digest = false;
 
     bool ok() const noexcept { return issue.rule == Rule::ok; }
     std::string_view name(const TensorRecord& t) const noexcept;

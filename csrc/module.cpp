@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "pyaudit's native core: safetensors headers read and validated at disk speed.";
     pyaudit::register_header(m);
     pyaudit::register_data(m);
+    pyaudit::register_specs(m);
 }

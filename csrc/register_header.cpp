@@ -15,26 +15,12 @@
 #include "bindings.hpp"
 #include "header.hpp"
 #include "header_file.hpp"
+#include "header_object.hpp"
 
 namespace py = pybind11;
 
 namespace pyaudit {
 namespace {
-
-// One parsed file. Holds the header text; tensor names and shapes are made into
-// Python objects only when asked for.
-class Header {
-public:
-    Header(std::string path, ParsedHeader parsed)
-        : path_(std::move(path)), parsed_(std::make_shared<ParsedHeader>(std::move(parsed))) {}
-
-    const std::string& path() const noexcept { return path_; }
-    const ParsedHeader& parsed() const noexcept { return *parsed_; }
-
-private:
-    std::string path_;
-    std::shared_ptr<const ParsedHeader> parsed_;
-};
 
 bool is_ascii(std::string_view s) noexcept {
     std::size_t i = 0;
@@ -240,10 +226,9 @@ void register_header(py::module_& m) {
         .def_property_readonly("data_size", [](const Header& h) { return h.parsed().data_size; },
                                "Bytes of tensor data the header describes.")
         .def_property_readonly("metadata", [](const Header& h) { return metadata_of(h.parsed()); })
-        .def_property_readonly("digest", [](const Header& h) {
-                return static_cast<std::uint64_t>(std::hash<std::string_view>{}(h.parsed().text));
-            },
-            "A 64-bit hash of the header JSON: equal headers, equal digests (for memoising audits).")
+        .def_property_readonly("digest", [](const Header& h) { return h.digest(); },
+            "A 64-bit hash of the header JSON, seeded per process and computed once: equal "
+            "headers, equal digests (for memoising audits).")
         .def("__len__", [](const Header& h) { return h.parsed().tensors.size(); })
         .def("names", [](const Header& h) { return names_of(h.parsed()); }, "Tensor names, in header order.")
         .def("dtypes", [](const Header& h) { return dtypes_of(h.parsed()); })

@@ -18,7 +18,9 @@
 #include <vector>
 
 #include "checked.hpp"
+#include "hash.hpp"
 #include "header.hpp"
+#include "tensor_specs.hpp"
 #include "utf8.hpp"
 
 namespace {
@@ -82,6 +84,42 @@ void check_failure(const pyaudit::ParsedHeader& parsed) {
     require(pyaudit::rule_code(parsed.issue.rule) != "unknown");
 }
 
+// A valid header held against a table of its own tensors is exactly that table;
+// against the same table with every other shape changed, exactly those differ.
+void check_specs(const pyaudit::ParsedHeader& parsed) {
+    std::vector<pyaudit::TensorSpec> own;
+    std::vector<pyaudit::TensorSpec> changed;
+    std::uint64_t reshaped = 0;
+    for (std::size_t i = 0; i < parsed.tensors.size(); ++i) {
+        const pyaudit::TensorRecord& t = parsed.tensors[i];
+        pyaudit::TensorSpec spec;
+        spec.name = std::string(parsed.name(t));
+        spec.dtype = t.dtype;
+        spec.shape = parsed.shape(t);
+        spec.group = static_cast<std::int64_t>(i % 2);
+        own.push_back(spec);
+        if (i % 2 == 1) {
+            spec.shape->push_back(1);  // one more dimension: never the same shape
+            ++reshaped;
+        }
+        spec.optional = i % 3 == 2;
+        changed.push_back(std::move(spec));
+    }
+    const std::vector<const pyaudit::ParsedHeader*> one{&parsed};
+    const pyaudit::TensorSpecs table(std::move(own));
+    const std::uint64_t n = parsed.tensors.size();
+    const pyaudit::SpecMatch m = table.match(one, {0});
+    require(table.size() == n && m.tensors == n && m.known == n && m.required_seen == n);
+    require(m.dtype_differs == 0 && m.shape_differs == 0 && m.repeated == 0);
+    require(m.in_group.size() == 1 && m.in_group[0] == (n + 1) / 2);
+    const pyaudit::SpecMatch c = pyaudit::TensorSpecs(std::move(changed)).match(one);
+    require(c.known == n && c.shape_differs == reshaped && c.dtype_differs == 0);
+    require(c.required_seen + c.optional_seen == n);
+    const std::vector<const pyaudit::ParsedHeader*> twice{&parsed, &parsed};
+    require(pyaudit::count_repeated_names(twice) == n);
+    require(table.match(twice).repeated == n);
+}
+
 // read_header_file's two-step read: a short first read, then the rest of the header.
 pyaudit::ParsedHeader parse_in_two_reads(const std::uint8_t* data, std::size_t size, std::size_t first) {
     first = std::min(first, size);
@@ -102,6 +140,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const pyaudit::ParsedHeader parsed = pyaudit::parse_header_prefix(data, size, size);
     if (parsed.ok()) {
         check_valid(parsed, size);
+        check_specs(parsed);
     } else {
         check_failure(parsed);
     }
@@ -116,5 +155,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     require(twice.issue.tensor == parsed.issue.tensor);
     require(twice.tensors.size() == parsed.tensors.size());
     require(twice.data_size == parsed.data_size);
+    require(parsed.text != twice.text || pyaudit::hash_bytes(parsed.text) == pyaudit::hash_bytes(twice.text));
     return 0;
 }
