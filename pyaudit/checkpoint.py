@@ -8,12 +8,13 @@ from where -> comparison -> intent -> one :class:`CheckpointReport`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pyaudit import expected as expect_mod
+from pyaudit import match
 from pyaudit.adapters import check_adapter
 from pyaudit.compare import Comparison, Found, compare_full, is_peft_tensor
 from pyaudit.data import DataResult, data_findings
@@ -113,15 +114,67 @@ def _is_adapter_file(name: str) -> bool:
 
 @dataclass
 class _Contents:
-    base: dict[str, Found] = field(default_factory=dict)  # non-adapter files' tensors
-    adapter: dict[str, Found] = field(default_factory=dict)
+    """The readable files' headers. Per-tensor tables (a dict entry per tensor) are built
+    only when a check needs them: a clean checkpoint is judged from native counts."""
+
+    base_files: list[tuple[str, Header, tuple[object, ...]]] = field(default_factory=list)
+    adapter_files: list[tuple[str, Header, tuple[object, ...]]] = field(default_factory=list)
+    headers: dict[str, Header] = field(default_factory=dict)  # every readable file
+    keys: dict[str, tuple[object, ...]] = field(default_factory=dict)
     found_bytes: int = 0
     header_bytes: dict[str, int] = field(default_factory=dict)
     data_bytes: dict[str, int] = field(default_factory=dict)  # tensor bytes per file
-    tensors_by_file: dict[str, frozenset[str]] = field(default_factory=dict)
     readable: set[str] = field(default_factory=set)
     base_keys: list[tuple[object, ...]] = field(default_factory=list)  # content ids of base files
-    base_peft: int = 0  # PEFT-named tensors among the base files
+    base_repeated: int = 0  # tensors whose name an earlier base file also holds
+    adapter_repeated: int = 0
+    index_exact: bool = False  # every named shard holds exactly what the index places in it
+    _base: dict[str, Found] | None = None
+    _adapter: dict[str, Found] | None = None
+
+    @property
+    def base(self) -> dict[str, Found]:
+        """Name -> Found over the non-adapter files (a later file's tensor wins)."""
+        if self._base is None:
+            self._base = _merged(self.base_files)
+        return self._base
+
+    @property
+    def adapter(self) -> dict[str, Found]:
+        if self._adapter is None:
+            self._adapter = _merged(self.adapter_files)
+        return self._adapter
+
+    @property
+    def base_count(self) -> int:
+        """Distinct tensor names in the non-adapter files."""
+        return sum(len(h) for _, h, _ in self.base_files) - self.base_repeated
+
+    @property
+    def adapter_count(self) -> int:
+        return sum(len(h) for _, h, _ in self.adapter_files) - self.adapter_repeated
+
+    @property
+    def base_peft(self) -> int:
+        """PEFT-named tensors among the base files (read natively first: usually none)."""
+        headers = [h for _, h, _ in self.base_files]
+        if not match.ENABLED or match.names_containing(headers, "lora_"):
+            return sum(file_table(n, h, k).peft for n, h, k in self.base_files)
+        return 0
+
+    def tensors_by_file(self, name: str) -> frozenset[str]:
+        if name not in self.readable:
+            return frozenset()
+        return file_table(name, self.headers[name], self.keys[name]).names
+
+
+def _merged(files: list[tuple[str, Header, tuple[object, ...]]]) -> dict[str, Found]:
+    if len(files) == 1:
+        return file_table(*files[0]).tensors
+    merged: dict[str, Found] = {}
+    for name, header, key in files:
+        merged.update(file_table(name, header, key).tensors)
+    return merged
 
 
 _INDEXED: LRU[frozenset[str]] = LRU(64)
@@ -174,17 +227,29 @@ def file_table(name: str, header: Header, key: tuple[object, ...]) -> FileTable:
     )
 
 
+def _repeated(files: list[tuple[str, Header, tuple[object, ...]]]) -> int:
+    """Tensors whose name an earlier one of ``files`` also holds."""
+    if len(files) < 2:
+        return 0
+    if match.ENABLED:
+        return match.repeated_names([h for _, h, _ in files])
+    names = [file_table(*f).names for f in files]
+    return sum(len(n) for n in names) - len(frozenset().union(*names))
+
+
 def _collect(
     ckpt: CheckpointDir,
     headers: Mapping[str, Header],
     keys: Mapping[str, tuple[object, ...]],
     report: CheckpointReport,
     ignore: frozenset[str] | set[str] | None = None,
+    index_exact: bool = False,
 ) -> _Contents:
     """Every file's header; the tensors of files in ``ignore`` (weights beside an index
-    that does not name them: loaders never read them) are not counted as found."""
-    contents = _Contents()
-    duplicates: list[str] = []
+    that does not name them: loaders never read them) are not counted as found.
+    ``index_exact``: the index names every other weight file and each holds exactly the
+    tensors the index places in it, so no name is in two of them."""
+    contents = _Contents(keys=dict(keys), index_exact=index_exact)
     for name in ckpt.safetensors:
         header = headers[name]
         entry = FileEntry(name, header.file_size, len(header) if header.ok else 0, header.ok, header.rule)
@@ -193,21 +258,28 @@ def _collect(
             report.findings.append(_file_finding(name, header))
             continue
         contents.readable.add(name)
+        contents.headers[name] = header
         contents.header_bytes[name] = 8 + header.header_size
-        table = file_table(name, header, keys[name])
-        contents.tensors_by_file[name] = table.names
-        contents.data_bytes[name] = table.data_bytes
+        contents.data_bytes[name] = header.data_size
         if ignore and name in ignore:
             continue
         adapter = _is_adapter_file(name)
-        target = contents.adapter if adapter else contents.base
-        if target:
-            duplicates.extend(sorted(target.keys() & table.tensors.keys()))
-        target.update(table.tensors)
-        contents.found_bytes += table.data_bytes
+        (contents.adapter_files if adapter else contents.base_files).append((name, header, keys[name]))
+        contents.found_bytes += header.data_size
         if not adapter:
             contents.base_keys.append(keys[name])
-            contents.base_peft += table.peft
+    contents.base_repeated = 0 if index_exact else _repeated(contents.base_files)
+    contents.adapter_repeated = _repeated(contents.adapter_files)
+    duplicates: list[str] = []
+    if contents.base_repeated or contents.adapter_repeated:
+        seen: dict[bool, set[str]] = {False: set(), True: set()}
+        for name in ckpt.safetensors:
+            if name not in contents.readable or (ignore and name in ignore):
+                continue
+            names = file_table(name, contents.headers[name], keys[name]).names
+            held = seen[_is_adapter_file(name)]
+            duplicates.extend(sorted(held & names))
+            held |= names
     if duplicates:
         report.findings.append(
             finding(
@@ -247,7 +319,7 @@ def _check_index(
         return None
     weight_map: dict[str, Any] = index["weight_map"]
     on_disk = set(ckpt.safetensors)
-    named_files = sorted({f for f in weight_map.values() if isinstance(f, str)})
+    named_files = match.files_named(weight_map)
     absent = [f for f in named_files if f not in on_disk]
     if absent:
         lost = [t for t, f in weight_map.items() if f in absent]
@@ -263,19 +335,21 @@ def _check_index(
     _check_numbering(named_files + [n for n in base_files if SHARD_NAME.match(n)], on_disk, report, absent)
 
     misplaced: list[str] = []
-    for tensor, file in weight_map.items():
-        if not isinstance(file, str):
-            continue  # a malformed entry: not a file name
-        if file in contents.readable and tensor not in contents.tensors_by_file.get(file, ()):
-            misplaced.append(tensor)
-    # A misplaced tensor held by another shard is one fault, reported once (below).
-    holder = {t: f for f in reversed(named_files) for t in contents.tensors_by_file.get(f, ())}
     unlisted: list[str] = []
-    misplaced_set = set(misplaced)
-    for file in named_files:
-        for tensor in sorted(contents.tensors_by_file.get(file, ())):
-            if weight_map.get(tensor) != file and tensor not in misplaced_set:
-                unlisted.append(tensor)
+    holder: dict[str, str] = {}
+    if not contents.index_exact:
+        for tensor, file in weight_map.items():
+            if not isinstance(file, str):
+                continue  # a malformed entry: not a file name
+            if file in contents.readable and tensor not in contents.tensors_by_file(file):
+                misplaced.append(tensor)
+        # A misplaced tensor held by another shard is one fault, reported once (below).
+        holder = {t: f for f in reversed(named_files) for t in contents.tensors_by_file(f)}
+        misplaced_set = set(misplaced)
+        for file in named_files:
+            for tensor in sorted(contents.tensors_by_file(file)):
+                if weight_map.get(tensor) != file and tensor not in misplaced_set:
+                    unlisted.append(tensor)
     if misplaced:
         first = misplaced[0]
         where = f", but it is in {holder[first]}" if first in holder else ""
@@ -370,6 +444,38 @@ def _check_index_memo(
     return index
 
 
+_INDEX_EXACT: LRU[bool] = LRU(64)
+
+
+def _index_exact(
+    doc: dict[str, Any] | None, headers: Mapping[str, Header], keys: Mapping[str, tuple[object, ...]]
+) -> bool:
+    """match.index_places_exactly, once per distinct (index content, shard contents)."""
+    weight_map = doc.get("weight_map") if doc is not None else None
+    if not match.ENABLED or not isinstance(weight_map, dict):
+        return False
+    key = (Identity(weight_map), tuple(keys.values()))
+    held, exact = _INDEX_EXACT.lookup(key)
+    if held and exact is not None:
+        return exact
+    readable = {n: h for n, h in headers.items() if h.ok}
+    return _INDEX_EXACT.put(key, match.index_places_exactly(weight_map, readable))
+
+
+_CLEAN: LRU[Comparison | None] = LRU(64)
+
+
+def _clean_memo(contents: _Contents, expected: Expected) -> Comparison | None:
+    """match.clean_comparison over the base files, once per distinct (expected, files)."""
+    if not match.ENABLED or contents.base_repeated or not contents.base_files:
+        return None
+    key = (Identity(expected), tuple(contents.base_keys))
+    held, clean = _CLEAN.lookup(key)
+    if held:
+        return clean
+    return _CLEAN.put(key, match.clean_comparison([h for _, h, _ in contents.base_files], expected))
+
+
 def _compare_memo(
     contents: _Contents, expected: Expected, explained: frozenset[str]
 ) -> Comparison:
@@ -436,7 +542,7 @@ def _expected_for(
     options: AuditOptions,
     base_expected: Expected | None,
     report: CheckpointReport,
-    found_names: Iterable[str] = (),
+    found_names: Callable[[], Iterable[str]] = tuple,
 ) -> Expected | None:
     if base_expected is not None:
         return base_expected
@@ -449,7 +555,7 @@ def _expected_for(
             report.model_type = e.model_type
         if options.oracle == "transformers":
             try:
-                return expect_mod.from_oracle(config, source_names=found_names)
+                return expect_mod.from_oracle(config, source_names=found_names())
             except ManifestUnavailable as e:
                 unavailable = ManifestUnavailable(e.model_type, f"{unavailable}; {e}")
     # The model the run's own files name, found locally.
@@ -646,7 +752,7 @@ def audit_checkpoint(
     report = CheckpointReport(path=ckpt.display)
     config = read_json(ckpt.path / "config.json") if ckpt.has_config else None
     adapter_config = read_json(ckpt.path / "adapter_config.json") if ckpt.has_adapter_config else None
-    run = find_run_args(ckpt.path, ckpt.scan_root)
+    run = find_run_args(ckpt.path, ckpt.scan_root, listed=ckpt.listed_run_files)
 
     keys = {n: file_key(n, headers[n]) for n in ckpt.safetensors}
     index_doc = _index_doc(ckpt)
@@ -656,13 +762,14 @@ def audit_checkpoint(
         if indexed is not None
         else None
     )
-    contents = _collect(ckpt, headers, keys, report, ignore=strays)
+    exact = _index_exact(index_doc, {n: headers[n] for n in ckpt.safetensors}, keys)
+    contents = _collect(ckpt, headers, keys, report, ignore=strays, index_exact=exact)
     index = _check_index_memo(ckpt, index_doc, keys, contents, report)
     report.bytes["found"] = contents.found_bytes
 
     expected = _expected_for(
         ckpt, config, adapter_config, run, index, options, base_expected, report,
-        found_names=contents.base.keys(),
+        found_names=lambda: contents.base.keys(),
     )
     if expected is not None:
         report.expected_source = expected.source
@@ -670,14 +777,18 @@ def audit_checkpoint(
         report.tensors["expected"] = len(expected.default.tensors)
         report.bytes["expected"] = expected.total_bytes
 
-    base_tensors = contents.base
-    peft_in_base = [n for n in base_tensors if is_peft_tensor(n)] if contents.base_peft else []
-    non_peft = len(base_tensors) - len(peft_in_base)
+    # A checkpoint the native match finds exactly as expected holds no PEFT names: the
+    # clean comparison settles its kind without a table of its tensors.
+    clean = _clean_memo(contents, expected) if expected is not None else None
+    peft_in_base = (
+        [n for n in contents.base if is_peft_tensor(n)] if clean is None and contents.base_peft else []
+    )
+    non_peft = contents.base_count - len(peft_in_base)
     if non_peft > 0:
         report.kind = "full"
-    elif contents.adapter or peft_in_base:
+    elif contents.adapter_count or peft_in_base:
         report.kind = "adapter"
-    report.tensors["found"] = len(contents.base) + len(contents.adapter)
+    report.tensors["found"] = contents.base_count + contents.adapter_count
     adapter_keys = tuple(
         keys[n] for n in ckpt.safetensors if _is_adapter_file(n) and n in contents.readable
     )
@@ -691,23 +802,23 @@ def audit_checkpoint(
         explained = frozenset(
             t for t, f in weight_map.items() if f in unread
         ) if unread else frozenset()
-        comparison = _compare_memo(contents, expected, explained)
+        comparison = clean or _compare_memo(contents, expected, explained)
         report.layout = comparison.layout
         report.tensors["expected"] = comparison.expected
         report.bytes["expected"] = comparison.expected_bytes
         report.tensors["missing"] = comparison.missing
         report.tensors["unexpected"] = comparison.unexpected
         report.findings.extend(comparison.findings)
-        if contents.adapter:
+        if contents.adapter_count:
             report.findings.extend(
                 _check_adapter_memo(contents.adapter, adapter_keys, adapter_config, expected)
             )
     elif report.kind == "adapter":
-        if contents.adapter:
+        if contents.adapter_count:
             adapter_tensors: Mapping[str, Found] = contents.adapter
             tensor_keys = adapter_keys
         else:
-            adapter_tensors = {n: base_tensors[n] for n in peft_in_base}
+            adapter_tensors = {n: contents.base[n] for n in peft_in_base}
             tensor_keys = tuple(contents.base_keys)
         report.findings.extend(
             _check_adapter_memo(adapter_tensors, tensor_keys, adapter_config, expected)

@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 
+from pyaudit import match, memo
 from pyaudit.cli import main
+
+
+def _timeless(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, "summary": {k: v for k, v in doc["summary"].items() if k != "seconds"}}
 
 MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
 
@@ -25,6 +30,20 @@ class Scan:
         self.capsys = capsys
 
     def __call__(self, *args: object) -> tuple[int, dict[str, Any]]:
+        """Every scan runs twice: as shipped, then with the native fast path
+        (pyaudit.match) off and every memo emptied. The two must agree to the byte."""
+        rc, doc = self._run(args)
+        memo.clear_all()
+        match.ENABLED = False
+        try:
+            reference_rc, reference = self._run(args)
+        finally:
+            match.ENABLED = True
+            memo.clear_all()
+        assert (rc, _timeless(doc)) == (reference_rc, _timeless(reference))
+        return rc, doc
+
+    def _run(self, args: tuple[object, ...]) -> tuple[int, dict[str, Any]]:
         self.capsys.readouterr()
         rc = main(["scan", "--json", *map(str, args)])
         out = self.capsys.readouterr().out

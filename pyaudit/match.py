@@ -1,0 +1,156 @@
+"""Checkpoints held against manifests and indexes by the native core: counts, not objects.
+
+The audit's fast path. Nearly every checkpoint in a store is healthy, and for those the
+native core can say so from counts alone (every tensor known, every expected tensor seen,
+no dtype or shape differs, no name repeated, every shard holding exactly what the index
+places in it) without one Python object per tensor. These functions answer only "clean"
+or "look closer" (None / False): whatever is not clean goes to the reference path
+(:func:`pyaudit.compare.compare_full`, ``checkpoint._check_index``), which finds and
+explains it. So the fast path can skip work, never change a finding; the test suite holds
+every report made with it against the same report made without it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyaudit import _core
+from pyaudit.compare import BASE_LAYER, INNER_WRAPPER, Comparison, is_peft_tensor
+from pyaudit.expected import Expected, LayoutTensors
+from pyaudit.headers import Header
+from pyaudit.memo import LRU, Identity
+
+ENABLED = True  # tests turn it off to hold the fast path against the reference path
+
+
+def _needs_normalising(name: str) -> bool:
+    """Would compare.normalise() touch a found tensor of this name?"""
+    return is_peft_tensor(name) or BASE_LAYER in name or INNER_WRAPPER.search(name) is not None
+
+
+def _layout_specs(layout: LayoutTensors) -> _core.TensorSpecs | None:
+    if not layout.tensors or layout.tensors.keys() & layout.optional.keys():
+        return None  # compare.choose_layout would count such a name twice
+    names = [*layout.tensors, *layout.optional]
+    if any(_needs_normalising(n) for n in names):
+        return None
+    # compare_full checks a dtype only where the shape is known, and so does this.
+    dtypes = [t.dtype if t.shape is not None and t.dtype else None for t in layout.tensors.values()]
+    shapes = [t.shape for t in layout.tensors.values()]
+    extra = len(layout.optional)
+    try:
+        return _core.TensorSpecs(
+            names,
+            dtypes=dtypes + [None] * extra,
+            shapes=shapes + [None] * extra,
+            optional=[False] * len(layout.tensors) + [True] * extra,
+        )
+    except (ValueError, TypeError, OverflowError):
+        return None  # a dtype or shape the core cannot state: the reference path decides
+
+
+_EXPECTED_SPECS: LRU[list[_core.TensorSpecs] | None] = LRU(64)
+
+
+def expected_specs(expected: Expected) -> list[_core.TensorSpecs] | None:
+    """One native table per layout of ``expected`` (built once per Expected), or None
+    when some layout cannot be checked by counts alone."""
+    key = Identity(expected)
+    held, specs = _EXPECTED_SPECS.lookup(key)
+    if held:
+        return specs
+    tables = [_layout_specs(layout) for layout in expected.layouts]
+    built = None if any(t is None for t in tables) else [t for t in tables if t is not None]
+    return _EXPECTED_SPECS.put(key, built)
+
+
+def clean_comparison(headers: Sequence[Header], expected: Expected) -> Comparison | None:
+    """The comparison of a full checkpoint whose files (``headers``: the valid, non-adapter
+    weight files the loader reads, no name in two of them) hold exactly one layout of
+    ``expected``: no findings. None when anything differs, or cannot be told by counts."""
+    if not ENABLED:
+        return None
+    specs = expected_specs(expected)
+    if specs is None:
+        return None
+    cores = [h._core for h in headers]
+    # compare.choose_layout takes the layout most names fit, the first on a tie. A layout
+    # every name fits scores the most possible: the first such one is the choice, and
+    # the layouts after it need no match.
+    for layout, table in zip(expected.layouts, specs, strict=True):
+        m = table.match(cores)
+        if m.tensors == 0 or m.known < m.tensors:
+            continue
+        clean = (
+            m.required_seen == table.required
+            and m.dtype_differs == 0
+            and m.shape_differs == 0
+            and m.repeated == 0
+        )
+        if not clean:
+            return None
+        return Comparison(
+            findings=[],
+            layout=layout.name,
+            expected=len(layout.tensors),
+            expected_bytes=(
+                layout.total_bytes if layout.total_bytes is not None else expected.total_bytes
+            ),
+            missing=0,
+            unexpected=0,
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class _IndexSpecs:
+    specs: _core.TensorSpecs
+    file_ids: dict[str, int]  # every file the index names, sorted -> its group
+    per_file: Counter[str]
+
+
+_INDEX_SPECS: LRU[_IndexSpecs] = LRU(64)
+
+
+def _index_specs(weight_map: dict[str, Any]) -> _IndexSpecs:
+    key = Identity(weight_map)
+    held, value = _INDEX_SPECS.lookup(key)
+    if held and value is not None:
+        return value
+    files = sorted({f for f in weight_map.values() if isinstance(f, str)})
+    file_ids = {f: i for i, f in enumerate(files)}
+    groups = [file_ids[f] if isinstance(f, str) else -1 for f in weight_map.values()]
+    specs = _core.TensorSpecs(list(weight_map), groups=groups)
+    per_file = Counter(f for f in weight_map.values() if isinstance(f, str))
+    return _INDEX_SPECS.put(key, _IndexSpecs(specs, file_ids, per_file))
+
+
+def files_named(weight_map: dict[str, Any]) -> list[str]:
+    """The files an index's weight_map names, sorted (derived once per index)."""
+    return list(_index_specs(weight_map).file_ids)
+
+
+def index_places_exactly(weight_map: dict[str, Any], headers: Mapping[str, Header]) -> bool:
+    """True when every valid shard the index names (``headers``: file name -> header)
+    holds exactly the tensors the index places in it: nothing misplaced, nothing unlisted."""
+    if not ENABLED:
+        return False
+    index = _index_specs(weight_map)
+    named = [(f, h) for f, h in headers.items() if f in index.file_ids and h.ok]
+    if not named:
+        return True
+    m = index.specs.match([h._core for _, h in named], [index.file_ids[f] for f, _ in named])
+    placed = m.in_group
+    return all(p == len(h) == index.per_file[f] for (f, h), p in zip(named, placed, strict=True))
+
+
+def repeated_names(headers: Sequence[Header]) -> int:
+    """Tensors (over valid headers, in order) whose name an earlier tensor had."""
+    return int(_core.count_repeated_names([h._core for h in headers]))
+
+
+def names_containing(headers: Sequence[Header], needle: str) -> int:
+    return int(_core.count_names_containing([h._core for h in headers], needle))
