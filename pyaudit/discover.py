@@ -22,6 +22,7 @@ FSDP_DIR = re.compile(r"pytorch_model_fsdp_\d+$|.*_fsdp_\d+$")
 CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
 # Pickled weight files worth naming (names only: they are never unpickled).
 WEIGHT_BIN = re.compile(r"(pytorch_model|adapter_model|model)(-\d{5}-of-\d{5})?\.bin$")
+RUN_ARGS_LEVELS = 2  # run args are looked for this many directories above a checkpoint
 RUN_FILES = ("args.json", "training_args.yaml", "trainer_state.json", "training_args.bin")
 
 
@@ -42,6 +43,9 @@ class CheckpointDir:
     run_files: list[str] = field(default_factory=list)
     other_files: list[str] = field(default_factory=list)
     scan_root: Path | None = None
+    # Run files (args.json, ...) of this directory and the ones above it that discovery
+    # listed, by path: the run-args lookup need not probe for files it knows are absent.
+    listed_run_files: dict[str, tuple[str, ...]] | None = None
 
     @property
     def has_weights(self) -> bool:
@@ -133,7 +137,7 @@ def discover(given: str) -> Iterator[CheckpointDir]:
     root = Path(given)
     seen: set[tuple[int, int]] = set()
 
-    def walk(path: Path) -> Iterator[CheckpointDir]:
+    def walk(path: Path, above: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> Iterator[CheckpointDir]:
         try:
             st = path.stat()
         except OSError:
@@ -149,14 +153,16 @@ def discover(given: str) -> Iterator[CheckpointDir]:
             return
         ckpt, subdirs = _classify(path, _display(root, path, given), entries)
         ckpt.scan_root = root
+        here = (*above[-RUN_ARGS_LEVELS:], (str(path), tuple(ckpt.run_files)))
+        ckpt.listed_run_files = dict(here)
         if ckpt.has_weights or ckpt.has_adapter_config:
             yield ckpt
             for sub in subdirs:
-                yield from walk(sub)
+                yield from walk(sub, here)
             return
         found_below = False
         for sub in subdirs:
-            for child in walk(sub):
+            for child in walk(sub, here):
                 found_below = True
                 yield child
         if not found_below and ckpt.is_weightless_candidate:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,13 +40,27 @@ def read_json(path: Path) -> dict[str, Any] | None:
     Parsed once per distinct content: the dict returned may be shared, never mutate it.
     """
     try:
-        with open(path, "rb") as f:
-            # Size first: read(n) would allocate n bytes up front on every call.
-            if os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:
-                return None
-            data = f.read()
+        # O_NONBLOCK: a FIFO named config.json must not hang the audit (never read below).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        # Size first: read(n) would allocate n bytes up front on every call.
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_JSON_BYTES:
+            return None
+        data = os.read(fd, st.st_size + 1)
+        if len(data) > st.st_size:  # grew since the fstat: read the rest, within the cap
+            parts = [data]
+            total = len(data)
+            while total <= MAX_JSON_BYTES and (chunk := os.read(fd, 1 << 20)):
+                parts.append(chunk)
+                total += len(chunk)
+            data = b"".join(parts)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if len(data) > MAX_JSON_BYTES:  # grew since the fstat
         return None
     held, cached = _PARSED.lookup(data)
@@ -135,19 +151,30 @@ class RunArgs:
         return None
 
 
-def find_run_args(directory: Path, stop: Path | None, levels: int = 2) -> RunArgs:
+def find_run_args(
+    directory: Path,
+    stop: Path | None,
+    levels: int = 2,
+    listed: Mapping[str, Collection[str]] | None = None,
+) -> RunArgs:
     """The run files of a checkpoint: in its directory, else in its parents (ms-swift keeps
     ``args.json`` both in the run dir and in each ``checkpoint-N``), never above ``stop``'s
-    parent."""
+    parent. ``listed``: the run files of directories whose listing is known (by path), so
+    that files known to be absent there are not probed for."""
     run = RunArgs()
     current = directory
     stop_parent = stop.parent if stop is not None else None
     for _ in range(levels + 1):
-        if run.args is None:
+        known = listed.get(str(current)) if listed is not None else None
+        if run.args is None and (known is None or "args.json" in known):
             args = read_json(current / "args.json")
             if args is not None:
                 run.args_path, run.args = current / "args.json", args
-        if run.yaml is None and (current / "training_args.yaml").is_file():
+        if (
+            run.yaml is None
+            and (known is None or "training_args.yaml" in known)
+            and (current / "training_args.yaml").is_file()
+        ):
             run.yaml_path = current / "training_args.yaml"
             run.yaml = _read_yaml_scalars(run.yaml_path)
         if run.args is not None or run.yaml is not None:
