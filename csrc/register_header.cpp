@@ -14,6 +14,8 @@
 #include "batch.hpp"
 #include "bindings.hpp"
 #include "header.hpp"
+#include "file_digest.hpp"
+#include "hash.hpp"
 #include "header_file.hpp"
 #include "header_object.hpp"
 
@@ -297,6 +299,32 @@ void register_header(py::module_& m) {
               return n > kMaxHeaderSize ? 0 : n + kLengthPrefix;
           },
           py::arg("first"), "Bytes from the start of the file the header needs (0: unknown or too large).");
+
+    m.def("digest_files",
+          [](const std::vector<std::string>& paths, std::uint64_t max_size, unsigned jobs) {
+              std::vector<FileDigest> digests;
+              {
+                  py::gil_scoped_release release;
+                  digests = digest_files(paths, max_size, jobs);
+              }
+              py::list out(digests.size());
+              for (std::size_t i = 0; i < digests.size(); ++i) {
+                  py::object item = digests[i].ok ? py::object(py::make_tuple(digests[i].size, digests[i].digest))
+                                                  : py::object(py::none());
+                  PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), item.release().ptr());
+              }
+              return out;
+          },
+          py::arg("paths"), py::arg("max_size"), py::arg("jobs") = 0,
+          "(size, digest) of each whole regular file up to max_size bytes, else None; "
+          "read and hashed on up to `jobs` threads.");
+
+    m.def("hash_bytes",
+          [](const py::bytes& data) {
+              const std::string_view view = data;
+              return hash_bytes(view);
+          },
+          py::arg("data"), "The digest digest_files and Header.digest use, of these bytes.");
 
     m.def("default_jobs", &default_jobs);
 

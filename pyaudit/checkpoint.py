@@ -86,6 +86,16 @@ class CheckpointReport:
         }
 
 
+def run_file_names(ckpt: CheckpointDir) -> list[str]:
+    """The JSON files of a checkpoint that every audit reads (config, adapter config, index)."""
+    names = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
+    if ckpt.has_config:
+        names.append("config.json")
+    if ckpt.has_adapter_config:
+        names.append("adapter_config.json")
+    return names
+
+
 def header_files(ckpt: CheckpointDir) -> list[Path]:
     """The .safetensors files whose headers the audit needs."""
     return [ckpt.path / name for name in ckpt.safetensors]
@@ -413,12 +423,15 @@ _COMPARISONS: LRU[Comparison] = LRU(64)
 _ADAPTER_CHECKS: LRU[list[Finding]] = LRU(64)
 
 
-def _index_doc(ckpt: CheckpointDir) -> dict[str, Any] | None:
+def _index_doc(
+    ckpt: CheckpointDir, known: Mapping[str, tuple[int, int] | None]
+) -> dict[str, Any] | None:
     indexes = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
     if not indexes:
         return None
     name = "model.safetensors.index.json"
-    return read_json(ckpt.path / (name if name in indexes else indexes[0]))
+    chosen = name if name in indexes else indexes[0]
+    return read_json(ckpt.path / chosen, known.get(chosen))
 
 
 def _check_index_memo(
@@ -746,16 +759,24 @@ def audit_checkpoint(
     options: AuditOptions,
     base_expected: Expected | None = None,
     data: Mapping[str, DataResult] | None = None,
+    digests: Mapping[str, tuple[int, int] | None] | None = None,
 ) -> CheckpointReport:
     """Audit one checkpoint whose .safetensors headers (by file name) are given, and
-    the results of streaming its tensor bytes when --verify-data asked for them."""
+    the results of streaming its tensor bytes when --verify-data asked for them.
+    ``digests``: (size, digest) of its JSON files by name, as a sweep's reading threads
+    found them (:func:`run_file_names`), so that content seen before is not read again."""
     report = CheckpointReport(path=ckpt.display)
-    config = read_json(ckpt.path / "config.json") if ckpt.has_config else None
-    adapter_config = read_json(ckpt.path / "adapter_config.json") if ckpt.has_adapter_config else None
+    known = digests or {}
+    config = read_json(ckpt.path / "config.json", known.get("config.json")) if ckpt.has_config else None
+    adapter_config = (
+        read_json(ckpt.path / "adapter_config.json", known.get("adapter_config.json"))
+        if ckpt.has_adapter_config
+        else None
+    )
     run = find_run_args(ckpt.path, ckpt.scan_root, listed=ckpt.listed_run_files)
 
     keys = {n: file_key(n, headers[n]) for n in ckpt.safetensors}
-    index_doc = _index_doc(ckpt)
+    index_doc = _index_doc(ckpt, known)
     indexed = _indexed_files(index_doc)
     strays = (
         {n for n in ckpt.safetensors if not _is_adapter_file(n) and n not in indexed}

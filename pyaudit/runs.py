@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pyaudit import _core
 from pyaudit.memo import LRU
 
 Kind = Literal["full", "adapter"]
@@ -30,15 +31,23 @@ FULL_TRAIN_TYPES = {"full", "freeze"}
 
 
 MAX_JSON_BYTES = 256 * 1024 * 1024  # an index of 100k tensors is ~10 MB
+PREFETCH_BYTES = 16 * 1024 * 1024  # sweeps digest run files up to this size off the GIL
 _PARSED: LRU[dict[str, Any] | None] = LRU(256)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path, known: tuple[int, int] | None = None) -> dict[str, Any] | None:
     """A JSON object from a small run file (config, index, args), or None when absent,
     unreadable, too large or not an object.
 
-    Parsed once per distinct content: the dict returned may be shared, never mutate it.
+    Parsed once per distinct content, keyed by (size, digest) of the bytes (the core's
+    seeded hash): the dict returned may be shared, never mutate it. ``known``: that key
+    as the sweep's reading threads found it (``_core.digest_files``), so that content
+    seen before is not even read again.
     """
+    if known is not None:
+        held, cached = _PARSED.lookup(known)
+        if held:
+            return cached
     try:
         # O_NONBLOCK: a FIFO named config.json must not hang the audit (never read below).
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -63,14 +72,15 @@ def read_json(path: Path) -> dict[str, Any] | None:
         os.close(fd)
     if len(data) > MAX_JSON_BYTES:  # grew since the fstat
         return None
-    held, cached = _PARSED.lookup(data)
+    key = (len(data), _core.hash_bytes(data))
+    held, cached = _PARSED.lookup(key)
     if held:
         return cached
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):
         doc = None
-    return _PARSED.put(data, doc if isinstance(doc, dict) else None)
+    return _PARSED.put(key, doc if isinstance(doc, dict) else None)
 
 
 def _read_yaml_scalars(path: Path) -> dict[str, str]:
@@ -162,6 +172,12 @@ def find_run_args(
     parent. ``listed``: the run files of directories whose listing is known (by path), so
     that files known to be absent there are not probed for."""
     run = RunArgs()
+    if listed is not None and not any(
+        "args.json" in names or "training_args.yaml" in names for names in listed.values()
+    ):
+        # Discovery listed every directory this would look in (the checkpoint's and those
+        # above it up to the scanned PATH): none holds run arguments.
+        return run
     current = directory
     stop_parent = stop.parent if stop is not None else None
     for _ in range(levels + 1):

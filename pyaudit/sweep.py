@@ -7,24 +7,28 @@ checkpoints, the native core reads the next batch's headers on its own threads
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+from pyaudit import _core
 from pyaudit.checkpoint import (
     AuditOptions,
     CheckpointReport,
     audit_checkpoint,
     base_expectation,
     header_files,
+    run_file_names,
 )
 from pyaudit.data import DataResult
 from pyaudit.data import verify_data as verify_data_files
 from pyaudit.discover import CheckpointDir, discover
 from pyaudit.expected import Expected
 from pyaudit.headers import Header, read_headers
+from pyaudit.runs import PREFETCH_BYTES
 
 BATCH_FILES = 512  # headers per native batch: enough to keep the threads busy
 
@@ -76,11 +80,20 @@ def batches(
 class _Read:
     headers: dict[str, Header]
     data: dict[str, DataResult] | None = None
+    digests: dict[str, tuple[int, int] | None] | None = None  # run files: (size, digest)
 
 
 def _read_batch(batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> list[_Read]:
     paths = [p for ckpt in batch for p in header_files(ckpt)]
     headers = read_headers(paths, jobs=jobs)
+    # The config and index of every checkpoint too, read and hashed off the GIL.
+    run_files = [(ckpt, name) for ckpt in batch for name in run_file_names(ckpt)]
+    found = _core.digest_files(
+        [os.fsencode(ckpt.path / name) for ckpt, name in run_files], PREFETCH_BYTES, jobs or 0
+    )
+    digests: dict[int, dict[str, tuple[int, int] | None]] = {}
+    for (ckpt, name), digest in zip(run_files, found, strict=True):
+        digests.setdefault(id(ckpt), {})[name] = digest
     data = verify_data_files([p for p, h in zip(paths, headers, strict=True) if h.ok], jobs) if verify_data else []
     by_path = {r.path: r for r in data}
     out: list[_Read] = []
@@ -88,7 +101,7 @@ def _read_batch(batch: list[CheckpointDir], jobs: int | None, verify_data: bool)
     for ckpt in batch:
         n = len(ckpt.safetensors)
         names = ckpt.safetensors
-        read = _Read(dict(zip(names, headers[i : i + n], strict=True)))
+        read = _Read(dict(zip(names, headers[i : i + n], strict=True)), digests=digests.get(id(ckpt)))
         if verify_data:
             read.data = {
                 name: by_path[str(p)]
@@ -139,4 +152,4 @@ def _audit_batch(
     base_expected: Expected | None,
 ) -> Iterator[CheckpointReport]:
     for ckpt, read in zip(batch, reads, strict=True):
-        yield audit_checkpoint(ckpt, read.headers, options, base_expected, read.data)
+        yield audit_checkpoint(ckpt, read.headers, options, base_expected, read.data, read.digests)
