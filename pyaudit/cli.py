@@ -135,14 +135,20 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     summary = ScanSummary()
+    from pyaudit.report.json_report import checkpoint_line
+
     reports = []
+    lines: list[str] = []  # --json: each report as its JSON line, not as an object
     with SweepProgress(SweepProgress.wanted(args.json or args.jsonl)) as progress:
         for report in sweep(args.paths, options, args.jobs, base_expected):
             summary.add(report)
             progress.advance(report.status)
             if args.jsonl:
-                sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+                sys.stdout.write(checkpoint_line(report) + "\n")
                 sys.stdout.flush()
+            elif args.json and not args.html:
+                lines.append(checkpoint_line(report))
+                continue
             if not args.jsonl or args.html:
                 reports.append(report)
     if cluster_errors:
@@ -152,9 +158,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.jsonl:
         pass
     elif args.json:
-        from pyaudit.report.json_report import scan_json
+        from pyaudit.report.json_report import write_scan_json
 
-        _emit_json(scan_json(reports, summary.to_json()))
+        write_scan_json(sys.stdout, lines or [checkpoint_line(r) for r in reports], summary.to_json())
     elif args.markdown:
         from pyaudit.report.markdown import scan_markdown
 

@@ -121,10 +121,9 @@ def _distcp_in(directory: Path) -> list[str]:
         return []
 
 
-def _display(root: Path, path: Path, given: str) -> str:
-    if path == root:
-        return given
-    return path.relative_to(root).as_posix()
+def _below(display: str, name: str, at_root: bool) -> str:
+    """A subdirectory's display path: relative to the PATH given (the PATH itself at the top)."""
+    return name if at_root else f"{display}/{name}"
 
 
 def discover(given: str) -> Iterator[CheckpointDir]:
@@ -137,9 +136,11 @@ def discover(given: str) -> Iterator[CheckpointDir]:
     root = Path(given)
     seen: set[tuple[int, int]] = set()
 
-    def walk(path: Path, above: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> Iterator[CheckpointDir]:
+    def walk(
+        path: Path, display: str, above: tuple[tuple[str, tuple[str, ...]], ...] = (), top: bool = False
+    ) -> Iterator[CheckpointDir]:
         try:
-            st = path.stat()
+            st = os.stat(path)
         except OSError:
             return
         key = (st.st_dev, st.st_ino)
@@ -151,18 +152,18 @@ def discover(given: str) -> Iterator[CheckpointDir]:
                 entries = list(it)
         except OSError:
             return
-        ckpt, subdirs = _classify(path, _display(root, path, given), entries)
+        ckpt, subdirs = _classify(path, display, entries)
         ckpt.scan_root = root
         here = (*above[-RUN_ARGS_LEVELS:], (str(path), tuple(ckpt.run_files)))
         ckpt.listed_run_files = dict(here)
         if ckpt.has_weights or ckpt.has_adapter_config:
             yield ckpt
             for sub in subdirs:
-                yield from walk(sub, here)
+                yield from walk(sub, _below(display, sub.name, top), here)
             return
         found_below = False
         for sub in subdirs:
-            for child in walk(sub, here):
+            for child in walk(sub, _below(display, sub.name, top), here):
                 found_below = True
                 yield child
         if not found_below and ckpt.is_weightless_candidate:
@@ -185,4 +186,4 @@ def discover(given: str) -> Iterator[CheckpointDir]:
             ckpt.bin_indexes = []
         yield ckpt
         return
-    yield from walk(root)
+    yield from walk(root, given, top=True)

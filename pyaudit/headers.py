@@ -55,16 +55,13 @@ class Header:
     ``ok`` is False when the file broke a format rule; ``error`` then says which.
     """
 
-    __slots__ = ("_core", "_tensors", "path")
+    __slots__ = ("_core", "_tensors", "ok", "path")
 
     def __init__(self, path: str, core: _core.Header) -> None:
         self.path = path
         self._core = core
         self._tensors: dict[str, TensorInfo] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self._core.ok
+        self.ok: bool = core.ok  # read on every check: kept, not asked of the core each time
 
     @property
     def rule(self) -> str:

@@ -413,3 +413,24 @@ def test_markdown_stays_within_a_ci_job_summary_for_big_stores() -> None:
     assert len(rows) == max(MAX_ROWS, failing)  # every failing checkpoint has its row
     assert f"and {5000 - len(rows)} more passing checkpoints" in md
     assert md.count("shard-missing") == min(failing, MAX_DETAILED)
+
+
+def test_scan_json_one_checkpoint_a_line(
+    demo_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scan --json` is the API's document (CONTRACT.md), laid out one checkpoint a line."""
+    from pyaudit.api import scan
+
+    rc, out, _ = run(capsys, demo_store, "--json")
+    doc = json.loads(out)
+    expected = scan(demo_store).to_json()
+    for d in (doc, expected):
+        d["summary"].pop("seconds")
+    assert doc == expected and rc == 1
+    lines = out.splitlines()
+    rows = [line for line in lines if line.startswith("    {")]
+    assert len(rows) == len(doc["checkpoints"]) > 3
+    assert [json.loads(r.rstrip(",")) for r in rows] == doc["checkpoints"]
+    (tmp_path / "empty").mkdir()
+    rc, out, _ = run(capsys, tmp_path / "empty", "--json")
+    assert rc == 0 and json.loads(out)["checkpoints"] == []
