@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 from pyaudit.checkpoint import AuditOptions, CheckpointReport
 from pyaudit.findings import Finding
-from pyaudit.remote import is_url
-from pyaudit.remote import scan_paths as sweep  # sweep.scan, and URLs (s3://...) too
+from pyaudit.discover import is_url
 from pyaudit.sweep import ScanSummary, load_base
 
 Expect = Literal["auto", "full", "adapter"]
@@ -80,7 +79,13 @@ def scan(
         oracle=oracle,
     )
     base_expected = load_base(options.base, jobs) if options.base is not None else None
-    run: Any = sweep
+    run: Any
+    if any(is_url(p) for p in strs):
+        from pyaudit.remote import scan_paths  # sweep.scan, with URLs (s3://...) too
+
+        run = scan_paths
+    else:
+        from pyaudit.sweep import scan as run
     if dask is not None:
         from functools import partial
 

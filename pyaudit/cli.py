@@ -78,16 +78,21 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pyaudit.checkpoint import AuditOptions
-    from pyaudit.remote import RemoteError, is_url, prepare
-    from pyaudit.remote import scan_paths as scan  # sweep.scan, and URLs (s3://...) too
+    from pyaudit.discover import is_url
     from pyaudit.sweep import ScanSummary, load_base
+    from pyaudit.sweep import scan as local_scan
 
     missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
     if missing:
         for p in missing:
             print(f"pyaudit scan: {p}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
-    sweep: Any = scan
+    sweep: Any = local_scan
+    remote = any(is_url(p) for p in args.paths)
+    if remote:
+        from pyaudit.remote import scan_paths  # sweep.scan, and URLs (s3://...) too
+
+        sweep = scan_paths
     cluster_errors: list[str] = []
     if args.dask:
         from functools import partial
@@ -106,11 +111,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
         sweep = partial(
             distributed.scan_until_error, cluster_errors, cluster=args.dask, ordered=not args.jsonl
         )
-    try:
-        prepare(args.paths, args.verify_data)  # lists each URL now: a bad one is a usage error
-    except RemoteError as e:
-        print(f"pyaudit scan: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    if remote:
+        from pyaudit.remote import RemoteError, prepare
+
+        try:
+            prepare(args.paths, args.verify_data)  # lists each URL now: a bad one is a usage error
+        except RemoteError as e:
+            print(f"pyaudit scan: {e}", file=sys.stderr)
+            return EXIT_USAGE
     if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
         print(f"pyaudit scan: --html {args.html}: no such directory", file=sys.stderr)
         return EXIT_USAGE

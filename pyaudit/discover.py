@@ -26,6 +26,11 @@ RUN_ARGS_LEVELS = 2  # run args are looked for this many directories above a che
 RUN_FILES = ("args.json", "training_args.yaml", "trainer_state.json", "training_args.bin")
 
 
+def is_url(path: str | os.PathLike[str]) -> bool:
+    """A PATH naming a remote store (``s3://...``): audited through pyaudit.remote."""
+    return "://" in os.fspath(path)
+
+
 @dataclass
 class CheckpointDir:
     """One checkpoint: a directory and what it holds, as file names relative to it."""

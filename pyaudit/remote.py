@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pyaudit.checkpoint import AuditOptions, CheckpointReport, audit_checkpoint
+from pyaudit.discover import is_url as is_url
 from pyaudit.discover import (
     ADAPTER_CONFIG,
     CONFIG,
@@ -72,10 +73,6 @@ class RemoteUnavailable(RemoteError, ImportError):
 
 class RemoteUsage(RemoteError, ValueError):
     """An option remote PATHs cannot honour."""
-
-
-def is_url(path: str | os.PathLike[str]) -> bool:
-    return "://" in os.fspath(path)
 
 
 # --- the listing, as a tree ---------------------------------------------------------------
