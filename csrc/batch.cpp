@@ -4,7 +4,6 @@
 
 #include "header_file.hpp"
 #include "parallel.hpp"
-#include "hash.hpp"
 
 namespace pyaudit {
 
@@ -13,15 +12,12 @@ unsigned default_jobs() noexcept {
     return cores == 0 ? 1 : cores;
 }
 
-std::vector<ParsedHeader> read_header_files(const std::vector<std::string>& paths, unsigned jobs) {
-    std::vector<ParsedHeader> results(paths.size());
+std::vector<std::shared_ptr<const ParsedHeader>> read_header_files(const std::vector<std::string>& paths,
+                                                                   unsigned jobs) {
+    std::vector<std::shared_ptr<const ParsedHeader>> results(paths.size());
+    HeaderCache cache;
     parallel_for(paths.size(), jobs == 0 ? default_jobs() : jobs,
-                 [&](std::size_t i) {
-                     results[i] = read_header_file(paths[i]);
-                     // Hashed here, on the reading threads: sweeps key their memos on it.
-                     results[i].digest = hash_bytes(results[i].text);
-                     results[i].has_digest = true;
-                 });
+                 [&](std::size_t i) { results[i] = read_header_shared(paths[i], &cache); });
     return results;
 }
 

@@ -1,6 +1,7 @@
 // Many headers at once, on a pool of threads; results in input order.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -10,7 +11,10 @@ namespace pyaudit {
 
 // Runs `read_header_file` over every path with up to `jobs` threads (0: one per
 // core). Never throws for a bad file. Safe to call without the GIL.
-std::vector<ParsedHeader> read_header_files(const std::vector<std::string>& paths, unsigned jobs);
+// Equal headers within the call are parsed once and shared (HeaderCache); every
+// result's digest is set.
+std::vector<std::shared_ptr<const ParsedHeader>> read_header_files(const std::vector<std::string>& paths,
+                                                                   unsigned jobs);
 
 unsigned default_jobs() noexcept;
 

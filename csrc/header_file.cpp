@@ -11,9 +11,11 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "file_io.hpp"
+#include "hash.hpp"
 
 namespace pyaudit {
 namespace {
@@ -55,16 +57,69 @@ bool start_is_cached(int fd) noexcept {
 #endif
 }
 
-ParsedHeader io_failure(std::string message) {
-    ParsedHeader out;
-    out.issue.rule = Rule::io_error;
-    out.issue.message = std::move(message);
+std::shared_ptr<const ParsedHeader> io_failure(std::string message) {
+    auto out = std::make_shared<ParsedHeader>();
+    out->issue.rule = Rule::io_error;
+    out->issue.message = std::move(message);
     return out;
+}
+
+// The result for a file whose first `size` bytes (all of its header, or an error
+// already decided by them) are in `data`: from the cache when an equal header of a
+// file of the same size was parsed before, else parsed (and, if valid, cached).
+std::shared_ptr<const ParsedHeader> finish(const unsigned char* data, std::size_t size,
+                                           std::uint64_t file_size, HeaderCache* cache) {
+    if (cache == nullptr) {
+        return std::make_shared<ParsedHeader>(parse_header_prefix(data, size, file_size));
+    }
+    if (size >= kLengthPrefix) {
+        const std::uint64_t n = read_length_prefix(data);
+        if (n <= kMaxHeaderSize && n <= size - kLengthPrefix) {
+            const std::string_view text(reinterpret_cast<const char*>(data) + kLengthPrefix,
+                                        static_cast<std::size_t>(n));
+            const std::uint64_t digest = hash_bytes(text);
+            if (auto hit = cache->find(digest, text, file_size)) return hit;
+            auto parsed = std::make_shared<ParsedHeader>(parse_header_prefix(data, size, file_size));
+            parsed->digest = digest;
+            parsed->has_digest = true;
+            if (parsed->ok()) cache->add(parsed);
+            return parsed;
+        }
+    }
+    auto parsed = std::make_shared<ParsedHeader>(parse_header_prefix(data, size, file_size));
+    parsed->digest = hash_bytes(parsed->text);
+    parsed->has_digest = true;
+    return parsed;
 }
 
 }  // namespace
 
+std::shared_ptr<const ParsedHeader> HeaderCache::find(std::uint64_t digest, std::string_view text,
+                                                      std::uint64_t file_size) const {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = by_digest_.find(digest);
+    if (it == by_digest_.end()) return nullptr;
+    for (const auto& held : it->second) {
+        // Equal bytes and file size: the parse (a pure function of them) is equal.
+        if (held->file_size == file_size && held->text == text) return held;
+    }
+    return nullptr;
+}
+
+void HeaderCache::add(std::shared_ptr<const ParsedHeader> parsed) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    auto& held = by_digest_[parsed->digest];
+    if (held.size() < 4) held.push_back(std::move(parsed));
+}
+
 ParsedHeader read_header_file(const std::string& path) {
+    const std::shared_ptr<const ParsedHeader> parsed = read_header_shared(path, nullptr);
+    // Without a cache the result is made here and held nowhere else: moved out, not
+    // copied (a header can be 100 MB).
+    return std::move(const_cast<ParsedHeader&>(*parsed));
+}
+
+std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, HeaderCache* cache) {
     // O_NONBLOCK: opening a FIFO must not wait for a writer.
     const int raw_fd = open_read_only(path.c_str());
     if (raw_fd < 0) return io_failure("cannot open: " + std::string(std::strerror(errno)));
@@ -73,19 +128,31 @@ ParsedHeader read_header_file(const std::string& path) {
     if (::fstat(fd.get(), &st) != 0) return io_failure("cannot stat: " + std::string(std::strerror(errno)));
     if (!S_ISREG(st.st_mode)) return io_failure("not a regular file");
     const auto file_size = static_cast<std::uint64_t>(st.st_size);
-    (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
 
     // Reused across files: reads land in memory already mapped and in cache.
     thread_local std::vector<unsigned char> buffer(kColdRead);
-    const std::size_t first_read = start_is_cached(fd.get()) ? kFirstRead : kColdRead;
+    const bool cached = start_is_cached(fd.get());
+    // Readahead happens on a page cache miss: advice against it only when reads may miss.
+    if (!cached) (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
+    const std::size_t first_read = cached ? kFirstRead : kColdRead;
     const std::size_t want = file_size < first_read ? static_cast<std::size_t>(file_size) : first_read;
     const long long got = pread_full(fd.get(), buffer.data(), want, 0);
     if (got < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
     if (static_cast<std::size_t>(got) < want) return io_failure("the file shrank while being read");
 
+    // Does the first read hold the whole header? The length prefix says (as
+    // parse_header_prefix would decide it, without parsing anything yet).
     std::uint64_t needed = 0;
-    ParsedHeader out = parse_header_prefix(buffer.data(), static_cast<std::size_t>(got), file_size, &needed);
-    if (needed == 0) return out;
+    std::uint64_t announced = 0;
+    const auto first_size = static_cast<std::size_t>(got);
+    if (first_size >= kLengthPrefix && !looks_like_lfs_pointer(buffer.data(), first_size)) {
+        announced = read_length_prefix(buffer.data());
+        if (announced <= kMaxHeaderSize && announced <= file_size - kLengthPrefix &&
+            announced > first_size - kLengthPrefix) {
+            needed = announced + kLengthPrefix;
+        }
+    }
+    if (needed == 0) return finish(buffer.data(), first_size, file_size, cache);
 
     // The header is longer than the first read: read exactly the rest of it.
     // parse_header_prefix has checked that it fits in the file, so no buffer is
@@ -99,17 +166,24 @@ ParsedHeader read_header_file(const std::string& path) {
         const long long more = pread_full(fd.get(), buffer.data() + rest_from, total - rest_from, rest_from);
         if (more < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
         if (static_cast<std::size_t>(more) < total - rest_from) return io_failure("the file shrank while being read");
-        return parse_header_prefix(buffer.data(), total, file_size);
+        return finish(buffer.data(), total, file_size, cache);
     }
-    out.text.resize(static_cast<std::size_t>(out.header_size));
+    auto out = std::make_shared<ParsedHeader>();
+    out->file_size = file_size;
+    out->header_size = announced;
+    out->text.resize(static_cast<std::size_t>(announced));
     const std::size_t have = rest_from - kLengthPrefix;
-    std::memcpy(out.text.data(), buffer.data() + kLengthPrefix, have);
-    const std::size_t rest = out.text.size() - have;
-    auto* tail = reinterpret_cast<unsigned char*>(out.text.data() + have);
+    std::memcpy(out->text.data(), buffer.data() + kLengthPrefix, have);
+    const std::size_t rest = out->text.size() - have;
+    auto* tail = reinterpret_cast<unsigned char*>(out->text.data() + have);
     const long long more = pread_full(fd.get(), tail, rest, rest_from);
     if (more < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
     if (static_cast<std::size_t>(more) < rest) return io_failure("the file shrank while being read");
-    parse_header_text(out);
+    parse_header_text(*out);
+    if (cache != nullptr) {
+        out->digest = hash_bytes(out->text);
+        out->has_digest = true;
+    }
     return out;
 }
 

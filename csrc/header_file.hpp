@@ -13,7 +13,13 @@
 // not available, the larger first read is used.
 #pragma once
 
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "header.hpp"
 
@@ -28,7 +34,26 @@ inline constexpr std::size_t kColdRead = 64 * 1024;
 // files; larger ones straight into their own memory.
 inline constexpr std::size_t kKeepBuffer = 1024 * 1024;
 
+// Valid headers already parsed during one batch read, by digest: a store's
+// checkpoints repeat their shards' headers byte for byte, and a header equal in
+// every byte (and in file size) to one parsed before is that parse again. Safe to
+// share between the threads of a batch.
+class HeaderCache {
+public:
+    std::shared_ptr<const ParsedHeader> find(std::uint64_t digest, std::string_view text,
+                                             std::uint64_t file_size) const;
+    void add(std::shared_ptr<const ParsedHeader> parsed);  // parsed->digest set
+
+private:
+    mutable std::mutex mutex_;
+    std::unordered_map<std::uint64_t, std::vector<std::shared_ptr<const ParsedHeader>>> by_digest_;
+};
+
 // Never throws for a bad or unreadable file: the result carries the issue.
 ParsedHeader read_header_file(const std::string& path);
+
+// The same, sharing the parse of an equal header through `cache` (may be null).
+// With a cache, the result's digest is set (hash_bytes of the header text).
+std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, HeaderCache* cache);
 
 }  // namespace pyaudit

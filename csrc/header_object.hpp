@@ -18,6 +18,8 @@ class Header {
 public:
     Header(std::string path, ParsedHeader parsed)
         : path_(std::move(path)), parsed_(std::make_shared<ParsedHeader>(std::move(parsed))) {}
+    Header(std::string path, std::shared_ptr<const ParsedHeader> parsed)
+        : path_(std::move(path)), parsed_(std::move(parsed)) {}
 
     const std::string& path() const noexcept { return path_; }
     const ParsedHeader& parsed() const noexcept { return *parsed_; }

@@ -249,10 +249,10 @@ void register_header(py::module_& m) {
 
     m.def("read_header",
           [](const std::string& path) {
-              ParsedHeader parsed;
+              std::shared_ptr<const ParsedHeader> parsed;
               {
                   py::gil_scoped_release release;
-                  parsed = read_header_file(path);
+                  parsed = read_header_shared(path, nullptr);
               }
               return Header(path, std::move(parsed));
           },
@@ -260,7 +260,7 @@ void register_header(py::module_& m) {
 
     m.def("read_headers",
           [](const std::vector<std::string>& paths, unsigned jobs) {
-              std::vector<ParsedHeader> parsed;
+              std::vector<std::shared_ptr<const ParsedHeader>> parsed;
               {
                   py::gil_scoped_release release;
                   parsed = read_header_files(paths, jobs);

@@ -1,0 +1,77 @@
+"""Batch reads share the parse of equal headers (csrc/header_file.cpp HeaderCache).
+
+A store's checkpoints repeat their shards' headers byte for byte; read_headers parses
+each distinct (header bytes, file size) once per call. Sharing must never carry a
+verdict to a file it does not hold for: the same header in a file of another size is
+judged on its own, and every result names its own path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+from pyaudit import read_header  # noqa: E402
+from pyaudit.headers import read_headers  # noqa: E402
+
+
+def _write(path: Path, **tensors: tuple[int, ...]) -> Path:
+    safetensors_numpy.save_file({k: np.ones(s, np.float32) for k, s in tensors.items()}, str(path))
+    return path
+
+
+def test_equal_headers_share_a_parse_but_not_a_verdict(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.safetensors", w=(4, 4), b=(4,))
+    copies = []
+    for i in range(6):
+        copies.append(tmp_path / f"copy{i}.safetensors")
+        shutil.copy(a, copies[-1])
+    truncated = tmp_path / "truncated.safetensors"
+    shutil.copy(a, truncated)
+    os.truncate(truncated, a.stat().st_size - 4)  # same header bytes, shorter file
+    longer = tmp_path / "longer.safetensors"
+    shutil.copy(a, longer)
+    with open(longer, "ab") as f:
+        f.write(b"\0")
+    other = _write(tmp_path / "other.safetensors", v=(2,))
+    paths = [a, *copies[:3], truncated, longer, other, *copies[3:]]
+
+    for jobs in (1, 2, 4):
+        headers = read_headers(paths, jobs=jobs)
+        assert [h.path for h in headers] == [str(p) for p in paths]
+        rules = {Path(h.path).name: h.rule for h in headers}
+        assert rules["truncated.safetensors"] == "data-truncated"
+        assert rules["longer.safetensors"] == "trailing-bytes"
+        assert all(r == "ok" for n, r in rules.items() if n.startswith(("a.", "copy", "other")))
+        ok = [h for h in headers if h.ok and Path(h.path).name != "other.safetensors"]
+        assert len(ok) == 7
+        assert len({h.digest for h in ok}) == 1
+        assert {tuple(h.names()) for h in ok} == {("b", "w")}
+        assert headers[6].names() == ["v"] and headers[6].digest != ok[0].digest
+        # Each agrees with a read of its own, outside any batch.
+        for h in headers:
+            alone = read_headers([h.path])[0]
+            assert (alone.rule, alone.file_size, alone.names() if alone.ok else None) == (
+                h.rule, h.file_size, h.names() if h.ok else None
+            )
+            assert alone.digest == h.digest
+            if h.ok:
+                assert read_header(h.path).digest == h.digest
+
+
+def test_invalid_headers_repeat_their_own_findings(tmp_path: Path) -> None:
+    bad = tmp_path / "bad0.safetensors"
+    bad.write_bytes((7).to_bytes(8, "little") + b"{oops}!")
+    paths = [bad]
+    for i in range(1, 4):
+        paths.append(tmp_path / f"bad{i}.safetensors")
+        shutil.copy(bad, paths[-1])
+    headers = read_headers(paths, jobs=2)
+    assert {h.rule for h in headers} == {"not-json"}
+    assert [h.path for h in headers] == [str(p) for p in paths]
