@@ -31,6 +31,7 @@ from pyaudit.headers import Header, read_headers
 from pyaudit.runs import PREFETCH_BYTES
 
 BATCH_FILES = 512  # headers per native batch: enough to keep the threads busy
+FIRST_BATCH_FILES = 32  # the first batch: the audit waits for it, nothing overlaps it
 
 
 @dataclass
@@ -61,17 +62,22 @@ class ScanSummary:
 
 
 def batches(
-    checkpoints: Iterable[CheckpointDir], files_per_batch: int = BATCH_FILES
+    checkpoints: Iterable[CheckpointDir],
+    files_per_batch: int = BATCH_FILES,
+    first_batch: int = FIRST_BATCH_FILES,
 ) -> Iterator[list[CheckpointDir]]:
-    """Checkpoints in order, cut into batches of about ``files_per_batch`` weight files."""
+    """Checkpoints in order, cut into batches of about ``files_per_batch`` weight files;
+    the first batches smaller (``first_batch``, doubling), so that auditing starts soon."""
     batch: list[CheckpointDir] = []
     files = 0
+    limit = min(first_batch, files_per_batch)
     for ckpt in checkpoints:
         batch.append(ckpt)
         files += max(len(ckpt.safetensors), 1)
-        if files >= files_per_batch:
+        if files >= limit:
             yield batch
             batch, files = [], 0
+            limit = min(limit * 2, files_per_batch)
     if batch:
         yield batch
 

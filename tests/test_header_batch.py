@@ -75,3 +75,39 @@ def test_invalid_headers_repeat_their_own_findings(tmp_path: Path) -> None:
     headers = read_headers(paths, jobs=2)
     assert {h.rule for h in headers} == {"not-json"}
     assert [h.path for h in headers] == [str(p) for p in paths]
+
+
+def test_digest_files(tmp_path: Path) -> None:
+    """Run files hashed off the GIL: (size, digest) of regular files within the cap, else None."""
+    from pyaudit import _core
+
+    doc = tmp_path / "config.json"
+    doc.write_bytes(b'{"model_type": "qwen2"}')
+    same = tmp_path / "same.json"
+    same.write_bytes(doc.read_bytes())
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 100)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    paths = [doc, same, big, fifo, tmp_path, tmp_path / "absent.json"]
+    got = _core.digest_files([os.fsencode(p) for p in paths], 64, 2)
+    assert got[0] == got[1] == (len(doc.read_bytes()), _core.hash_bytes(doc.read_bytes()))
+    assert got[2:] == [None, None, None, None]  # over the cap, a FIFO (never blocks), a dir, absent
+
+
+def test_fifo_named_config_json_does_not_hang_a_scan(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    _write(ckpt / "model.safetensors", w=(2,))
+    os.mkfifo(ckpt / "config.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyaudit", "scan", "--json", str(ckpt)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    assert '"checkpoints"' in proc.stdout

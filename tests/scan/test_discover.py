@@ -174,3 +174,33 @@ def test_json_stdout_is_only_json(tmp_path: Path, qwen3: Any) -> None:
     assert proc.stdout.endswith("}\n") and proc.stdout.startswith("{")
     statuses = {c["path"]: c["status"] for c in doc["checkpoints"]}
     assert statuses == {"a": "fail", "b": "warn", "c": "fail"}
+
+
+def test_batches_start_small_and_keep_order() -> None:
+    """The first batch is small (the audit waits for it), then batches double up to the cap."""
+    from pyaudit.discover import CheckpointDir
+    from pyaudit.sweep import batches
+
+    ckpts = [
+        CheckpointDir(path=Path(f"c{i}"), display=f"c{i}", safetensors=["a", "b"]) for i in range(200)
+    ]
+    out = list(batches(ckpts, files_per_batch=64, first_batch=8))
+    assert [c for b in out for c in b] == ckpts
+    assert [2 * len(b) for b in out[:4]] == [8, 16, 32, 64]
+    assert all(2 * len(b) == 64 for b in out[3:-1])
+
+
+def test_run_args_lookup_trusts_the_listing(tmp_path: Path) -> None:
+    """With discovery's listing, absent run files are not probed for; present ones are read."""
+    from pyaudit.runs import find_run_args
+
+    run = tmp_path / "run"
+    ckpt = run / "checkpoint-1"
+    ckpt.mkdir(parents=True)
+    (run / "args.json").write_text('{"train_type": "lora"}')
+    listed = {str(tmp_path): (), str(run): ("args.json",), str(ckpt): ()}
+    found = find_run_args(ckpt, tmp_path, listed=listed)
+    assert found.args == {"train_type": "lora"} and found.args_path == run / "args.json"
+    # A listing that saw none: nothing is read, even where a file appeared since.
+    assert find_run_args(ckpt, tmp_path, listed={k: () for k in listed}).args is None
+    assert find_run_args(ckpt, tmp_path).args == {"train_type": "lora"}  # no listing: probed
