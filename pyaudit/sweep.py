@@ -89,34 +89,56 @@ class _Read:
     digests: dict[str, tuple[int, int] | None] | None = None  # run files: (size, digest)
 
 
-def _read_batch(batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> list[_Read]:
-    paths = [p for ckpt in batch for p in header_files(ckpt)]
-    headers = read_headers(paths, jobs=jobs)
-    # The config and index of every checkpoint too, read and hashed off the GIL.
-    run_files = [(ckpt, name) for ckpt in batch for name in run_file_names(ckpt)]
-    found = _core.digest_files(
-        [os.fsencode(ckpt.path / name) for ckpt, name in run_files], PREFETCH_BYTES, jobs or 0
-    )
-    digests: dict[int, dict[str, tuple[int, int] | None]] = {}
-    for (ckpt, name), digest in zip(run_files, found, strict=True):
-        digests.setdefault(id(ckpt), {})[name] = digest
-    data = verify_data_files([p for p, h in zip(paths, headers, strict=True) if h.ok], jobs) if verify_data else []
-    by_path = {r.path: r for r in data}
+def _join(directory: Path, name: str) -> str:
+    """``str(directory / name)``, without making a Path."""
+    base = str(directory)
+    if base == ".":
+        return name
+    return base + name if base.endswith("/") else f"{base}/{name}"
+
+
+def _batch_paths(batch: list[CheckpointDir]) -> tuple[list[str], list[tuple[int, str, str]]]:
+    """The weight files of a batch, and its checkpoints' run files (index in the batch, name, path)."""
+    headers = [_join(ckpt.path, name) for ckpt in batch for name in ckpt.safetensors]
+    run_files = [
+        (i, name, _join(ckpt.path, name)) for i, ckpt in enumerate(batch) for name in run_file_names(ckpt)
+    ]
+    return headers, run_files
+
+
+def _reads(
+    batch: list[CheckpointDir],
+    paths: list[str],
+    headers: list[Header],
+    run_files: list[tuple[int, str, str]],
+    found: list[tuple[int, int] | None],
+    data: list[DataResult] | None,
+) -> list[_Read]:
+    digests: list[dict[str, tuple[int, int] | None]] = [{} for _ in batch]
+    for (i, name, _), digest in zip(run_files, found, strict=True):
+        digests[i][name] = digest
+    by_path = {r.path: r for r in data} if data is not None else None
     out: list[_Read] = []
-    i = 0
-    for ckpt in batch:
+    at = 0
+    for ckpt, known in zip(batch, digests, strict=True):
         n = len(ckpt.safetensors)
         names = ckpt.safetensors
-        read = _Read(dict(zip(names, headers[i : i + n], strict=True)), digests=digests.get(id(ckpt)))
-        if verify_data:
-            read.data = {
-                name: by_path[str(p)]
-                for name, p in zip(names, header_files(ckpt), strict=True)
-                if str(p) in by_path
-            }
+        read = _Read(dict(zip(names, headers[at : at + n], strict=True)), digests=known)
+        if by_path is not None:
+            read.data = {name: by_path[p] for name, p in zip(names, paths[at : at + n], strict=True) if p in by_path}
         out.append(read)
-        i += n
+        at += n
     return out
+
+
+def _read_batch(batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> list[_Read]:
+    """A batch's headers and run-file digests (and, with verify_data, its tensor bytes), now."""
+    paths, run_files = _batch_paths(batch)
+    headers = read_headers(paths, jobs=jobs)
+    # The config and index of every checkpoint too, read and hashed off the GIL.
+    found = _core.digest_files([os.fsencode(p) for _, _, p in run_files], PREFETCH_BYTES, jobs or 0)
+    data = verify_data_files([p for p, h in zip(paths, headers, strict=True) if h.ok], jobs) if verify_data else None
+    return _reads(batch, paths, headers, run_files, found, data)
 
 
 def load_base(base: Path, jobs: int | None) -> Expected:
@@ -151,26 +173,44 @@ def scan(
 
 
 class _Ahead:
-    """One batch's headers, read on a thread of its own while the previous batch is audited.
+    """One batch read while the previous one is audited.
 
-    (A plain thread rather than concurrent.futures, whose import alone costs a sweep ~6 ms.)
+    Headers and run files are read by native threads that never take the GIL
+    (``_core.BatchRead``): a Python thread would, on every return from a blocking call,
+    queue for the GIL behind the audit. With --verify-data (streaming gigabytes, where
+    that does not matter) the batch is read on a Python thread.
     """
 
     def __init__(self, batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> None:
+        self._batch = batch
         self._reads: list[_Read] | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(batch, jobs, verify_data), name="pyaudit-read"
-        )
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._native: _core.BatchRead | None = None
+        if verify_data:
+            self._thread = threading.Thread(target=self._run, args=(jobs,), name="pyaudit-read")
+            self._thread.start()
+        else:
+            self._paths, self._run_files = _batch_paths(batch)
+            self._native = _core.BatchRead(
+                [os.fsencode(p) for p in self._paths],
+                [os.fsencode(p) for _, _, p in self._run_files],
+                PREFETCH_BYTES,
+                jobs or 0,
+            )
 
-    def _run(self, batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> None:
+    def _run(self, jobs: int | None) -> None:
         try:
-            self._reads = _read_batch(batch, jobs, verify_data)
+            self._reads = _read_batch(self._batch, jobs, True)
         except BaseException as e:  # handed to the auditing thread, raised there
             self._error = e
 
     def result(self) -> list[_Read]:
+        if self._native is not None:
+            cores, found = self._native.result()
+            headers = [Header(p, c) for p, c in zip(self._paths, cores, strict=True)]
+            return _reads(self._batch, self._paths, headers, self._run_files, found, None)
+        assert self._thread is not None
         self._thread.join()
         if self._error is not None:
             raise self._error

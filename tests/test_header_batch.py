@@ -111,3 +111,28 @@ def test_fifo_named_config_json_does_not_hang_a_scan(tmp_path: Path) -> None:
     )
     assert proc.returncode in (0, 1), proc.stderr
     assert '"checkpoints"' in proc.stdout
+
+
+def test_batch_read_is_read_headers_and_digest_files(tmp_path: Path) -> None:
+    """The sweep's native read-ahead gives what the two calls give; dropped unread, it joins."""
+    import gc
+
+    from pyaudit import _core
+
+    a = _write(tmp_path / "a.safetensors", w=(3,))
+    b = tmp_path / "b.safetensors"
+    b.write_bytes(b"\x02" + bytes(7) + b"{}")
+    doc = tmp_path / "config.json"
+    doc.write_text("{}")
+    headers = [os.fsencode(p) for p in (a, b, tmp_path / "absent.safetensors", a)]
+    files = [os.fsencode(p) for p in (doc, tmp_path / "absent.json")]
+    got, digests = _core.BatchRead(headers, files, 1 << 20, 2).result()
+    want = _core.read_headers(headers, 2)
+    assert [(h.rule, h.file_size, h.digest if h.ok else 0) for h in got] == [
+        (h.rule, h.file_size, h.digest if h.ok else 0) for h in want
+    ]
+    assert [h.rule for h in got] == ["ok", "ok", "io-error", "ok"]
+    assert digests == _core.digest_files(files, 1 << 20)
+    for _ in range(20):  # started and dropped before their results are asked for
+        _core.BatchRead(headers * 50, files, 1 << 20, 2)
+    gc.collect()
