@@ -119,7 +119,9 @@ ParsedHeader read_header_file(const std::string& path) {
     return std::move(const_cast<ParsedHeader&>(*parsed));
 }
 
-std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, HeaderCache* cache) {
+std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, HeaderCache* cache,
+                                                       bool* from_page_cache) {
+    if (from_page_cache != nullptr) *from_page_cache = false;
     // O_NONBLOCK: opening a FIFO must not wait for a writer.
     const int raw_fd = open_read_only(path.c_str());
     if (raw_fd < 0) return io_failure("cannot open: " + std::string(std::strerror(errno)));
@@ -132,6 +134,7 @@ std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, 
     // Reused across files: reads land in memory already mapped and in cache.
     thread_local std::vector<unsigned char> buffer(kColdRead);
     const bool cached = start_is_cached(fd.get());
+    if (from_page_cache != nullptr) *from_page_cache = cached;
     // Readahead happens on a page cache miss: advice against it only when reads may miss.
     if (!cached) (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
     const std::size_t first_read = cached ? kFirstRead : kColdRead;

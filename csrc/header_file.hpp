@@ -54,6 +54,9 @@ ParsedHeader read_header_file(const std::string& path);
 
 // The same, sharing the parse of an equal header through `cache` (may be null).
 // With a cache, the result's digest is set (hash_bytes of the header text).
-std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, HeaderCache* cache);
+// `from_page_cache`, when given, says whether the file's start was in the page cache
+// (cachestat; false where the kernel cannot say).
+std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, HeaderCache* cache,
+                                                       bool* from_page_cache = nullptr);
 
 }  // namespace pyaudit

@@ -221,7 +221,7 @@ public:
               std::uint64_t max_size, unsigned jobs)
         : header_paths_(std::move(header_paths)), file_paths_(std::move(file_paths)) {
         auto work = [this, max_size, jobs] {
-            headers_ = read_header_files(header_paths_, jobs);
+            headers_ = read_header_files(header_paths_, jobs, &from_page_cache_);
             digests_ = digest_files(file_paths_, max_size, jobs);
         };
         try {
@@ -256,11 +256,15 @@ public:
         return py::make_tuple(std::move(headers), std::move(digests));
     }
 
+    // After result(): how many of the header files started in the page cache.
+    std::size_t from_page_cache() const noexcept { return from_page_cache_; }
+
 private:
     std::vector<std::string> header_paths_;
     std::vector<std::string> file_paths_;
     std::vector<std::shared_ptr<const ParsedHeader>> headers_;
     std::vector<FileDigest> digests_;
+    std::size_t from_page_cache_ = 0;
     std::thread worker_;
 };
 
@@ -379,7 +383,9 @@ void register_header(py::module_& m) {
         .def(py::init<std::vector<std::string>, std::vector<std::string>, std::uint64_t, unsigned>(),
              py::arg("header_paths"), py::arg("file_paths"), py::arg("max_size"), py::arg("jobs") = 0)
         .def("result", &BatchRead::result,
-             "Wait for the reads; (headers as Header objects, (size, digest) or None per file).");
+             "Wait for the reads; (headers as Header objects, (size, digest) or None per file).")
+        .def_property_readonly("from_page_cache", &BatchRead::from_page_cache,
+                               "After result(): header files whose start was in the page cache.");
 
     m.def("hash_bytes",
           [](const py::bytes& data) {

@@ -161,15 +161,39 @@ def scan(
     if options.base is not None and base_expected is None:
         base_expected = load_base(options.base, jobs)
     checkpoints = (ckpt for path in paths for ckpt in discover(path))
+    threads = _Threads(jobs)
     pending: _Ahead | None = None
     pending_batch: list[CheckpointDir] = []
     for batch in batches(checkpoints):
-        ahead = _Ahead(batch, jobs, options.verify_data)
+        ahead = _Ahead(batch, threads.next(), options.verify_data)
         if pending is not None:
-            yield from _audit_batch(pending_batch, pending.result(), options, base_expected)
+            yield from _audit_batch(pending_batch, threads.saw(pending), options, base_expected)
         pending, pending_batch = ahead, batch
     if pending is not None:
-        yield from _audit_batch(pending_batch, pending.result(), options, base_expected)
+        yield from _audit_batch(pending_batch, threads.saw(pending), options, base_expected)
+
+
+class _Threads:
+    """How many threads read the next batch: ``--jobs`` when given; else as the last batch
+    says. Headers in the page cache make reading CPU work, and the audit needs a core of
+    its own: one fewer than the cores. Headers on disk (or a network filesystem) make it
+    waiting: more threads than cores keep more requests in flight (DESIGN.md, cold cache).
+    """
+
+    def __init__(self, jobs: int | None) -> None:
+        self.fixed = jobs
+        self.cores = _core.default_jobs()
+        self.current = jobs or self.cores
+
+    def next(self) -> int:
+        return self.current
+
+    def saw(self, ahead: _Ahead) -> list[_Read]:
+        reads = ahead.result()
+        if self.fixed is None and ahead.files:
+            warm = ahead.from_page_cache >= 0.9 * ahead.files
+            self.current = max(1, self.cores - 1) if warm else min(16, 4 * self.cores)
+        return reads
 
 
 class _Ahead:
@@ -183,6 +207,8 @@ class _Ahead:
 
     def __init__(self, batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> None:
         self._batch = batch
+        self.files = 0  # header files read natively, and of them how many were in the page
+        self.from_page_cache = 0  # cache (known after result())
         self._reads: list[_Read] | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -208,6 +234,7 @@ class _Ahead:
     def result(self) -> list[_Read]:
         if self._native is not None:
             cores, found = self._native.result()
+            self.files, self.from_page_cache = len(cores), self._native.from_page_cache
             headers = [Header(p, c) for p, c in zip(self._paths, cores, strict=True)]
             return _reads(self._batch, self._paths, headers, self._run_files, found, None)
         assert self._thread is not None
