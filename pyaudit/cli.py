@@ -246,7 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--jsonl", action="store_true", help="one JSON object per checkpoint, as audited")
     out.add_argument("--markdown", action="store_true", help="a Markdown summary (PR, CI job summary)")
     scan.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page to FILE")
-    scan.add_argument("--jobs", type=_jobs, default=None, help="threads reading headers (default: cores)")
+    scan.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        help="threads reading headers (default: chosen per batch: cores - 1 when headers "
+        "are in the page cache, up to 4 x cores when they are read from disk)",
+    )
     scan.add_argument(
         "--expect", choices=("auto", "full", "adapter"), default="auto",
         help="what the checkpoints must be (default: what the run's own files say)",
