@@ -33,52 +33,67 @@ std::vector<const ParsedHeader*> valid(const std::vector<const ParsedHeader*>& h
 TensorSpecs::TensorSpecs(std::vector<TensorSpec> specs) {
     std::size_t capacity = 16;
     while (capacity < specs.size() * 2) capacity *= 2;
-    slots_.assign(capacity, 0);
+    slots_.assign(capacity, Slot{});
     mask_ = capacity - 1;
     specs_.reserve(specs.size());
+    entries_.reserve(specs.size());
     for (TensorSpec& spec : specs) {
-        if (find(spec.name) >= 0) continue;  // the first spec of a name holds
-        if (specs_.size() >= 0xFFFFFFFEu) break;
-        std::uint64_t slot = hash_bytes(spec.name) & mask_;
-        while (slots_[slot] != 0) slot = (slot + 1) & mask_;
-        slots_[slot] = static_cast<std::uint32_t>(specs_.size() + 1);
-        std::uint64_t elements = 1;
+        const std::uint64_t hash = hash_bytes(spec.name);
+        if (find(spec.name, hash) >= 0) continue;  // the first spec of a name holds
+        const std::string shape = spec.shape ? shape_text(*spec.shape) : std::string();
+        if (specs_.size() >= 0xFFFFFFFEu || strings_.size() + spec.name.size() + shape.size() > 0xFFFFFFFFu) {
+            break;  // beyond what 32-bit offsets address: never a real table
+        }
+        Entry e;
+        e.name_offset = static_cast<std::uint32_t>(strings_.size());
+        e.name_length = static_cast<std::uint32_t>(spec.name.size());
+        strings_ += spec.name;
+        e.shape_offset = static_cast<std::uint32_t>(strings_.size());
+        e.shape_length = static_cast<std::uint32_t>(shape.size());
+        strings_ += shape;
         if (spec.shape) {
+            e.has_shape = true;
+            e.rank = static_cast<std::uint32_t>(spec.shape->size());
             for (const std::uint64_t d : *spec.shape) {
-                if (!checked_mul(elements, d, elements)) elements = UINT64_MAX;
+                if (!checked_mul(e.elements, d, e.elements)) e.elements = UINT64_MAX;
             }
         }
-        shape_texts_.push_back(spec.shape ? shape_text(*spec.shape) : std::string());
-        elements_.push_back(elements);
+        e.dtype = spec.dtype ? static_cast<std::int16_t>(*spec.dtype) : std::int16_t{-1};
+        e.group = spec.group;
+        e.optional = spec.optional;
+        std::uint64_t slot = hash & mask_;
+        while (slots_[slot].entry != 0) slot = (slot + 1) & mask_;
+        slots_[slot] = Slot{static_cast<std::uint32_t>(hash >> 32), static_cast<std::uint32_t>(entries_.size() + 1)};
+        entries_.push_back(e);
         if (!spec.optional) ++required_;
         specs_.push_back(std::move(spec));
     }
 }
 
-std::int64_t TensorSpecs::find(std::string_view name) const noexcept {
-    std::uint64_t slot = hash_bytes(name) & mask_;
-    while (const std::uint32_t held = slots_[slot]) {
-        const std::size_t i = held - 1;
-        if (specs_[i].name == name) return static_cast<std::int64_t>(i);
-        slot = (slot + 1) & mask_;
+std::int64_t TensorSpecs::find(std::string_view name) const noexcept { return find(name, hash_bytes(name)); }
+
+std::int64_t TensorSpecs::find(std::string_view name, std::uint64_t hash) const noexcept {
+    const auto tag = static_cast<std::uint32_t>(hash >> 32);
+    for (std::uint64_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
+        const Slot& s = slots_[slot];
+        if (s.entry == 0) return -1;
+        if (s.tag == tag && name_of(entries_[s.entry - 1]) == name) return static_cast<std::int64_t>(s.entry - 1);
     }
-    return -1;
 }
 
-bool TensorSpecs::same_shape(const TensorSpec& spec, std::size_t index, const ParsedHeader& h,
-                             const TensorRecord& t) const {
-    const std::vector<std::uint64_t>& dims = *spec.shape;
-    if (t.rank != dims.size() || t.elements_overflow || t.elements != elements_[index]) return false;
+bool TensorSpecs::same_shape(std::size_t index, const ParsedHeader& h, const TensorRecord& t) const {
+    const Entry& e = entries_[index];
+    if (t.rank != e.rank || t.elements_overflow || t.elements != e.elements) return false;
     const std::string_view text = std::string_view(h.text).substr(t.shape_offset, t.shape_length);
-    if (text == shape_texts_[index]) return true;  // as every writer spells it
-    return h.shape(t) == dims;                      // spaces, leading zeros: read the numbers
+    if (text == std::string_view(strings_).substr(e.shape_offset, e.shape_length)) return true;  // as writers spell it
+    return h.shape(t) == *specs_[index].shape;  // spaces, leading zeros: read the numbers
 }
 
 SpecMatch TensorSpecs::match(const std::vector<const ParsedHeader*>& headers,
                              const std::vector<std::int64_t>& groups) const {
     SpecMatch out;
     out.in_group.assign(headers.size(), 0);
-    std::vector<unsigned char> seen(specs_.size(), 0);
+    std::vector<unsigned char> seen(entries_.size(), 0);
     for (std::size_t hi = 0; hi < headers.size(); ++hi) {
         const ParsedHeader* h = headers[hi];
         if (h == nullptr || !h->ok()) continue;
@@ -88,17 +103,17 @@ SpecMatch TensorSpecs::match(const std::vector<const ParsedHeader*>& headers,
             const std::int64_t found = find(h->name(t));
             if (found < 0) continue;
             const auto i = static_cast<std::size_t>(found);
-            const TensorSpec& spec = specs_[i];
+            const Entry& e = entries_[i];
             ++out.known;
             if (seen[i]) {
                 ++out.repeated;
             } else {
                 seen[i] = 1;
-                ++(spec.optional ? out.optional_seen : out.required_seen);
+                ++(e.optional ? out.optional_seen : out.required_seen);
             }
-            if (spec.dtype && *spec.dtype != t.dtype) ++out.dtype_differs;
-            if (spec.shape && !same_shape(spec, i, *h, t)) ++out.shape_differs;
-            if (group >= 0 && spec.group == group) ++out.in_group[hi];
+            if (e.dtype >= 0 && e.dtype != static_cast<std::int16_t>(t.dtype)) ++out.dtype_differs;
+            if (e.has_shape && !same_shape(i, *h, t)) ++out.shape_differs;
+            if (group >= 0 && e.group == group) ++out.in_group[hi];
         }
     }
     return out;

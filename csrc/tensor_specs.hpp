@@ -61,13 +61,34 @@ public:
                     const std::vector<std::int64_t>& groups = {}) const;
 
 private:
-    bool same_shape(const TensorSpec& spec, std::size_t index, const ParsedHeader& h,
-                    const TensorRecord& t) const;
+    // What a match reads of an entry, packed: names and shape texts live in one buffer
+    // (strings_), so a lookup touches a slot, an entry and the bytes it compares.
+    struct Entry {
+        std::uint32_t name_offset = 0, name_length = 0;
+        std::uint32_t shape_offset = 0, shape_length = 0;  // canonical "[a,b]" text
+        std::uint64_t elements = 1;                        // product of the stated shape, saturated
+        std::int64_t group = -1;
+        std::uint32_t rank = 0;
+        std::int16_t dtype = -1;  // -1: not stated
+        bool has_shape = false;
+        bool optional = false;
+    };
+    // Open addressing: the hash's high half as a tag (most probes end on it), entry + 1.
+    struct Slot {
+        std::uint32_t tag = 0;
+        std::uint32_t entry = 0;  // 0: empty
+    };
+
+    std::string_view name_of(const Entry& e) const noexcept {
+        return std::string_view(strings_).substr(e.name_offset, e.name_length);
+    }
+    bool same_shape(std::size_t index, const ParsedHeader& h, const TensorRecord& t) const;
+    std::int64_t find(std::string_view name, std::uint64_t hash) const noexcept;
 
     std::vector<TensorSpec> specs_;
-    std::vector<std::string> shape_texts_;  // canonical "[a,b]" of each stated shape
-    std::vector<std::uint64_t> elements_;   // product of each stated shape (saturated)
-    std::vector<std::uint32_t> slots_;      // open addressing: entry index + 1, 0 empty
+    std::vector<Entry> entries_;
+    std::string strings_;
+    std::vector<Slot> slots_;
     std::uint64_t mask_ = 0;
     std::size_t required_ = 0;
 };
