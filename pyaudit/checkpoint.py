@@ -487,6 +487,46 @@ def _index_exact(
     return _INDEX_EXACT.put(key, match.index_places_exactly(weight_map, readable))
 
 
+_ALL_CLEAN: LRU[Comparison | None] = LRU(64)
+
+
+def _all_clean_memo(
+    ckpt: CheckpointDir,
+    headers: Mapping[str, Header],
+    keys: Mapping[str, tuple[object, ...]],
+    index_doc: dict[str, Any] | None,
+    config: dict[str, Any] | None,
+    base_expected: Expected | None,
+    strays: set[str] | None,
+) -> Comparison | None:
+    """match.all_clean, once per distinct (expected, index, files): the comparison of a
+    checkpoint found clean in one pass, else None (the separate checks then run)."""
+    weight_map = index_doc.get("weight_map") if index_doc is not None else None
+    if (
+        not match.ENABLED
+        or not isinstance(weight_map, dict)
+        or strays
+        or not ckpt.safetensors
+        or any(_is_adapter_file(n) or not headers[n].ok for n in ckpt.safetensors)
+    ):
+        return None
+    # What _expected_for settles on first, whenever there is one: --base, else config.json.
+    expected = base_expected
+    if expected is None and config is not None:
+        try:
+            expected = expect_mod.from_config(config, "config.json")
+        except ManifestUnavailable:
+            return None
+    if expected is None:
+        return None
+    key = (Identity(expected), Identity(weight_map), tuple(keys.values()))
+    held, clean = _ALL_CLEAN.lookup(key)
+    if held:
+        return clean
+    files = [(n, headers[n]) for n in ckpt.safetensors]
+    return _ALL_CLEAN.put(key, match.all_clean(files, weight_map, expected))
+
+
 _CLEAN: LRU[Comparison | None] = LRU(64)
 
 
@@ -795,7 +835,10 @@ def audit_checkpoint(
         if indexed is not None
         else None
     )
-    exact = _index_exact(index_doc, {n: headers[n] for n in ckpt.safetensors}, keys)
+    # The common case in one native pass: every file valid and indexed exactly, holding
+    # exactly the default layout of the model its config names.
+    all_clean = _all_clean_memo(ckpt, headers, keys, index_doc, config, base_expected, strays)
+    exact = all_clean is not None or _index_exact(index_doc, {n: headers[n] for n in ckpt.safetensors}, keys)
     contents = _collect(ckpt, headers, keys, report, ignore=strays, index_exact=exact)
     index = _check_index_memo(ckpt, index_doc, keys, contents, report)
     report.bytes["found"] = contents.found_bytes
@@ -812,7 +855,7 @@ def audit_checkpoint(
 
     # A checkpoint the native match finds exactly as expected holds no PEFT names: the
     # clean comparison settles its kind without a table of its tensors.
-    clean = _clean_memo(contents, expected) if expected is not None else None
+    clean = all_clean or (_clean_memo(contents, expected) if expected is not None else None)
     peft_in_base = (
         [n for n in contents.base if is_peft_tensor(n)] if clean is None and contents.base_peft else []
     )

@@ -154,3 +154,72 @@ def repeated_names(headers: Sequence[Header]) -> int:
 
 def names_containing(headers: Sequence[Header], needle: str) -> int:
     return int(_core.count_names_containing([h._core for h in headers], needle))
+
+
+_COMBINED: LRU[tuple[_core.TensorSpecs, dict[str, int], Counter[str]] | None] = LRU(64)
+
+
+def _combined_specs(
+    expected: Expected, weight_map: dict[str, Any]
+) -> tuple[_core.TensorSpecs, dict[str, int], Counter[str]] | None:
+    """The default layout's table with each name's file (by the index) as its group."""
+    key = (Identity(expected), Identity(weight_map))
+    held, value = _COMBINED.lookup(key)
+    if held:
+        return value
+    layout = expected.default
+    if expected_specs(expected) is None:
+        return _COMBINED.put(key, None)
+    index = _index_specs(weight_map)
+    names = [*layout.tensors, *layout.optional]
+    ids = index.file_ids
+    groups = [ids.get(f, -1) if isinstance(f := weight_map.get(n), str) else -1 for n in names]
+    extra = len(layout.optional)
+    specs = _core.TensorSpecs(
+        names,
+        dtypes=[t.dtype if t.shape is not None and t.dtype else None for t in layout.tensors.values()]
+        + [None] * extra,
+        shapes=[t.shape for t in layout.tensors.values()] + [None] * extra,
+        groups=groups,
+        optional=[False] * len(layout.tensors) + [True] * extra,
+    )
+    return _COMBINED.put(key, (specs, ids, index.per_file))
+
+
+def all_clean(files: Sequence[tuple[str, Header]], weight_map: dict[str, Any], expected: Expected) -> Comparison | None:
+    """One native pass for the common case: the weight files (``files``: every one valid,
+    none an adapter, each named by the index) hold exactly the default layout of
+    ``expected``, and each holds exactly what the index places in it. Then the (finding-
+    free) comparison; else None, and the separate checks decide."""
+    if not ENABLED or not files:
+        return None
+    combined = _combined_specs(expected, weight_map)
+    if combined is None:
+        return None
+    specs, ids, per_file = combined
+    if any(f not in ids for f, _ in files):
+        return None
+    m = specs.match([h._core for _, h in files], [ids[f] for f, _ in files])
+    clean = (
+        m.tensors > 0
+        and m.known == m.tensors
+        and m.required_seen == specs.required
+        and m.dtype_differs == 0
+        and m.shape_differs == 0
+        and m.repeated == 0
+        and all(
+            placed == len(h) == per_file[f] for (f, h), placed in zip(files, m.in_group, strict=True)
+        )
+        and sum(per_file[f] for f, _ in files) == sum(per_file.values())
+    )
+    if not clean:
+        return None
+    layout = expected.default
+    return Comparison(
+        findings=[],
+        layout=layout.name,
+        expected=len(layout.tensors),
+        expected_bytes=layout.total_bytes if layout.total_bytes is not None else expected.total_bytes,
+        missing=0,
+        unexpected=0,
+    )
