@@ -31,7 +31,11 @@ def _needs_normalising(name: str) -> bool:
     return is_peft_tensor(name) or BASE_LAYER in name or INNER_WRAPPER.search(name) is not None
 
 
-def _layout_specs(layout: LayoutTensors) -> _core.TensorSpecs | None:
+def _layout_specs(
+    layout: LayoutTensors, file_of: Mapping[str, int] | None = None
+) -> _core.TensorSpecs | None:
+    """``layout``'s table: its tensors (dtype and shape stated) and its optional names;
+    with ``file_of``, each name's group is its file's id there (-1 when absent)."""
     if not layout.tensors or layout.tensors.keys() & layout.optional.keys():
         return None  # compare.choose_layout would count such a name twice
     names = [*layout.tensors, *layout.optional]
@@ -46,10 +50,31 @@ def _layout_specs(layout: LayoutTensors) -> _core.TensorSpecs | None:
             names,
             dtypes=dtypes + [None] * extra,
             shapes=shapes + [None] * extra,
+            groups=[file_of.get(n, -1) for n in names] if file_of is not None else None,
             optional=[False] * len(layout.tensors) + [True] * extra,
         )
     except (ValueError, TypeError, OverflowError):
         return None  # a dtype or shape the core cannot state: the reference path decides
+
+
+def _holds_exactly(m: _core.SpecMatch, table: _core.TensorSpecs) -> bool:
+    """Every tensor known, every required entry seen once, no dtype or shape differs."""
+    return (
+        m.tensors > 0
+        and m.known == m.tensors
+        and m.required_seen == table.required
+        and m.dtype_differs == 0
+        and m.shape_differs == 0
+        and m.repeated == 0
+    )
+
+
+def _clean(layout: LayoutTensors, expected: Expected) -> Comparison:
+    """compare_full's result for files holding exactly ``layout``: nothing to report."""
+    total = layout.total_bytes if layout.total_bytes is not None else expected.total_bytes
+    return Comparison(
+        findings=[], layout=layout.name, expected=len(layout.tensors), expected_bytes=total
+    )
 
 
 _EXPECTED_SPECS: LRU[list[_core.TensorSpecs] | None] = LRU(64)
@@ -84,24 +109,7 @@ def clean_comparison(headers: Sequence[Header], expected: Expected) -> Compariso
         m = table.match(cores)
         if m.tensors == 0 or m.known < m.tensors:
             continue
-        clean = (
-            m.required_seen == table.required
-            and m.dtype_differs == 0
-            and m.shape_differs == 0
-            and m.repeated == 0
-        )
-        if not clean:
-            return None
-        return Comparison(
-            findings=[],
-            layout=layout.name,
-            expected=len(layout.tensors),
-            expected_bytes=(
-                layout.total_bytes if layout.total_bytes is not None else expected.total_bytes
-            ),
-            missing=0,
-            unexpected=0,
-        )
+        return _clean(layout, expected) if _holds_exactly(m, table) else None
     return None
 
 
@@ -167,59 +175,38 @@ def _combined_specs(
     held, value = _COMBINED.lookup(key)
     if held:
         return value
-    layout = expected.default
     if expected_specs(expected) is None:
         return _COMBINED.put(key, None)
     index = _index_specs(weight_map)
-    names = [*layout.tensors, *layout.optional]
-    ids = index.file_ids
-    groups = [ids.get(f, -1) if isinstance(f := weight_map.get(n), str) else -1 for n in names]
-    extra = len(layout.optional)
-    specs = _core.TensorSpecs(
-        names,
-        dtypes=[t.dtype if t.shape is not None and t.dtype else None for t in layout.tensors.values()]
-        + [None] * extra,
-        shapes=[t.shape for t in layout.tensors.values()] + [None] * extra,
-        groups=groups,
-        optional=[False] * len(layout.tensors) + [True] * extra,
-    )
-    return _COMBINED.put(key, (specs, ids, index.per_file))
+    file_of = {n: index.file_ids[f] for n, f in weight_map.items() if isinstance(f, str)}
+    table = _layout_specs(expected.default, file_of)
+    if table is None:
+        return _COMBINED.put(key, None)
+    return _COMBINED.put(key, (table, index.file_ids, index.per_file))
 
 
-def all_clean(files: Sequence[tuple[str, Header]], weight_map: dict[str, Any], expected: Expected) -> Comparison | None:
+def all_clean(
+    files: Sequence[tuple[str, Header]], weight_map: dict[str, Any], expected: Expected
+) -> Comparison | None:
     """One native pass for the common case: the weight files (``files``: every one valid,
     none an adapter, each named by the index) hold exactly the default layout of
-    ``expected``, and each holds exactly what the index places in it. Then the (finding-
-    free) comparison; else None, and the separate checks decide."""
+    ``expected``, and each holds exactly what the index places in it, and the index names
+    no other file. Then the (finding-free) comparison; else None, and the separate checks
+    decide."""
     if not ENABLED or not files:
         return None
     combined = _combined_specs(expected, weight_map)
     if combined is None:
         return None
-    specs, ids, per_file = combined
+    table, ids, per_file = combined
     if any(f not in ids for f, _ in files):
         return None
-    m = specs.match([h._core for _, h in files], [ids[f] for f, _ in files])
-    clean = (
-        m.tensors > 0
-        and m.known == m.tensors
-        and m.required_seen == specs.required
-        and m.dtype_differs == 0
-        and m.shape_differs == 0
-        and m.repeated == 0
-        and all(
-            placed == len(h) == per_file[f] for (f, h), placed in zip(files, m.in_group, strict=True)
-        )
+    m = table.match([h._core for _, h in files], [ids[f] for f, _ in files])
+    placed = zip(files, m.in_group, strict=True)
+    if not (
+        _holds_exactly(m, table)
+        and all(n == len(h) == per_file[f] for (f, h), n in placed)
         and sum(per_file[f] for f, _ in files) == sum(per_file.values())
-    )
-    if not clean:
+    ):
         return None
-    layout = expected.default
-    return Comparison(
-        findings=[],
-        layout=layout.name,
-        expected=len(layout.tensors),
-        expected_bytes=layout.total_bytes if layout.total_bytes is not None else expected.total_bytes,
-        missing=0,
-        unexpected=0,
-    )
+    return _clean(expected.default, expected)
