@@ -24,7 +24,7 @@ from pyaudit.findings import Finding, finding, status_of
 from pyaudit.headers import Header
 from pyaudit.memo import LRU, Identity
 from pyaudit.report.sizes import human_bytes
-from pyaudit.runs import Declared, RunArgs, find_run_args, read_json, resolve_model
+from pyaudit.runs import Declared, RunArgs, find_run_args, read_json, read_run_file, resolve_model
 
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.safetensors$")
 TRUNCATION_RULES = {"data-truncated", "trailing-bytes", "header-truncated", "too-small"}
@@ -431,7 +431,7 @@ def _index_doc(
         return None
     name = "model.safetensors.index.json"
     chosen = name if name in indexes else indexes[0]
-    return read_json(ckpt.path / chosen, known.get(chosen))
+    return read_run_file(ckpt.path, chosen, known.get(chosen))
 
 
 def _check_index_memo(
@@ -819,9 +819,9 @@ def audit_checkpoint(
     found them (:func:`run_file_names`), so that content seen before is not read again."""
     report = CheckpointReport(path=ckpt.display)
     known = digests or {}
-    config = read_json(ckpt.path / "config.json", known.get("config.json")) if ckpt.has_config else None
+    config = read_run_file(ckpt.path, "config.json", known.get("config.json")) if ckpt.has_config else None
     adapter_config = (
-        read_json(ckpt.path / "adapter_config.json", known.get("adapter_config.json"))
+        read_run_file(ckpt.path, "adapter_config.json", known.get("adapter_config.json"))
         if ckpt.has_adapter_config
         else None
     )

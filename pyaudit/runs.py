@@ -35,6 +35,17 @@ PREFETCH_BYTES = 16 * 1024 * 1024  # sweeps digest run files up to this size off
 _PARSED: LRU[dict[str, Any] | None] = LRU(256)
 
 
+def read_run_file(
+    directory: Path, name: str, known: tuple[int, int] | None = None
+) -> dict[str, Any] | None:
+    """``read_json(directory / name, known)``, the path made only if the file must be read."""
+    if known is not None:
+        held, cached = _PARSED.lookup(known)
+        if held:
+            return cached
+    return read_json(directory / name)
+
+
 def read_json(path: Path, known: tuple[int, int] | None = None) -> dict[str, Any] | None:
     """A JSON object from a small run file (config, index, args), or None when absent,
     unreadable, too large or not an object.
