@@ -7,5 +7,6 @@ namespace pyaudit {
 void register_header(pybind11::module_& m);
 void register_data(pybind11::module_& m);
 void register_specs(pybind11::module_& m);
+void register_batch(pybind11::module_& m);
 
 }  // namespace pyaudit

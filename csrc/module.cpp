@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
     pyaudit::register_header(m);
     pyaudit::register_data(m);
     pyaudit::register_specs(m);
+    pyaudit::register_batch(m);
 }

@@ -8,8 +8,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <system_error>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -212,62 +210,6 @@ py::object optional_str(const std::string& s) {
     return to_str(s);
 }
 
-// A batch of reads running on native threads from construction on, so that a sweep
-// audits one batch in Python while the next is read, with no Python thread (whose
-// every return from a blocking call would queue for the GIL behind the audit).
-class BatchRead {
-public:
-    BatchRead(std::vector<std::string> header_paths, std::vector<std::string> file_paths,
-              std::uint64_t max_size, unsigned jobs)
-        : header_paths_(std::move(header_paths)), file_paths_(std::move(file_paths)) {
-        auto work = [this, max_size, jobs] {
-            headers_ = read_header_files(header_paths_, jobs, &from_page_cache_);
-            digests_ = digest_files(file_paths_, max_size, jobs);
-        };
-        try {
-            worker_ = std::thread(work);
-        } catch (const std::system_error&) {
-            py::gil_scoped_release release;  // no thread to be had: read now
-            work();
-        }
-    }
-    BatchRead(const BatchRead&) = delete;
-    BatchRead& operator=(const BatchRead&) = delete;
-    ~BatchRead() {
-        if (worker_.joinable()) worker_.join();  // its threads never wait on the GIL
-    }
-
-    py::tuple result() {
-        if (worker_.joinable()) {
-            py::gil_scoped_release release;
-            worker_.join();
-        }
-        py::list headers(headers_.size());
-        for (std::size_t i = 0; i < headers_.size(); ++i) {
-            PyList_SET_ITEM(headers.ptr(), static_cast<Py_ssize_t>(i),
-                            py::cast(Header(header_paths_[i], headers_[i])).release().ptr());
-        }
-        py::list digests(digests_.size());
-        for (std::size_t i = 0; i < digests_.size(); ++i) {
-            py::object item = digests_[i].ok ? py::object(py::make_tuple(digests_[i].size, digests_[i].digest))
-                                             : py::object(py::none());
-            PyList_SET_ITEM(digests.ptr(), static_cast<Py_ssize_t>(i), item.release().ptr());
-        }
-        return py::make_tuple(std::move(headers), std::move(digests));
-    }
-
-    // After result(): how many of the header files started in the page cache.
-    std::size_t from_page_cache() const noexcept { return from_page_cache_; }
-
-private:
-    std::vector<std::string> header_paths_;
-    std::vector<std::string> file_paths_;
-    std::vector<std::shared_ptr<const ParsedHeader>> headers_;
-    std::vector<FileDigest> digests_;
-    std::size_t from_page_cache_ = 0;
-    std::thread worker_;
-};
-
 }  // namespace
 
 void register_header(py::module_& m) {
@@ -376,16 +318,6 @@ void register_header(py::module_& m) {
           py::arg("paths"), py::arg("max_size"), py::arg("jobs") = 0,
           "(size, digest) of each whole regular file up to max_size bytes, else None; "
           "read and hashed on up to `jobs` threads.");
-
-    py::class_<BatchRead>(m, "BatchRead",
-                          "Headers and whole small files read on native threads that never take the GIL: "
-                          "started on construction, collected by result().")
-        .def(py::init<std::vector<std::string>, std::vector<std::string>, std::uint64_t, unsigned>(),
-             py::arg("header_paths"), py::arg("file_paths"), py::arg("max_size"), py::arg("jobs") = 0)
-        .def("result", &BatchRead::result,
-             "Wait for the reads; (headers as Header objects, (size, digest) or None per file).")
-        .def_property_readonly("from_page_cache", &BatchRead::from_page_cache,
-                               "After result(): header files whose start was in the page cache.");
 
     m.def("hash_bytes",
           [](const py::bytes& data) {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pyaudit import expected as expect_mod
-from pyaudit import match
+from pyaudit import _core, match
 from pyaudit.adapters import check_adapter
 from pyaudit.compare import Comparison, Found, compare_full, is_peft_tensor
 from pyaudit.data import DataResult, data_findings
@@ -498,9 +498,11 @@ def _all_clean_memo(
     config: dict[str, Any] | None,
     base_expected: Expected | None,
     strays: set[str] | None,
+    ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
 ) -> Comparison | None:
     """match.all_clean, once per distinct (expected, index, files): the comparison of a
-    checkpoint found clean in one pass, else None (the separate checks then run)."""
+    checkpoint found clean in one pass, else None (the separate checks then run).
+    ``ahead``: its files held against a table on a sweep's reading threads."""
     weight_map = index_doc.get("weight_map") if index_doc is not None else None
     if (
         not match.ENABLED
@@ -524,7 +526,7 @@ def _all_clean_memo(
     if held:
         return clean
     files = [(n, headers[n]) for n in ckpt.safetensors]
-    return _ALL_CLEAN.put(key, match.all_clean(files, weight_map, expected))
+    return _ALL_CLEAN.put(key, match.all_clean(files, weight_map, expected, ahead))
 
 
 _CLEAN: LRU[Comparison | None] = LRU(64)
@@ -812,11 +814,13 @@ def audit_checkpoint(
     base_expected: Expected | None = None,
     data: Mapping[str, DataResult] | None = None,
     digests: Mapping[str, tuple[int, int] | None] | None = None,
+    ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
 ) -> CheckpointReport:
     """Audit one checkpoint whose .safetensors headers (by file name) are given, and
     the results of streaming its tensor bytes when --verify-data asked for them.
     ``digests``: (size, digest) of its JSON files by name, as a sweep's reading threads
-    found them (:func:`run_file_names`), so that content seen before is not read again."""
+    found them (:func:`run_file_names`), so that content seen before is not read again;
+    ``ahead``: its weight files held against a native table there (match.last_table)."""
     report = CheckpointReport(path=ckpt.display)
     known = digests or {}
     config = read_run_file(ckpt.path, "config.json", known.get("config.json")) if ckpt.has_config else None
@@ -837,7 +841,7 @@ def audit_checkpoint(
     )
     # The common case in one native pass: every file valid and indexed exactly, holding
     # exactly the default layout of the model its config names.
-    all_clean = _all_clean_memo(ckpt, headers, keys, index_doc, config, base_expected, strays)
+    all_clean = _all_clean_memo(ckpt, headers, keys, index_doc, config, base_expected, strays, ahead)
     exact = all_clean is not None or _index_exact(index_doc, {n: headers[n] for n in ckpt.safetensors}, keys)
     contents = _collect(ckpt, headers, keys, report, ignore=strays, index_exact=exact)
     index = _check_index_memo(ckpt, index_doc, keys, contents, report)

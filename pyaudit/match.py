@@ -185,8 +185,21 @@ def _combined_specs(
     return _COMBINED.put(key, (table, index.file_ids, index.per_file))
 
 
+_last: list[tuple[_core.TensorSpecs, dict[str, int]]] = []  # the table all_clean used last
+
+
+def last_table() -> tuple[_core.TensorSpecs, dict[str, int]] | None:
+    """The table :func:`all_clean` used last, and its file ids: a sweep has the next
+    batch's checkpoints held against it on the reading threads (most are of the same
+    run), and :func:`all_clean` takes that match when it is for the table it needs."""
+    return _last[0] if _last else None
+
+
 def all_clean(
-    files: Sequence[tuple[str, Header]], weight_map: dict[str, Any], expected: Expected
+    files: Sequence[tuple[str, Header]],
+    weight_map: dict[str, Any],
+    expected: Expected,
+    ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
 ) -> Comparison | None:
     """One native pass for the common case: the weight files (``files``: every one valid,
     none an adapter, each named by the index) hold exactly the default layout of
@@ -201,7 +214,12 @@ def all_clean(
     table, ids, per_file = combined
     if any(f not in ids for f, _ in files):
         return None
-    m = table.match([h._core for _, h in files], [ids[f] for f, _ in files])
+    if ahead is not None and ahead[0] is table:
+        m = ahead[1]  # the same files held against the same table, on a reading thread
+    else:
+        m = table.match([h._core for _, h in files], [ids[f] for f, _ in files])
+    if not _last or _last[0][0] is not table:
+        _last[:] = [(table, ids)]
     placed = zip(files, m.in_group, strict=True)
     if not (
         _holds_exactly(m, table)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from pyaudit import _core
+from pyaudit import _core, match
 from pyaudit.checkpoint import (
     AuditOptions,
     CheckpointReport,
@@ -87,6 +87,7 @@ class _Read:
     headers: dict[str, Header]
     data: dict[str, DataResult] | None = None
     digests: dict[str, tuple[int, int] | None] | None = None  # run files: (size, digest)
+    ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None  # held against a table
 
 
 def _join(directory: Path, name: str) -> str:
@@ -98,10 +99,12 @@ def _join(directory: Path, name: str) -> str:
 
 
 def _batch_paths(batch: list[CheckpointDir]) -> tuple[list[str], list[tuple[int, str, str]]]:
-    """The weight files of a batch, and its checkpoints' run files (index in the batch, name, path)."""
+    """A batch's weight files, and its checkpoints' run files (index in the batch, name, path)."""
     headers = [_join(ckpt.path, name) for ckpt in batch for name in ckpt.safetensors]
     run_files = [
-        (i, name, _join(ckpt.path, name)) for i, ckpt in enumerate(batch) for name in run_file_names(ckpt)
+        (i, name, _join(ckpt.path, name))
+        for i, ckpt in enumerate(batch)
+        for name in run_file_names(ckpt)
     ]
     return headers, run_files
 
@@ -125,7 +128,11 @@ def _reads(
         names = ckpt.safetensors
         read = _Read(dict(zip(names, headers[at : at + n], strict=True)), digests=known)
         if by_path is not None:
-            read.data = {name: by_path[p] for name, p in zip(names, paths[at : at + n], strict=True) if p in by_path}
+            read.data = {
+                name: by_path[p]
+                for name, p in zip(names, paths[at : at + n], strict=True)
+                if p in by_path
+            }
         out.append(read)
         at += n
     return out
@@ -137,7 +144,11 @@ def _read_batch(batch: list[CheckpointDir], jobs: int | None, verify_data: bool)
     headers = read_headers(paths, jobs=jobs)
     # The config and index of every checkpoint too, read and hashed off the GIL.
     found = _core.digest_files([os.fsencode(p) for _, _, p in run_files], PREFETCH_BYTES, jobs or 0)
-    data = verify_data_files([p for p, h in zip(paths, headers, strict=True) if h.ok], jobs) if verify_data else None
+    data = (
+        verify_data_files([p for p, h in zip(paths, headers, strict=True) if h.ok], jobs)
+        if verify_data
+        else None
+    )
     return _reads(batch, paths, headers, run_files, found, data)
 
 
@@ -218,11 +229,21 @@ class _Ahead:
             self._thread.start()
         else:
             self._paths, self._run_files = _batch_paths(batch)
+            # The table the audit used last (a run's checkpoints share one): each
+            # checkpoint is held against it on the reading threads too.
+            self._table = match.last_table()
+            groups: list[int] = []
+            if self._table is not None:
+                ids = self._table[1]
+                groups = [ids.get(name, -1) for ckpt in batch for name in ckpt.safetensors]
             self._native = _core.BatchRead(
                 [os.fsencode(p) for p in self._paths],
                 [os.fsencode(p) for _, _, p in self._run_files],
                 PREFETCH_BYTES,
                 jobs or 0,
+                self._table[0] if self._table is not None else None,
+                groups,
+                [len(ckpt.safetensors) for ckpt in batch] if self._table is not None else [],
             )
 
     def _run(self, jobs: int | None) -> None:
@@ -233,10 +254,14 @@ class _Ahead:
 
     def result(self) -> list[_Read]:
         if self._native is not None:
-            cores, found = self._native.result()
+            cores, found, matches = self._native.result()
             self.files, self.from_page_cache = len(cores), self._native.from_page_cache
             headers = [Header(p, c) for p, c in zip(self._paths, cores, strict=True)]
-            return _reads(self._batch, self._paths, headers, self._run_files, found, None)
+            reads = _reads(self._batch, self._paths, headers, self._run_files, found, None)
+            if matches is not None and self._table is not None:
+                for read, m in zip(reads, matches, strict=True):
+                    read.ahead = (self._table[0], m)
+            return reads
         assert self._thread is not None
         self._thread.join()
         if self._error is not None:
@@ -252,4 +277,6 @@ def _audit_batch(
     base_expected: Expected | None,
 ) -> Iterator[CheckpointReport]:
     for ckpt, read in zip(batch, reads, strict=True):
-        yield audit_checkpoint(ckpt, read.headers, options, base_expected, read.data, read.digests)
+        yield audit_checkpoint(
+            ckpt, read.headers, options, base_expected, read.data, read.digests, read.ahead
+        )

@@ -58,7 +58,9 @@ def test_equal_headers_share_a_parse_but_not_a_verdict(tmp_path: Path) -> None:
         for h in headers:
             alone = read_headers([h.path])[0]
             assert (alone.rule, alone.file_size, alone.names() if alone.ok else None) == (
-                h.rule, h.file_size, h.names() if h.ok else None
+                h.rule,
+                h.file_size,
+                h.names() if h.ok else None,
             )
             assert alone.digest == h.digest
             if h.ok:
@@ -126,7 +128,8 @@ def test_batch_read_is_read_headers_and_digest_files(tmp_path: Path) -> None:
     doc.write_text("{}")
     headers = [os.fsencode(p) for p in (a, b, tmp_path / "absent.safetensors", a)]
     files = [os.fsencode(p) for p in (doc, tmp_path / "absent.json")]
-    got, digests = _core.BatchRead(headers, files, 1 << 20, 2).result()
+    got, digests, matches = _core.BatchRead(headers, files, 1 << 20, 2).result()
+    assert matches is None  # no table given
     want = _core.read_headers(headers, 2)
     assert [(h.rule, h.file_size, h.digest if h.ok else 0) for h in got] == [
         (h.rule, h.file_size, h.digest if h.ok else 0) for h in want
@@ -136,3 +139,26 @@ def test_batch_read_is_read_headers_and_digest_files(tmp_path: Path) -> None:
     for _ in range(20):  # started and dropped before their results are asked for
         _core.BatchRead(headers * 50, files, 1 << 20, 2)
     gc.collect()
+
+
+def test_batch_read_holds_each_span_against_a_table(tmp_path: Path) -> None:
+    """With a table, each span of headers (a checkpoint) is matched as TensorSpecs.match would."""
+    from pyaudit import _core
+
+    a = _write(tmp_path / "a.safetensors", w=(3,), b=(2,))
+    b = _write(tmp_path / "b.safetensors", v=(2,))
+    c = _write(tmp_path / "c.safetensors", w=(4,))
+    table = _core.TensorSpecs(["w", "b", "v"], shapes=[(3,), (2,), (2,)], groups=[0, 0, 1])
+    paths = [os.fsencode(p) for p in (a, b, c, a, b)]
+    groups, spans = [0, 1, 0, 0, 1], [2, 1, 2]
+    got, _, matches = _core.BatchRead(paths, [], 1 << 20, 2, table, groups, spans).result()
+    assert matches is not None and len(matches) == 3
+    at = 0
+    for n, m in zip(spans, matches, strict=True):
+        want = table.match(got[at : at + n], groups[at : at + n])
+        fields = ("tensors", "known", "required_seen", "shape_differs", "repeated", "in_group")
+        assert [getattr(m, f) for f in fields] == [getattr(want, f) for f in fields]
+        at += n
+    assert matches[0].in_group == [2, 1] and matches[1].shape_differs == 1
+    with pytest.raises(ValueError, match="spans must cover"):
+        _core.BatchRead(paths, [], 1 << 20, 2, table, groups, [1])

@@ -236,3 +236,44 @@ def test_digest_is_of_the_header_text(tmp_path: Path) -> None:
     b = _core.read_header(str(tmp_path / "b.safetensors"))
     c = _headers(tmp_path, {"c.safetensors": {"v": ("F32", (2,))}})[0]
     assert a.digest == b.digest != c.digest
+
+
+def test_store_sweep_with_read_ahead_matches_agrees(tmp_path: Path, monkeypatch: Any) -> None:
+    """A store of one run's checkpoints, some faulty: later batches are held against the
+    table on the reading threads (match.last_table), and the reports equal the reference."""
+    config, tensors = _base()
+    names = list(tensors)
+    faults = {3: "drop", 9: "dtype", 14: "shape", 17: "twice", 21: "extra"}
+    index = {n: SHARDS[i * 2 // len(names)] for i, n in enumerate(names)}
+    for k in range(24):
+        files: Files = {s: {} for s in SHARDS}
+        for n in names:
+            files[index[n]][n] = tensors[n]
+        victim = names[k % len(names)]
+        fault = faults.get(k)
+        if fault == "drop":
+            files[index[victim]].pop(victim)
+        elif fault == "dtype":
+            files[index[victim]][victim] = ("F16", tensors[victim][1])
+        elif fault == "shape":
+            files[index[victim]][victim] = (tensors[victim][0], (3, 3))
+        elif fault == "twice":
+            other = SHARDS[1] if index[victim] == SHARDS[0] else SHARDS[0]
+            files[other][victim] = tensors[victim]
+        elif fault == "extra":
+            files[SHARDS[0]]["extra.weight"] = ("F32", (2,))
+        _write(tmp_path / "store" / f"checkpoint-{k}", config, files, index)
+    used: list[bool] = []
+    real = match.all_clean
+
+    def spy(*args: Any) -> Any:
+        used.append(len(args) > 3 and args[3] is not None and args[3][0] is match._last[0][0])
+        return real(*args)
+
+    monkeypatch.setattr(match, "all_clean", spy)
+    fast = _reports(tmp_path / "store", True)
+    assert any(used), "no checkpoint was matched ahead"
+    assert fast == _reports(tmp_path / "store", False)
+    assert sorted(r["path"] for r in fast if r["status"] != "pass") == sorted(
+        f"checkpoint-{k}" for k in faults
+    )

@@ -1,0 +1,139 @@
+// Python face of the sweep's read-ahead: a batch of header reads, run files hashed
+// and (optionally) headers held against a TensorSpecs table, all on native threads
+// that never take the GIL.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "batch.hpp"
+#include "bindings.hpp"
+#include "file_digest.hpp"
+#include "header_object.hpp"
+#include "tensor_specs.hpp"
+
+namespace py = pybind11;
+
+namespace pyaudit {
+namespace {
+
+// Started on construction, collected by result(): a sweep audits one batch in Python
+// while the next is read, with no Python thread (whose every return from a blocking
+// call would queue for the GIL behind the audit).
+class BatchRead {
+public:
+    BatchRead(std::vector<std::string> header_paths, std::vector<std::string> file_paths,
+              std::uint64_t max_size, unsigned jobs, std::optional<py::object> specs,
+              std::vector<std::int64_t> groups, std::vector<std::size_t> spans)
+        : header_paths_(std::move(header_paths)),
+          file_paths_(std::move(file_paths)),
+          groups_(std::move(groups)),
+          spans_(std::move(spans)) {
+        if (specs && !specs->is_none()) {
+            specs_object_ = *specs;  // kept alive while the threads use it
+            table_ = specs_object_.cast<const TensorSpecs*>();
+            std::size_t total = 0;
+            for (const std::size_t n : spans_) total += n;
+            if (total != header_paths_.size() || groups_.size() != header_paths_.size()) {
+                throw py::value_error("spans must cover the headers, and groups have one item per header");
+            }
+        }
+        auto work = [this, max_size, jobs] {
+            headers_ = read_header_files(header_paths_, jobs, &from_page_cache_);
+            digests_ = digest_files(file_paths_, max_size, jobs);
+            if (table_ != nullptr) match_spans();
+        };
+        try {
+            worker_ = std::thread(work);
+        } catch (const std::system_error&) {
+            py::gil_scoped_release release;  // no thread to be had: read now
+            work();
+        }
+    }
+    BatchRead(const BatchRead&) = delete;
+    BatchRead& operator=(const BatchRead&) = delete;
+    ~BatchRead() {
+        if (worker_.joinable()) worker_.join();  // its threads never wait on the GIL
+    }
+
+    py::tuple result() {
+        if (worker_.joinable()) {
+            py::gil_scoped_release release;
+            worker_.join();
+        }
+        py::list headers(headers_.size());
+        for (std::size_t i = 0; i < headers_.size(); ++i) {
+            PyList_SET_ITEM(headers.ptr(), static_cast<Py_ssize_t>(i),
+                            py::cast(Header(header_paths_[i], headers_[i])).release().ptr());
+        }
+        py::list digests(digests_.size());
+        for (std::size_t i = 0; i < digests_.size(); ++i) {
+            py::object item = digests_[i].ok ? py::object(py::make_tuple(digests_[i].size, digests_[i].digest))
+                                             : py::object(py::none());
+            PyList_SET_ITEM(digests.ptr(), static_cast<Py_ssize_t>(i), item.release().ptr());
+        }
+        py::object matches = py::none();
+        if (table_ != nullptr) matches = py::cast(matches_);
+        return py::make_tuple(std::move(headers), std::move(digests), std::move(matches));
+    }
+
+    // After result(): how many of the header files started in the page cache.
+    std::size_t from_page_cache() const noexcept { return from_page_cache_; }
+
+private:
+    // One match per checkpoint (span of consecutive headers), while they are in cache.
+    void match_spans() {
+        matches_.reserve(spans_.size());
+        std::size_t at = 0;
+        for (const std::size_t n : spans_) {
+            std::vector<const ParsedHeader*> span;
+            span.reserve(n);
+            for (std::size_t i = at; i < at + n; ++i) span.push_back(headers_[i].get());
+            const std::vector<std::int64_t> groups(groups_.begin() + static_cast<std::ptrdiff_t>(at),
+                                                   groups_.begin() + static_cast<std::ptrdiff_t>(at + n));
+            matches_.push_back(table_->match(span, groups));
+            at += n;
+        }
+    }
+
+    std::vector<std::string> header_paths_;
+    std::vector<std::string> file_paths_;
+    std::vector<std::int64_t> groups_;
+    std::vector<std::size_t> spans_;
+    py::object specs_object_;
+    const TensorSpecs* table_ = nullptr;
+    std::vector<std::shared_ptr<const ParsedHeader>> headers_;
+    std::vector<FileDigest> digests_;
+    std::vector<SpecMatch> matches_;
+    std::size_t from_page_cache_ = 0;
+    std::thread worker_;
+};
+
+}  // namespace
+
+void register_batch(py::module_& m) {
+    py::class_<BatchRead>(m, "BatchRead",
+                          "Headers and whole small files read on native threads that never take the GIL: "
+                          "started on construction, collected by result(). With `specs`, each span of "
+                          "consecutive headers (a checkpoint) is also held against that table.")
+        .def(py::init<std::vector<std::string>, std::vector<std::string>, std::uint64_t, unsigned,
+                      std::optional<py::object>, std::vector<std::int64_t>, std::vector<std::size_t>>(),
+             py::arg("header_paths"), py::arg("file_paths"), py::arg("max_size"), py::arg("jobs") = 0,
+             py::arg("specs") = py::none(), py::arg("groups") = std::vector<std::int64_t>{},
+             py::arg("spans") = std::vector<std::size_t>{})
+        .def("result", &BatchRead::result,
+             "Wait for the reads: (headers as Header objects, (size, digest) or None per file, "
+             "a SpecMatch per span or None without specs).")
+        .def_property_readonly("from_page_cache", &BatchRead::from_page_cache,
+                               "After result(): header files whose start was in the page cache.");
+}
+
+}  // namespace pyaudit
