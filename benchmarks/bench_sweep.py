@@ -461,10 +461,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 n = args.cold_n
                 d = root / f"same-{n}"
-                tools = {
-                    f"pyaudit-j{j}": (f"pyaudit scan --json --jobs {j}", pyaudit_cmd(d, j))
-                    for j in (1, 2, 8, 16)
-                }
+                tools = {"pyaudit": ("pyaudit scan --json (threads chosen per batch)", pyaudit_cmd(d, None))}
+                tools.update(
+                    {
+                        f"pyaudit-j{j}": (f"pyaudit scan --json --jobs {j}", pyaudit_cmd(d, j))
+                        for j in (1, 2, 8, 16)
+                    }
+                )
                 tools["peer"] = ("safe_open script", peer_cmd(d))
 
                 def prep() -> None:
