@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -187,14 +186,10 @@ def scan(
 
 class _Threads:
     """How many threads read the next batch: ``--jobs`` when given; else as the last batch
-    says. Headers in the page cache make reading CPU work, done beside the audit: one
-    fewer than the cores while the audit is the slower of the two (it keeps a core of its
-    own), all of them once the audit had to wait for a batch. Headers on disk (or a network
-    filesystem) make reading waiting: more threads than cores keep more requests in flight
-    (DESIGN.md, cold cache).
+    says. Headers in the page cache make reading CPU work, and the audit needs a core of
+    its own: one fewer than the cores. Headers on disk (or a network filesystem) make it
+    waiting: more threads than cores keep more requests in flight (DESIGN.md, cold cache).
     """
-
-    WAITED = 0.001  # seconds the audit waited for a batch that make reading the slower side
 
     def __init__(self, jobs: int | None) -> None:
         self.fixed = jobs
@@ -205,14 +200,10 @@ class _Threads:
         return self.current
 
     def saw(self, ahead: _Ahead) -> list[_Read]:
-        start = time.perf_counter()
         reads = ahead.result()
-        waited = time.perf_counter() - start
         if self.fixed is None and ahead.files:
-            if ahead.from_page_cache >= 0.9 * ahead.files:
-                self.current = self.cores if waited > self.WAITED else max(1, self.cores - 1)
-            else:
-                self.current = min(16, 4 * self.cores)
+            warm = ahead.from_page_cache >= 0.9 * ahead.files
+            self.current = max(1, self.cores - 1) if warm else min(16, 4 * self.cores)
         return reads
 
 
