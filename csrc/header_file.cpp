@@ -112,6 +112,10 @@ void HeaderCache::add(std::shared_ptr<const ParsedHeader> parsed) {
     if (held.size() < 4) held.push_back(std::move(parsed));
 }
 
+bool cachestat_supported() noexcept {
+    return kCachestat >= 0 && g_cachestat_works.load(std::memory_order_relaxed);
+}
+
 ParsedHeader read_header_file(const std::string& path) {
     const std::shared_ptr<const ParsedHeader> parsed = read_header_shared(path, nullptr);
     // Without a cache the result is made here and held nowhere else: moved out, not

@@ -52,6 +52,10 @@ private:
 // Never throws for a bad or unreadable file: the result carries the issue.
 ParsedHeader read_header_file(const std::string& path);
 
+// Whether reads can tell a page-cached file (cachestat, Linux 6.5+): false once the
+// kernel refused it.
+bool cachestat_supported() noexcept;
+
 // The same, sharing the parse of an equal header through `cache` (may be null).
 // With a cache, the result's digest is set (hash_bytes of the header text).
 // `from_page_cache`, when given, says whether the file's start was in the page cache

@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -17,6 +19,7 @@
 #include "batch.hpp"
 #include "bindings.hpp"
 #include "file_digest.hpp"
+#include "header_file.hpp"
 #include "header_object.hpp"
 #include "tensor_specs.hpp"
 
@@ -47,7 +50,11 @@ public:
             }
         }
         auto work = [this, max_size, jobs] {
+            const auto start = std::chrono::steady_clock::now();
             headers_ = read_header_files(header_paths_, jobs, &from_page_cache_);
+            header_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            threads_ = std::max(1u, std::min<unsigned>(jobs == 0 ? default_jobs() : jobs,
+                                                       static_cast<unsigned>(std::max<std::size_t>(1, header_paths_.size()))));
             digests_ = digest_files(file_paths_, max_size, jobs);
             if (table_ != nullptr) match_spans();
         };
@@ -87,6 +94,10 @@ public:
 
     // After result(): how many of the header files started in the page cache.
     std::size_t from_page_cache() const noexcept { return from_page_cache_; }
+    // After result(): thread-seconds spent reading headers, per header file.
+    double seconds_per_file() const noexcept {
+        return header_paths_.empty() ? 0.0 : header_seconds_ * threads_ / static_cast<double>(header_paths_.size());
+    }
 
 private:
     // One match per checkpoint (span of consecutive headers), while they are in cache.
@@ -114,6 +125,8 @@ private:
     std::vector<FileDigest> digests_;
     std::vector<SpecMatch> matches_;
     std::size_t from_page_cache_ = 0;
+    double header_seconds_ = 0.0;
+    unsigned threads_ = 1;
     std::thread worker_;
 };
 
@@ -133,7 +146,11 @@ void register_batch(py::module_& m) {
              "Wait for the reads: (headers as Header objects, (size, digest) or None per file, "
              "a SpecMatch per span or None without specs).")
         .def_property_readonly("from_page_cache", &BatchRead::from_page_cache,
-                               "After result(): header files whose start was in the page cache.");
+                               "After result(): header files whose start was in the page cache.")
+        .def_property_readonly("seconds_per_file", &BatchRead::seconds_per_file,
+                               "After result(): thread-seconds of header reading per file.");
+    m.def("cachestat_supported", &cachestat_supported,
+          "Whether header reads can tell a file in the page cache (cachestat, Linux 6.5+).");
 }
 
 }  // namespace pyaudit

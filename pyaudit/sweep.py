@@ -189,7 +189,11 @@ class _Threads:
     says. Headers in the page cache make reading CPU work, and the audit needs a core of
     its own: one fewer than the cores. Headers on disk (or a network filesystem) make it
     waiting: more threads than cores keep more requests in flight (DESIGN.md, cold cache).
+    In the page cache means: cachestat said so of most files, or, on a kernel without
+    cachestat, reading took little more than CPU time (~20 us a file; from disk, longer).
     """
+
+    CACHED_READ = 100e-6  # thread-seconds a file, below which a batch was read from memory
 
     def __init__(self, jobs: int | None) -> None:
         self.fixed = jobs
@@ -202,7 +206,10 @@ class _Threads:
     def saw(self, ahead: _Ahead) -> list[_Read]:
         reads = ahead.result()
         if self.fixed is None and ahead.files:
-            warm = ahead.from_page_cache >= 0.9 * ahead.files
+            if _core.cachestat_supported():
+                warm = ahead.from_page_cache >= 0.9 * ahead.files
+            else:
+                warm = ahead.seconds_per_file < self.CACHED_READ
             self.current = max(1, self.cores - 1) if warm else min(16, 4 * self.cores)
         return reads
 
@@ -220,6 +227,7 @@ class _Ahead:
         self._batch = batch
         self.files = 0  # header files read natively, and of them how many were in the page
         self.from_page_cache = 0  # cache (known after result())
+        self.seconds_per_file = 0.0
         self._reads: list[_Read] | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -256,6 +264,7 @@ class _Ahead:
         if self._native is not None:
             cores, found, matches = self._native.result()
             self.files, self.from_page_cache = len(cores), self._native.from_page_cache
+            self.seconds_per_file = self._native.seconds_per_file
             headers = [Header(p, c) for p, c in zip(self._paths, cores, strict=True)]
             reads = _reads(self._batch, self._paths, headers, self._run_files, found, None)
             if matches is not None and self._table is not None:
