@@ -494,57 +494,46 @@ private:
         return true;
     }
 
+    // The members of the object or array whose opening bracket p_ is on (`close`: '}' or
+    // ']'): one nesting level is entered, `member` reads each member (returning false on
+    // failure; object members read their own key and ':'), the commas and the closing
+    // bracket are read here, and the level is left. An empty one calls `member` never.
+    template <typename Member>
+    bool each_member(char close, Member&& member) {
+        if (!enter()) return false;
+        ++p_;
+        skip_ws();
+        if (p_ < end_ && *p_ == close) {
+            ++p_;
+            --depth_;
+            return true;
+        }
+        while (true) {
+            if (!member()) return false;
+            skip_ws();
+            if (p_ < end_ && *p_ == ',') {
+                ++p_;
+                continue;
+            }
+            if (!expect(close)) return false;
+            --depth_;
+            return true;
+        }
+    }
+
     bool skip_value() {
         skip_ws();
         if (p_ >= end_) return syntax("expected a value");
         switch (*p_) {
-            case '{': {
-                if (!enter()) return false;
-                ++p_;
-                skip_ws();
-                if (p_ < end_ && *p_ == '}') {
-                    ++p_;
-                    --depth_;
-                    return true;
-                }
-                while (true) {
+            case '{':
+                return each_member('}', [this] {
                     skip_ws();
                     std::string_view raw;
                     bool escaped;
-                    if (!read_string(raw, escaped, scratch_)) return false;
-                    if (!expect(':')) return false;
-                    if (!skip_value()) return false;
-                    skip_ws();
-                    if (p_ < end_ && *p_ == ',') {
-                        ++p_;
-                        continue;
-                    }
-                    if (!expect('}')) return false;
-                    --depth_;
-                    return true;
-                }
-            }
-            case '[': {
-                if (!enter()) return false;
-                ++p_;
-                skip_ws();
-                if (p_ < end_ && *p_ == ']') {
-                    ++p_;
-                    --depth_;
-                    return true;
-                }
-                while (true) {
-                    if (!skip_value()) return false;
-                    skip_ws();
-                    if (p_ < end_ && *p_ == ',') {
-                        ++p_;
-                        continue;
-                    }
-                    if (!expect(']')) return false;
-                    --depth_;
-                    return true;
-                }
-            }
+                    return read_string(raw, escaped, scratch_) && expect(':') && skip_value();
+                });
+            case '[':
+                return each_member(']', [this] { return skip_value(); });
             case '"': {
                 std::string_view raw;
                 bool escaped;
@@ -752,35 +741,22 @@ private:
         skip_ws();
         if (p_ >= end_) return syntax("expected a value");
         if (*p_ != '[') return wrong_kind("shape", "an array");
-        if (!enter()) return false;
         const char* open = p_;
-        ++p_;
         t.rank = 0;
         t.elements = 1;
         t.elements_overflow = false;
-        skip_ws();
-        if (p_ < end_ && *p_ == ']') {
-            ++p_;
-        } else {
-            while (true) {
-                std::uint64_t d;
-                if (!read_uint(d, "shape")) return false;
-                if (t.rank == UINT32_MAX) return syntax("shape too long");
-                ++t.rank;
-                // As the reference: a checked fold that stays failed once it fails.
-                if (!t.elements_overflow && !checked_mul(t.elements, d, t.elements)) {
-                    t.elements_overflow = true;
-                }
-                skip_ws();
-                if (p_ < end_ && *p_ == ',') {
-                    ++p_;
-                    continue;
-                }
-                if (!expect(']')) return false;
-                break;
+        const bool read = each_member(']', [this, &t] {
+            std::uint64_t d;
+            if (!read_uint(d, "shape")) return false;
+            if (t.rank == UINT32_MAX) return syntax("shape too long");
+            ++t.rank;
+            // As the reference: a checked fold that stays failed once it fails.
+            if (!t.elements_overflow && !checked_mul(t.elements, d, t.elements)) {
+                t.elements_overflow = true;
             }
-        }
-        --depth_;
+            return true;
+        });
+        if (!read) return false;
         t.shape_offset = static_cast<std::uint32_t>(open - begin_);
         t.shape_length = static_cast<std::uint32_t>(p_ - open);
         return true;
@@ -790,29 +766,16 @@ private:
         skip_ws();
         if (p_ >= end_) return syntax("expected a value");
         if (*p_ != '[') return wrong_kind("data_offsets", "an array of 2 integers");
-        if (!enter()) return false;
-        ++p_;
         std::uint64_t values[2] = {0, 0};
         std::size_t count = 0;
-        skip_ws();
-        if (p_ < end_ && *p_ == ']') {
-            ++p_;
-        } else {
-            while (true) {
-                std::uint64_t v;
-                if (!read_uint(v, "data_offsets")) return false;
-                if (count < 2) values[count] = v;
-                ++count;
-                skip_ws();
-                if (p_ < end_ && *p_ == ',') {
-                    ++p_;
-                    continue;
-                }
-                if (!expect(']')) return false;
-                break;
-            }
-        }
-        --depth_;
+        const bool read = each_member(']', [this, &values, &count] {
+            std::uint64_t v;
+            if (!read_uint(v, "data_offsets")) return false;
+            if (count < 2) values[count] = v;
+            ++count;
+            return true;
+        });
+        if (!read) return false;
         if (count != 2) {
             return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
                                               ": data_offsets holds " + std::to_string(count) +
@@ -871,33 +834,19 @@ private:
     // A tensor entry as serde reads a struct from a sequence:
     // [dtype, shape, data_offsets], exactly three elements.
     bool read_tensor_sequence(TensorRecord& t) {
-        if (!enter()) return false;
-        ++p_;
         std::size_t count = 0;
-        skip_ws();
-        if (p_ < end_ && *p_ == ']') {
-            ++p_;
-        } else {
-            while (true) {
-                bool ok = true;
-                switch (count) {
-                    case 0: ok = read_dtype(t); break;
-                    case 1: ok = read_shape(t); break;
-                    case 2: ok = read_offsets(t); break;
-                    default: ok = skip_value(); break;
-                }
-                if (!ok) return false;
-                ++count;
-                skip_ws();
-                if (p_ < end_ && *p_ == ',') {
-                    ++p_;
-                    continue;
-                }
-                if (!expect(']')) return false;
-                break;
+        const bool read = each_member(']', [this, &t, &count] {
+            bool ok = true;
+            switch (count) {
+                case 0: ok = read_dtype(t); break;
+                case 1: ok = read_shape(t); break;
+                case 2: ok = read_offsets(t); break;
+                default: ok = skip_value(); break;
             }
-        }
-        --depth_;
+            ++count;
+            return ok;
+        });
+        if (!read) return false;
         if (count != 3) {
             return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": entry is an array of " +
                                               std::to_string(count) +
@@ -915,45 +864,32 @@ private:
             return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) +
                                               ": entry is not an object");
         }
-        if (!enter()) return false;
-        ++p_;
         bool seen_dtype = false, seen_shape = false, seen_offsets = false;
-        skip_ws();
-        if (p_ < end_ && *p_ == '}') {
-            ++p_;
-        } else {
-            while (true) {
-                skip_ws();
-                std::string_view raw;
-                bool escaped;
-                if (!read_string(raw, escaped, scratch_)) return false;
-                const std::string_view key = escaped ? std::string_view(scratch_) : raw;
-                if (!expect(':')) return false;
-                if (key == "dtype") {
-                    if (seen_dtype) return duplicate_field("dtype");
-                    seen_dtype = true;
-                    if (!read_dtype(t)) return false;
-                } else if (key == "shape") {
-                    if (seen_shape) return duplicate_field("shape");
-                    seen_shape = true;
-                    if (!read_shape(t)) return false;
-                } else if (key == "data_offsets") {
-                    if (seen_offsets) return duplicate_field("data_offsets");
-                    seen_offsets = true;
-                    if (!read_offsets(t)) return false;
-                } else {
-                    if (!skip_value()) return false;  // unknown fields are ignored, as serde does
-                }
-                skip_ws();
-                if (p_ < end_ && *p_ == ',') {
-                    ++p_;
-                    continue;
-                }
-                if (!expect('}')) return false;
-                break;
+        const bool read = each_member('}', [&] {
+            skip_ws();
+            std::string_view raw;
+            bool escaped;
+            if (!read_string(raw, escaped, scratch_)) return false;
+            const std::string_view key = escaped ? std::string_view(scratch_) : raw;
+            if (!expect(':')) return false;
+            if (key == "dtype") {
+                if (seen_dtype) return duplicate_field("dtype");
+                seen_dtype = true;
+                return read_dtype(t);
             }
-        }
-        --depth_;
+            if (key == "shape") {
+                if (seen_shape) return duplicate_field("shape");
+                seen_shape = true;
+                return read_shape(t);
+            }
+            if (key == "data_offsets") {
+                if (seen_offsets) return duplicate_field("data_offsets");
+                seen_offsets = true;
+                return read_offsets(t);
+            }
+            return skip_value();  // unknown fields are ignored, as serde does
+        });
+        if (!read) return false;
         const char* missing = !seen_dtype ? "dtype" : !seen_shape ? "shape" : !seen_offsets ? "data_offsets" : nullptr;
         if (missing) {
             return fail(Rule::wrong_type, "tensor " + quoted(current_tensor_) + ": missing field " +
@@ -978,15 +914,7 @@ private:
             return fail(Rule::bad_metadata, "__metadata__ is not a map of strings to strings");
         }
         out_.has_metadata = true;
-        if (!enter()) return false;
-        ++p_;
-        skip_ws();
-        if (p_ < end_ && *p_ == '}') {
-            ++p_;
-            --depth_;
-            return true;
-        }
-        while (true) {
+        return each_member('}', [this] {
             skip_ws();
             std::string key, value;
             if (!read_string_value(key)) return false;
@@ -1006,15 +934,8 @@ private:
             } else {
                 out_.metadata[it->second].second = std::move(value);
             }
-            skip_ws();
-            if (p_ < end_ && *p_ == ',') {
-                ++p_;
-                continue;
-            }
-            if (!expect('}')) return false;
-            --depth_;
             return true;
-        }
+        });
     }
 };
 
@@ -1032,54 +953,37 @@ bool HeaderReader::run() {
         }
         return syntax("expected '{'");
     }
-    if (!enter()) return false;
-    ++p_;
     bool seen_metadata = false;
-    skip_ws();
-    if (p_ < end_ && *p_ == '}') {
-        ++p_;
-    } else {
-        while (true) {
-            skip_ws();
-            std::string_view raw;
-            bool escaped;
-            if (!read_string(raw, escaped, scratch_)) return false;
-            const std::string_view key = escaped ? std::string_view(scratch_) : raw;
-            if (key == "__metadata__") {
-                if (!expect(':')) return false;
-                if (seen_metadata) {
-                    current_tensor_ = {};
-                    return fail(Rule::bad_metadata, "duplicate field __metadata__");
-                }
-                seen_metadata = true;
-                current_tensor_ = {};
-                if (!read_metadata()) return false;
-            } else {
-                TensorRecord t;
-                if (escaped) {
-                    t.name_escaped = true;
-                    t.name_offset = static_cast<std::uint32_t>(out_.escaped_names.size());
-                    out_.escaped_names.emplace_back(scratch_);
-                } else {
-                    t.name_offset = static_cast<std::uint32_t>(raw.data() - begin_);
-                    t.name_length = static_cast<std::uint32_t>(raw.size());
-                }
-                current_tensor_ = escaped ? std::string_view(out_.escaped_names.back()) : raw;
-                if (!expect(':')) return false;
-                if (!read_tensor_compact(t) && !read_tensor(t)) return false;
-                out_.tensors.push_back(t);
-                current_tensor_ = {};
-            }
-            skip_ws();
-            if (p_ < end_ && *p_ == ',') {
-                ++p_;
-                continue;
-            }
-            if (!expect('}')) return false;
-            break;
+    const bool read = each_member('}', [this, &seen_metadata] {
+        skip_ws();
+        std::string_view raw;
+        bool escaped;
+        if (!read_string(raw, escaped, scratch_)) return false;
+        const std::string_view key = escaped ? std::string_view(scratch_) : raw;
+        if (key == "__metadata__") {
+            if (!expect(':')) return false;
+            current_tensor_ = {};
+            if (seen_metadata) return fail(Rule::bad_metadata, "duplicate field __metadata__");
+            seen_metadata = true;
+            return read_metadata();
         }
-    }
-    --depth_;
+        TensorRecord t;
+        if (escaped) {
+            t.name_escaped = true;
+            t.name_offset = static_cast<std::uint32_t>(out_.escaped_names.size());
+            out_.escaped_names.emplace_back(scratch_);
+        } else {
+            t.name_offset = static_cast<std::uint32_t>(raw.data() - begin_);
+            t.name_length = static_cast<std::uint32_t>(raw.size());
+        }
+        current_tensor_ = escaped ? std::string_view(out_.escaped_names.back()) : raw;
+        if (!expect(':')) return false;
+        if (!read_tensor_compact(t) && !read_tensor(t)) return false;
+        out_.tensors.push_back(t);
+        current_tensor_ = {};
+        return true;
+    });
+    if (!read) return false;
     current_tensor_ = {};
     skip_ws();
     if (p_ != end_) {
