@@ -217,6 +217,29 @@ class _Walker:
             else:
                 raise ManifestError(f"{self.spec.model_type}: unknown spec entry {entry!r}")
 
+    def _placed(
+        self,
+        entry: T | Linear,
+        template: str,
+        tie_suffix: str,
+        scope: str,
+        loop: dict[str, int],
+        env: dict[str, Any],
+        prefix: str,
+    ) -> tuple[str, dict[str, Any], str] | None:
+        """An entry's scope, environment and rendered name (``template``: the tensor's name,
+        or a linear layer's module), or None when its condition is false; the tie of an
+        absent entry (``name + tie_suffix`` is tied to its ``tied_to``) is recorded first."""
+        if entry.scope and entry.scope != scope:
+            scope = entry.scope
+            env = self._env(scope, loop)
+        name = prefix + self._render(template, env, scope)
+        if not self._cond(entry.when, env, scope):
+            if entry.tied_to is not None:
+                self.tied[name + tie_suffix] = prefix + self._render(entry.tied_to, env, scope)
+            return None
+        return scope, env, name
+
     def _tensor(
         self,
         t: T,
@@ -226,14 +249,10 @@ class _Walker:
         prefix: str,
         section: str,
     ) -> None:
-        if t.scope and t.scope != scope:
-            scope = t.scope
-            env = self._env(scope, loop)
-        name = prefix + self._render(t.name, env, scope)
-        if not self._cond(t.when, env, scope):
-            if t.tied_to is not None:
-                self.tied[name] = prefix + self._render(t.tied_to, env, scope)
+        placed = self._placed(t, t.name, "", scope, loop, env, prefix)
+        if placed is None:
             return
+        scope, env, name = placed
         rec = Rec(
             name=name,
             shape=self._shape(t.shape, env, scope, name),
@@ -260,14 +279,10 @@ class _Walker:
         prefix: str,
         section: str,
     ) -> None:
-        if lin.scope and lin.scope != scope:
-            scope = lin.scope
-            env = self._env(scope, loop)
-        module = prefix + self._render(lin.module, env, scope)
-        if not self._cond(lin.when, env, scope):
-            if lin.tied_to is not None:
-                self.tied[module + ".weight"] = prefix + self._render(lin.tied_to, env, scope)
+        placed = self._placed(lin, lin.module, ".weight", scope, loop, env, prefix)
+        if placed is None:
             return
+        scope, env, module = placed
         out_f = self._int(lin.out_features, env, scope, f"out_features of {module}")
         in_f = self._int(lin.in_features, env, scope, f"in_features of {module}")
         sec = lin.section or section
