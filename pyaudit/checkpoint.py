@@ -195,10 +195,9 @@ def _indexed_files(doc: dict[str, Any] | None) -> frozenset[str] | None:
     weight_map = doc.get("weight_map") if doc is not None else None
     if not isinstance(weight_map, dict):
         return None
-    held, files = _INDEXED.lookup(Identity(doc))
-    if held and files is not None:
-        return files
-    return _INDEXED.put(Identity(doc), frozenset(f for f in weight_map.values() if isinstance(f, str)))
+    return _INDEXED.get(
+        Identity(doc), lambda: frozenset(f for f in weight_map.values() if isinstance(f, str))
+    )
 
 
 @dataclass(frozen=True)
@@ -222,9 +221,10 @@ def file_key(name: str, header: Header) -> tuple[object, ...]:
 
 
 def file_table(name: str, header: Header, key: tuple[object, ...]) -> FileTable:
-    held, table = _FILE_TABLES.lookup(key)
-    if held and table is not None:
-        return table
+    return _FILE_TABLES.get(key, lambda: _file_table(name, header))
+
+
+def _file_table(name: str, header: Header) -> FileTable:
     names, dtypes, shapes, offsets = header.table()
     tensors = {
         n: Found(d, s, e - b, name)
@@ -232,9 +232,7 @@ def file_table(name: str, header: Header, key: tuple[object, ...]) -> FileTable:
     }
     joined = "\n".join(names)
     peft = sum(1 for n in names if is_peft_tensor(n)) if "lora_" in joined else 0
-    return _FILE_TABLES.put(
-        key, FileTable(tensors, frozenset(names), sum(e - b for b, e in offsets), peft)
-    )
+    return FileTable(tensors, frozenset(names), sum(e - b for b, e in offsets), peft)
 
 
 def _repeated(files: list[tuple[str, Header, tuple[object, ...]]]) -> int:
@@ -460,11 +458,12 @@ def _check_index_memo(
         contents.index_exact,
         shards,
     )
-    held, value = _INDEX_CHECKS.lookup(key)
-    if not held or value is None:
+
+    def check() -> tuple[list[Finding], dict[str, Any] | None]:
         scratch = CheckpointReport(path=ckpt.display)
-        value = _INDEX_CHECKS.put(key, (scratch.findings, _check_index(ckpt, doc, contents, scratch)))
-    findings, index = value
+        return scratch.findings, _check_index(ckpt, doc, contents, scratch)
+
+    findings, index = _INDEX_CHECKS.get(key, check)
     report.findings.extend(findings)
     return index
 
@@ -480,11 +479,10 @@ def _index_exact(
     if not match.ENABLED or not isinstance(weight_map, dict):
         return False
     key = (Identity(weight_map), tuple(keys.values()))
-    held, exact = _INDEX_EXACT.lookup(key)
-    if held and exact is not None:
-        return exact
-    readable = {n: h for n, h in headers.items() if h.ok}
-    return _INDEX_EXACT.put(key, match.index_places_exactly(weight_map, readable))
+    return _INDEX_EXACT.get(
+        key,
+        lambda: match.index_places_exactly(weight_map, {n: h for n, h in headers.items() if h.ok}),
+    )
 
 
 _ALL_CLEAN: LRU[Comparison | None] = LRU(64)
@@ -522,11 +520,12 @@ def _all_clean_memo(
     if expected is None:
         return None
     key = (Identity(expected), Identity(weight_map), tuple(keys.values()))
-    held, clean = _ALL_CLEAN.lookup(key)
-    if held:
-        return clean
-    files = [(n, headers[n]) for n in ckpt.safetensors]
-    return _ALL_CLEAN.put(key, match.all_clean(files, weight_map, expected, ahead))
+    return _ALL_CLEAN.get(
+        key,
+        lambda: match.all_clean(
+            [(n, headers[n]) for n in ckpt.safetensors], weight_map, expected, ahead
+        ),
+    )
 
 
 _CLEAN: LRU[Comparison | None] = LRU(64)
@@ -537,20 +536,16 @@ def _clean_memo(contents: _Contents, expected: Expected) -> Comparison | None:
     if not match.ENABLED or contents.base_repeated or not contents.base_files:
         return None
     key = (Identity(expected), tuple(contents.base_keys))
-    held, clean = _CLEAN.lookup(key)
-    if held:
-        return clean
-    return _CLEAN.put(key, match.clean_comparison([h for _, h, _ in contents.base_files], expected))
+    return _CLEAN.get(
+        key, lambda: match.clean_comparison([h for _, h, _ in contents.base_files], expected)
+    )
 
 
 def _compare_memo(
     contents: _Contents, expected: Expected, explained: frozenset[str]
 ) -> Comparison:
     key = (Identity(expected), tuple(contents.base_keys), explained)
-    held, comparison = _COMPARISONS.lookup(key)
-    if held and comparison is not None:
-        return comparison
-    return _COMPARISONS.put(key, compare_full(contents.base, expected, explained))
+    return _COMPARISONS.get(key, lambda: compare_full(contents.base, expected, explained))
 
 
 def _check_adapter_memo(
@@ -564,10 +559,7 @@ def _check_adapter_memo(
         Identity(adapter_config) if adapter_config is not None else None,
         Identity(expected) if expected is not None else None,
     )
-    held, findings = _ADAPTER_CHECKS.lookup(key)
-    if held and findings is not None:
-        return findings
-    return _ADAPTER_CHECKS.put(key, check_adapter(tensors, adapter_config, expected))
+    return _ADAPTER_CHECKS.get(key, lambda: check_adapter(tensors, adapter_config, expected))
 
 
 def _check_numbering(

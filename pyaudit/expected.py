@@ -93,10 +93,7 @@ def from_config(config: dict[str, Any], source: str) -> Expected:
     those skip even the canonical dump that keys the content cache.
     """
     key = (Identity(config), source)
-    held, expected = _BY_OBJECT.lookup(key)
-    if held and expected is not None:
-        return expected
-    return _BY_OBJECT.put(key, _from_config_cached(_config_key(config), source))
+    return _BY_OBJECT.get(key, lambda: _from_config_cached(_config_key(config), source))
 
 
 @lru_cache(maxsize=256)

@@ -83,13 +83,12 @@ _EXPECTED_SPECS: LRU[list[_core.TensorSpecs] | None] = LRU(64)
 def expected_specs(expected: Expected) -> list[_core.TensorSpecs] | None:
     """One native table per layout of ``expected`` (built once per Expected), or None
     when some layout cannot be checked by counts alone."""
-    key = Identity(expected)
-    held, specs = _EXPECTED_SPECS.lookup(key)
-    if held:
-        return specs
+    return _EXPECTED_SPECS.get(Identity(expected), lambda: _expected_specs(expected))
+
+
+def _expected_specs(expected: Expected) -> list[_core.TensorSpecs] | None:
     tables = [_layout_specs(layout) for layout in expected.layouts]
-    built = None if any(t is None for t in tables) else [t for t in tables if t is not None]
-    return _EXPECTED_SPECS.put(key, built)
+    return None if any(t is None for t in tables) else [t for t in tables if t is not None]
 
 
 def clean_comparison(headers: Sequence[Header], expected: Expected) -> Comparison | None:
@@ -124,16 +123,16 @@ _INDEX_SPECS: LRU[_IndexSpecs] = LRU(64)
 
 
 def _index_specs(weight_map: dict[str, Any]) -> _IndexSpecs:
-    key = Identity(weight_map)
-    held, value = _INDEX_SPECS.lookup(key)
-    if held and value is not None:
-        return value
+    return _INDEX_SPECS.get(Identity(weight_map), lambda: _build_index_specs(weight_map))
+
+
+def _build_index_specs(weight_map: dict[str, Any]) -> _IndexSpecs:
     files = sorted({f for f in weight_map.values() if isinstance(f, str)})
     file_ids = {f: i for i, f in enumerate(files)}
     groups = [file_ids[f] if isinstance(f, str) else -1 for f in weight_map.values()]
     specs = _core.TensorSpecs(list(weight_map), groups=groups)
     per_file = Counter(f for f in weight_map.values() if isinstance(f, str))
-    return _INDEX_SPECS.put(key, _IndexSpecs(specs, file_ids, per_file))
+    return _IndexSpecs(specs, file_ids, per_file)
 
 
 def files_named(weight_map: dict[str, Any]) -> list[str]:
@@ -172,17 +171,18 @@ def _combined_specs(
 ) -> tuple[_core.TensorSpecs, dict[str, int], Counter[str]] | None:
     """The default layout's table with each name's file (by the index) as its group."""
     key = (Identity(expected), Identity(weight_map))
-    held, value = _COMBINED.lookup(key)
-    if held:
-        return value
+    return _COMBINED.get(key, lambda: _build_combined_specs(expected, weight_map))
+
+
+def _build_combined_specs(
+    expected: Expected, weight_map: dict[str, Any]
+) -> tuple[_core.TensorSpecs, dict[str, int], Counter[str]] | None:
     if expected_specs(expected) is None:
-        return _COMBINED.put(key, None)
+        return None
     index = _index_specs(weight_map)
     file_of = {n: index.file_ids[f] for n, f in weight_map.items() if isinstance(f, str)}
     table = _layout_specs(expected.default, file_of)
-    if table is None:
-        return _COMBINED.put(key, None)
-    return _COMBINED.put(key, (table, index.file_ids, index.per_file))
+    return (table, index.file_ids, index.per_file) if table is not None else None
 
 
 _last: list[tuple[_core.TensorSpecs, dict[str, int]]] = []  # the table all_clean used last

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -39,6 +39,13 @@ class LRU(Generic[V]):
         self.hits += 1
         self._data.move_to_end(key)
         return True, value  # type: ignore[return-value]
+
+    def get(self, key: Hashable, make: Callable[[], V]) -> V:
+        """The value held for ``key``; else ``make()``'s, held from now on."""
+        held, value = self.lookup(key)
+        if held:
+            return value  # type: ignore[return-value]
+        return self.put(key, make())
 
     def put(self, key: Hashable, value: V) -> V:
         self._data[key] = value

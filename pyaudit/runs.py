@@ -38,7 +38,9 @@ _PARSED: LRU[dict[str, Any] | None] = LRU(256)
 def read_run_file(
     directory: Path, name: str, known: tuple[int, int] | None = None
 ) -> dict[str, Any] | None:
-    """``read_json(directory / name, known)``, the path made only if the file must be read."""
+    """``read_json(directory / name)``. ``known``: the file's (size, digest) as a sweep's
+    reading threads found it (``_core.digest_files``): content parsed before is returned
+    without reading the file again (or making its path)."""
     if known is not None:
         held, cached = _PARSED.lookup(known)
         if held:
@@ -46,19 +48,13 @@ def read_run_file(
     return read_json(directory / name)
 
 
-def read_json(path: Path, known: tuple[int, int] | None = None) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from a small run file (config, index, args), or None when absent,
     unreadable, too large or not an object.
 
     Parsed once per distinct content, keyed by (size, digest) of the bytes (the core's
-    seeded hash): the dict returned may be shared, never mutate it. ``known``: that key
-    as the sweep's reading threads found it (``_core.digest_files``), so that content
-    seen before is not even read again.
+    seeded hash): the dict returned may be shared, never mutate it.
     """
-    if known is not None:
-        held, cached = _PARSED.lookup(known)
-        if held:
-            return cached
     try:
         # O_NONBLOCK: a FIFO named config.json must not hang the audit (never read below).
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -83,15 +79,15 @@ def read_json(path: Path, known: tuple[int, int] | None = None) -> dict[str, Any
         os.close(fd)
     if len(data) > MAX_JSON_BYTES:  # grew since the fstat
         return None
-    key = (len(data), _core.hash_bytes(data))
-    held, cached = _PARSED.lookup(key)
-    if held:
-        return cached
+    return _PARSED.get((len(data), _core.hash_bytes(data)), lambda: _json_object(data))
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):
-        doc = None
-    return _PARSED.put(key, doc if isinstance(doc, dict) else None)
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _read_yaml_scalars(path: Path) -> dict[str, str]:
