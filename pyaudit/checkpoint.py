@@ -86,9 +86,20 @@ class CheckpointReport:
         }
 
 
+def weights_index(ckpt: CheckpointDir) -> str | None:
+    """The index of the (non-adapter) weights a loader reads: model.safetensors.index.json,
+    else the first other one, or None."""
+    indexes = [n for n in ckpt.indexes if not _is_adapter_file(n)]
+    if not indexes:
+        return None
+    name = "model.safetensors.index.json"
+    return name if name in indexes else indexes[0]
+
+
 def run_file_names(ckpt: CheckpointDir) -> list[str]:
     """The JSON files of a checkpoint that every audit reads (config, adapter config, index)."""
-    names = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
+    index = weights_index(ckpt)
+    names = [index] if index is not None else []
     if ckpt.has_config:
         names.append("config.json")
     if ckpt.has_adapter_config:
@@ -96,9 +107,9 @@ def run_file_names(ckpt: CheckpointDir) -> list[str]:
     return names
 
 
-def header_files(ckpt: CheckpointDir) -> list[Path]:
+def header_files(ckpt: CheckpointDir) -> list[str]:
     """The .safetensors files whose headers the audit needs."""
-    return [ckpt.path / name for name in ckpt.safetensors]
+    return [ckpt.file(name) for name in ckpt.safetensors]
 
 
 # --- structure -------------------------------------------------------------------------
@@ -305,8 +316,8 @@ def _check_index(
 ) -> dict[str, Any] | None:
     """Index against shards: missing shards, misplaced tensors, total_size, strays, gaps."""
     base_files = [n for n in ckpt.safetensors if not _is_adapter_file(n)]
-    indexes = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
-    if not indexes:
+    index_name = weights_index(ckpt)
+    if index_name is None:
         sharded = [n for n in base_files if SHARD_NAME.match(n)]
         if len(sharded) > 1:
             report.findings.append(
@@ -319,7 +330,6 @@ def _check_index(
             )
         _check_numbering(sharded, set(ckpt.safetensors), report)
         return None
-    index_name = "model.safetensors.index.json" if "model.safetensors.index.json" in indexes else indexes[0]
     if index is None or not isinstance(index.get("weight_map"), dict):
         report.findings.append(
             finding("index-mismatch", f"{index_name} is not a readable index (no weight_map object)")
@@ -424,12 +434,8 @@ _ADAPTER_CHECKS: LRU[list[Finding]] = LRU(64)
 def _index_doc(
     ckpt: CheckpointDir, known: Mapping[str, tuple[int, int] | None]
 ) -> dict[str, Any] | None:
-    indexes = [n for n in ckpt.indexes if not n.startswith("adapter_model")]
-    if not indexes:
-        return None
-    name = "model.safetensors.index.json"
-    chosen = name if name in indexes else indexes[0]
-    return read_run_file(ckpt.path, chosen, known.get(chosen))
+    name = weights_index(ckpt)
+    return read_run_file(ckpt.path, name, known.get(name)) if name is not None else None
 
 
 def _check_index_memo(

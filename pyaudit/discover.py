@@ -52,6 +52,13 @@ class CheckpointDir:
     # listed, by path: the run-args lookup need not probe for files it knows are absent.
     listed_run_files: dict[str, tuple[str, ...]] | None = None
 
+    def file(self, name: str) -> str:
+        """``str(self.path / name)``, without making a Path (a sweep makes thousands)."""
+        base = str(self.path)
+        if base == ".":
+            return name
+        return base + name if base.endswith("/") else f"{base}/{name}"
+
     @property
     def has_weights(self) -> bool:
         return bool(self.safetensors or self.indexes or self.bin_weights or self.bin_indexes)

@@ -90,21 +90,11 @@ class _Read:
     ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None  # held against a table
 
 
-def _join(directory: Path, name: str) -> str:
-    """``str(directory / name)``, without making a Path."""
-    base = str(directory)
-    if base == ".":
-        return name
-    return base + name if base.endswith("/") else f"{base}/{name}"
-
-
 def _batch_paths(batch: list[CheckpointDir]) -> tuple[list[str], list[tuple[int, str, str]]]:
     """A batch's weight files, and its checkpoints' run files (index in the batch, name, path)."""
-    headers = [_join(ckpt.path, name) for ckpt in batch for name in ckpt.safetensors]
+    headers = [path for ckpt in batch for path in header_files(ckpt)]
     run_files = [
-        (i, name, _join(ckpt.path, name))
-        for i, ckpt in enumerate(batch)
-        for name in run_file_names(ckpt)
+        (i, name, ckpt.file(name)) for i, ckpt in enumerate(batch) for name in run_file_names(ckpt)
     ]
     return headers, run_files
 
