@@ -150,8 +150,15 @@ def index_places_exactly(weight_map: dict[str, Any], headers: Mapping[str, Heade
     if not named:
         return True
     m = index.specs.match([h._core for _, h in named], [index.file_ids[f] for f, _ in named])
-    placed = m.in_group
-    return all(p == len(h) == index.per_file[f] for (f, h), p in zip(named, placed, strict=True))
+    return _placed_exactly(named, m.in_group, index.per_file)
+
+
+def _placed_exactly(
+    files: Sequence[tuple[str, Header]], in_group: Sequence[int], per_file: Counter[str]
+) -> bool:
+    """Each file holds exactly the tensors the index places in it: all of its tensors are
+    placed there (``in_group``: how many are) and as many as the index places there."""
+    return all(n == len(h) == per_file[f] for (f, h), n in zip(files, in_group, strict=True))
 
 
 def repeated_names(headers: Sequence[Header]) -> int:
@@ -220,10 +227,9 @@ def all_clean(
         m = table.match([h._core for _, h in files], [ids[f] for f, _ in files])
     if not _last or _last[0][0] is not table:
         _last[:] = [(table, ids)]
-    placed = zip(files, m.in_group, strict=True)
     if not (
         _holds_exactly(m, table)
-        and all(n == len(h) == per_file[f] for (f, h), n in placed)
+        and _placed_exactly(files, m.in_group, per_file)
         and sum(per_file[f] for f, _ in files) == sum(per_file.values())
     ):
         return None
