@@ -82,6 +82,13 @@ bool looks_like_lfs_pointer(const unsigned char* data, std::size_t size) noexcep
            std::string_view(reinterpret_cast<const char*>(data), kMagic.size()) == kMagic;
 }
 
+std::uint64_t header_extent(const unsigned char* data, std::size_t size, std::uint64_t file_size) noexcept {
+    if (size < kLengthPrefix || file_size < kLengthPrefix || looks_like_lfs_pointer(data, size)) return 0;
+    const std::uint64_t n = read_length_prefix(data);
+    if (n > kMaxHeaderSize || n > file_size - kLengthPrefix) return 0;
+    return n + kLengthPrefix;
+}
+
 namespace {
 
 std::string quoted(std::string_view s) {

@@ -97,6 +97,13 @@ std::uint64_t read_length_prefix(const unsigned char* first8) noexcept;
 // Is this the start of a Git LFS pointer file?
 bool looks_like_lfs_pointer(const unsigned char* data, std::size_t size) noexcept;
 
+// The bytes a file's header spans from its start (8 + the length prefix), when its first
+// `size` bytes (`data`) announce a header the format allows and a file of `file_size`
+// bytes can hold; 0 when they do not (too short, a Git LFS pointer, a length over the
+// limit or over the file), and parse_header_prefix says why from those bytes alone.
+// parse_header_prefix asks for more bytes (`needed`) exactly when this exceeds `size`.
+std::uint64_t header_extent(const unsigned char* data, std::size_t size, std::uint64_t file_size) noexcept;
+
 // Validates the header text of a file of file_size bytes whose length prefix
 // said header_size == text.size(). Fills out.tensors / metadata / issue.
 void parse_header_text(ParsedHeader& out);

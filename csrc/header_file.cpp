@@ -147,22 +147,13 @@ std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, 
     if (got < 0) return io_failure("cannot read: " + std::string(std::strerror(errno)));
     if (static_cast<std::size_t>(got) < want) return io_failure("the file shrank while being read");
 
-    // Does the first read hold the whole header? The length prefix says (as
-    // parse_header_prefix would decide it, without parsing anything yet).
-    std::uint64_t needed = 0;
-    std::uint64_t announced = 0;
+    // Does the first read hold the whole header (or decide what is wrong with it)?
     const auto first_size = static_cast<std::size_t>(got);
-    if (first_size >= kLengthPrefix && !looks_like_lfs_pointer(buffer.data(), first_size)) {
-        announced = read_length_prefix(buffer.data());
-        if (announced <= kMaxHeaderSize && announced <= file_size - kLengthPrefix &&
-            announced > first_size - kLengthPrefix) {
-            needed = announced + kLengthPrefix;
-        }
-    }
-    if (needed == 0) return finish(buffer.data(), first_size, file_size, cache);
+    const std::uint64_t needed = header_extent(buffer.data(), first_size, file_size);
+    if (needed <= first_size) return finish(buffer.data(), first_size, file_size, cache);
 
     // The header is longer than the first read: read exactly the rest of it.
-    // parse_header_prefix has checked that it fits in the file, so no buffer is
+    // header_extent has checked that it fits in the file, so no buffer is
     // ever larger than the file. Up to kKeepBuffer the reused buffer grows to
     // hold it (the header is then copied once, into its text); a larger header
     // is read straight into its text, and the buffer is not kept that large.
@@ -177,8 +168,8 @@ std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, 
     }
     auto out = std::make_shared<ParsedHeader>();
     out->file_size = file_size;
-    out->header_size = announced;
-    out->text.resize(static_cast<std::size_t>(announced));
+    out->header_size = needed - kLengthPrefix;
+    out->text.resize(static_cast<std::size_t>(out->header_size));
     const std::size_t have = rest_from - kLengthPrefix;
     std::memcpy(out->text.data(), buffer.data() + kLengthPrefix, have);
     const std::size_t rest = out->text.size() - have;

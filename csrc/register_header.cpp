@@ -293,10 +293,8 @@ void register_header(py::module_& m) {
 
     m.def("header_span",
           [](py::bytes first) -> std::uint64_t {
-              const std::string s = first;
-              if (s.size() < kLengthPrefix) return 0;
-              std::uint64_t n = read_length_prefix(reinterpret_cast<const unsigned char*>(s.data()));
-              return n > kMaxHeaderSize ? 0 : n + kLengthPrefix;
+              const std::string s = first;  // the file's size is not known yet: any
+              return header_extent(reinterpret_cast<const unsigned char*>(s.data()), s.size(), UINT64_MAX);
           },
           py::arg("first"), "Bytes from the start of the file the header needs (0: unknown or too large).");
 

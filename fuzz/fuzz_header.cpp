@@ -125,6 +125,9 @@ pyaudit::ParsedHeader parse_in_two_reads(const std::uint8_t* data, std::size_t s
     first = std::min(first, size);
     std::uint64_t needed = 0;
     pyaudit::ParsedHeader out = pyaudit::parse_header_prefix(data, first, size, &needed);
+    // header_extent (what read_header_file decides by) asks for more exactly when this does.
+    const std::uint64_t extent = pyaudit::header_extent(data, first, size);
+    require(needed == (extent > first ? extent : 0));
     if (needed == 0) return out;
     require(needed <= size && needed > first);
     require(out.issue.rule == pyaudit::Rule::ok && out.header_size + pyaudit::kLengthPrefix == needed);
