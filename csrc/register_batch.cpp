@@ -1,6 +1,7 @@
-// Python face of the sweep's read-ahead: a batch of header reads, run files hashed
-// and (optionally) headers held against a TensorSpecs table, all on native threads
-// that never take the GIL.
+// Python face of batch reads: read_headers, digest_files, and the sweep's read-ahead
+// (BatchRead: both of those, and optionally the headers held against a TensorSpecs
+// table, on native threads that never take the GIL). One conversion to Python each
+// for the headers and the digests, shared by the calls and the read-ahead.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -27,6 +28,27 @@ namespace py = pybind11;
 
 namespace pyaudit {
 namespace {
+
+// Header objects for the paths read, in order.
+py::list header_list(const std::vector<std::string>& paths,
+                     const std::vector<std::shared_ptr<const ParsedHeader>>& parsed) {
+    py::list out(parsed.size());
+    for (std::size_t i = 0; i < parsed.size(); ++i) {
+        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), py::cast(Header(paths[i], parsed[i])).release().ptr());
+    }
+    return out;
+}
+
+// (size, digest) for each file read whole, None for the others.
+py::list digest_list(const std::vector<FileDigest>& digests) {
+    py::list out(digests.size());
+    for (std::size_t i = 0; i < digests.size(); ++i) {
+        py::object item = digests[i].ok ? py::object(py::make_tuple(digests[i].size, digests[i].digest))
+                                        : py::object(py::none());
+        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), item.release().ptr());
+    }
+    return out;
+}
 
 // Started on construction, collected by result(): a sweep audits one batch in Python
 // while the next is read, with no Python thread (whose every return from a blocking
@@ -76,20 +98,9 @@ public:
             py::gil_scoped_release release;
             worker_.join();
         }
-        py::list headers(headers_.size());
-        for (std::size_t i = 0; i < headers_.size(); ++i) {
-            PyList_SET_ITEM(headers.ptr(), static_cast<Py_ssize_t>(i),
-                            py::cast(Header(header_paths_[i], headers_[i])).release().ptr());
-        }
-        py::list digests(digests_.size());
-        for (std::size_t i = 0; i < digests_.size(); ++i) {
-            py::object item = digests_[i].ok ? py::object(py::make_tuple(digests_[i].size, digests_[i].digest))
-                                             : py::object(py::none());
-            PyList_SET_ITEM(digests.ptr(), static_cast<Py_ssize_t>(i), item.release().ptr());
-        }
         py::object matches = py::none();
         if (table_ != nullptr) matches = py::cast(matches_);
-        return py::make_tuple(std::move(headers), std::move(digests), std::move(matches));
+        return py::make_tuple(header_list(header_paths_, headers_), digest_list(digests_), std::move(matches));
     }
 
     // After result(): how many of the header files started in the page cache.
@@ -133,6 +144,31 @@ private:
 }  // namespace
 
 void register_batch(py::module_& m) {
+    m.def("read_headers",
+          [](const std::vector<std::string>& paths, unsigned jobs) {
+              std::vector<std::shared_ptr<const ParsedHeader>> parsed;
+              {
+                  py::gil_scoped_release release;
+                  parsed = read_header_files(paths, jobs);
+              }
+              return header_list(paths, parsed);
+          },
+          py::arg("paths"), py::arg("jobs") = 0,
+          "Read many headers on up to `jobs` threads (0: one per core), results in input order.");
+
+    m.def("digest_files",
+          [](const std::vector<std::string>& paths, std::uint64_t max_size, unsigned jobs) {
+              std::vector<FileDigest> digests;
+              {
+                  py::gil_scoped_release release;
+                  digests = digest_files(paths, max_size, jobs);
+              }
+              return digest_list(digests);
+          },
+          py::arg("paths"), py::arg("max_size"), py::arg("jobs") = 0,
+          "(size, digest) of each whole regular file up to max_size bytes, else None; "
+          "read and hashed on up to `jobs` threads.");
+
     py::class_<BatchRead>(m, "BatchRead",
                           "Headers and whole small files read on native threads that never take the GIL: "
                           "started on construction, collected by result(). With `specs`, each span of "

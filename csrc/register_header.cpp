@@ -14,7 +14,6 @@
 #include "batch.hpp"
 #include "bindings.hpp"
 #include "header.hpp"
-#include "file_digest.hpp"
 #include "hash.hpp"
 #include "header_file.hpp"
 #include "header_object.hpp"
@@ -258,23 +257,6 @@ void register_header(py::module_& m) {
           },
           py::arg("path"), "Read and validate one file's header. Failures are in the result.");
 
-    m.def("read_headers",
-          [](const std::vector<std::string>& paths, unsigned jobs) {
-              std::vector<std::shared_ptr<const ParsedHeader>> parsed;
-              {
-                  py::gil_scoped_release release;
-                  parsed = read_header_files(paths, jobs);
-              }
-              py::list out(parsed.size());
-              for (std::size_t i = 0; i < parsed.size(); ++i) {
-                  PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i),
-                                  py::cast(Header(paths[i], std::move(parsed[i]))).release().ptr());
-              }
-              return out;
-          },
-          py::arg("paths"), py::arg("jobs") = 0,
-          "Read many headers on up to `jobs` threads (0: one per core), results in input order.");
-
     m.def("parse_header_bytes",
           [](py::buffer data, std::uint64_t file_size, const std::string& path) {
               const py::buffer_info info = data.request();
@@ -297,25 +279,6 @@ void register_header(py::module_& m) {
               return header_extent(reinterpret_cast<const unsigned char*>(s.data()), s.size(), UINT64_MAX);
           },
           py::arg("first"), "Bytes from the start of the file the header needs (0: unknown or too large).");
-
-    m.def("digest_files",
-          [](const std::vector<std::string>& paths, std::uint64_t max_size, unsigned jobs) {
-              std::vector<FileDigest> digests;
-              {
-                  py::gil_scoped_release release;
-                  digests = digest_files(paths, max_size, jobs);
-              }
-              py::list out(digests.size());
-              for (std::size_t i = 0; i < digests.size(); ++i) {
-                  py::object item = digests[i].ok ? py::object(py::make_tuple(digests[i].size, digests[i].digest))
-                                                  : py::object(py::none());
-                  PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), item.release().ptr());
-              }
-              return out;
-          },
-          py::arg("paths"), py::arg("max_size"), py::arg("jobs") = 0,
-          "(size, digest) of each whole regular file up to max_size bytes, else None; "
-          "read and hashed on up to `jobs` threads.");
 
     m.def("hash_bytes",
           [](const py::bytes& data) {
