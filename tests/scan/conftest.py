@@ -79,12 +79,12 @@ def models() -> Path:
     return MODELS
 
 
-@pytest.fixture(scope="session")
-def real_config(models: Path) -> Any:
-    """real_config("Qwen3-4B_qwen3") -> that model's config.json (a fresh dict each call)."""
+def _json_loader(models: Path, relative: str) -> Any:
+    """name -> the JSON document at ``models / name / relative`` (a fresh dict each
+    call); the test skips when the file is not there."""
 
     def load(name: str) -> dict[str, Any]:
-        path = models / name / "config.json"
+        path = models / name / relative
         if not path.is_file():
             pytest.skip(f"{path} not found")
         with open(path) as f:
@@ -92,31 +92,21 @@ def real_config(models: Path) -> Any:
         return doc
 
     return load
+
+
+@pytest.fixture(scope="session")
+def real_config(models: Path) -> Any:
+    """real_config("Qwen3-4B_qwen3") -> that model's config.json (a fresh dict each call)."""
+    return _json_loader(models, "config.json")
 
 
 @pytest.fixture(scope="session")
 def real_index(models: Path) -> Any:
     """real_index("Qwen3-4B_qwen3") -> that model's model.safetensors.index.json."""
-
-    def load(name: str) -> dict[str, Any]:
-        path = models / name / "model.safetensors.index.json"
-        if not path.is_file():
-            pytest.skip(f"{path} not found")
-        with open(path) as f:
-            doc: dict[str, Any] = json.load(f)
-        return doc
-
-    return load
+    return _json_loader(models, "model.safetensors.index.json")
 
 
 @pytest.fixture(scope="session")
 def real_adapter_config(models: Path) -> Any:
-    def load(name: str) -> dict[str, Any]:
-        path = models / "adapters" / name / "adapter_config.json"
-        if not path.is_file():
-            pytest.skip(f"{path} not found")
-        with open(path) as f:
-            doc: dict[str, Any] = json.load(f)
-        return doc
-
-    return load
+    """real_adapter_config(name) -> adapters/<name>/adapter_config.json."""
+    return _json_loader(models / "adapters", "adapter_config.json")
