@@ -21,7 +21,8 @@ from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_STORE = HERE / "store"
-SHARED_MODEL = Path("/work/shared/models/Qwen2.5-VL-7B-Instruct_qwen2_5_vl")
+# The real config.json + index (tests/data/models: verbatim public copies, with provenance).
+SHARED_MODEL = HERE.parent / "tests" / "data" / "models" / "Qwen2.5-VL-7B-Instruct_qwen2_5_vl"
 
 # The Qwen2.5-VL-7B-Instruct config fields the layout depends on (used when the
 # shared copy of config.json is not on this machine).

@@ -5,7 +5,7 @@ The stores are N checkpoints (100, 1,000, 5,000) of the Qwen2.5-VL-7B-Instruct l
 5 shards, 729 tensors, 16.6 GB apparent each, real headers with the tensor data left
 as holes, plus the index and config.json. One checkpoint is written with
 ``pyaudit.testing.write_checkpoint`` (shapes from ``manifest_tensors(config)``, shard
-assignment from the real index in /work/shared/models) and copied with
+assignment from the real index in tests/data/models) and copied with
 ``cp -r --sparse=always``. Two variants of each store:
 
 - ``same``: every checkpoint's shard headers are byte-identical, as in a real run

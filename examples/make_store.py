@@ -1,7 +1,7 @@
 """Write examples/store/: a small checkpoint store showing what pyaudit catches.
 
 Every file is real and small: tiny models of real families (shapes from the real
-configs in ../shared/models, shrunk), tensors written by the `safetensors` library.
+configs in tests/data/models, shrunk), tensors written by the `safetensors` library.
 
     python examples/make_store.py            # rewrites examples/store/
 
@@ -35,7 +35,7 @@ from pyaudit.testing.stores import (
 )
 
 HERE = Path(__file__).resolve().parent
-MODELS = HERE.parent.parent / "shared" / "models"
+MODELS = HERE.parent / "tests" / "data" / "models"  # real configs, with provenance
 
 # Qwen2.5-VL-7B-Instruct's config.json, shrunk (the structure is what matters).
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,

@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pyaudit",
         description="Audit ML model checkpoints without loading a single weight.",
+        epilog="The JSON report, the finding codes and the exit statuses are fixed by "
+        "docs/CONTRACT.md in pyaudit's source repository.",
     )
     parser.add_argument("--version", action="version", version=f"pyaudit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -242,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("paths", nargs="+", metavar="PATH")
     out = scan.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="one JSON report on stdout (CONTRACT.md)")
+    out.add_argument("--json", action="store_true", help="one JSON report on stdout (docs/CONTRACT.md)")
     out.add_argument("--jsonl", action="store_true", help="one JSON object per checkpoint, as audited")
     out.add_argument("--markdown", action="store_true", help="a Markdown summary (PR, CI job summary)")
     scan.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page to FILE")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import realdata
 
 distributed = pytest.importorskip("distributed")
 
@@ -31,8 +32,7 @@ from pyaudit.testing import faults  # noqa: E402
 from pyaudit.testing.stores import manifest_tensors, write_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT.parent / "shared" / "models"
-QWEN_VL = MODELS / "Qwen2.5-VL-7B-Instruct_qwen2_5_vl"
+QWEN_VL = realdata.MODELS / "Qwen2.5-VL-7B-Instruct_qwen2_5_vl"
 MERGED = "output/v0-20250530-100000/checkpoint-200-merged"
 
 

@@ -1,6 +1,6 @@
 """pyaudit.manifest: what a checkpoint must hold, from config.json alone.
 
-Ground truth: ``../shared/models/*/`` holds verbatim ``config.json`` +
+Ground truth: ``tests/data/models/*/`` holds verbatim ``config.json`` +
 ``model.safetensors.index.json`` pairs of real public checkpoints; a manifest must name
 exactly the index's tensors and add up to its ``metadata.total_size``. Families without a
 shared copy are checked against published numbers (each one's source is in a comment).
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import realdata
 
 from pyaudit.manifest import (
     ExpectedTensor,
@@ -35,22 +36,11 @@ from pyaudit.manifest import (
 )
 from pyaudit.manifest.expr import ExprError, compile_expr, evaluate
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-MODEL_DIRS = (
-    sorted(p for p in SHARED_MODELS.iterdir() if (p / "model.safetensors.index.json").is_file())
-    if SHARED_MODELS.is_dir()
-    else []
-)
-needs_shared = pytest.mark.skipif(
-    not MODEL_DIRS, reason=f"real checkpoint metadata not found at {SHARED_MODELS}"
-)
+MODEL_DIRS = realdata.model_dirs()
 
 
 def _model_dir(suffix: str) -> Path:
-    for d in MODEL_DIRS:
-        if d.name.endswith(suffix):
-            return d
-    pytest.skip(f"{suffix} not found under {SHARED_MODELS}")
+    return realdata.model_dir(suffix)
 
 
 def _config(suffix: str) -> dict[str, Any]:
@@ -81,7 +71,6 @@ def _params_by_dtype(m: Manifest) -> dict[str, int]:
 # --------------------------------------------------------------------------------------
 
 
-@needs_shared
 @pytest.mark.parametrize("model_dir", MODEL_DIRS, ids=lambda p: p.name)
 def test_manifest_matches_real_index(model_dir: Path) -> None:
     config = load_config(model_dir)
@@ -108,7 +97,6 @@ def test_manifest_matches_real_index(model_dir: Path) -> None:
     assert sorted(grouped) == sorted(m.tensors)
 
 
-@needs_shared
 def test_medgemma_parameter_count_matches_index_metadata() -> None:
     # The index of medgemma-27b-it records total_parameters too; it counts the tied
     # lm_head (vocab x hidden) a second time, which the checkpoint does not store.
@@ -118,7 +106,6 @@ def test_medgemma_parameter_count_matches_index_metadata() -> None:
     assert _params(m) + vocab * hidden == meta["total_parameters"]
 
 
-@needs_shared
 def test_known_shapes_of_real_models() -> None:
     qwen3 = build_manifest(_config("Qwen3-4B_qwen3")).tensors
     assert qwen3["model.embed_tokens.weight"] == ExpectedTensor(
@@ -171,7 +158,6 @@ def test_known_shapes_of_real_models() -> None:
 # --------------------------------------------------------------------------------------
 
 
-@needs_shared
 @pytest.mark.parametrize("suffix", ["Qwen3-4B_qwen3", "gemma-2b_gemma"])
 def test_tied_lm_head_is_not_expected_but_recorded(suffix: str) -> None:
     config = _config(suffix)
@@ -188,14 +174,12 @@ def test_tied_lm_head_is_not_expected_but_recorded(suffix: str) -> None:
     assert len(m2.tensors) == len(m.tensors) + 1
 
 
-@needs_shared
 def test_untied_models_expect_lm_head() -> None:
     m = build_manifest(_config("1PARAMMYL-8B-ModelStock_llama"))
     assert m.tied == {}
     assert m.tensors["lm_head.weight"].shape == (128256, 4096)
 
 
-@needs_shared
 def test_gemma3_multimodal_tie_is_recorded_in_each_layout() -> None:
     config = _config("medgemma-27b-it_gemma3")
     legacy = build_manifest(config)
@@ -211,7 +195,6 @@ def test_gemma3_multimodal_tie_is_recorded_in_each_layout() -> None:
 # --------------------------------------------------------------------------------------
 
 
-@needs_shared
 @pytest.mark.parametrize(
     "suffix", ["Qwen2.5-VL-7B-Instruct_qwen2_5_vl", "olmOCR-7B-0225-preview_qwen2_vl"]
 )
@@ -242,7 +225,6 @@ def test_qwen_vl_layouts_are_a_bijection_of_the_legacy_names(suffix: str) -> Non
     assert not any(n.startswith(("visual.", "model.layers.")) for n in new.tensors)
 
 
-@needs_shared
 def test_gemma3_new_layout_names() -> None:
     config = _config("medgemma-27b-it_gemma3")
     new = build_manifest(config, layout="transformers>=4.52")
@@ -255,7 +237,6 @@ def test_gemma3_new_layout_names() -> None:
     assert "model.language_model.norm.weight" in new.tensors
 
 
-@needs_shared
 def test_gemma3_transformers5_layout_drops_vision_model_only() -> None:
     config = _config("medgemma-27b-it_gemma3")
     assert [lo.name for lo in layouts(config)] == [
@@ -324,7 +305,6 @@ _TEXT_KEYS = (
 )
 
 
-@needs_shared
 @pytest.mark.parametrize(
     "suffix", ["Qwen2.5-VL-7B-Instruct_qwen2_5_vl", "olmOCR-7B-0225-preview_qwen2_vl"]
 )
@@ -809,7 +789,6 @@ def test_bnb_8bit() -> None:
     assert "model.layers.0.self_attn.o_proj.SCB" not in t
 
 
-@needs_shared
 def test_bnb_quantizes_vision_linears_unless_skipped() -> None:
     base = _config("Qwen2.5-VL-7B-Instruct_qwen2_5_vl")
     q = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
@@ -1012,7 +991,6 @@ def test_cache_returns_independent_copies() -> None:
     assert b == build_manifest(cfg)
 
 
-@needs_shared
 def test_build_speed_and_cache() -> None:
     config = _config("Qwen2.5-VL-7B-Instruct_qwen2_5_vl")
     fresh = dict(config, _probe=time.time_ns())  # an unseen config: a real build
@@ -1119,7 +1097,6 @@ def test_expr_rejects_string_arithmetic_and_overlong_source() -> None:
 # --------------------------------------------------------------------------------------
 
 
-@needs_shared
 def test_group_names_on_realistic_sets() -> None:
     vl = build_manifest(_config("Qwen2.5-VL-7B-Instruct_qwen2_5_vl"))
     names = list(vl.tensors)

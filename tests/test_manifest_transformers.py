@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import realdata
 
 from pyaudit.manifest import build_manifest, layouts, load_config
 from pyaudit.testing.stores import tiny_config
@@ -32,12 +33,8 @@ pytestmark = [
 TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 needs_5 = pytest.mark.skipif(not TRANSFORMERS_5, reason="facts of transformers 5")
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-REAL = sorted(
-    p.name
-    for p in (SHARED_MODELS.iterdir() if SHARED_MODELS.is_dir() else [])
-    if (p / "config.json").is_file()
-)
+SHARED_MODELS = realdata.MODELS
+REAL = sorted(p.name for p in SHARED_MODELS.iterdir() if (p / "config.json").is_file())
 
 # Families without a shared config: small configs with the real families' fields.
 QWEN3_MOE = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import realdata
 
 hypothesis = pytest.importorskip("hypothesis")
 pytest.importorskip("safetensors")
@@ -28,8 +29,7 @@ from pyaudit.headers import read_headers  # noqa: E402
 from pyaudit.testing.sparse import tensor_nbytes  # noqa: E402
 from pyaudit.testing.stores import manifest_tensors, tiny_config, write_json  # noqa: E402
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-CONFIG = MODELS / "Qwen2.5-VL-7B-Instruct_qwen2_5_vl" / "config.json"
+CONFIG = realdata.MODELS / "Qwen2.5-VL-7B-Instruct_qwen2_5_vl" / "config.json"
 SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
 
 Files = dict[str, dict[str, Any]]  # file name -> tensor name -> (dtype, shape)
@@ -40,8 +40,6 @@ FAULTS = (
 
 
 def _base() -> tuple[dict[str, Any], dict[str, tuple[str, tuple[int, ...]]]]:
-    if not CONFIG.is_file():
-        pytest.skip(f"{CONFIG} not found")
     config = tiny_config(json.loads(CONFIG.read_text()))
     return config, manifest_tensors(config)
 

@@ -1,7 +1,7 @@
 """pyaudit.oracle: transformers' own save_pretrained, run on the meta device, as a second opinion.
 
 Cross-checks every spec against the installed transformers: for each real checkpoint in
-``../shared/models`` and for small configs of families without one, the oracle's tensors
+``tests/data/models`` and for small configs of families without one, the oracle's tensors
 (names, shapes, dtypes) must equal the index and ``build_manifest`` for the matching layout.
 Two oracle modes are checked: a model built fresh from the config then saved, and a round trip
 (``source_names``: as loaded by ``from_pretrained`` from a checkpoint holding those names, then
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import realdata
 
 from pyaudit.manifest import build_manifest, layouts, load_config
 from pyaudit.oracle import OracleResult, OracleUnavailable, oracle_manifest, oracle_manifests
@@ -31,15 +32,8 @@ from pyaudit.oracle import OracleResult, OracleUnavailable, oracle_manifest, ora
 if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
     pytest.skip("the oracle needs torch and transformers", allow_module_level=True)
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-MODEL_DIRS = (
-    sorted(p for p in SHARED_MODELS.iterdir() if (p / "model.safetensors.index.json").is_file())
-    if SHARED_MODELS.is_dir()
-    else []
-)
-needs_shared = pytest.mark.skipif(
-    not MODEL_DIRS, reason=f"real checkpoint metadata not found at {SHARED_MODELS}"
-)
+SHARED_MODELS = realdata.MODELS
+MODEL_DIRS = realdata.model_dirs()
 
 # -- small configs of families without a shared checkpoint (dims shrunk; same structure) --------
 
@@ -311,7 +305,6 @@ def _matching_layout(config: dict[str, Any], names: set[str]) -> str | None:
 SHARED_IDS = [d.name for d in MODEL_DIRS]
 
 
-@needs_shared
 @pytest.mark.parametrize("label", SHARED_IDS)
 def test_round_trip_of_real_checkpoint_equals_its_index(oracle: Any, label: str) -> None:
     """Loaded from a checkpoint with these names and saved: transformers writes the same names,
@@ -324,7 +317,6 @@ def test_round_trip_of_real_checkpoint_equals_its_index(oracle: Any, label: str)
     assert result.total_bytes == index["metadata"]["total_size"]
 
 
-@needs_shared
 @pytest.mark.parametrize("label", SHARED_IDS)
 def test_real_checkpoint_spec_equals_transformers(oracle: Any, label: str) -> None:
     """The spec layout that names the index equals transformers' round trip, tensor by tensor."""
@@ -550,13 +542,10 @@ def test_from_oracle_builds_one_layout(oracle: Any) -> None:
     assert from_oracle(dict(TINY_QWEN2)) is expected  # cached per config
 
 
-@needs_shared
 def test_from_oracle_with_source_names_keeps_the_checkpoint_layout(oracle: Any) -> None:
     from pyaudit.expected import from_oracle
 
     label = "medgemma-27b-it_gemma3"
-    if not (SHARED_MODELS / label).is_dir():
-        pytest.skip(f"{label} not in {SHARED_MODELS}")
     config, index = _shared(SHARED_MODELS / label)
     expected = from_oracle(config, "oracle", source_names=index["weight_map"])
     assert set(expected.default.tensors) == set(index["weight_map"])

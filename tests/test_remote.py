@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+import realdata
 
 from pyaudit.checkpoint import AuditOptions
 from pyaudit.cli import main
@@ -37,16 +38,13 @@ from pyaudit.testing.stores import (
     write_json,
 )
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 BUCKET = "pyaudit-remote-test"
 # Big enough that most shards hold MBs of tensor data behind a header of a few KB.
 BIG = {"vocab_size": 8192, "intermediate_size": 4096}
 
 
 def _config(name: str, **overrides: Any) -> dict[str, Any]:
-    path = MODELS / name / "config.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is not here")
+    path = realdata.MODELS / name / "config.json"
     return tiny_config(json.loads(path.read_text()), **overrides)
 
 

@@ -1,8 +1,8 @@
 """Shared setup of the scan tests: real configs, and `pyaudit scan --json` run in-process.
 
 Test modules cannot import each other (--import-mode=importlib), so the helpers are
-handed out as fixtures. Real configs come from ../shared/models (beside the repository);
-tests that need them skip when that folder is absent.
+handed out as fixtures. Real configs come from tests/data/models, in the repository with
+their provenance (tests/support/realdata.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import realdata
 
 from pyaudit import match, memo
 from pyaudit.cli import main
@@ -20,7 +21,7 @@ from pyaudit.cli import main
 def _timeless(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "summary": {k: v for k, v in doc["summary"].items() if k != "seconds"}}
 
-MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
+MODELS = realdata.MODELS
 
 
 class Scan:
@@ -74,19 +75,15 @@ def scan(capsys: pytest.CaptureFixture[str]) -> Scan:
 
 @pytest.fixture(scope="session")
 def models() -> Path:
-    if not (MODELS / "Qwen2.5-VL-7B-Instruct_qwen2_5_vl" / "config.json").is_file():
-        pytest.skip(f"real model metadata not found at {MODELS}")
     return MODELS
 
 
 def _json_loader(models: Path, relative: str) -> Any:
     """name -> the JSON document at ``models / name / relative`` (a fresh dict each
-    call); the test skips when the file is not there."""
+    call)."""
 
     def load(name: str) -> dict[str, Any]:
         path = models / name / relative
-        if not path.is_file():
-            pytest.skip(f"{path} not found")
         with open(path) as f:
             doc: dict[str, Any] = json.load(f)
         return doc

@@ -1,7 +1,7 @@
 """PEFT adapters: against their own adapter_config.json, and against the base model when
 the base can be found locally (a path, or the Hugging Face hub cache under $HF_HOME).
 
-Real adapter configs come from ../shared/models/adapters (LLaMA-Factory and plain PEFT).
+Real adapter configs come from tests/data/models/adapters (LLaMA-Factory and plain PEFT).
 """
 
 from __future__ import annotations

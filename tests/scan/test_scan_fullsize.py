@@ -1,7 +1,7 @@
 """Full-size checkpoints as sparse files (real headers, data left as holes): the byte
 figures pyaudit reports are the real ones.
 
-Every real config + index pair in ../shared/models is laid out exactly as its index
+Every real config + index pair in tests/data/models is laid out exactly as its index
 shards it; a 72B and DeepSeek-V3 are built from their public config values.
 """
 

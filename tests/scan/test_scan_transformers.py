@@ -143,7 +143,7 @@ def test_seed_story_with_a_real_peft_adapter(
     assert "--load_args false" in scan.the(report, "intent-mismatch")["message"]
 
 
-# Families without a real config in ../shared/models: small configs written for the test.
+# Families without a real config in tests/data/models: small configs written for the test.
 SMALL_MOE = {
     "qwen3_moe": {
         "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 64,
