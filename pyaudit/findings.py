@@ -1,10 +1,17 @@
-"""The finding codes of CONTRACT.md and their severities, in one place."""
+"""The finding codes of CONTRACT.md, their severities and their one order, in one place.
+
+A finding's numbers (counts, byte sizes, shapes) are data: a message is a template and
+its values (:class:`Message`), rendered to text by :func:`render` (sizes by
+:mod:`pyaudit.units`), so the audit states quantities and never formats them itself.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
+
+from pyaudit.units import human_bytes, human_shape
 
 Severity = Literal["error", "warning", "info"]
 
@@ -43,8 +50,67 @@ CODES: dict[str, Severity] = {
     "shapes-unverified": "info",  # .bin weights: names checked, shapes not (never unpickled)
 }
 
-SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")  # worst first: the one order
+SEVERITY_RANK: dict[str, int] = {s: len(SEVERITIES) - 1 - i for i, s in enumerate(SEVERITIES)}
 MAX_TENSORS = 20  # names listed per finding; `count` carries the full number
+
+
+class Bytes(int):
+    """A byte count in a message: rendered as a size (16.58 GB, 512 B)."""
+
+
+class Shape(tuple[int, ...]):
+    """A tensor shape in a message: rendered as [a, b]."""
+
+
+Value = str | int | float | Bytes | Shape
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as data: ``template`` (``str.format`` fields naming ``values``) and the
+    values, numbers kept as numbers. Only the template is parsed: a value (a tensor or
+    file name from the scanned tree) is inserted verbatim, braces and all."""
+
+    template: str
+    values: tuple[tuple[str, Value], ...] = ()
+
+    @classmethod
+    def of(cls, template: str, **values: Value) -> Message:
+        return cls(template, tuple(values.items()))
+
+    def render(self) -> str:
+        return render(self)
+
+
+def _text(value: Value) -> str:
+    if isinstance(value, Bytes):
+        return human_bytes(int(value))
+    if isinstance(value, Shape):
+        return human_shape(tuple(value))
+    return str(value)
+
+
+def render(message: Message | str) -> str:
+    """A message's text: sizes as :func:`pyaudit.units.human_bytes`, shapes bracketed."""
+    if isinstance(message, str):
+        return message
+    if not message.values:
+        return message.template
+    return message.template.format_map({k: _text(v) for k, v in message.values})
+
+
+def severity_order(severity: str) -> int:
+    """Sort key: error, warning, info (anything else last)."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
+
+F = TypeVar("F", bound="Finding")
+
+
+def worst_first(findings: Iterable[F]) -> list[F]:
+    """``findings`` in the one severity order, stable within a severity."""
+    return sorted(findings, key=lambda f: severity_order(f.severity))
 
 
 @dataclass
@@ -54,6 +120,7 @@ class Finding:
     message: str
     count: int = 1
     tensors: list[str] = field(default_factory=list)
+    values: tuple[tuple[str, Value], ...] = ()  # the message's numbers (and names), as data
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -67,21 +134,23 @@ class Finding:
 
 def finding(
     code: str,
-    message: str,
+    message: str | Message,
     tensors: Iterable[str] = (),
     count: int | None = None,
     severity: Severity | None = None,
 ) -> Finding:
-    """A finding with the contract's default severity unless told otherwise."""
+    """A finding with the contract's default severity unless told otherwise; ``message``
+    plain text or a :class:`Message` (its values kept on the finding)."""
     if code not in CODES:
         raise KeyError(f"unknown finding code {code!r}")
     names = sorted(tensors) if not isinstance(tensors, list) else tensors
     return Finding(
         code=code,
         severity=severity or CODES[code],
-        message=message,
+        message=render(message),
         count=count if count is not None else max(len(names), 1),
         tensors=names[:MAX_TENSORS],
+        values=message.values if isinstance(message, Message) else (),
     )
 
 
