@@ -64,6 +64,12 @@ class Header:
         self.ok: bool = core.ok  # read on every check: kept, not asked of the core each time
 
     @property
+    def native(self) -> _core.Header:
+        """The core's own object (what native matches such as ``_core.TensorSpecs.match``
+        take)."""
+        return self._core
+
+    @property
     def rule(self) -> str:
         """The rule the file broke, or ``"ok"``."""
         return self._core.rule

@@ -20,7 +20,7 @@ from typing import Any
 
 from .dtypes import DTYPE_BYTES, config_dtype
 from .expr import ExprError, compile_expr
-from .groups import _group_names, _Universe, group_names
+from .groups import Universe, group_names, group_names_in
 from .interpret import ManifestError, Rec, run_spec
 from .quant import QuantConfigError, apply_quantization, detect_quantization
 from .spec import Layout, Spec
@@ -87,8 +87,8 @@ class Manifest:
         """:func:`group_names` of ``names``, knowing this manifest's full name set."""
         universe = self.__dict__.get("_universe")
         if universe is None:
-            universe = self.__dict__["_universe"] = _Universe(self.tensors.keys())
-        return _group_names(names, universe)
+            universe = self.__dict__["_universe"] = Universe(self.tensors.keys())
+        return group_names_in(names, universe)
 
 
 class UnknownArchitecture(Exception):

@@ -48,7 +48,7 @@ def _natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(t)) if _is_num(t) else (1, t) for t in name.split("."))
 
 
-class _Universe:
+class Universe:
     """What exists: names under each prefix, and the numeric children of each prefix."""
 
     def __init__(self, names: Iterable[str]) -> None:
@@ -80,7 +80,7 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
-def _describe(names: list[_Tokens], bases: list[str], universe: _Universe | None) -> list[_Group]:
+def _describe(names: list[_Tokens], bases: list[str], universe: Universe | None) -> list[_Group]:
     """Relative groups for ``names`` (token tuples found under every prefix in ``bases``)."""
     if len(names) == 1:
         return [(".".join(names[0]), 1, ())]
@@ -113,7 +113,7 @@ def _describe(names: list[_Tokens], bases: list[str], universe: _Universe | None
     return out
 
 
-def _by_index(rests: list[_Tokens], bases: list[str], universe: _Universe | None) -> list[_Group]:
+def _by_index(rests: list[_Tokens], bases: list[str], universe: Universe | None) -> list[_Group]:
     """Groups for ``rests`` that all start with an index, under every prefix in ``bases``.
 
     Two ways to cut: indices sharing the same set of sub-names (whole layers missing), or
@@ -152,7 +152,7 @@ def _sub_key(t: _Tokens) -> tuple[tuple[int, int | str], ...]:
 
 
 def _emit(
-    cut: list[tuple[list[int], list[_Tokens]]], bases: list[str], universe: _Universe | None
+    cut: list[tuple[list[int], list[_Tokens]]], bases: list[str], universe: Universe | None
 ) -> list[_Group]:
     noun = bases[0].rsplit(".", 1)[-1] if bases and bases[0] else "items"
     out: list[_Group] = []
@@ -180,10 +180,11 @@ def group_names(
     spanning every index of a stem is labelled ``"stem.* (N <stem's last part>)"`` and partial
     sets are split by sub-module. Groups come in natural name order.
     """
-    return _group_names(names, _Universe(all_names) if all_names is not None else None)
+    return group_names_in(names, Universe(all_names) if all_names is not None else None)
 
 
-def _group_names(names: Iterable[str], universe: _Universe | None) -> list[tuple[str, int]]:
+def group_names_in(names: Iterable[str], universe: Universe | None) -> list[tuple[str, int]]:
+    """:func:`group_names` against a :class:`Universe` built once (a manifest's names)."""
     uniq = sorted(set(names), key=_natural_key)
     stems: dict[_Tokens, list[_Tokens]] = {}
     order: list[str | _Tokens] = []  # a plain name, or the stem of indexed names
