@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyaudit.compare import BASE_LAYER, Found
+from pyaudit.auditing.compare import BASE_LAYER, Found
 from pyaudit.expected import Expected
 from pyaudit.findings import Finding, finding
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pyaudit.checkpoint import AuditOptions, CheckpointReport
-from pyaudit.findings import Finding
+from pyaudit.auditing.results import AuditOptions, CheckpointReport, ScanSummary
 from pyaudit.discover import is_url
-from pyaudit.sweep import ScanSummary, load_base
+from pyaudit.expected import Expected
+from pyaudit.findings import Finding
+from pyaudit.sweep import load_base
 
 Expect = Literal["auto", "full", "adapter"]
 
@@ -42,6 +43,36 @@ class Report:
         from pyaudit.report.json_report import scan_json
 
         return scan_json(self.checkpoints, self.summary.to_json())
+
+
+def reports(
+    paths: list[str],
+    options: AuditOptions,
+    jobs: int | None = None,
+    base_expected: Expected | None = None,
+    *,
+    dask: Any = None,
+    ordered: bool = True,
+) -> Iterator[CheckpointReport]:
+    """The one scan entry of :func:`scan` and ``pyaudit scan``: every checkpoint under
+    ``paths`` audited, as its report, in discovery order (``ordered=False``: on a Dask
+    cluster, as chunks finish). Local PATHs through :func:`pyaudit.sweep.scan`, URLs
+    (``s3://...``) through :func:`pyaudit.remote.scan_paths` (listed before this returns),
+    ``dask`` (a scheduler address, ``"local"``, a ``distributed.Client``) through
+    :func:`pyaudit.distributed.scan`."""
+    if dask is not None:
+        from pyaudit import distributed
+
+        return distributed.scan(
+            paths, options, jobs, base_expected, cluster=dask, ordered=ordered
+        )
+    if any(is_url(p) for p in paths):
+        from pyaudit.remote import scan_paths  # sweep.scan, with URLs (s3://...) too
+
+        return scan_paths(paths, options, jobs, base_expected)
+    from pyaudit.sweep import scan as local_scan
+
+    return local_scan(paths, options, jobs, base_expected)
 
 
 def scan(
@@ -79,22 +110,9 @@ def scan(
         oracle=oracle,
     )
     base_expected = load_base(options.base, jobs) if options.base is not None else None
-    run: Any
-    if any(is_url(p) for p in strs):
-        from pyaudit.remote import scan_paths  # sweep.scan, with URLs (s3://...) too
-
-        run = scan_paths
-    else:
-        from pyaudit.sweep import scan as run
-    if dask is not None:
-        from functools import partial
-
-        from pyaudit import distributed
-
-        run = partial(distributed.scan, cluster=dask)
     start = time.perf_counter()
     report = Report()
-    for checkpoint in run(strs, options, jobs, base_expected):
+    for checkpoint in reports(strs, options, jobs, base_expected, dask=dask):
         report.summary.add(checkpoint)
         report.checkpoints.append(checkpoint)
     report.summary.seconds = time.perf_counter() - start

@@ -77,26 +77,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from pyaudit.checkpoint import AuditOptions
+    from pyaudit.api import reports as scan_reports
+    from pyaudit.auditing.results import AuditOptions, ScanSummary
     from pyaudit.discover import is_url
-    from pyaudit.sweep import ScanSummary, load_base
-    from pyaudit.sweep import scan as local_scan
+    from pyaudit.sweep import load_base
 
     missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
     if missing:
         for p in missing:
             print(f"pyaudit scan: {p}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
-    sweep: Any = local_scan
     remote = any(is_url(p) for p in args.paths)
-    if remote:
-        from pyaudit.remote import scan_paths  # sweep.scan, and URLs (s3://...) too
-
-        sweep = scan_paths
     cluster_errors: list[str] = []
     if args.dask:
-        from functools import partial
-
         from pyaudit import distributed
 
         try:
@@ -108,9 +101,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if urls:
             print(f"pyaudit scan: --dask: {urls[0]}: scan URLs without --dask", file=sys.stderr)
             return EXIT_USAGE
-        sweep = partial(
-            distributed.scan_until_error, cluster_errors, cluster=args.dask, ordered=not args.jsonl
-        )
     if remote:
         from pyaudit.remote import RemoteError, prepare
 
@@ -147,8 +137,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     reports = []
     lines: list[str] = []  # --json: each report as its JSON line, not as an object
+    sweep = scan_reports(
+        args.paths, options, args.jobs, base_expected, dask=args.dask, ordered=not args.jsonl
+    )
+    if args.dask:
+        sweep = distributed.until_error(cluster_errors, sweep)
     with SweepProgress(SweepProgress.wanted(args.json or args.jsonl)) as progress:
-        for report in sweep(args.paths, options, args.jobs, base_expected):
+        for report in sweep:
             summary.add(report)
             progress.advance(report.status)
             if args.jsonl:

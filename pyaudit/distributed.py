@@ -2,8 +2,8 @@
 
 The client discovers the checkpoints (file names only) and cuts them into chunks; each
 chunk is one task that reads its headers with the native core and audits each of its
-checkpoints on a worker exactly as a local sweep does (``sweep._read_batch`` then
-``audit_checkpoint``, the same :class:`AuditOptions`; the ``--base`` expectation is
+checkpoints on a worker exactly as a local sweep does (``sweep.read_batch`` then
+``sweep.audit_batch``, the same :class:`AuditOptions`; the ``--base`` expectation is
 computed once on the client and scattered). Reports stream back as chunks complete and
 are put back in discovery order, so the report is the one a local scan gives.
 
@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pyaudit import __version__
-from pyaudit.checkpoint import AuditOptions, CheckpointReport
+from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import CheckpointDir, discover
 from pyaudit.expected import Expected
 
@@ -128,11 +128,11 @@ def audit_chunk(
 ) -> tuple[str, list[CheckpointReport]]:
     """The task: one chunk's headers read in one native batch, each checkpoint audited,
     as a local sweep does. Returns (this worker's pyaudit version, the reports in order)."""
-    from pyaudit.sweep import _audit_batch, _read_batch
+    from pyaudit.sweep import audit_batch, read_batch
 
     with _client_directory(cwd, chunk):
-        reads = _read_batch(chunk, jobs, options.verify_data)
-        reports = list(_audit_batch(chunk, reads, options, base_expected))
+        reads = read_batch(chunk, jobs, options.verify_data)
+        reports = list(audit_batch(chunk, reads, options, base_expected))
     return __version__, reports
 
 
@@ -258,10 +258,12 @@ def scan(
                 client.cancel(list(pending))
 
 
-def scan_until_error(errors: list[str], *args: Any, **kwargs: Any) -> Iterator[CheckpointReport]:
-    """:func:`scan` for the command line: a :class:`ClusterError` ends the reports and its
-    one-line message is appended to ``errors`` (the caller reports it and exits 2)."""
+def until_error(
+    errors: list[str], reports: Iterator[CheckpointReport]
+) -> Iterator[CheckpointReport]:
+    """:func:`scan`'s reports for the command line: a :class:`ClusterError` ends them and
+    its one-line message is appended to ``errors`` (the caller reports it and exits 2)."""
     try:
-        yield from scan(*args, **kwargs)
+        yield from reports
     except ClusterError as e:
         errors.append(str(e))

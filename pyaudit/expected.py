@@ -9,11 +9,15 @@ headers), the directory's ``config.json``, the model the run's files name
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from pyaudit.discover import CheckpointDir
+from pyaudit.findings import Finding, finding
+from pyaudit.headers import Header
 from pyaudit.manifest import (
     ExpectedTensor,
     ManifestError,
@@ -25,6 +29,7 @@ from pyaudit.manifest import (
 )
 from pyaudit.manifest.dtypes import DTYPE_BYTES, config_dtype
 from pyaudit.memo import LRU, Identity
+from pyaudit.runs import RunArgs, read_json, resolve_model
 
 
 @dataclass
@@ -224,3 +229,120 @@ def from_index(names: list[str], total_size: int | None, source: str) -> Expecte
         shapes_known=False,
         total_bytes=total_size,
     )
+
+
+# --- where the expectation comes from -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a checkpoint is held against (None: nothing says), the model type a config
+    named that no spec knows, and what was found out on the way (unknown-architecture,
+    base-not-found)."""
+
+    expected: Expected | None
+    model_type: str | None = None
+    findings: tuple[Finding, ...] = ()
+
+
+def expectation_for(
+    ckpt: CheckpointDir,
+    config: dict[str, Any] | None,
+    adapter_config: dict[str, Any] | None,
+    run: RunArgs,
+    index: dict[str, Any] | None,
+    oracle: str | None,
+    base_expected: Expected | None,
+    found_names: Callable[[], Iterable[str]] = tuple,
+) -> Expectation:
+    """The first source that answers: ``--base`` (``base_expected``), the checkpoint's
+    config.json (then, with ``oracle="transformers"``, the installed transformers), the
+    model the run's files name (found locally), the index (``index``: its weight_map,
+    total_size and name) alone."""
+    if base_expected is not None:
+        return Expectation(base_expected)
+    findings: list[Finding] = []
+    model_type: str | None = None
+    unavailable: ManifestUnavailable | None = None
+    if config is not None:
+        try:
+            return Expectation(from_config(config, "config.json"))
+        except ManifestUnavailable as e:
+            unavailable = e
+            model_type = e.model_type
+        if oracle == "transformers":
+            try:
+                return Expectation(from_oracle(config, source_names=found_names()), model_type)
+            except ManifestUnavailable as e:
+                unavailable = ManifestUnavailable(e.model_type, f"{unavailable}; {e}")
+    # The model the run's own files name, found locally.
+    references = []
+    if adapter_config and isinstance(adapter_config.get("base_model_name_or_path"), str):
+        references.append(("adapter_config.json base_model_name_or_path", adapter_config["base_model_name_or_path"]))
+    if run.model:
+        references.append((f"{run.args_path.name if run.args_path else 'run args'} model", run.model))
+    if unavailable is None and config is None:
+        for what, ref in references:
+            path = resolve_model(ref, ckpt.path)
+            if path is None:
+                continue
+            base_config = read_json(path / "config.json")
+            if base_config is None:
+                continue
+            try:
+                where = ref if Path(ref) == path else f"{ref} ({path})"
+                return Expectation(from_config(base_config, f"base model {where}"))
+            except ManifestUnavailable as e:
+                unavailable = e
+                model_type = e.model_type
+                break
+        else:
+            if references and (ckpt.has_adapter_config or not ckpt.has_weights):
+                what, ref = references[0]
+                findings.append(
+                    finding(
+                        "base-not-found",
+                        f"the base model {ref!r} ({what}) is not available locally (path, "
+                        "$HF_HOME hub cache, ModelScope cache): only the adapter's own "
+                        "consistency was checked; pass --base DIR to check it against the base",
+                    )
+                )
+    if unavailable is not None:
+        findings.append(
+            finding(
+                "unknown-architecture",
+                f"{unavailable}: only structural checks ran"
+                + ("; the index says which tensors to expect" if index else ""),
+            )
+        )
+    expected = None
+    if index is not None:
+        names = [n for n in index["weight_map"] if isinstance(n, str)]
+        total = index.get("total_size")
+        expected = from_index(names, total if isinstance(total, int) else None, index["name"])
+    return Expectation(expected, model_type, tuple(findings))
+
+
+def base_expectation(base: Path, headers: list[Header]) -> Expected:
+    """``--base DIR``: the reference checkpoint's own tensors are what to expect."""
+    tensors: dict[str, tuple[str, tuple[int, ...], int]] = {}
+    for header in headers:
+        if not header.ok:
+            raise ValueError(f"--base {base}: {header.error}")
+        if Path(header.path).name.startswith("adapter_model"):
+            continue
+        names, dtypes, shapes, offsets = header.table()
+        for n, d, s, (b, e) in zip(names, dtypes, shapes, offsets, strict=True):
+            tensors[n] = (d, s, e - b)
+    config = read_json(base / "config.json")
+    model_type = config.get("model_type") if config else None
+    family: Expected | None = None
+    if config is not None:
+        try:
+            family = from_config(config, "config.json")
+        except ManifestUnavailable:
+            family = None
+    return from_tensors(
+        tensors, f"--base {base}", model_type if isinstance(model_type, str) else None, family
+    )
+

@@ -12,7 +12,7 @@ by :func:`pyaudit.headers.parse_header_bytes`, the validator local files go thro
 The audit reads a few small run files (config.json, adapter_config.json, args.json,
 training_args.yaml, index files) through local paths: those alone are mirrored into a
 temporary directory laid out like the remote tree, and each checkpoint is audited by
-:func:`pyaudit.checkpoint.audit_checkpoint` exactly as a local one. Paths in the report
+:func:`pyaudit.auditing.pipeline.audit_checkpoint` exactly as a local one. Paths in the report
 read as they would for a local scan of the same tree, with the URL as the root.
 
 Credentials and endpoints come from each filesystem's own environment (for S3:
@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from pyaudit.checkpoint import AuditOptions, CheckpointReport, audit_checkpoint
+from pyaudit.auditing.pipeline import audit_checkpoint
+from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import is_url as is_url
 from pyaudit.discover import (
     ADAPTER_CONFIG,

@@ -14,51 +14,20 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from pyaudit import _core, match
-from pyaudit.checkpoint import (
-    AuditOptions,
-    CheckpointReport,
-    audit_checkpoint,
-    base_expectation,
-    header_files,
-    run_file_names,
-)
+from pyaudit import _core
+from pyaudit.auditing import match
+from pyaudit.auditing.pipeline import audit_checkpoint
+from pyaudit.auditing.results import AuditOptions, CheckpointReport
+from pyaudit.auditing.structure import header_files, run_file_names
 from pyaudit.data import DataResult
 from pyaudit.data import verify_data as verify_data_files
 from pyaudit.discover import CheckpointDir, discover
-from pyaudit.expected import Expected
+from pyaudit.expected import Expected, base_expectation
 from pyaudit.headers import Header, read_headers
 from pyaudit.runs import PREFETCH_BYTES
 
 BATCH_FILES = 512  # headers per native batch: enough to keep the threads busy
 FIRST_BATCH_FILES = 32  # the first batch: the audit waits for it, nothing overlaps it
-
-
-@dataclass
-class ScanSummary:
-    checkpoints: int = 0
-    passed: int = 0
-    warned: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-
-    def add(self, report: CheckpointReport) -> None:
-        self.checkpoints += 1
-        if report.status == "pass":
-            self.passed += 1
-        elif report.status == "warn":
-            self.warned += 1
-        else:
-            self.failed += 1
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "checkpoints": self.checkpoints,
-            "pass": self.passed,
-            "warn": self.warned,
-            "fail": self.failed,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 def batches(
@@ -128,7 +97,7 @@ def _reads(
     return out
 
 
-def _read_batch(batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> list[_Read]:
+def read_batch(batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> list[_Read]:
     """A batch's headers and run-file digests (and, with verify_data, its tensor bytes), now."""
     paths, run_files = _batch_paths(batch)
     headers = read_headers(paths, jobs=jobs)
@@ -168,10 +137,10 @@ def scan(
     for batch in batches(checkpoints):
         ahead = _Ahead(batch, threads.next(), options.verify_data)
         if pending is not None:
-            yield from _audit_batch(pending_batch, threads.saw(pending), options, base_expected)
+            yield from audit_batch(pending_batch, threads.saw(pending), options, base_expected)
         pending, pending_batch = ahead, batch
     if pending is not None:
-        yield from _audit_batch(pending_batch, threads.saw(pending), options, base_expected)
+        yield from audit_batch(pending_batch, threads.saw(pending), options, base_expected)
 
 
 class _Threads:
@@ -246,7 +215,7 @@ class _Ahead:
 
     def _run(self, jobs: int | None) -> None:
         try:
-            self._reads = _read_batch(self._batch, jobs, True)
+            self._reads = read_batch(self._batch, jobs, True)
         except BaseException as e:  # handed to the auditing thread, raised there
             self._error = e
 
@@ -269,12 +238,13 @@ class _Ahead:
         return self._reads
 
 
-def _audit_batch(
+def audit_batch(
     batch: list[CheckpointDir],
     reads: list[_Read],
     options: AuditOptions,
     base_expected: Expected | None,
 ) -> Iterator[CheckpointReport]:
+    """Each checkpoint of ``batch`` audited over what :func:`read_batch` read for it."""
     for ckpt, read in zip(batch, reads, strict=True):
         yield audit_checkpoint(
             ckpt, read.headers, options, base_expected, read.data, read.digests, read.ahead

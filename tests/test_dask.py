@@ -24,7 +24,7 @@ import dask  # noqa: E402
 
 import pyaudit  # noqa: E402
 from pyaudit import distributed as dist  # noqa: E402
-from pyaudit.checkpoint import AuditOptions  # noqa: E402
+from pyaudit.auditing.results import AuditOptions  # noqa: E402
 from pyaudit.cli import main  # noqa: E402
 from pyaudit.discover import discover  # noqa: E402
 from pyaudit.sweep import scan as local_scan  # noqa: E402

@@ -1,7 +1,7 @@
-"""The native fast path (pyaudit.match, csrc/tensor_specs.cpp) against the reference path.
+"""The native fast path (pyaudit.auditing.match, csrc/tensor_specs.cpp) against the reference path.
 
-The fast path may only ever say "clean" for a checkpoint the reference path (compare.py,
-the index check in checkpoint.py) finds nothing in. Here Hypothesis writes real checkpoints
+The fast path may only ever say "clean" for a checkpoint the reference path (auditing/compare.py,
+the index check in auditing/structure.py) finds nothing in. Here Hypothesis writes real checkpoints
 of a real model's layout (tiny dims, every byte by the safetensors writer) with faults
 mixed in: dropped, extra, renamed, re-typed and re-shaped tensors, a tensor in two shards,
 index entries missing, misplaced and naming tensors no shard holds. Each is audited with
@@ -23,8 +23,9 @@ pytest.importorskip("safetensors")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pyaudit import _core, match, memo  # noqa: E402
+from pyaudit import _core, memo  # noqa: E402
 from pyaudit.api import scan  # noqa: E402
+from pyaudit.auditing import match  # noqa: E402
 from pyaudit.headers import read_headers  # noqa: E402
 from pyaudit.testing.sparse import tensor_nbytes  # noqa: E402
 from pyaudit.testing.stores import manifest_tensors, tiny_config, write_json  # noqa: E402
@@ -133,20 +134,20 @@ def test_clean_checkpoint_takes_the_fast_path(tmp_path: Path) -> None:
         files[shard][n] = t
         index[n] = shard
     _write(tmp_path / "ckpt", config, files, index)
-    from pyaudit import checkpoint
+    from pyaudit.auditing import pipeline, structure
 
     memo.clear_all()
     report = scan(tmp_path / "ckpt").checkpoints[0]
     assert report.status == "pass" and report.kind == "full", report.findings
-    assert len(checkpoint._FILE_TABLES) == 0  # no Found per tensor was made
-    assert len(checkpoint._COMPARISONS) == 0  # compare_full never ran
+    assert len(structure._FILE_TABLES) == 0  # no Found per tensor was made
+    assert len(pipeline._COMPARISONS) == 0  # compare_full never ran
     memo.clear_all()
     match.ENABLED = False
     try:
         reference = scan(tmp_path / "ckpt").checkpoints[0]
     finally:
         match.ENABLED = True
-    assert len(checkpoint._FILE_TABLES) == 2 and len(checkpoint._COMPARISONS) == 1
+    assert len(structure._FILE_TABLES) == 2 and len(pipeline._COMPARISONS) == 1
     assert reference.to_json() == report.to_json()
 
 
@@ -158,7 +159,7 @@ def _headers(tmp_path: Path, files: dict[str, dict[str, Any]]) -> list[Any]:
 
     for name, tensors in files.items():
         _write_real(tmp_path / name, tensors, {"format": "pt"})
-    return [h._core for h in read_headers([tmp_path / n for n in files])]
+    return [h.native for h in read_headers([tmp_path / n for n in files])]
 
 
 def test_counts(tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ def test_shape_spelled_with_spaces_is_read(tmp_path: Path) -> None:
     raw = body.encode()
     path = tmp_path / "spaced.safetensors"
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(24))
-    headers = [h._core for h in read_headers([path])]
+    headers = [h.native for h in read_headers([path])]
     assert headers[0].ok
     assert _core.TensorSpecs(["t"], shapes=[(2, 3)]).match(headers).shape_differs == 0
     assert _core.TensorSpecs(["t"], shapes=[(3, 2)]).match(headers).shape_differs == 1
@@ -221,7 +222,7 @@ def test_invalid_headers_are_skipped(tmp_path: Path) -> None:
     good = _headers(tmp_path, {"a.safetensors": {"w": ("F32", (1,))}})
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x05" + bytes(7) + b"{oops")
-    headers = good + [h._core for h in read_headers([bad])]
+    headers = good + [h.native for h in read_headers([bad])]
     assert not headers[1].ok
     m = _core.TensorSpecs(["w"]).match(headers)
     assert (m.tensors, m.known, m.in_group) == (1, 1, [0, 0])

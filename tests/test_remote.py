@@ -24,7 +24,7 @@ from urllib.parse import unquote
 import pytest
 import realdata
 
-from pyaudit.checkpoint import AuditOptions
+from pyaudit.auditing.results import AuditOptions
 from pyaudit.cli import main
 from pyaudit.testing.stores import (
     adapter_config,

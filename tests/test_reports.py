@@ -398,7 +398,7 @@ def test_markdown_excludes_json(demo_store: Path, capsys: pytest.CaptureFixture[
 
 
 def test_markdown_stays_within_a_ci_job_summary_for_big_stores() -> None:
-    from pyaudit.checkpoint import CheckpointReport
+    from pyaudit.auditing.results import CheckpointReport
     from pyaudit.findings import finding
     from pyaudit.report.markdown import MAX_DETAILED, MAX_ROWS, scan_markdown
 

@@ -18,11 +18,11 @@ from html import escape
 from typing import Any
 
 from pyaudit import __version__
-from pyaudit.checkpoint import CheckpointReport
+from pyaudit.auditing.results import CheckpointReport
+from pyaudit.findings import worst_first as findings_worst_first
 from pyaudit.report.table import bytes_pair, tensors_pair
 
 STATUS_RANK = {"fail": 0, "warn": 1, "pass": 2}
-SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 NAMES_SHOWN = 10  # tensor names listed under a finding; the rest is counted
 
 
@@ -123,7 +123,7 @@ def _row(r: CheckpointReport) -> str:
         body.append(f'<p class="meta">{_e("; ".join(details))}</p>')
     if r.findings:
         body.append("<ul>")
-        for f in sorted(r.findings, key=lambda f: SEVERITY_RANK.get(f.severity, 3)):
+        for f in findings_worst_first(r.findings):
             names = ""
             if f.tensors:
                 shown = f.tensors[:NAMES_SHOWN]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from pyaudit import __version__
-from pyaudit.checkpoint import CheckpointReport
+from pyaudit.auditing.results import CheckpointReport
 
 SCHEMA = 1
 

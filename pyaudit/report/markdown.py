@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pyaudit import __version__
-from pyaudit.checkpoint import CheckpointReport
-from pyaudit.report.html import SEVERITY_RANK, worst_first
+from pyaudit.auditing.results import CheckpointReport
+from pyaudit.findings import worst_first as findings_worst_first
+from pyaudit.report.html import worst_first
 from pyaudit.report.table import bytes_pair, tensors_pair
 
 STATUS_MD = {"fail": "\u274c fail", "warn": "\u26a0\ufe0f warn", "pass": "\u2705 pass"}
@@ -97,10 +98,7 @@ def scan_markdown(
     if attention:
         lines += ["", "#### Findings"]
     for r in attention[:MAX_DETAILED]:
-        shown = sorted(
-            (f for f in r.findings if f.severity != "info"),
-            key=lambda f: SEVERITY_RANK.get(f.severity, 3),
-        )
+        shown = findings_worst_first(f for f in r.findings if f.severity != "info")
         if not shown:
             continue
         lines += [

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pyaudit.checkpoint import CheckpointReport
+from pyaudit.auditing.results import CheckpointReport
+from pyaudit.findings import worst_first
 from pyaudit.report.sizes import human_bytes
 
 STATUS_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
@@ -71,17 +70,12 @@ def print_scan(reports: list[CheckpointReport], summary: dict[str, object], cons
         grid.add_column(no_wrap=True)
         grid.add_column(no_wrap=True)
         grid.add_column(overflow="fold")
-        for f in _worst_first(shown):
+        for f in worst_first(shown):
             grid.add_row("", Text(f.severity, style=SEVERITY_STYLE.get(f.severity, "")),
                          Text(f.code, style="bold"), f.message)
         console.print(grid)
     console.print()
     console.print(_summary_line(summary))
-
-
-def _worst_first(findings: Iterable) -> list:  # type: ignore[type-arg]
-    order = {"error": 0, "warning": 1, "info": 2}
-    return sorted(findings, key=lambda f: order.get(f.severity, 3))
 
 
 def _summary_line(summary: dict[str, object]) -> Text:

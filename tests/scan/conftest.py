@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import realdata
 
-from pyaudit import match, memo
+from pyaudit import memo
+from pyaudit.auditing import match
 from pyaudit.cli import main
 
 
@@ -32,7 +33,7 @@ class Scan:
 
     def __call__(self, *args: object) -> tuple[int, dict[str, Any]]:
         """Every scan runs twice: as shipped, then with the native fast path
-        (pyaudit.match) off and every memo emptied. The two must agree to the byte."""
+        (pyaudit.auditing.match) off and every memo emptied. The two must agree to the byte."""
         rc, doc = self._run(args)
         memo.clear_all()
         match.ENABLED = False

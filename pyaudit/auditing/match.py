@@ -5,7 +5,7 @@ native core can say so from counts alone (every tensor known, every expected ten
 no dtype or shape differs, no name repeated, every shard holding exactly what the index
 places in it) without one Python object per tensor. These functions answer only "clean"
 or "look closer" (None / False): whatever is not clean goes to the reference path
-(:func:`pyaudit.compare.compare_full`, ``checkpoint._check_index``), which finds and
+(:func:`pyaudit.auditing.compare.compare_full`, :func:`pyaudit.auditing.structure.check_index`), which finds and
 explains it. So the fast path can skip work, never change a finding; the test suite holds
 every report made with it against the same report made without it.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyaudit import _core
-from pyaudit.compare import BASE_LAYER, INNER_WRAPPER, Comparison, is_peft_tensor
+from pyaudit.auditing.compare import BASE_LAYER, INNER_WRAPPER, Comparison, is_peft_tensor
 from pyaudit.expected import Expected, LayoutTensors
 from pyaudit.headers import Header
 from pyaudit.memo import LRU, Identity
@@ -100,7 +100,7 @@ def clean_comparison(headers: Sequence[Header], expected: Expected) -> Compariso
     specs = expected_specs(expected)
     if specs is None:
         return None
-    cores = [h._core for h in headers]
+    cores = [h.native for h in headers]
     # compare.choose_layout takes the layout most names fit, the first on a tie. A layout
     # every name fits scores the most possible: the first such one is the choice, and
     # the layouts after it need no match.
@@ -149,7 +149,7 @@ def index_places_exactly(weight_map: dict[str, Any], headers: Mapping[str, Heade
     named = [(f, h) for f, h in headers.items() if f in index.file_ids and h.ok]
     if not named:
         return True
-    m = index.specs.match([h._core for _, h in named], [index.file_ids[f] for f, _ in named])
+    m = index.specs.match([h.native for _, h in named], [index.file_ids[f] for f, _ in named])
     return _placed_exactly(named, m.in_group, index.per_file)
 
 
@@ -163,11 +163,11 @@ def _placed_exactly(
 
 def repeated_names(headers: Sequence[Header]) -> int:
     """Tensors (over valid headers, in order) whose name an earlier tensor had."""
-    return int(_core.count_repeated_names([h._core for h in headers]))
+    return int(_core.count_repeated_names([h.native for h in headers]))
 
 
 def names_containing(headers: Sequence[Header], needle: str) -> int:
-    return int(_core.count_names_containing([h._core for h in headers], needle))
+    return int(_core.count_names_containing([h.native for h in headers], needle))
 
 
 _COMBINED: LRU[tuple[_core.TensorSpecs, dict[str, int], Counter[str]] | None] = LRU(64)
@@ -224,7 +224,7 @@ def all_clean(
     if ahead is not None and ahead[0] is table:
         m = ahead[1]  # the same files held against the same table, on a reading thread
     else:
-        m = table.match([h._core for _, h in files], [ids[f] for f, _ in files])
+        m = table.match([h.native for _, h in files], [ids[f] for f, _ in files])
     if not _last or _last[0][0] is not table:
         _last[:] = [(table, ids)]
     if not (

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pyaudit.expected import Expected, LayoutTensors
-from pyaudit.findings import Finding, finding
-from pyaudit.report.sizes import human_bytes, human_shape
+from pyaudit.findings import Bytes, Finding, Message, Shape, finding
 
 
 class Found(NamedTuple):
@@ -167,14 +166,16 @@ def choose_layout(
     return best, others
 
 
-def _describe_missing(missing: list[str], layout: LayoutTensors, expected: Expected, total: int) -> str:
+def _describe_missing(
+    missing: list[str], layout: LayoutTensors, expected: Expected, total: int
+) -> Message:
     nbytes = sum(layout.tensors[n].nbytes or 0 for n in missing)
     groups = sorted(expected.group(missing, layout), key=lambda g: -g[1])
     shown = ", ".join(f"{label} — {count} tensors" if count > 1 else label for label, count in groups[:GROUPS_SHOWN])
     if len(groups) > GROUPS_SHOWN:
         shown += f", and {len(groups) - GROUPS_SHOWN} more groups"
-    size = f" ({human_bytes(nbytes)})" if expected.shapes_known else ""
-    msg = f"{len(missing)} of {total} base tensors absent{size}: {shown}"
+    size = " ({size})" if expected.shapes_known else ""
+    sections = ""
     # A whole section gone (a frozen vision tower dropped on save) deserves a name.
     missing_set = set(missing)
     for section, names in layout.sections.items():
@@ -184,8 +185,15 @@ def _describe_missing(missing: list[str], layout: LayoutTensors, expected: Expec
                 section,
                 "frozen modules dropped on save? (e.g. a trainer saving only trainable parameters)",
             )
-            msg += f". The whole {section} section ({len(members)} tensors) is absent: {cause}"
-    return msg
+            sections += f". The whole {section} section ({len(members)} tensors) is absent: {cause}"
+    return Message.of(
+        "{missing} of {total} base tensors absent" + size + ": {shown}{sections}",
+        missing=len(missing),
+        total=total,
+        **({"size": Bytes(nbytes)} if expected.shapes_known else {}),
+        shown=shown,
+        sections=sections,
+    )
 
 
 def compare_full(
@@ -266,24 +274,36 @@ def compare_full(
         result.findings.append(
             finding(
                 "empty-tensors",
-                f"{len(empty)} tensors saved with zero elements where the model needs them "
-                f"(e.g. {empty[0]}: shape {human_shape(normalised[empty[0]].shape)}, expected "
-                f"{human_shape(expected_names[empty[0]].shape)}): DeepSpeed ZeRO-3 partitions "
-                "saved without gathering. Set `stage3_gather_16bit_weights_on_model_save: true` "
-                "or rebuild the weights with zero_to_fp32.py.",
+                Message.of(
+                    "{count} tensors saved with zero elements where the model needs them "
+                    "(e.g. {name}: shape {shape}, expected {want}): DeepSpeed ZeRO-3 partitions "
+                    "saved without gathering. Set `stage3_gather_16bit_weights_on_model_save: "
+                    "true` or rebuild the weights with zero_to_fp32.py.",
+                    count=len(empty),
+                    name=empty[0],
+                    shape=Shape(normalised[empty[0]].shape),
+                    want=Shape(expected_names[empty[0]].shape or ()),
+                ),
                 tensors=empty,
             )
         )
     if shape_bad:
-        examples = "; ".join(
-            f"{n}: {human_shape(normalised[n].shape)}, expected {human_shape(expected_names[n].shape)}"
-            for n in shape_bad[:3]
-        )
+        sample = shape_bad[:3]
+        examples: dict[str, str | Shape] = {}
+        for i, n in enumerate(sample):
+            examples[f"name{i}"] = n
+            examples[f"shape{i}"] = Shape(normalised[n].shape)
+            examples[f"want{i}"] = Shape(expected_names[n].shape or ())
         result.findings.append(
             finding(
                 "shape-mismatch",
-                f"{len(shape_bad)} tensors differ in shape from what {expected.source} implies: "
-                f"{examples}",
+                Message.of(
+                    "{count} tensors differ in shape from what {source} implies: "
+                    + "; ".join(f"{{name{i}}}: {{shape{i}}}, expected {{want{i}}}" for i in range(len(sample))),
+                    count=len(shape_bad),
+                    source=expected.source,
+                    **examples,
+                ),
                 tensors=shape_bad,
             )
         )
@@ -291,18 +311,22 @@ def compare_full(
         found_bytes, want_bytes = drift_bytes[(got_dtype, want_dtype)]
         ratio = found_bytes / want_bytes if want_bytes else float("nan")
         effect = (
-            f"{ratio:.1f}× {'larger' if ratio > 1 else 'smaller'} "
-            f"({human_bytes(found_bytes)} instead of {human_bytes(want_bytes)})"
+            f"{ratio:.1f}× {'larger' if ratio > 1 else 'smaller'} ({{found}} instead of {{want}})"
             if want_bytes and ratio != 1
             else "same size"
         )
-        source = (
-            f"config says {expected.dtype}" if expected.dtype == want_dtype else f"expected {want_dtype}"
-        )
+        source = "config says {want_dtype}" if expected.dtype == want_dtype else "expected {want_dtype}"
         result.findings.append(
             finding(
                 "dtype-drift",
-                f"{len(names)} tensors are {got_dtype} where {source}: {effect}",
+                Message.of(
+                    "{count} tensors are {dtype} where " + source + ": " + effect,
+                    count=len(names),
+                    dtype=got_dtype,
+                    want_dtype=want_dtype,
+                    found=Bytes(found_bytes),
+                    want=Bytes(want_bytes),
+                ),
                 tensors=names,
             )
         )
@@ -317,9 +341,13 @@ def compare_full(
         result.findings.append(
             finding(
                 "unexpected-tensors",
-                f"{_example_list(tied_saved)} saved although tied to "
-                f"{layout.tied[tied_saved[0]]} (tie_word_embeddings): harmless, "
-                f"{human_bytes(sum(normalised[n].nbytes for n in tied_saved))} of duplicate data",
+                Message.of(
+                    "{names} saved although tied to {tied} (tie_word_embeddings): harmless, "
+                    "{size} of duplicate data",
+                    names=_example_list(tied_saved),
+                    tied=layout.tied[tied_saved[0]],
+                    size=Bytes(sum(normalised[n].nbytes for n in tied_saved)),
+                ),
                 tensors=tied_saved,
             )
         )
@@ -329,8 +357,13 @@ def compare_full(
         result.findings.append(
             finding(
                 "unexpected-tensors",
-                f"{len(unexpected)} tensors that {expected.source} does not know "
-                f"({human_bytes(sum(normalised[n].nbytes for n in unexpected))}): {shown}",
+                Message.of(
+                    "{count} tensors that {source} does not know ({size}): {shown}",
+                    count=len(unexpected),
+                    source=expected.source,
+                    size=Bytes(sum(normalised[n].nbytes for n in unexpected)),
+                    shown=shown,
+                ),
                 tensors=unexpected,
             )
         )

@@ -1,0 +1,354 @@
+"""One checkpoint, audited: structure, contents against the expectation, adapters, intent.
+
+Stages, each over plain data: the checkpoint's files (discover) and their headers (read
+by the native core, passed in) -> structural findings (:mod:`.structure`) -> what to
+expect and from where (:mod:`pyaudit.expected`) -> comparison (:mod:`.compare`, its fast
+path :mod:`.match`) -> adapters -> intent (:mod:`pyaudit.intent`) -> one
+:class:`~pyaudit.auditing.results.CheckpointReport`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pyaudit import _core
+from pyaudit import expected as expect_mod
+from pyaudit.adapters import check_adapter
+from pyaudit.auditing import match, structure
+from pyaudit.auditing.compare import Comparison, Found, compare_full, is_peft_tensor
+from pyaudit.auditing.results import AuditOptions, CheckpointReport
+from pyaudit.auditing.structure import Contents, is_adapter_file
+from pyaudit.data import DataResult, data_findings
+from pyaudit.discover import CheckpointDir
+from pyaudit.expected import Expected, ManifestUnavailable, expectation_for
+from pyaudit.findings import Bytes, Finding, Message, finding, status_of
+from pyaudit.headers import Header
+from pyaudit.intent import check_intent, declared
+from pyaudit.memo import LRU, Identity
+from pyaudit.runs import Declared, find_run_args, read_json, read_run_file
+
+
+def audit_checkpoint(
+    ckpt: CheckpointDir,
+    headers: Mapping[str, Header],
+    options: AuditOptions,
+    base_expected: Expected | None = None,
+    data: Mapping[str, DataResult] | None = None,
+    digests: Mapping[str, tuple[int, int] | None] | None = None,
+    ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
+) -> CheckpointReport:
+    """Audit one checkpoint whose .safetensors headers (by file name) are given, and
+    the results of streaming its tensor bytes when --verify-data asked for them.
+    ``digests``: (size, digest) of its JSON files by name, as a sweep's reading threads
+    found them (:func:`~pyaudit.auditing.structure.run_file_names`), so that content seen
+    before is not read again; ``ahead``: its weight files held against a native table
+    there (match.last_table)."""
+    report = CheckpointReport(path=ckpt.display)
+    findings: list[Finding] = []
+
+    # The run's own files.
+    known = digests or {}
+    config = read_run_file(ckpt.path, "config.json", known.get("config.json")) if ckpt.has_config else None
+    adapter_config = (
+        read_run_file(ckpt.path, "adapter_config.json", known.get("adapter_config.json"))
+        if ckpt.has_adapter_config
+        else None
+    )
+    run = find_run_args(ckpt.path, ckpt.scan_root, listed=ckpt.listed_run_files)
+
+    # Structure: the weight files, the index against them.
+    keys = {n: structure.file_key(n, headers[n]) for n in ckpt.safetensors}
+    index_doc = structure.index_doc(ckpt, known)
+    indexed = structure.indexed_files(index_doc)
+    strays = (
+        {n for n in ckpt.safetensors if not is_adapter_file(n) and n not in indexed}
+        if indexed is not None
+        else None
+    )
+    # The common case in one native pass: every file valid and indexed exactly, holding
+    # exactly the default layout of the model its config names.
+    all_clean = _all_clean_memo(ckpt, headers, keys, index_doc, config, base_expected, strays, ahead)
+    exact = all_clean is not None or structure.index_exact(
+        index_doc, {n: headers[n] for n in ckpt.safetensors}, keys
+    )
+    contents = structure.collect(ckpt, headers, keys, ignore=strays, index_exact=exact)
+    report.files = contents.files
+    findings += contents.findings
+    index_findings, index = structure.check_index(ckpt, index_doc, keys, contents)
+    findings += index_findings
+    report.bytes["found"] = contents.found_bytes
+
+    # What to expect, and from where.
+    expectation = expectation_for(
+        ckpt, config, adapter_config, run, index, options.oracle, base_expected,
+        found_names=lambda: contents.base.keys(),
+    )
+    findings += expectation.findings
+    report.model_type = expectation.model_type
+    expected = expectation.expected
+    if expected is not None:
+        report.expected_source = expected.source
+        report.model_type = expected.model_type or report.model_type
+        report.tensors["expected"] = len(expected.default.tensors)
+        report.bytes["expected"] = expected.total_bytes
+
+    # What kind of checkpoint it is. A checkpoint the native match finds exactly as
+    # expected holds no PEFT names: the clean comparison settles its kind without a
+    # table of its tensors.
+    clean = all_clean or (_clean_memo(contents, expected) if expected is not None else None)
+    peft_in_base = (
+        [n for n in contents.base if is_peft_tensor(n)] if clean is None and contents.base_peft else []
+    )
+    non_peft = contents.base_count - len(peft_in_base)
+    if non_peft > 0:
+        report.kind = "full"
+    elif contents.adapter_count or peft_in_base:
+        report.kind = "adapter"
+    report.tensors["found"] = contents.base_count + contents.adapter_count
+    adapter_keys = tuple(
+        keys[n] for n in ckpt.safetensors if is_adapter_file(n) and n in contents.readable
+    )
+
+    # Contents against the expectation.
+    if report.kind == "full" and expected is not None:
+        # Tensors the index places in a file that is absent or unreadable are reported
+        # by that file's finding (shard-missing, shard-truncated, ...), not again as missing.
+        weight_map = index["weight_map"] if index is not None else {}
+        unread = (indexed or frozenset()) - contents.readable
+        explained = frozenset(
+            t for t, f in weight_map.items() if f in unread
+        ) if unread else frozenset()
+        comparison = clean or _compare_memo(contents, expected, explained)
+        report.layout = comparison.layout
+        report.tensors["expected"] = comparison.expected
+        report.bytes["expected"] = comparison.expected_bytes
+        report.tensors["missing"] = comparison.missing
+        report.tensors["unexpected"] = comparison.unexpected
+        findings += comparison.findings
+        if contents.adapter_count:
+            findings += _check_adapter_memo(contents.adapter, adapter_keys, adapter_config, expected)
+    elif report.kind == "adapter":
+        if contents.adapter_count:
+            adapter_tensors: Mapping[str, Found] = contents.adapter
+            tensor_keys = adapter_keys
+        else:
+            adapter_tensors = {n: contents.base[n] for n in peft_in_base}
+            tensor_keys = tuple(contents.base_keys)
+        findings += _check_adapter_memo(adapter_tensors, tensor_keys, adapter_config, expected)
+        if expected is not None:
+            report.tensors["missing"] = report.tensors["expected"]
+        note = _adapter_only(declared(options.expect, run), expected, adapter_tensors, contents)
+        if note is not None:
+            findings.append(note)
+    elif (
+        ckpt.has_adapter_config
+        and not ckpt.bin_weights
+        and all(n in contents.readable for n in ckpt.safetensors)
+    ):
+        # No adapter file, or adapter files that were read and hold no tensors at all.
+        findings += check_adapter({}, adapter_config, expected)
+        report.kind = "unknown"
+    elif not ckpt.has_weights:
+        findings.append(finding("no-weights", _no_weights_message(ckpt)))
+    if ckpt.bin_weights or ckpt.bin_indexes:
+        findings += _bin_findings(ckpt, expected, report)
+
+    if data:
+        findings += data_findings(data)
+
+    # What the run meant against what it saved.
+    intent = check_intent(
+        ckpt, run, declared(options.expect, run), report.kind,
+        report.bytes["found"] or 0, report.bytes["expected"],
+    )
+    report.declared = intent.declared
+    findings += intent.findings
+    if report.model_type is None and config is not None:
+        mt = config.get("model_type")
+        report.model_type = mt if isinstance(mt, str) else None
+    report.findings = findings
+    report.status = status_of(findings, options.fail_on)
+    return report
+
+
+def _adapter_only(
+    intent: Declared | None,
+    expected: Expected | None,
+    adapter_tensors: Mapping[str, Found],
+    contents: Contents,
+) -> Finding | None:
+    """An adapter-only checkpoint: every base tensor missing where full training was
+    declared (the intent check says the rest), else a note of what it holds."""
+    if intent is not None and intent.kind == "full":
+        if expected is None:
+            return None
+        groups = sorted(
+            expected.group(list(expected.default.tensors), expected.default), key=lambda g: -g[1]
+        )
+        total = len(expected.default.tensors)
+        return finding(
+            "base-weights-missing",
+            Message.of(
+                "{missing} of {total} base tensors absent ({size}): {shown}",
+                missing=total,
+                total=total,
+                size=Bytes(expected.total_bytes) if expected.total_bytes is not None else "?",
+                shown=", ".join(
+                    f"{label} — {n} tensors" if n > 1 else label for label, n in groups[:6]
+                ),
+            ),
+            tensors=list(expected.default.tensors),
+        )
+    base = ""
+    values: dict[str, str | int | Bytes] = {}
+    if expected is not None:
+        base = "; the base model ({model_type}, {base_size}) is not in this checkpoint"
+        values["model_type"] = expected.model_type or "unknown"
+        values["base_size"] = Bytes(expected.total_bytes) if expected.total_bytes is not None else "?"
+    return finding(
+        "adapter-only",
+        Message.of(
+            "adapter weights only ({count} tensors, {size})" + base,
+            count=len(adapter_tensors),
+            size=Bytes(contents.found_bytes),
+            **values,
+        ),
+    )
+
+
+# --- memo tables -------------------------------------------------------------------
+
+
+_COMPARISONS: LRU[Comparison] = LRU(64)
+_ADAPTER_CHECKS: LRU[list[Finding]] = LRU(64)
+
+
+_ALL_CLEAN: LRU[Comparison | None] = LRU(64)
+
+
+def _all_clean_memo(
+    ckpt: CheckpointDir,
+    headers: Mapping[str, Header],
+    keys: Mapping[str, tuple[object, ...]],
+    index_doc: dict[str, Any] | None,
+    config: dict[str, Any] | None,
+    base_expected: Expected | None,
+    strays: set[str] | None,
+    ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
+) -> Comparison | None:
+    """match.all_clean, once per distinct (expected, index, files): the comparison of a
+    checkpoint found clean in one pass, else None (the separate checks then run).
+    ``ahead``: its files held against a table on a sweep's reading threads."""
+    weight_map = index_doc.get("weight_map") if index_doc is not None else None
+    if (
+        not match.ENABLED
+        or not isinstance(weight_map, dict)
+        or strays
+        or not ckpt.safetensors
+        or any(is_adapter_file(n) or not headers[n].ok for n in ckpt.safetensors)
+    ):
+        return None
+    # What _expected_for settles on first, whenever there is one: --base, else config.json.
+    expected = base_expected
+    if expected is None and config is not None:
+        try:
+            expected = expect_mod.from_config(config, "config.json")
+        except ManifestUnavailable:
+            return None
+    if expected is None:
+        return None
+    key = (Identity(expected), Identity(weight_map), tuple(keys.values()))
+    return _ALL_CLEAN.get(
+        key,
+        lambda: match.all_clean(
+            [(n, headers[n]) for n in ckpt.safetensors], weight_map, expected, ahead
+        ),
+    )
+
+
+_CLEAN: LRU[Comparison | None] = LRU(64)
+
+
+def _clean_memo(contents: Contents, expected: Expected) -> Comparison | None:
+    """match.clean_comparison over the base files, once per distinct (expected, files)."""
+    if not match.ENABLED or contents.base_repeated or not contents.base_files:
+        return None
+    key = (Identity(expected), tuple(contents.base_keys))
+    return _CLEAN.get(
+        key, lambda: match.clean_comparison([h for _, h, _ in contents.base_files], expected)
+    )
+
+
+def _compare_memo(
+    contents: Contents, expected: Expected, explained: frozenset[str]
+) -> Comparison:
+    key = (Identity(expected), tuple(contents.base_keys), explained)
+    return _COMPARISONS.get(key, lambda: compare_full(contents.base, expected, explained))
+
+
+def _check_adapter_memo(
+    tensors: Mapping[str, Found],
+    keys: tuple[object, ...],
+    adapter_config: dict[str, Any] | None,
+    expected: Expected | None,
+) -> list[Finding]:
+    key = (
+        keys,
+        Identity(adapter_config) if adapter_config is not None else None,
+        Identity(expected) if expected is not None else None,
+    )
+    return _ADAPTER_CHECKS.get(key, lambda: check_adapter(tensors, adapter_config, expected))
+
+
+
+def _no_weights_message(ckpt: CheckpointDir) -> str:
+    there: list[str] = []
+    if ckpt.zero_dirs:
+        there.append(
+            f"DeepSpeed ZeRO shards in {', '.join(d + '/' for d in ckpt.zero_dirs[:3])}"
+            " — consolidate them: `python zero_to_fp32.py . ./` (the script DeepSpeed saves "
+            "beside them) or set stage3_gather_16bit_weights_on_model_save"
+        )
+    if ckpt.fsdp_files:
+        there.append(
+            f"{len(ckpt.fsdp_files)} FSDP sharded-state files (*.distcp) — consolidate with "
+            "`accelerate merge-weights` or torch.distributed.checkpoint.format_utils.dcp_to_torch_save"
+        )
+    if not there:
+        shown = ", ".join((ckpt.run_files + ckpt.other_files)[:8]) or "nothing else"
+        there.append(f"holds only {shown}")
+    lead = "config.json but no weight files: " if ckpt.has_config else "no weight files: "
+    return lead + "; ".join(there)
+
+
+
+def _bin_findings(ckpt: CheckpointDir, expected: Expected | None, report: CheckpointReport) -> list[Finding]:
+    """Pickled .bin weights: never unpickled; names from their index when there is one."""
+    out: list[Finding] = []
+    names: list[str] = []
+    for index_name in ckpt.bin_indexes:
+        index = read_json(ckpt.path / index_name)
+        if index and isinstance(index.get("weight_map"), dict):
+            names.extend(index["weight_map"])
+            absent = sorted({f for f in index["weight_map"].values() if isinstance(f, str) and not (ckpt.path / f).exists()})
+            if absent:
+                out.append(finding("shard-missing", f"{index_name} names {len(absent)} missing shard(s): {', '.join(absent[:5])}", count=len(absent)))
+    if report.kind == "unknown" and (ckpt.bin_weights or names):
+        report.kind = "full" if not all(n.startswith("adapter_model") for n in ckpt.bin_weights) else "adapter"
+        report.tensors["found"] = len(names) or None
+    if names and expected is not None and report.kind == "full" and not ckpt.safetensors:
+        have = set(names)
+        missing = [n for n in expected.default.tensors if n not in have]
+        report.tensors["missing"] = len(missing)
+        if missing:
+            out.append(finding("base-weights-missing", f"{len(missing)} of {len(expected.default.tensors)} base tensors are not named by the .bin index", tensors=missing))
+    out.append(
+        finding(
+            "shapes-unverified",
+            f"{len(ckpt.bin_weights)} pickled .bin weight file(s) ({', '.join(ckpt.bin_weights[:3])}): "
+            "tensor names checked from the index only, shapes and dtypes not verified (pyaudit "
+            "never unpickles); convert to safetensors for a full audit",
+        )
+    )
+    return out
