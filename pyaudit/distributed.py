@@ -128,11 +128,13 @@ def audit_chunk(
 ) -> tuple[str, list[CheckpointReport]]:
     """The task: one chunk's headers read in one native batch, each checkpoint audited,
     as a local sweep does. Returns (this worker's pyaudit version, the reports in order)."""
+    from pyaudit.auditing.cache import AuditCache
     from pyaudit.sweep import audit_batch, read_batch
 
+    cache = AuditCache(fast=options.fast_path)  # this task's own: nothing shared between tasks
     with _client_directory(cwd, chunk):
         reads = read_batch(chunk, jobs, options.verify_data)
-        reports = list(audit_batch(chunk, reads, options, base_expected))
+        reports = list(audit_batch(chunk, reads, options, base_expected, cache))
     return __version__, reports
 
 

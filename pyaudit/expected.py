@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pyaudit.auditing.cache import AuditCache
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Finding, finding
 from pyaudit.headers import Header
@@ -28,7 +28,7 @@ from pyaudit.manifest import (
     model_type_of,
 )
 from pyaudit.manifest.dtypes import DTYPE_BYTES, config_dtype
-from pyaudit.memo import LRU, Identity
+from pyaudit.memo import Identity
 from pyaudit.runs import RunArgs, read_json, resolve_model
 
 
@@ -88,21 +88,27 @@ class ManifestUnavailable(Exception):
         self.model_type = model_type
 
 
-_BY_OBJECT: LRU[Expected] = LRU(64)
+def from_config(
+    config: dict[str, Any], source: str, cache: AuditCache | None = None
+) -> Expected:
+    """Every layout's manifest of ``config``; with ``cache``, one build per distinct config.
 
-
-def from_config(config: dict[str, Any], source: str) -> Expected:
-    """Every layout's manifest of ``config``; one build per distinct config (cached).
-
-    Configs read through the shared JSON memo are the same object for the same bytes:
-    those skip even the canonical dump that keys the content cache.
+    Configs read through the cache's JSON table are the same object for the same bytes:
+    those skip even the canonical dump that keys the content table.
     """
-    key = (Identity(config), source)
-    return _BY_OBJECT.get(key, lambda: _from_config_cached(_config_key(config), source))
+    if cache is None:
+        return _from_config_key(_config_key(config), source)
+    manifests = cache.manifests
+    return cache.expected_by_object.get(
+        (Identity(config), source),
+        lambda: manifests.get(
+            (_config_key(config), source),
+            lambda: _from_config_key(_config_key(config), source),
+        ),
+    )
 
 
-@lru_cache(maxsize=256)
-def _from_config_cached(key: str, source: str) -> Expected:
+def _from_config_key(key: str, source: str) -> Expected:
     config = json.loads(key)
     model_type = model_type_of(config)
     try:
@@ -135,9 +141,11 @@ def from_oracle(
     *,
     source_names: Iterable[str] | None = None,
     timeout: float = 120.0,
+    cache: AuditCache | None = None,
 ) -> Expected:
     """What the installed transformers' ``save_pretrained`` writes for ``config``
-    (:func:`pyaudit.oracle.oracle_manifest`), as one layout; cached per config (and names).
+    (:func:`pyaudit.oracle.oracle_manifest`), as one layout; with ``cache``, one per config
+    (and names). The oracle keeps its own answers for the life of the process.
 
     ``source_names``: the audited checkpoint's tensor names, to get the layout transformers
     keeps when it loads such a checkpoint and saves it again (older layouts survive a round
@@ -145,11 +153,15 @@ def from_oracle(
     transformers missing, unknown model type, quantized config, timeout, worker error).
     """
     names = None if source_names is None else tuple(sorted(set(source_names)))
-    return _from_oracle_cached(_config_key(config), source, names, timeout)
+    key = _config_key(config)
+    if cache is None:
+        return _from_oracle_key(key, source, names, timeout)
+    return cache.oracle.get(
+        (key, source, names, timeout), lambda: _from_oracle_key(key, source, names, timeout)
+    )
 
 
-@lru_cache(maxsize=64)
-def _from_oracle_cached(
+def _from_oracle_key(
     key: str, source: str, names: tuple[str, ...] | None, timeout: float
 ) -> Expected:
     from pyaudit.oracle import OracleUnavailable, oracle_manifest
@@ -253,6 +265,7 @@ def expectation_for(
     index: dict[str, Any] | None,
     oracle: str | None,
     base_expected: Expected | None,
+    cache: AuditCache,
     found_names: Callable[[], Iterable[str]] = tuple,
 ) -> Expectation:
     """The first source that answers: ``--base`` (``base_expected``), the checkpoint's
@@ -266,13 +279,14 @@ def expectation_for(
     unavailable: ManifestUnavailable | None = None
     if config is not None:
         try:
-            return Expectation(from_config(config, "config.json"))
+            return Expectation(from_config(config, "config.json", cache))
         except ManifestUnavailable as e:
             unavailable = e
             model_type = e.model_type
         if oracle == "transformers":
             try:
-                return Expectation(from_oracle(config, source_names=found_names()), model_type)
+                found = from_oracle(config, source_names=found_names(), cache=cache)
+                return Expectation(found, model_type)
             except ManifestUnavailable as e:
                 unavailable = ManifestUnavailable(e.model_type, f"{unavailable}; {e}")
     # The model the run's own files name, found locally.
@@ -286,12 +300,12 @@ def expectation_for(
             path = resolve_model(ref, ckpt.path)
             if path is None:
                 continue
-            base_config = read_json(path / "config.json")
+            base_config = read_json(path / "config.json", cache.json)
             if base_config is None:
                 continue
             try:
                 where = ref if Path(ref) == path else f"{ref} ({path})"
-                return Expectation(from_config(base_config, f"base model {where}"))
+                return Expectation(from_config(base_config, f"base model {where}", cache))
             except ManifestUnavailable as e:
                 unavailable = e
                 model_type = e.model_type

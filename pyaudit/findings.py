@@ -8,7 +8,7 @@ its values (:class:`Message`), rendered to text by :func:`render` (sizes by
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from pyaudit.units import human_bytes, human_shape
@@ -113,13 +113,16 @@ def worst_first(findings: Iterable[F]) -> list[F]:
     return sorted(findings, key=lambda f: severity_order(f.severity))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Finding:
+    """One finding: immutable, so that the memo tables may hand the same one to many
+    reports (an attempt to change it raises ``dataclasses.FrozenInstanceError``)."""
+
     code: str
     severity: Severity
     message: str
     count: int = 1
-    tensors: list[str] = field(default_factory=list)
+    tensors: tuple[str, ...] = ()
     values: tuple[tuple[str, Value], ...] = ()  # the message's numbers (and names), as data
 
     def to_json(self) -> dict[str, object]:
@@ -128,7 +131,7 @@ class Finding:
             "severity": self.severity,
             "message": self.message,
             "count": self.count,
-            "tensors": self.tensors,
+            "tensors": list(self.tensors),
         }
 
 
@@ -143,13 +146,13 @@ def finding(
     plain text or a :class:`Message` (its values kept on the finding)."""
     if code not in CODES:
         raise KeyError(f"unknown finding code {code!r}")
-    names = sorted(tensors) if not isinstance(tensors, list) else tensors
+    names = tensors if isinstance(tensors, list) else sorted(tensors)
     return Finding(
         code=code,
         severity=severity or CODES[code],
         message=render(message),
         count=count if count is not None else max(len(names), 1),
-        tensors=names[:MAX_TENSORS],
+        tensors=tuple(names[:MAX_TENSORS]),
         values=message.values if isinstance(message, Message) else (),
     )
 

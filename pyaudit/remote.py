@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import is_url as is_url
@@ -390,16 +391,17 @@ def fetch_headers(
 
 def _rewrite(report: CheckpointReport, mirror: str, root_url: str) -> CheckpointReport:
     """Local mirror paths in messages -> the URL (as a local scan shows its own paths).
-    Findings may be shared with memo tables: replaced, never mutated."""
-    if report.expected_source and mirror in report.expected_source:
-        report.expected_source = report.expected_source.replace(mirror, root_url)
-    report.findings = [
+    Reports and findings are immutable: replaced, never mutated."""
+    source = report.expected_source
+    if source and mirror in source:
+        source = source.replace(mirror, root_url)
+    findings = tuple(
         dataclasses.replace(f, message=f.message.replace(mirror, root_url))
         if mirror in f.message
         else f
         for f in report.findings
-    ]
-    return report
+    )
+    return dataclasses.replace(report, expected_source=source, findings=findings)
 
 
 def _rel(ckpt: CheckpointDir, name: str, mirror_root: Path) -> str:
@@ -512,9 +514,11 @@ def scan_tree(
                     _bin_placeholders(tree, ckpt, mirror_root)
             return _Batch(batch, by_ckpt, [mirror_root / r for r in index_rels])
 
+        cache = AuditCache(fast=options.fast_path)  # this store's memo tables
+
         def audit(done: _Batch) -> Iterator[CheckpointReport]:
             for ckpt, headers in zip(done.checkpoints, done.headers, strict=True):
-                report = audit_checkpoint(ckpt, headers, options, base_expected)
+                report = audit_checkpoint(ckpt, headers, options, base_expected, cache=cache)
                 yield _rewrite(report, str(mirror_root), tree.root_url)
             for path in done.mirrored:  # index files can be MBs: not kept past their batch
                 path.unlink(missing_ok=True)

@@ -32,28 +32,33 @@ FULL_TRAIN_TYPES = {"full", "freeze"}
 
 MAX_JSON_BYTES = 256 * 1024 * 1024  # an index of 100k tensors is ~10 MB
 PREFETCH_BYTES = 16 * 1024 * 1024  # sweeps digest run files up to this size off the GIL
-_PARSED: LRU[dict[str, Any] | None] = LRU(256)
+
+Parsed = LRU[dict[str, Any] | None]  # parsed JSON by (size, digest) of its bytes
 
 
 def read_run_file(
-    directory: Path, name: str, known: tuple[int, int] | None = None
+    directory: Path,
+    name: str,
+    known: tuple[int, int] | None = None,
+    memo: Parsed | None = None,
 ) -> dict[str, Any] | None:
-    """``read_json(directory / name)``. ``known``: the file's (size, digest) as a sweep's
-    reading threads found it (``_core.digest_files``): content parsed before is returned
-    without reading the file again (or making its path)."""
-    if known is not None:
-        held, cached = _PARSED.lookup(known)
+    """``read_json(directory / name, memo)``. ``known``: the file's (size, digest) as a
+    sweep's reading threads found it (``_core.digest_files``): content ``memo`` parsed
+    before is returned without reading the file again (or making its path)."""
+    if known is not None and memo is not None:
+        held, cached = memo.lookup(known)
         if held:
             return cached
-    return read_json(directory / name)
+    return read_json(directory / name, memo)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path, memo: Parsed | None = None) -> dict[str, Any] | None:
     """A JSON object from a small run file (config, index, args), or None when absent,
     unreadable, too large or not an object.
 
-    Parsed once per distinct content, keyed by (size, digest) of the bytes (the core's
-    seeded hash): the dict returned may be shared, never mutate it.
+    With ``memo`` (an audit's cache), parsed once per distinct content, keyed by (size,
+    digest) of the bytes (the core's seeded hash): the dict returned may be shared, never
+    mutate it.
     """
     try:
         # O_NONBLOCK: a FIFO named config.json must not hang the audit (never read below).
@@ -79,7 +84,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
         os.close(fd)
     if len(data) > MAX_JSON_BYTES:  # grew since the fstat
         return None
-    return _PARSED.get((len(data), _core.hash_bytes(data)), lambda: _json_object(data))
+    if memo is None:
+        return _json_object(data)
+    return memo.get((len(data), _core.hash_bytes(data)), lambda: _json_object(data))
 
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
@@ -173,6 +180,7 @@ def find_run_args(
     stop: Path | None,
     levels: int = 2,
     listed: Mapping[str, Collection[str]] | None = None,
+    memo: Parsed | None = None,
 ) -> RunArgs:
     """The run files of a checkpoint: in its directory, else in its parents (ms-swift keeps
     ``args.json`` both in the run dir and in each ``checkpoint-N``), never above ``stop``'s
@@ -190,7 +198,7 @@ def find_run_args(
     for _ in range(levels + 1):
         known = listed.get(str(current)) if listed is not None else None
         if run.args is None and (known is None or "args.json" in known):
-            args = read_json(current / "args.json")
+            args = read_json(current / "args.json", memo)
             if args is not None:
                 run.args_path, run.args = current / "args.json", args
         if (

@@ -15,7 +15,7 @@ from itertools import islice
 from pathlib import Path
 
 from pyaudit import _core
-from pyaudit.auditing import match
+from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.auditing.structure import header_files, run_file_names
@@ -125,9 +125,13 @@ def scan(
     options: AuditOptions | None = None,
     jobs: int | None = None,
     base_expected: Expected | None = None,
+    cache: AuditCache | None = None,
 ) -> Iterator[CheckpointReport]:
-    """Audit every checkpoint under ``paths``, yielding reports in discovery order."""
+    """Audit every checkpoint under ``paths``, yielding reports in discovery order.
+    ``cache``: the memo tables the audits share (default: this sweep's own)."""
     options = options or AuditOptions()
+    if cache is None:
+        cache = AuditCache(fast=options.fast_path)
     if options.base is not None and base_expected is None:
         base_expected = load_base(options.base, jobs)
     checkpoints = (ckpt for path in paths for ckpt in discover(path))
@@ -135,12 +139,14 @@ def scan(
     pending: _Ahead | None = None
     pending_batch: list[CheckpointDir] = []
     for batch in batches(checkpoints):
-        ahead = _Ahead(batch, threads.next(), options.verify_data)
+        ahead = _Ahead(batch, threads.next(), options.verify_data, cache)
         if pending is not None:
-            yield from audit_batch(pending_batch, threads.saw(pending), options, base_expected)
+            reads = threads.saw(pending)
+            yield from audit_batch(pending_batch, reads, options, base_expected, cache)
         pending, pending_batch = ahead, batch
     if pending is not None:
-        yield from audit_batch(pending_batch, threads.saw(pending), options, base_expected)
+        reads = threads.saw(pending)
+        yield from audit_batch(pending_batch, reads, options, base_expected, cache)
 
 
 class _Threads:
@@ -182,7 +188,9 @@ class _Ahead:
     that does not matter) the batch is read on a Python thread.
     """
 
-    def __init__(self, batch: list[CheckpointDir], jobs: int | None, verify_data: bool) -> None:
+    def __init__(
+        self, batch: list[CheckpointDir], jobs: int | None, verify_data: bool, cache: AuditCache
+    ) -> None:
         self._batch = batch
         self.files = 0  # header files read natively, and of them how many were in the page
         self.from_page_cache = 0  # cache (known after result())
@@ -198,7 +206,7 @@ class _Ahead:
             self._paths, self._run_files = _batch_paths(batch)
             # The table the audit used last (a run's checkpoints share one): each
             # checkpoint is held against it on the reading threads too.
-            self._table = match.last_table()
+            self._table = cache.last_table
             groups: list[int] = []
             if self._table is not None:
                 ids = self._table[1]
@@ -243,9 +251,10 @@ def audit_batch(
     reads: list[_Read],
     options: AuditOptions,
     base_expected: Expected | None,
+    cache: AuditCache,
 ) -> Iterator[CheckpointReport]:
     """Each checkpoint of ``batch`` audited over what :func:`read_batch` read for it."""
     for ckpt, read in zip(batch, reads, strict=True):
         yield audit_checkpoint(
-            ckpt, read.headers, options, base_expected, read.data, read.digests, read.ahead
+            ckpt, read.headers, options, base_expected, read.data, read.digests, read.ahead, cache
         )

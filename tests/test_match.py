@@ -23,10 +23,12 @@ pytest.importorskip("safetensors")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pyaudit import _core, memo  # noqa: E402
-from pyaudit.api import scan  # noqa: E402
+from pyaudit import _core  # noqa: E402
 from pyaudit.auditing import match  # noqa: E402
+from pyaudit.auditing.cache import AuditCache  # noqa: E402
+from pyaudit.auditing.results import AuditOptions  # noqa: E402
 from pyaudit.headers import read_headers  # noqa: E402
+from pyaudit.sweep import scan as sweep_scan  # noqa: E402
 from pyaudit.testing.sparse import tensor_nbytes  # noqa: E402
 from pyaudit.testing.stores import manifest_tensors, tiny_config, write_json  # noqa: E402
 
@@ -105,13 +107,8 @@ def _faulty(
 
 
 def _reports(root: Path, fast: bool) -> list[dict[str, Any]]:
-    memo.clear_all()
-    match.ENABLED = fast
-    try:
-        return [c.to_json() for c in scan(root).checkpoints]
-    finally:
-        match.ENABLED = True
-        memo.clear_all()
+    """A scan with a cache of its own (empty memo tables), the fast path on or off."""
+    return [c.to_json() for c in sweep_scan([str(root)], AuditOptions(fast_path=fast))]
 
 
 @settings(max_examples=60, deadline=None)
@@ -134,20 +131,15 @@ def test_clean_checkpoint_takes_the_fast_path(tmp_path: Path) -> None:
         files[shard][n] = t
         index[n] = shard
     _write(tmp_path / "ckpt", config, files, index)
-    from pyaudit.auditing import pipeline, structure
-
-    memo.clear_all()
-    report = scan(tmp_path / "ckpt").checkpoints[0]
+    root = [str(tmp_path / "ckpt")]
+    cache = AuditCache()
+    (report,) = sweep_scan(root, AuditOptions(), cache=cache)
     assert report.status == "pass" and report.kind == "full", report.findings
-    assert len(structure._FILE_TABLES) == 0  # no Found per tensor was made
-    assert len(pipeline._COMPARISONS) == 0  # compare_full never ran
-    memo.clear_all()
-    match.ENABLED = False
-    try:
-        reference = scan(tmp_path / "ckpt").checkpoints[0]
-    finally:
-        match.ENABLED = True
-    assert len(structure._FILE_TABLES) == 2 and len(pipeline._COMPARISONS) == 1
+    assert len(cache.file_tables) == 0  # no Found per tensor was made
+    assert len(cache.comparisons) == 0  # compare_full never ran
+    reference_cache = AuditCache(fast=False)
+    (reference,) = sweep_scan(root, AuditOptions(fast_path=False), cache=reference_cache)
+    assert len(reference_cache.file_tables) == 2 and len(reference_cache.comparisons) == 1
     assert reference.to_json() == report.to_json()
 
 
@@ -239,12 +231,17 @@ def test_digest_is_of_the_header_text(tmp_path: Path) -> None:
 
 def test_store_sweep_with_read_ahead_matches_agrees(tmp_path: Path, monkeypatch: Any) -> None:
     """A store of one run's checkpoints, some faulty: later batches are held against the
-    table on the reading threads (match.last_table), and the reports equal the reference."""
+    table on the reading threads (AuditCache.last_table), and the reports equal the reference.
+
+    A batch's reads start before the batch ahead of it is audited, so the first batch
+    audited sets the table the third is read against: 60 checkpoints of 2 shards are
+    batches of 16, 32 and 12 (sweep.batches), the faults in each."""
     config, tensors = _base()
     names = list(tensors)
-    faults = {3: "drop", 9: "dtype", 14: "shape", 17: "twice", 21: "extra"}
+    faults = {3: "drop", 9: "dtype", 20: "shape", 49: "drop", 51: "dtype", 53: "shape",
+              55: "twice", 57: "extra"}  # fmt: skip
     index = {n: SHARDS[i * 2 // len(names)] for i, n in enumerate(names)}
-    for k in range(24):
+    for k in range(60):
         files: Files = {s: {} for s in SHARDS}
         for n in names:
             files[index[n]][n] = tensors[n]
@@ -266,7 +263,9 @@ def test_store_sweep_with_read_ahead_matches_agrees(tmp_path: Path, monkeypatch:
     real = match.all_clean
 
     def spy(*args: Any) -> Any:
-        used.append(len(args) > 3 and args[3] is not None and args[3][0] is match._last[0][0])
+        cache, ahead = args[3], args[4] if len(args) > 4 else None
+        last = cache.last_table
+        used.append(ahead is not None and last is not None and ahead[0] is last[0])
         return real(*args)
 
     monkeypatch.setattr(match, "all_clean", spy)

@@ -527,10 +527,12 @@ def test_import_does_not_import_torch() -> None:
 
 
 def test_from_oracle_builds_one_layout(oracle: Any) -> None:
+    from pyaudit.auditing.cache import AuditCache
     from pyaudit.expected import from_oracle
 
     result = _get(oracle, "tiny-qwen2", "fresh")
-    expected = from_oracle(TINY_QWEN2)
+    cache = AuditCache()
+    expected = from_oracle(TINY_QWEN2, cache=cache)
     assert expected.source == "transformers oracle"
     assert expected.model_type == "qwen2" and expected.dtype == "F16" and expected.shapes_known
     (layout,) = expected.layouts
@@ -539,7 +541,8 @@ def test_from_oracle_builds_one_layout(oracle: Any) -> None:
     assert (
         expected.total_bytes == result.total_bytes == sum(t.nbytes for t in layout.tensors.values())
     )
-    assert from_oracle(dict(TINY_QWEN2)) is expected  # cached per config
+    assert from_oracle(dict(TINY_QWEN2), cache=cache) is expected  # once per config
+    assert from_oracle(dict(TINY_QWEN2)) is not expected  # a cache is passed in, never global
 
 
 def test_from_oracle_with_source_names_keeps_the_checkpoint_layout(oracle: Any) -> None:

@@ -402,10 +402,13 @@ def test_markdown_stays_within_a_ci_job_summary_for_big_stores() -> None:
     from pyaudit.findings import finding
     from pyaudit.report.markdown import MAX_DETAILED, MAX_ROWS, scan_markdown
 
-    reports = [CheckpointReport(path=f"run/checkpoint-{i}", status="pass") for i in range(5000)]
-    for r in reports[::50]:
-        r.status = "fail"
-        r.findings = [finding("shard-missing", "model-00002-of-00002.safetensors is not there")]
+    missing = (finding("shard-missing", "model-00002-of-00002.safetensors is not there"),)
+    reports = [
+        CheckpointReport(path=f"run/checkpoint-{i}", status="pass")
+        if i % 50
+        else CheckpointReport(path=f"run/checkpoint-{i}", status="fail", findings=missing)
+        for i in range(5000)
+    ]
     failing = sum(r.status == "fail" for r in reports)
     md = scan_markdown(reports, {"checkpoints": 5000, "pass": 5000 - failing, "warn": 0, "fail": failing, "seconds": 1.0})
     rows = [line for line in md.splitlines() if line.startswith("| ") and "checkpoint-" in line]

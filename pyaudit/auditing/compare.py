@@ -11,7 +11,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from pyaudit.expected import Expected, LayoutTensors
@@ -50,9 +50,12 @@ def is_peft_tensor(name: str) -> bool:
     return PEFT_TENSOR.search(name) is not None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Comparison:
-    findings: list[Finding] = field(default_factory=list)
+    """Found against expected: the findings and the counts a report shows. Immutable:
+    memo tables hand one comparison to every checkpoint with the same contents."""
+
+    findings: tuple[Finding, ...] = ()
     layout: str | None = None
     expected: int | None = None
     expected_bytes: int | None = None
@@ -205,15 +208,13 @@ def compare_full(
     places them in a shard that is missing or unreadable); they count as missing but
     are not listed again in base-weights-missing.
     """
-    result = Comparison()
-    normalised, result.findings = normalise(found, expected)
+    normalised, findings = normalise(found, expected)
     best, others = choose_layout(normalised, expected)
     layout = expected.layouts[best]
-    result.layout = layout.name
     if others:
         other_names = [n for names in others.values() for n in names]
         other_layouts = ", ".join(expected.layouts[li].name for li in others)
-        result.findings.append(
+        findings.append(
             finding(
                 "mixed-layout",
                 f"{len(other_names)} tensors are named in the {other_layouts} layout beside "
@@ -233,16 +234,14 @@ def compare_full(
                 normalised.setdefault(order[pos], f)
 
     expected_names = layout.tensors
-    result.expected = len(expected_names)
-    result.expected_bytes = (
+    expected_bytes = (
         layout.total_bytes if layout.total_bytes is not None else expected.total_bytes
     )
 
     missing = [n for n in expected_names if n not in normalised]
-    result.missing = len(missing)
     unexplained = [n for n in missing if n not in explained] if explained else missing
     if unexplained:
-        result.findings.append(
+        findings.append(
             finding(
                 "base-weights-missing",
                 _describe_missing(unexplained, layout, expected, len(expected_names)),
@@ -271,7 +270,7 @@ def compare_full(
             drift_bytes[key][0] += f.nbytes
             drift_bytes[key][1] += want.nbytes or 0
     if empty:
-        result.findings.append(
+        findings.append(
             finding(
                 "empty-tensors",
                 Message.of(
@@ -294,7 +293,7 @@ def compare_full(
             examples[f"name{i}"] = n
             examples[f"shape{i}"] = Shape(normalised[n].shape)
             examples[f"want{i}"] = Shape(expected_names[n].shape or ())
-        result.findings.append(
+        findings.append(
             finding(
                 "shape-mismatch",
                 Message.of(
@@ -316,7 +315,7 @@ def compare_full(
             else "same size"
         )
         source = "config says {want_dtype}" if expected.dtype == want_dtype else "expected {want_dtype}"
-        result.findings.append(
+        findings.append(
             finding(
                 "dtype-drift",
                 Message.of(
@@ -336,9 +335,8 @@ def compare_full(
     ]
     tied_saved = [n for n in unexpected if n in layout.tied]
     unexpected = [n for n in unexpected if n not in layout.tied]
-    result.unexpected = len(unexpected)
     if tied_saved:
-        result.findings.append(
+        findings.append(
             finding(
                 "unexpected-tensors",
                 Message.of(
@@ -354,7 +352,7 @@ def compare_full(
     if unexpected:
         groups = expected.group(unexpected, layout)
         shown = ", ".join(f"{label} ({count})" if count > 1 else label for label, count in groups[:GROUPS_SHOWN])
-        result.findings.append(
+        findings.append(
             finding(
                 "unexpected-tensors",
                 Message.of(
@@ -367,4 +365,11 @@ def compare_full(
                 tensors=unexpected,
             )
         )
-    return result
+    return Comparison(
+        findings=tuple(findings),
+        layout=layout.name,
+        expected=len(expected_names),
+        expected_bytes=expected_bytes,
+        missing=len(missing),
+        unexpected=len(unexpected),
+    )

@@ -7,7 +7,10 @@ places in it) without one Python object per tensor. These functions answer only 
 or "look closer" (None / False): whatever is not clean goes to the reference path
 (:func:`pyaudit.auditing.compare.compare_full`, :func:`pyaudit.auditing.structure.check_index`), which finds and
 explains it. So the fast path can skip work, never change a finding; the test suite holds
-every report made with it against the same report made without it.
+every report made with it against the same report made without it (``AuditCache(fast=False)``).
+
+The native tables are built once per expectation and index, held in the
+:class:`~pyaudit.auditing.cache.AuditCache` passed in.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from typing import Any
 from pyaudit import _core
 from pyaudit.auditing.compare import BASE_LAYER, INNER_WRAPPER, Comparison, is_peft_tensor
 from pyaudit.expected import Expected, LayoutTensors
+from pyaudit.auditing.cache import AuditCache
 from pyaudit.headers import Header
-from pyaudit.memo import LRU, Identity
-
-ENABLED = True  # tests turn it off to hold the fast path against the reference path
+from pyaudit.memo import Identity
 
 
 def _needs_normalising(name: str) -> bool:
@@ -73,17 +75,14 @@ def _clean(layout: LayoutTensors, expected: Expected) -> Comparison:
     """compare_full's result for files holding exactly ``layout``: nothing to report."""
     total = layout.total_bytes if layout.total_bytes is not None else expected.total_bytes
     return Comparison(
-        findings=[], layout=layout.name, expected=len(layout.tensors), expected_bytes=total
+        findings=(), layout=layout.name, expected=len(layout.tensors), expected_bytes=total
     )
 
 
-_EXPECTED_SPECS: LRU[list[_core.TensorSpecs] | None] = LRU(64)
-
-
-def expected_specs(expected: Expected) -> list[_core.TensorSpecs] | None:
+def expected_specs(expected: Expected, cache: AuditCache) -> list[_core.TensorSpecs] | None:
     """One native table per layout of ``expected`` (built once per Expected), or None
     when some layout cannot be checked by counts alone."""
-    return _EXPECTED_SPECS.get(Identity(expected), lambda: _expected_specs(expected))
+    return cache.expected_specs.get(Identity(expected), lambda: _expected_specs(expected))
 
 
 def _expected_specs(expected: Expected) -> list[_core.TensorSpecs] | None:
@@ -91,13 +90,15 @@ def _expected_specs(expected: Expected) -> list[_core.TensorSpecs] | None:
     return None if any(t is None for t in tables) else [t for t in tables if t is not None]
 
 
-def clean_comparison(headers: Sequence[Header], expected: Expected) -> Comparison | None:
+def clean_comparison(
+    headers: Sequence[Header], expected: Expected, cache: AuditCache
+) -> Comparison | None:
     """The comparison of a full checkpoint whose files (``headers``: the valid, non-adapter
     weight files the loader reads, no name in two of them) hold exactly one layout of
     ``expected``: no findings. None when anything differs, or cannot be told by counts."""
-    if not ENABLED:
+    if not cache.fast:
         return None
-    specs = expected_specs(expected)
+    specs = expected_specs(expected, cache)
     if specs is None:
         return None
     cores = [h.native for h in headers]
@@ -113,39 +114,40 @@ def clean_comparison(headers: Sequence[Header], expected: Expected) -> Compariso
 
 
 @dataclass(frozen=True)
-class _IndexSpecs:
+class IndexSpecs:
+    """An index's native table: each name's group is its file's id."""
+
     specs: _core.TensorSpecs
     file_ids: dict[str, int]  # every file the index names, sorted -> its group
     per_file: Counter[str]
 
 
-_INDEX_SPECS: LRU[_IndexSpecs] = LRU(64)
+def _index_specs(weight_map: dict[str, Any], cache: AuditCache) -> IndexSpecs:
+    return cache.index_specs.get(Identity(weight_map), lambda: _build_index_specs(weight_map))
 
 
-def _index_specs(weight_map: dict[str, Any]) -> _IndexSpecs:
-    return _INDEX_SPECS.get(Identity(weight_map), lambda: _build_index_specs(weight_map))
-
-
-def _build_index_specs(weight_map: dict[str, Any]) -> _IndexSpecs:
+def _build_index_specs(weight_map: dict[str, Any]) -> IndexSpecs:
     files = sorted({f for f in weight_map.values() if isinstance(f, str)})
     file_ids = {f: i for i, f in enumerate(files)}
     groups = [file_ids[f] if isinstance(f, str) else -1 for f in weight_map.values()]
     specs = _core.TensorSpecs(list(weight_map), groups=groups)
     per_file = Counter(f for f in weight_map.values() if isinstance(f, str))
-    return _IndexSpecs(specs, file_ids, per_file)
+    return IndexSpecs(specs, file_ids, per_file)
 
 
-def files_named(weight_map: dict[str, Any]) -> list[str]:
+def files_named(weight_map: dict[str, Any], cache: AuditCache) -> list[str]:
     """The files an index's weight_map names, sorted (derived once per index)."""
-    return list(_index_specs(weight_map).file_ids)
+    return list(_index_specs(weight_map, cache).file_ids)
 
 
-def index_places_exactly(weight_map: dict[str, Any], headers: Mapping[str, Header]) -> bool:
+def index_places_exactly(
+    weight_map: dict[str, Any], headers: Mapping[str, Header], cache: AuditCache
+) -> bool:
     """True when every valid shard the index names (``headers``: file name -> header)
     holds exactly the tensors the index places in it: nothing misplaced, nothing unlisted."""
-    if not ENABLED:
+    if not cache.fast:
         return False
-    index = _index_specs(weight_map)
+    index = _index_specs(weight_map, cache)
     named = [(f, h) for f, h in headers.items() if f in index.file_ids and h.ok]
     if not named:
         return True
@@ -170,52 +172,45 @@ def names_containing(headers: Sequence[Header], needle: str) -> int:
     return int(_core.count_names_containing([h.native for h in headers], needle))
 
 
-_COMBINED: LRU[tuple[_core.TensorSpecs, dict[str, int], Counter[str]] | None] = LRU(64)
+CombinedSpecs = tuple[_core.TensorSpecs, dict[str, int], Counter[str]]
 
 
 def _combined_specs(
-    expected: Expected, weight_map: dict[str, Any]
-) -> tuple[_core.TensorSpecs, dict[str, int], Counter[str]] | None:
+    expected: Expected, weight_map: dict[str, Any], cache: AuditCache
+) -> CombinedSpecs | None:
     """The default layout's table with each name's file (by the index) as its group."""
     key = (Identity(expected), Identity(weight_map))
-    return _COMBINED.get(key, lambda: _build_combined_specs(expected, weight_map))
+    return cache.combined_specs.get(key, lambda: _build_combined_specs(expected, weight_map, cache))
 
 
 def _build_combined_specs(
-    expected: Expected, weight_map: dict[str, Any]
-) -> tuple[_core.TensorSpecs, dict[str, int], Counter[str]] | None:
-    if expected_specs(expected) is None:
+    expected: Expected, weight_map: dict[str, Any], cache: AuditCache
+) -> CombinedSpecs | None:
+    if expected_specs(expected, cache) is None:
         return None
-    index = _index_specs(weight_map)
+    index = _index_specs(weight_map, cache)
     file_of = {n: index.file_ids[f] for n, f in weight_map.items() if isinstance(f, str)}
     table = _layout_specs(expected.default, file_of)
     return (table, index.file_ids, index.per_file) if table is not None else None
-
-
-_last: list[tuple[_core.TensorSpecs, dict[str, int]]] = []  # the table all_clean used last
-
-
-def last_table() -> tuple[_core.TensorSpecs, dict[str, int]] | None:
-    """The table :func:`all_clean` used last, and its file ids: a sweep has the next
-    batch's checkpoints held against it on the reading threads (most are of the same
-    run), and :func:`all_clean` takes that match when it is for the table it needs."""
-    return _last[0] if _last else None
 
 
 def all_clean(
     files: Sequence[tuple[str, Header]],
     weight_map: dict[str, Any],
     expected: Expected,
+    cache: AuditCache,
     ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
 ) -> Comparison | None:
     """One native pass for the common case: the weight files (``files``: every one valid,
     none an adapter, each named by the index) hold exactly the default layout of
     ``expected``, and each holds exactly what the index places in it, and the index names
     no other file. Then the (finding-free) comparison; else None, and the separate checks
-    decide."""
-    if not ENABLED or not files:
+    decide. The table it used is kept as ``cache.last_table``: a sweep has the next batch's
+    checkpoints held against it on the reading threads (most are of the same run), and
+    this takes that match (``ahead``) when it is for the table it needs."""
+    if not cache.fast or not files:
         return None
-    combined = _combined_specs(expected, weight_map)
+    combined = _combined_specs(expected, weight_map, cache)
     if combined is None:
         return None
     table, ids, per_file = combined
@@ -225,8 +220,9 @@ def all_clean(
         m = ahead[1]  # the same files held against the same table, on a reading thread
     else:
         m = table.match([h.native for _, h in files], [ids[f] for f, _ in files])
-    if not _last or _last[0][0] is not table:
-        _last[:] = [(table, ids)]
+    last = cache.last_table
+    if last is None or last[0] is not table:
+        cache.last_table = (table, ids)
     if not (
         _holds_exactly(m, table)
         and _placed_exactly(files, m.in_group, per_file)

@@ -17,7 +17,8 @@ from pyaudit import expected as expect_mod
 from pyaudit.adapters import check_adapter
 from pyaudit.auditing import match, structure
 from pyaudit.auditing.compare import Comparison, Found, compare_full, is_peft_tensor
-from pyaudit.auditing.results import AuditOptions, CheckpointReport
+from pyaudit.auditing.cache import AuditCache
+from pyaudit.auditing.results import AuditOptions, CheckpointReport, Counts
 from pyaudit.auditing.structure import Contents, is_adapter_file
 from pyaudit.data import DataResult, data_findings
 from pyaudit.discover import CheckpointDir
@@ -25,7 +26,7 @@ from pyaudit.expected import Expected, ManifestUnavailable, expectation_for
 from pyaudit.findings import Bytes, Finding, Message, finding, status_of
 from pyaudit.headers import Header
 from pyaudit.intent import check_intent, declared
-from pyaudit.memo import LRU, Identity
+from pyaudit.memo import Identity
 from pyaudit.runs import Declared, find_run_args, read_json, read_run_file
 
 
@@ -37,30 +38,42 @@ def audit_checkpoint(
     data: Mapping[str, DataResult] | None = None,
     digests: Mapping[str, tuple[int, int] | None] | None = None,
     ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
+    cache: AuditCache | None = None,
 ) -> CheckpointReport:
     """Audit one checkpoint whose .safetensors headers (by file name) are given, and
     the results of streaming its tensor bytes when --verify-data asked for them.
     ``digests``: (size, digest) of its JSON files by name, as a sweep's reading threads
     found them (:func:`~pyaudit.auditing.structure.run_file_names`), so that content seen
     before is not read again; ``ahead``: its weight files held against a native table
-    there (match.last_table)."""
-    report = CheckpointReport(path=ckpt.display)
+    there (``cache.last_table``); ``cache``: the memo tables of the sweep (default: a
+    fresh one, nothing shared)."""
+    if cache is None:
+        cache = AuditCache(fast=options.fast_path)
     findings: list[Finding] = []
+    kind = "unknown"
+    model_type: str | None = None
+    layout: str | None = None
+    tensors: dict[str, int | None] = {"found": 0, "expected": None, "missing": 0, "unexpected": 0}
+    sizes: dict[str, int | None] = {"found": 0, "expected": None}
 
     # The run's own files.
     known = digests or {}
-    config = read_run_file(ckpt.path, "config.json", known.get("config.json")) if ckpt.has_config else None
+    config = (
+        read_run_file(ckpt.path, "config.json", known.get("config.json"), cache.json)
+        if ckpt.has_config
+        else None
+    )
     adapter_config = (
-        read_run_file(ckpt.path, "adapter_config.json", known.get("adapter_config.json"))
+        read_run_file(ckpt.path, "adapter_config.json", known.get("adapter_config.json"), cache.json)
         if ckpt.has_adapter_config
         else None
     )
-    run = find_run_args(ckpt.path, ckpt.scan_root, listed=ckpt.listed_run_files)
+    run = find_run_args(ckpt.path, ckpt.scan_root, listed=ckpt.listed_run_files, memo=cache.json)
 
     # Structure: the weight files, the index against them.
     keys = {n: structure.file_key(n, headers[n]) for n in ckpt.safetensors}
-    index_doc = structure.index_doc(ckpt, known)
-    indexed = structure.indexed_files(index_doc)
+    index_doc = structure.index_doc(ckpt, known, cache)
+    indexed = structure.indexed_files(index_doc, cache)
     strays = (
         {n for n in ckpt.safetensors if not is_adapter_file(n) and n not in indexed}
         if indexed is not None
@@ -68,50 +81,50 @@ def audit_checkpoint(
     )
     # The common case in one native pass: every file valid and indexed exactly, holding
     # exactly the default layout of the model its config names.
-    all_clean = _all_clean_memo(ckpt, headers, keys, index_doc, config, base_expected, strays, ahead)
-    exact = all_clean is not None or structure.index_exact(
-        index_doc, {n: headers[n] for n in ckpt.safetensors}, keys
+    all_clean = _all_clean_memo(
+        ckpt, headers, keys, index_doc, config, base_expected, strays, cache, ahead
     )
-    contents = structure.collect(ckpt, headers, keys, ignore=strays, index_exact=exact)
-    report.files = contents.files
+    exact = all_clean is not None or structure.index_exact(
+        index_doc, {n: headers[n] for n in ckpt.safetensors}, keys, cache
+    )
+    contents = structure.collect(ckpt, headers, keys, cache, ignore=strays, index_exact=exact)
     findings += contents.findings
     index_findings, index = structure.check_index(ckpt, index_doc, keys, contents)
     findings += index_findings
-    report.bytes["found"] = contents.found_bytes
+    sizes["found"] = contents.found_bytes
 
     # What to expect, and from where.
     expectation = expectation_for(
-        ckpt, config, adapter_config, run, index, options.oracle, base_expected,
+        ckpt, config, adapter_config, run, index, options.oracle, base_expected, cache,
         found_names=lambda: contents.base.keys(),
     )
     findings += expectation.findings
-    report.model_type = expectation.model_type
+    model_type = expectation.model_type
     expected = expectation.expected
     if expected is not None:
-        report.expected_source = expected.source
-        report.model_type = expected.model_type or report.model_type
-        report.tensors["expected"] = len(expected.default.tensors)
-        report.bytes["expected"] = expected.total_bytes
+        model_type = expected.model_type or model_type
+        tensors["expected"] = len(expected.default.tensors)
+        sizes["expected"] = expected.total_bytes
 
     # What kind of checkpoint it is. A checkpoint the native match finds exactly as
     # expected holds no PEFT names: the clean comparison settles its kind without a
     # table of its tensors.
-    clean = all_clean or (_clean_memo(contents, expected) if expected is not None else None)
+    clean = all_clean or (_clean_memo(contents, expected, cache) if expected is not None else None)
     peft_in_base = (
         [n for n in contents.base if is_peft_tensor(n)] if clean is None and contents.base_peft else []
     )
     non_peft = contents.base_count - len(peft_in_base)
     if non_peft > 0:
-        report.kind = "full"
+        kind = "full"
     elif contents.adapter_count or peft_in_base:
-        report.kind = "adapter"
-    report.tensors["found"] = contents.base_count + contents.adapter_count
+        kind = "adapter"
+    tensors["found"] = contents.base_count + contents.adapter_count
     adapter_keys = tuple(
         keys[n] for n in ckpt.safetensors if is_adapter_file(n) and n in contents.readable
     )
 
     # Contents against the expectation.
-    if report.kind == "full" and expected is not None:
+    if kind == "full" and expected is not None:
         # Tensors the index places in a file that is absent or unreadable are reported
         # by that file's finding (shard-missing, shard-truncated, ...), not again as missing.
         weight_map = index["weight_map"] if index is not None else {}
@@ -119,25 +132,27 @@ def audit_checkpoint(
         explained = frozenset(
             t for t, f in weight_map.items() if f in unread
         ) if unread else frozenset()
-        comparison = clean or _compare_memo(contents, expected, explained)
-        report.layout = comparison.layout
-        report.tensors["expected"] = comparison.expected
-        report.bytes["expected"] = comparison.expected_bytes
-        report.tensors["missing"] = comparison.missing
-        report.tensors["unexpected"] = comparison.unexpected
+        comparison = clean or _compare_memo(contents, expected, explained, cache)
+        layout = comparison.layout
+        tensors["expected"] = comparison.expected
+        sizes["expected"] = comparison.expected_bytes
+        tensors["missing"] = comparison.missing
+        tensors["unexpected"] = comparison.unexpected
         findings += comparison.findings
         if contents.adapter_count:
-            findings += _check_adapter_memo(contents.adapter, adapter_keys, adapter_config, expected)
-    elif report.kind == "adapter":
+            findings += _check_adapter_memo(
+                contents.adapter, adapter_keys, adapter_config, expected, cache
+            )
+    elif kind == "adapter":
         if contents.adapter_count:
             adapter_tensors: Mapping[str, Found] = contents.adapter
             tensor_keys = adapter_keys
         else:
             adapter_tensors = {n: contents.base[n] for n in peft_in_base}
             tensor_keys = tuple(contents.base_keys)
-        findings += _check_adapter_memo(adapter_tensors, tensor_keys, adapter_config, expected)
+        findings += _check_adapter_memo(adapter_tensors, tensor_keys, adapter_config, expected, cache)
         if expected is not None:
-            report.tensors["missing"] = report.tensors["expected"]
+            tensors["missing"] = tensors["expected"]
         note = _adapter_only(declared(options.expect, run), expected, adapter_tensors, contents)
         if note is not None:
             findings.append(note)
@@ -148,28 +163,37 @@ def audit_checkpoint(
     ):
         # No adapter file, or adapter files that were read and hold no tensors at all.
         findings += check_adapter({}, adapter_config, expected)
-        report.kind = "unknown"
+        kind = "unknown"
     elif not ckpt.has_weights:
         findings.append(finding("no-weights", _no_weights_message(ckpt)))
     if ckpt.bin_weights or ckpt.bin_indexes:
-        findings += _bin_findings(ckpt, expected, report)
+        bin_findings, kind = _bin_findings(ckpt, expected, kind, tensors)
+        findings += bin_findings
 
     if data:
         findings += data_findings(data)
 
     # What the run meant against what it saved.
     intent = check_intent(
-        ckpt, run, declared(options.expect, run), report.kind,
-        report.bytes["found"] or 0, report.bytes["expected"],
+        ckpt, run, declared(options.expect, run), kind, contents.found_bytes, sizes["expected"]
     )
-    report.declared = intent.declared
     findings += intent.findings
-    if report.model_type is None and config is not None:
+    if model_type is None and config is not None:
         mt = config.get("model_type")
-        report.model_type = mt if isinstance(mt, str) else None
-    report.findings = findings
-    report.status = status_of(findings, options.fail_on)
-    return report
+        model_type = mt if isinstance(mt, str) else None
+    return CheckpointReport(
+        path=ckpt.display,
+        status=status_of(findings, options.fail_on),
+        kind=kind,
+        model_type=model_type,
+        layout=layout,
+        expected_source=expected.source if expected is not None else None,
+        declared=intent.declared,
+        tensors=Counts(tensors),
+        bytes=Counts(sizes),
+        files=tuple(contents.files),
+        findings=tuple(findings),
+    )
 
 
 def _adapter_only(
@@ -217,14 +241,7 @@ def _adapter_only(
     )
 
 
-# --- memo tables -------------------------------------------------------------------
-
-
-_COMPARISONS: LRU[Comparison] = LRU(64)
-_ADAPTER_CHECKS: LRU[list[Finding]] = LRU(64)
-
-
-_ALL_CLEAN: LRU[Comparison | None] = LRU(64)
+# --- through the cache ---------------------------------------------------------------
 
 
 def _all_clean_memo(
@@ -235,6 +252,7 @@ def _all_clean_memo(
     config: dict[str, Any] | None,
     base_expected: Expected | None,
     strays: set[str] | None,
+    cache: AuditCache,
     ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
 ) -> Comparison | None:
     """match.all_clean, once per distinct (expected, index, files): the comparison of a
@@ -242,49 +260,47 @@ def _all_clean_memo(
     ``ahead``: its files held against a table on a sweep's reading threads."""
     weight_map = index_doc.get("weight_map") if index_doc is not None else None
     if (
-        not match.ENABLED
+        not cache.fast
         or not isinstance(weight_map, dict)
         or strays
         or not ckpt.safetensors
         or any(is_adapter_file(n) or not headers[n].ok for n in ckpt.safetensors)
     ):
         return None
-    # What _expected_for settles on first, whenever there is one: --base, else config.json.
+    # What expectation_for settles on first, whenever there is one: --base, else config.json.
     expected = base_expected
     if expected is None and config is not None:
         try:
-            expected = expect_mod.from_config(config, "config.json")
+            expected = expect_mod.from_config(config, "config.json", cache)
         except ManifestUnavailable:
             return None
     if expected is None:
         return None
     key = (Identity(expected), Identity(weight_map), tuple(keys.values()))
-    return _ALL_CLEAN.get(
+    return cache.all_clean.get(
         key,
         lambda: match.all_clean(
-            [(n, headers[n]) for n in ckpt.safetensors], weight_map, expected, ahead
+            [(n, headers[n]) for n in ckpt.safetensors], weight_map, expected, cache, ahead
         ),
     )
 
 
-_CLEAN: LRU[Comparison | None] = LRU(64)
-
-
-def _clean_memo(contents: Contents, expected: Expected) -> Comparison | None:
+def _clean_memo(contents: Contents, expected: Expected, cache: AuditCache) -> Comparison | None:
     """match.clean_comparison over the base files, once per distinct (expected, files)."""
-    if not match.ENABLED or contents.base_repeated or not contents.base_files:
+    if not cache.fast or contents.base_repeated or not contents.base_files:
         return None
     key = (Identity(expected), tuple(contents.base_keys))
-    return _CLEAN.get(
-        key, lambda: match.clean_comparison([h for _, h, _ in contents.base_files], expected)
+    return cache.clean.get(
+        key,
+        lambda: match.clean_comparison([h for _, h, _ in contents.base_files], expected, cache),
     )
 
 
 def _compare_memo(
-    contents: Contents, expected: Expected, explained: frozenset[str]
+    contents: Contents, expected: Expected, explained: frozenset[str], cache: AuditCache
 ) -> Comparison:
     key = (Identity(expected), tuple(contents.base_keys), explained)
-    return _COMPARISONS.get(key, lambda: compare_full(contents.base, expected, explained))
+    return cache.comparisons.get(key, lambda: compare_full(contents.base, expected, explained))
 
 
 def _check_adapter_memo(
@@ -292,13 +308,16 @@ def _check_adapter_memo(
     keys: tuple[object, ...],
     adapter_config: dict[str, Any] | None,
     expected: Expected | None,
-) -> list[Finding]:
+    cache: AuditCache,
+) -> tuple[Finding, ...]:
     key = (
         keys,
         Identity(adapter_config) if adapter_config is not None else None,
         Identity(expected) if expected is not None else None,
     )
-    return _ADAPTER_CHECKS.get(key, lambda: check_adapter(tensors, adapter_config, expected))
+    return cache.adapter_checks.get(
+        key, lambda: tuple(check_adapter(tensors, adapter_config, expected))
+    )
 
 
 
@@ -323,8 +342,11 @@ def _no_weights_message(ckpt: CheckpointDir) -> str:
 
 
 
-def _bin_findings(ckpt: CheckpointDir, expected: Expected | None, report: CheckpointReport) -> list[Finding]:
-    """Pickled .bin weights: never unpickled; names from their index when there is one."""
+def _bin_findings(
+    ckpt: CheckpointDir, expected: Expected | None, kind: str, tensors: dict[str, int | None]
+) -> tuple[list[Finding], str]:
+    """Pickled .bin weights: never unpickled; names from their index when there is one.
+    The findings and the checkpoint's kind; ``tensors`` (this audit's counts) updated."""
     out: list[Finding] = []
     names: list[str] = []
     for index_name in ckpt.bin_indexes:
@@ -334,13 +356,13 @@ def _bin_findings(ckpt: CheckpointDir, expected: Expected | None, report: Checkp
             absent = sorted({f for f in index["weight_map"].values() if isinstance(f, str) and not (ckpt.path / f).exists()})
             if absent:
                 out.append(finding("shard-missing", f"{index_name} names {len(absent)} missing shard(s): {', '.join(absent[:5])}", count=len(absent)))
-    if report.kind == "unknown" and (ckpt.bin_weights or names):
-        report.kind = "full" if not all(n.startswith("adapter_model") for n in ckpt.bin_weights) else "adapter"
-        report.tensors["found"] = len(names) or None
-    if names and expected is not None and report.kind == "full" and not ckpt.safetensors:
+    if kind == "unknown" and (ckpt.bin_weights or names):
+        kind = "full" if not all(n.startswith("adapter_model") for n in ckpt.bin_weights) else "adapter"
+        tensors["found"] = len(names) or None
+    if names and expected is not None and kind == "full" and not ckpt.safetensors:
         have = set(names)
         missing = [n for n in expected.default.tensors if n not in have]
-        report.tensors["missing"] = len(missing)
+        tensors["missing"] = len(missing)
         if missing:
             out.append(finding("base-weights-missing", f"{len(missing)} of {len(expected.default.tensors)} base tensors are not named by the .bin index", tensors=missing))
     out.append(
@@ -351,4 +373,4 @@ def _bin_findings(ckpt: CheckpointDir, expected: Expected | None, report: Checkp
             "never unpickles); convert to safetensors for a full audit",
         )
     )
-    return out
+    return out, kind

@@ -1,8 +1,13 @@
 """What an audit produces and the renderers (``pyaudit.report``) read: the options it ran
-with, one report per checkpoint, and a sweep's summary. Plain data, no audit logic."""
+with, one report per checkpoint, and a sweep's summary. Plain data, no audit logic.
+
+A report and its parts are immutable (frozen dataclasses, tuples, :class:`Counts`):
+reports of one sweep share findings through its memo tables, so none may change.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,16 +15,55 @@ from typing import Any
 from pyaudit.findings import Finding
 
 
-@dataclass
+@dataclass(frozen=True)
 class AuditOptions:
     expect: str = "auto"  # auto | full | adapter
     base: Path | None = None
     fail_on: str = "error"  # error | warning
     verify_data: bool = False  # also stream tensor bytes: NaN / Inf / all-zero
     oracle: str | None = None  # "transformers": manifests for families without a spec
+    # False: the native fast path (auditing.match) never settles a checkpoint, every one
+    # takes the reference path (the tests hold the two equal; `scan --no-fast-path`).
+    fast_path: bool = True
 
 
-@dataclass
+class Counts(Mapping[str, "int | None"]):
+    """A report's counts by name (``found``, ``expected``, ...): a read-only mapping
+    (item assignment raises TypeError) that pickles, as a Dask worker's reports must."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, int | None] | Iterable[tuple[str, int | None]] = ()) -> None:
+        self._items: dict[str, int | None] = dict(items)
+
+    def __getitem__(self, key: str) -> int | None:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Counts({self._items!r})"
+
+    def __getstate__(self) -> dict[str, int | None]:
+        return self._items
+
+    def __setstate__(self, state: dict[str, int | None]) -> None:
+        self._items = dict(state)
+
+
+def _tensor_counts() -> Counts:
+    return Counts({"found": 0, "expected": None, "missing": 0, "unexpected": 0})
+
+
+def _byte_counts() -> Counts:
+    return Counts({"found": 0, "expected": None})
+
+
+@dataclass(frozen=True)
 class FileEntry:
     path: str
     bytes: int
@@ -34,7 +78,7 @@ class FileEntry:
         return doc
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointReport:
     path: str
     status: str = "pass"
@@ -43,12 +87,10 @@ class CheckpointReport:
     layout: str | None = None
     expected_source: str | None = None
     declared: str | None = None
-    tensors: dict[str, int | None] = field(
-        default_factory=lambda: {"found": 0, "expected": None, "missing": 0, "unexpected": 0}
-    )
-    bytes: dict[str, int | None] = field(default_factory=lambda: {"found": 0, "expected": None})
-    files: list[FileEntry] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
+    tensors: Counts = field(default_factory=_tensor_counts)
+    bytes: Counts = field(default_factory=_byte_counts)
+    files: tuple[FileEntry, ...] = ()
+    findings: tuple[Finding, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +110,9 @@ class CheckpointReport:
 
 @dataclass
 class ScanSummary:
+    """Counts of a sweep's verdicts, added up as its reports arrive (the one mutable
+    record here: it belongs to the caller, never to a report)."""
+
     checkpoints: int = 0
     passed: int = 0
     warned: int = 0

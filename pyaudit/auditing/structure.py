@@ -8,15 +8,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from pyaudit.auditing import match
+from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.compare import Found, is_peft_tensor
 from pyaudit.auditing.results import FileEntry
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Finding, finding
 from pyaudit.headers import Header
-from pyaudit.memo import LRU, Identity
+from pyaudit.memo import Identity
 from pyaudit.runs import read_run_file
 
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.safetensors$")
@@ -68,12 +70,13 @@ def is_adapter_file(name: str) -> bool:
     return name.startswith("adapter_model")
 
 
-
 @dataclass
 class Contents:
-    """The readable files' headers. Per-tensor tables (a dict entry per tensor) are built
-    only when a check needs them: a clean checkpoint is judged from native counts."""
+    """The readable files' headers (one audit's own: never shared). Per-tensor tables (an
+    entry per tensor) are built only when a check needs them, once per distinct file in
+    ``cache``: a clean checkpoint is judged from native counts."""
 
+    cache: AuditCache
     base_files: list[tuple[str, Header, tuple[object, ...]]] = field(default_factory=list)
     adapter_files: list[tuple[str, Header, tuple[object, ...]]] = field(default_factory=list)
     headers: dict[str, Header] = field(default_factory=dict)  # every readable file
@@ -88,20 +91,20 @@ class Contents:
     index_exact: bool = False  # every named shard holds exactly what the index places in it
     files: list[FileEntry] = field(default_factory=list)  # every weight file, in order
     findings: list[Finding] = field(default_factory=list)  # unreadable files, repeated names
-    _base: dict[str, Found] | None = None
-    _adapter: dict[str, Found] | None = None
+    _base: Mapping[str, Found] | None = None
+    _adapter: Mapping[str, Found] | None = None
 
     @property
-    def base(self) -> dict[str, Found]:
+    def base(self) -> Mapping[str, Found]:
         """Name -> Found over the non-adapter files (a later file's tensor wins)."""
         if self._base is None:
-            self._base = _merged(self.base_files)
+            self._base = _merged(self.base_files, self.cache)
         return self._base
 
     @property
-    def adapter(self) -> dict[str, Found]:
+    def adapter(self) -> Mapping[str, Found]:
         if self._adapter is None:
-            self._adapter = _merged(self.adapter_files)
+            self._adapter = _merged(self.adapter_files, self.cache)
         return self._adapter
 
     @property
@@ -117,34 +120,33 @@ class Contents:
     def base_peft(self) -> int:
         """PEFT-named tensors among the base files (read natively first: usually none)."""
         headers = [h for _, h, _ in self.base_files]
-        if not match.ENABLED or match.names_containing(headers, "lora_"):
-            return sum(file_table(n, h, k).peft for n, h, k in self.base_files)
+        if not self.cache.fast or match.names_containing(headers, "lora_"):
+            return sum(file_table(n, h, k, self.cache).peft for n, h, k in self.base_files)
         return 0
 
     def tensors_by_file(self, name: str) -> frozenset[str]:
         if name not in self.readable:
             return frozenset()
-        return file_table(name, self.headers[name], self.keys[name]).names
+        return file_table(name, self.headers[name], self.keys[name], self.cache).names
 
 
-def _merged(files: list[tuple[str, Header, tuple[object, ...]]]) -> dict[str, Found]:
+def _merged(
+    files: list[tuple[str, Header, tuple[object, ...]]], cache: AuditCache
+) -> Mapping[str, Found]:
     if len(files) == 1:
-        return file_table(*files[0]).tensors
+        return file_table(*files[0], cache).tensors
     merged: dict[str, Found] = {}
     for name, header, key in files:
-        merged.update(file_table(name, header, key).tensors)
+        merged.update(file_table(name, header, key, cache).tensors)
     return merged
 
 
-_INDEXED: LRU[frozenset[str]] = LRU(64)
-
-
-def indexed_files(doc: dict[str, Any] | None) -> frozenset[str] | None:
+def indexed_files(doc: dict[str, Any] | None, cache: AuditCache) -> frozenset[str] | None:
     """The weight files the (non-adapter) index names, or None without a readable index."""
     weight_map = doc.get("weight_map") if doc is not None else None
     if not isinstance(weight_map, dict):
         return None
-    return _INDEXED.get(
+    return cache.indexed_files.get(
         Identity(doc), lambda: frozenset(f for f in weight_map.values() if isinstance(f, str))
     )
 
@@ -153,13 +155,10 @@ def indexed_files(doc: dict[str, Any] | None) -> frozenset[str] | None:
 class FileTable:
     """What one valid shard holds, derived once per distinct header."""
 
-    tensors: dict[str, Found]  # shared through the memo: never mutate
+    tensors: Mapping[str, Found]  # read-only: shared through the cache
     names: frozenset[str]
     data_bytes: int
     peft: int  # tensors named as PEFT wrappers (lora_A, lora_B, ...)
-
-
-_FILE_TABLES: LRU[FileTable] = LRU(64)
 
 
 def file_key(name: str, header: Header) -> tuple[object, ...]:
@@ -169,8 +168,10 @@ def file_key(name: str, header: Header) -> tuple[object, ...]:
     return (name, header.digest, header.header_size, header.file_size)
 
 
-def file_table(name: str, header: Header, key: tuple[object, ...]) -> FileTable:
-    return _FILE_TABLES.get(key, lambda: _file_table(name, header))
+def file_table(
+    name: str, header: Header, key: tuple[object, ...], cache: AuditCache
+) -> FileTable:
+    return cache.file_tables.get(key, lambda: _file_table(name, header))
 
 
 def _file_table(name: str, header: Header) -> FileTable:
@@ -181,25 +182,26 @@ def _file_table(name: str, header: Header) -> FileTable:
     }
     joined = "\n".join(names)
     peft = sum(1 for n in names if is_peft_tensor(n)) if "lora_" in joined else 0
-    return FileTable(tensors, frozenset(names), sum(e - b for b, e in offsets), peft)
+    return FileTable(
+        MappingProxyType(tensors), frozenset(names), sum(e - b for b, e in offsets), peft
+    )
 
 
-def _repeated(files: list[tuple[str, Header, tuple[object, ...]]]) -> int:
+def _repeated(files: list[tuple[str, Header, tuple[object, ...]]], cache: AuditCache) -> int:
     """Tensors whose name an earlier one of ``files`` also holds."""
     if len(files) < 2:
         return 0
-    if match.ENABLED:
+    if cache.fast:
         return match.repeated_names([h for _, h, _ in files])
-    names = [file_table(*f).names for f in files]
+    names = [file_table(*f, cache).names for f in files]
     return sum(len(n) for n in names) - len(frozenset().union(*names))
-
-
 
 
 def collect(
     ckpt: CheckpointDir,
     headers: Mapping[str, Header],
     keys: Mapping[str, tuple[object, ...]],
+    cache: AuditCache,
     ignore: frozenset[str] | set[str] | None = None,
     index_exact: bool = False,
 ) -> Contents:
@@ -207,7 +209,7 @@ def collect(
     that does not name them: loaders never read them) are not counted as found.
     ``index_exact``: the index names every other weight file and each holds exactly the
     tensors the index places in it, so no name is in two of them."""
-    contents = Contents(keys=dict(keys), index_exact=index_exact)
+    contents = Contents(cache, keys=dict(keys), index_exact=index_exact)
     for name in ckpt.safetensors:
         header = headers[name]
         entry = FileEntry(name, header.file_size, len(header) if header.ok else 0, header.ok, header.rule)
@@ -226,15 +228,15 @@ def collect(
         contents.found_bytes += header.data_size
         if not adapter:
             contents.base_keys.append(keys[name])
-    contents.base_repeated = 0 if index_exact else _repeated(contents.base_files)
-    contents.adapter_repeated = _repeated(contents.adapter_files)
+    contents.base_repeated = 0 if index_exact else _repeated(contents.base_files, cache)
+    contents.adapter_repeated = _repeated(contents.adapter_files, cache)
     duplicates: list[str] = []
     if contents.base_repeated or contents.adapter_repeated:
         seen: dict[bool, set[str]] = {False: set(), True: set()}
         for name in ckpt.safetensors:
             if name not in contents.readable or (ignore and name in ignore):
                 continue
-            names = file_table(name, contents.headers[name], keys[name]).names
+            names = file_table(name, contents.headers[name], keys[name], cache).names
             held = seen[is_adapter_file(name)]
             duplicates.extend(sorted(held & names))
             held |= names
@@ -252,7 +254,7 @@ def collect(
 
 def _check_index(
     ckpt: CheckpointDir, index: dict[str, Any] | None, contents: Contents
-) -> tuple[list[Finding], dict[str, Any] | None]:
+) -> tuple[tuple[Finding, ...], dict[str, Any] | None]:
     """Index against shards: missing shards, misplaced tensors, total_size, strays, gaps.
     The findings, and the index as the audit reads it on (weight_map, total_size, name),
     or None without a readable one."""
@@ -271,15 +273,15 @@ def _check_index(
                 )
             )
         findings += check_numbering(sharded, set(ckpt.safetensors))
-        return findings, None
+        return tuple(findings), None
     if index is None or not isinstance(index.get("weight_map"), dict):
         findings.append(
             finding("index-mismatch", f"{index_name} is not a readable index (no weight_map object)")
         )
-        return findings, None
+        return tuple(findings), None
     weight_map: dict[str, Any] = index["weight_map"]
     on_disk = set(ckpt.safetensors)
-    named_files = match.files_named(weight_map)
+    named_files = match.files_named(weight_map, contents.cache)
     absent = [f for f in named_files if f not in on_disk]
     if absent:
         lost = [t for t, f in weight_map.items() if f in absent]
@@ -367,17 +369,17 @@ def _check_index(
                         f"bytes of tensors (off by {tensor_bytes - total:+d})",
                     )
                 )
-    return findings, {"weight_map": weight_map, "total_size": total, "name": index_name}
-
-
-_INDEX_CHECKS: LRU[tuple[list[Finding], dict[str, Any] | None]] = LRU(64)
+    return tuple(findings), {"weight_map": weight_map, "total_size": total, "name": index_name}
 
 
 def index_doc(
-    ckpt: CheckpointDir, known: Mapping[str, tuple[int, int] | None]
+    ckpt: CheckpointDir, known: Mapping[str, tuple[int, int] | None], cache: AuditCache
 ) -> dict[str, Any] | None:
+    """The weights index (:func:`weights_index`) as parsed JSON (shared: never mutated)."""
     name = weights_index(ckpt)
-    return read_run_file(ckpt.path, name, known.get(name)) if name is not None else None
+    if name is None:
+        return None
+    return read_run_file(ckpt.path, name, known.get(name), memo=cache.json)
 
 
 def check_index(
@@ -385,7 +387,7 @@ def check_index(
     doc: dict[str, Any] | None,
     keys: Mapping[str, tuple[object, ...]],
     contents: Contents,
-) -> tuple[list[Finding], dict[str, Any] | None]:
+) -> tuple[tuple[Finding, ...], dict[str, Any] | None]:
     """_check_index, once per distinct (file list, index content, shard contents).
 
     When every shard holds exactly what the index places in it, the check reads no
@@ -405,24 +407,25 @@ def check_index(
         contents.index_exact,
         shards,
     )
-
-    return _INDEX_CHECKS.get(key, lambda: _check_index(ckpt, doc, contents))
-
-
-_INDEX_EXACT: LRU[bool] = LRU(64)
+    return contents.cache.index_checks.get(key, lambda: _check_index(ckpt, doc, contents))
 
 
 def index_exact(
-    doc: dict[str, Any] | None, headers: Mapping[str, Header], keys: Mapping[str, tuple[object, ...]]
+    doc: dict[str, Any] | None,
+    headers: Mapping[str, Header],
+    keys: Mapping[str, tuple[object, ...]],
+    cache: AuditCache,
 ) -> bool:
     """match.index_places_exactly, once per distinct (index content, shard contents)."""
     weight_map = doc.get("weight_map") if doc is not None else None
-    if not match.ENABLED or not isinstance(weight_map, dict):
+    if not cache.fast or not isinstance(weight_map, dict):
         return False
     key = (Identity(weight_map), tuple(keys.values()))
-    return _INDEX_EXACT.get(
+    return cache.index_exact.get(
         key,
-        lambda: match.index_places_exactly(weight_map, {n: h for n, h in headers.items() if h.ok}),
+        lambda: match.index_places_exactly(
+            weight_map, {n: h for n, h in headers.items() if h.ok}, cache
+        ),
     )
 
 
