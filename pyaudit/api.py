@@ -112,10 +112,14 @@ def scan(
     base_expected = load_base(options.base, jobs) if options.base is not None else None
     start = time.perf_counter()
     report = Report()
-    for checkpoint in reports(strs, options, jobs, base_expected, dask=dask):
+    audited = reports(strs, options, jobs, base_expected, dask=dask)
+    for checkpoint in audited:
         report.summary.add(checkpoint)
         report.checkpoints.append(checkpoint)
     report.summary.seconds = time.perf_counter() - start
+    transfer = getattr(audited, "transfer", None)  # remote stores: requests and bytes
+    if transfer is not None:
+        report.summary.remote = transfer.to_json()
     return report
 
 

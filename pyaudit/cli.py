@@ -105,7 +105,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         from pyaudit.remote import RemoteError, prepare
 
         try:
-            prepare(args.paths, args.verify_data)  # lists each URL now: a bad one is a usage error
+            prepare(args.paths, args.verify_data, args.jobs)  # lists each URL now: a bad one is a usage error
         except RemoteError as e:
             print(f"pyaudit scan: {e}", file=sys.stderr)
             return EXIT_USAGE
@@ -159,6 +159,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"pyaudit scan: {cluster_errors[0]}", file=sys.stderr)
         return EXIT_USAGE
     summary.seconds = time.perf_counter() - start
+    transfer = getattr(sweep, "transfer", None)  # remote stores: requests and bytes
+    if transfer is not None:
+        summary.remote = transfer.to_json()
     if args.jsonl:
         pass
     elif args.json:

@@ -1,64 +1,87 @@
-"""Remote stores: `pyaudit scan s3://bucket/prefix` (any fsspec URL: gs://, az://, file://;
-http(s):// for single files).
+"""Remote stores: `pyaudit scan s3://bucket/prefix` (any fsspec URL: gs://, az://, hf://,
+memory://, file://; http(s):// for single files).
 
-One listing of the store gives every file's name and size; checkpoint directories are
-grouped by :mod:`pyaudit.discover`'s own rules (``_classify`` over the listing). Each
-``.safetensors`` header costs at most two range requests (the first ``FIRST_READ`` bytes,
-then the rest of the header when its length prefix says it is longer), never the tensor
-data beyond that first read; many requests are in flight at once (fsspec's async
-``cat_ranges``, or a thread pool for synchronous filesystems), and headers are validated
-by :func:`pyaudit.headers.parse_header_bytes`, the validator local files go through.
+The scan is one pipeline whose every stage overlaps the others, with a bounded number of
+requests in flight (``IN_FLIGHT``, or 8 x ``--jobs``; the filesystem's connection pool is
+sized to it) and no stage waiting on a round trip of another:
 
-The audit reads a few small run files (config.json, adapter_config.json, args.json,
-training_args.yaml, index files) through local paths: those alone are mirrored into a
-temporary directory laid out like the remote tree, and each checkpoint is audited by
-:func:`pyaudit.auditing.pipeline.audit_checkpoint` exactly as a local one. Paths in the report
-read as they would for a local scan of the same tree, with the URL as the root.
+1. **Listing**, page by page (S3: each ``list_objects_v2`` page as it arrives). Every small
+   run file it names (config.json, adapter_config.json, args.json, training_args.yaml) is
+   requested as soon as its page arrives, ahead of any header: any checkpoint's audit may
+   read any of them (an adapter's base model, a run's arguments above it).
+2. **Discovery**: the listing becomes a local mirror of the tree (every directory, every
+   file as a sparse placeholder of its listed size) walked by :func:`pyaudit.discover.discover`
+   itself, so remote and local stores are classified by the same code.
+3. **Headers and index files**, requested in discovery order, a window of checkpoints
+   ahead of the audit. A header costs one range request of a size learnt from the store
+   (the span of the last header of the same file name, plus 1/8), or two when the
+   guess falls short (then exactly the rest of the header). Tensor data is never asked
+   for beyond that slack. Headers are validated by
+   :func:`pyaudit.headers.parse_header_bytes`, the validator local files go through.
+4. **Audit**, by :func:`pyaudit.auditing.pipeline.audit_checkpoint` over the mirror, exactly as
+   a local checkpoint, as soon as that checkpoint's own files are in.
+
+Faults: each request is retried with jittered exponential backoff (``ATTEMPTS`` tries,
+``TIMEOUT`` seconds each) when it failed for a reason that may pass (throttling such as
+S3's 503 SlowDown, a dropped connection, a timeout); an object that still cannot be read
+is an ``unreadable`` finding of its checkpoint. The filesystem's own retries are turned off
+where they can be (S3), so that the bound is this one.
 
 Credentials and endpoints come from each filesystem's own environment (for S3:
-``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` ...).
+``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE`` ...; ``HF_TOKEN`` for hf://;
+fsspec's ``FSSPEC_<PROTOCOL>_...`` options); nothing of them is printed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
-import json
+import heapq
 import logging
-import os
 import posixpath
+import random
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
-from pyaudit.discover import is_url as is_url
 from pyaudit.discover import (
     ADAPTER_CONFIG,
     CONFIG,
-    FSDP_DIR,
-    ZERO_DIR,
     CheckpointDir,
-    _classify,
+    discover,
 )
+from pyaudit.discover import is_url as is_url
 from pyaudit.expected import Expected
+from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
-from pyaudit.sweep import batches
+from pyaudit.runs import PREFETCH_BYTES
 
 log = logging.getLogger("pyaudit.remote")
 
-FIRST_READ = 100 * 1024  # bytes of each .safetensors asked for first: most headers fit
-MIRROR_MAX_BYTES = 16 * 1024 * 1024  # a run file larger than this is not mirrored
-BATCH_FILES = 512  # .safetensors headers per batch of requests
 IN_FLIGHT = 64  # requests in flight by default (--jobs N: 8 x N)
-RUN_MIRROR = (CONFIG, ADAPTER_CONFIG, "args.json", "training_args.yaml")
+FIRST_GUESS = 16 * 1024  # bytes first asked of a .safetensors whose kind of header is not known yet
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
+RUN_WHOLE_MAX = PREFETCH_BYTES  # a run or index file larger than this is not read
+GLOBAL_RUN_FILES = (CONFIG, ADAPTER_CONFIG, "args.json", "training_args.yaml")
+ATTEMPTS = 5  # tries of one request
+BACKOFF = 0.2  # seconds before the first retry; doubles, jittered, up to BACKOFF_MAX
+BACKOFF_MAX = 5.0
+TIMEOUT = 60.0  # seconds one try may take
+WINDOW = 8  # header files requested ahead of the audit, per request in flight
 INSTALL_HINT = "pip install 'pyaudit[remote]'"
+
+# Errors that will not pass by asking again.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+              ValueError, TypeError, NotImplementedError)
 
 
 class RemoteError(Exception):
@@ -77,25 +100,501 @@ class RemoteUsage(RemoteError, ValueError):
     """An option remote PATHs cannot honour."""
 
 
-# --- the listing, as a tree ---------------------------------------------------------------
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 @dataclass
-class _Node:
-    files: dict[str, int] = field(default_factory=dict)  # name -> size
-    dirs: dict[str, _Node] = field(default_factory=dict)
+class Transfer:
+    """What a remote scan asked of the store (``--json`` summary, ``"remote"``)."""
+
+    requests: int = 0  # every request sent, listing pages and retries included
+    bytes: int = 0  # object bytes received (listings not counted)
+    listed: int = 0  # objects listed
+    retries: int = 0
+    failed: int = 0  # objects that could not be read after the retries
+    in_flight: int = 0  # the bound on requests in flight
+
+    def add(self, other: Transfer) -> None:
+        for f in dataclasses.fields(self):
+            if f.name != "in_flight":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        self.in_flight = max(self.in_flight, other.in_flight)
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+# --- the filesystem -------------------------------------------------------------------------
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    p = fs.protocol
+    return tuple(p) if isinstance(p, (tuple, list)) else (str(p),)
+
+
+def _filesystem(url: str, in_flight: int) -> tuple[Any, str]:
+    try:
+        import fsspec.core  # type: ignore[import-untyped]
+    except ImportError:
+        raise RemoteUnavailable(
+            f"{url}: remote PATHs need fsspec (and s3fs for s3://): {INSTALL_HINT}"
+        ) from None
+    options: dict[str, Any] = {}
+    if url.split("://", 1)[0] in ("s3", "s3a"):
+        # The connection pool holds every request in flight (s3fs's default is 10), and
+        # botocore's and s3fs's retries are off: ours are the bound (see _Client._get).
+        import fsspec.config  # type: ignore[import-untyped]
+
+        configured = dict(fsspec.config.conf.get("s3", {}).get("config_kwargs", {}))
+        configured.setdefault("max_pool_connections", in_flight + 4)
+        configured.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+        options = {"config_kwargs": configured, "skip_instance_cache": True}
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **options)
+    except ImportError as e:
+        raise RemoteUnavailable(f"{url}: {_one_line(e)} ({INSTALL_HINT})") from None
+    except (ValueError, TypeError) as e:
+        raise RemoteError(f"{url}: {_one_line(e)}") from None
+    if "s3" in _protocols(fs):
+        fs.retries = 1  # this instance only (skip_instance_cache)
+    path = str(path)
+    return fs, path if path in ("", "/") else path.rstrip("/")
+
+
+def _size(info: dict[str, Any]) -> int:
+    size = info.get("size")
+    if size is None:
+        size = info.get("Size")
+    try:
+        return max(0, int(size)) if size is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+# --- the client: requests in flight, retried, counted ---------------------------------------
+
+
+def _transient(e: BaseException) -> bool:
+    """Whether asking again may succeed (throttled, dropped, timed out, server error)."""
+    return not isinstance(e, _PERMANENT) or isinstance(e, TimeoutError)
+
+
+class _Client:
+    """Requests to one filesystem, at most ``in_flight`` at once, in order of priority.
+
+    Runs on an event loop thread: the filesystem's own (async filesystems: s3fs, gcsfs,
+    adlfs, http) or fsspec's, with a thread per request in flight (sync ones: hf, memory).
+    Results are handed to the scanning thread as ``concurrent.futures.Future``.
+    """
+
+    def __init__(self, fs: Any, in_flight: int) -> None:
+        import fsspec.asyn  # type: ignore[import-untyped]
+
+        self.fs = fs
+        self.in_flight = in_flight
+        self.is_async = bool(getattr(fs, "async_impl", False))
+        self.loop: asyncio.AbstractEventLoop = fs.loop if self.is_async else fsspec.asyn.get_loop()
+        self.pool = (
+            None
+            if self.is_async
+            else concurrent.futures.ThreadPoolExecutor(in_flight, "pyaudit-remote")
+        )
+        self.transfer = Transfer(in_flight=in_flight)
+        self._heap: list[tuple[int, int, Callable[[], Awaitable[None]]]] = []
+        self._seq = 0
+        self._running = 0
+        self._closed = False
+        self._spans: dict[str, int] = {}  # file name -> the last header span seen
+        self._span = 0  # the last header span seen, of any file
+
+    # Scheduling (called on the loop thread) ------------------------------------------------
+
+    def _push(self, priority: int, job: Callable[[], Awaitable[None]]) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (priority, self._seq, job))
+        self._pump()
+
+    def _pump(self) -> None:
+        while self._heap and self._running < self.in_flight and not self._closed:
+            _, _, job = heapq.heappop(self._heap)
+            self._running += 1
+            self.loop.create_task(self._run(job))
+
+    async def _run(self, job: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await job()
+        finally:
+            self._running -= 1
+            self._pump()
+
+    def submit(
+        self, priority: int, job: Callable[[], Awaitable[Any]]
+    ) -> concurrent.futures.Future[Any]:
+        """Run ``job`` when a slot is free (lower ``priority`` first); errors are results."""
+        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        async def run() -> None:
+            try:
+                out.set_result(await job())
+            except Exception as e:
+                out.set_result(e)
+
+        self.loop.call_soon_threadsafe(self._push, priority, run)
+        return out
+
+    def call(self, job: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """Run ``job`` on the loop outside the slots (the listing), and wait for it."""
+        return asyncio.run_coroutine_threadsafe(job(), self.loop).result()
+
+    def close(self) -> None:
+        def stop() -> None:
+            self._closed = True
+            self._heap.clear()
+
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(stop)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # Requests (on the loop thread) ---------------------------------------------------------
+
+    async def _retrying(self, what: str, attempt_once: Callable[[], Awaitable[Any]]) -> Any:
+        for attempt in range(ATTEMPTS):
+            self.transfer.requests += 1
+            try:
+                return await asyncio.wait_for(attempt_once(), TIMEOUT)
+            except Exception as e:
+                if attempt == ATTEMPTS - 1 or not _transient(e):
+                    raise
+                self.transfer.retries += 1
+                delay = min(BACKOFF_MAX, BACKOFF * 2**attempt) * (0.5 + random.random() / 2)
+                log.debug("%s: %s; retrying in %.2f s", what, _one_line(e), delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await self.loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+    async def get(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``path``."""
+
+        async def once() -> bytes:
+            if self.is_async:
+                data = await self.fs._cat_file(path, start=start, end=end)
+            else:
+                data = await self._sync(self.fs.cat_file, path, start=start, end=end)
+            return bytes(data)
+
+        data: bytes = await self._retrying(path, once)
+        self.transfer.bytes += len(data)
+        return data
+
+    async def header(self, path: str, size: int) -> bytes:
+        """The header bytes of a .safetensors of ``size`` bytes: one range request sized from
+        the headers seen so far, a second for exactly the rest when that fell short."""
+        if size <= 0:
+            return b""
+        name = posixpath.basename(path)
+        known = self._spans.get(name) or self._span
+        guess = known + known // 8 if known else FIRST_GUESS
+        data = await self.get(path, 0, min(size, max(guess, 8)))
+        if len(data) >= 8:
+            span = header_span(data[:8])
+            if 0 < span <= MAX_HEADER_BYTES:
+                self._spans[name] = self._span = span
+            if len(data) < span <= min(size, MAX_HEADER_BYTES):
+                data += await self.get(path, len(data), span)
+            elif span and len(data) > span:
+                data = data[:span]
+        return data
+
+    async def whole(self, path: str, size: int) -> bytes:
+        return await self.get(path, 0, size) if size > 0 else b""
+
+    # Listing (on the loop thread, outside the slots) --------------------------------------
+
+    async def listing(self, root: str) -> AsyncIterator[list[tuple[str, int]]]:
+        """(path, size) of every file below ``root``, a page at a time."""
+        fs = self.fs
+        if "s3" in _protocols(fs) and not getattr(fs, "version_aware", False):
+            bucket, key, _ = fs.split_path(root)
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{key}/" if key else ""}
+            kwargs.update(getattr(fs, "req_kw", {}) or {})
+            while True:
+                page = await self._retrying(root, lambda: fs._call_s3("list_objects_v2", **kwargs))
+                yield [(f"{bucket}/{c['Key']}", _size(c)) for c in page.get("Contents", [])]
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    return
+                kwargs["ContinuationToken"] = token
+        if self.is_async:
+            found = await self._retrying(root, lambda: fs._find(root, detail=True))
+        else:
+            found = await self._retrying(root, lambda: self._sync(fs.find, root, detail=True))
+        yield [
+            (str(k), _size(info))
+            for k, info in found.items()
+            if info.get("type", "file") == "file" and not str(k).endswith("/")
+        ]
+
+    async def info(self, path: str) -> dict[str, Any]:
+        if self.is_async:
+            out = await self._retrying(path, lambda: self.fs._info(path))
+        else:
+            out = await self._retrying(path, lambda: self._sync(self.fs.info, path))
+        return dict(out)
+
+    async def ls(self, path: str) -> list[dict[str, Any]]:
+        if self.is_async:
+            out = await self._retrying(path, lambda: self.fs._ls(path, detail=True))
+        else:
+            out = await self._retrying(path, lambda: self._sync(self.fs.ls, path, detail=True))
+        return [dict(e) for e in out]
+
+
+# --- one URL --------------------------------------------------------------------------------
+
+
+def _safe_rel(rel: str) -> bool:
+    """A key that can be a path below the mirror: no empty, '.', '..' or over-long part."""
+    parts = rel.split("/")
+    return all(p not in ("", ".", "..") and "\0" not in p and len(p.encode()) <= 255 for p in parts)
+
+
+class RemoteTree:
+    """One URL: its listing (run files requested while it arrives) and its local mirror."""
+
+    def __init__(self, url: str, in_flight: int = IN_FLIGHT) -> None:
+        self.url = url
+        self.fs, self.root = _filesystem(url, in_flight)
+        self.client = _Client(self.fs, in_flight)
+        self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
+        self.single: str | None = None  # the file's name when the URL names one file
+        self.root_url = url.rstrip("/")  # the URL of the mirrored root
+        self.http = any(p in ("http", "https") for p in _protocols(self.fs))  # no listing
+        self.run_files: dict[str, concurrent.futures.Future[Any]] = {}  # rel -> bytes | error
+        try:
+            self.client.call(self._list)
+        except RemoteError:
+            self.client.close()
+            raise
+        except Exception as e:
+            self.client.close()
+            raise RemoteError(f"{url}: cannot list: {_one_line(e)}") from None
+
+    def key(self, rel: str) -> str:
+        """The filesystem path of a file given relative to the mirrored root."""
+        if self.root in ("", "/"):
+            return self.root + rel
+        return f"{self.root}/{rel}"
+
+    async def _list(self) -> None:
+        if self.http:
+            info = await self.client.info(self.root)  # http(s): one file, no listing
+            await self._list_single(info)
+            return
+        prefix = self.root.rstrip("/") + "/" if self.root not in ("", "/") else self.root
+        try:
+            async for page in self.client.listing(self.root):
+                self.client.transfer.listed += len(page)
+                for path, size in page:
+                    if path.startswith(prefix):
+                        self._add(path[len(prefix) :], size)
+        except FileNotFoundError:
+            pass
+        if self.files:
+            return
+        try:
+            info = await self.client.info(self.root)
+        except FileNotFoundError:
+            info = {}
+        if info.get("type", "file") == "file" and info:
+            await self._list_single(info)
+            return
+        raise RemoteNotFound(f"{self.url}: no such file or directory")
+
+    async def _list_single(self, info: dict[str, Any]) -> None:
+        """The URL names one file: its directory is the checkpoint, as for a local file."""
+        name = posixpath.basename(self.root)
+        parent = posixpath.dirname(self.root)
+        self.single, self.root = name, parent
+        self.root_url = self.url.rstrip("/").rsplit("/", 1)[0]
+        entries: list[dict[str, Any]] = []
+        if not self.http:
+            try:
+                entries = await self.client.ls(parent)
+            except Exception as e:
+                log.warning("%s: cannot list the directory holding it: %s", self.url, _one_line(e))
+        for entry in entries:
+            entry_name = posixpath.basename(str(entry.get("name", "")).rstrip("/"))
+            if entry_name and entry_name != name and entry.get("type", "file") == "file":
+                self._add(entry_name, _size(entry))
+        self._add(name, _size(info))
+
+    def _add(self, rel: str, size: int) -> None:
+        if rel.endswith("/") or not rel:
+            return  # a "directory" marker object
+        if not _safe_rel(rel):
+            log.warning("%s/%s: a name no directory can hold: not scanned", self.root_url, rel)
+            return
+        self.files[rel] = size
+        if posixpath.basename(rel) in GLOBAL_RUN_FILES and not _hidden(rel):
+            self.run_files[rel] = self._fetch_small(rel, size, 0)
+
+    def _fetch_small(self, rel: str, size: int, priority: int) -> concurrent.futures.Future[Any]:
+        if size > RUN_WHOLE_MAX:
+            log.warning("%s/%s: %d bytes, larger than the %d read: not read",
+                        self.root_url, rel, size, RUN_WHOLE_MAX)
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+        key = self.key(rel)
+        return self.client.submit(priority, lambda: self.client.whole(key, size))
+
+    def make_mirror(self, mirror_root: Path) -> None:
+        """Every listed file as a sparse placeholder of its size (discovery and the audit
+        ask which files exist, and how large); contents are written as they are read."""
+        for rel, size in self.files.items():
+            path = mirror_root / rel
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as f:
+                    f.truncate(size)
+            except OSError as e:
+                log.warning("%s/%s: %s: not scanned", self.root_url, rel, e.strerror or e)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/")[:-1])
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+
+def _rewrite(report: CheckpointReport, mirror: str, root_url: str) -> CheckpointReport:
+    """Local mirror paths in messages -> the URL (as a local scan shows its own paths).
+    Findings may be shared with memo tables: replaced, never mutated."""
+    if report.path.startswith(mirror):
+        report.path = root_url + report.path[len(mirror) :]
+    if report.expected_source and mirror in report.expected_source:
+        report.expected_source = report.expected_source.replace(mirror, root_url)
+    report.findings = [
+        dataclasses.replace(f, message=f.message.replace(mirror, root_url))
+        if mirror in f.message
+        else f
+        for f in report.findings
+    ]
+    return report
 
 
 @dataclass
-class _Entry:
-    """Enough of an ``os.DirEntry`` for ``discover._classify``."""
+class _Pending:
+    """One checkpoint whose files are requested: its headers and index files."""
 
-    name: str
-    path: str
-    directory: bool
+    ckpt: CheckpointDir
+    headers: list[tuple[str, int, concurrent.futures.Future[Any]]] = field(default_factory=list)
+    indexes: list[tuple[str, concurrent.futures.Future[Any]]] = field(default_factory=list)
 
-    def is_dir(self) -> bool:
-        return self.directory
+
+class _Scan:
+    """One URL's checkpoints, audited in discovery order while later ones are read."""
+
+    def __init__(self, tree: RemoteTree, mirror_root: Path) -> None:
+        self.tree = tree
+        self.mirror_root = mirror_root
+        self.mirror = str(mirror_root)
+        self.written: set[str] = set()
+        self.failed: dict[str, str] = {}  # rel -> why it could not be read
+
+    def rel(self, ckpt: CheckpointDir, name: str) -> str:
+        return (ckpt.path / name).relative_to(self.mirror_root).as_posix()
+
+    def schedule(self, ckpt: CheckpointDir) -> _Pending:
+        tree, client = self.tree, self.tree.client
+        pending = _Pending(ckpt)
+        for name in [*ckpt.indexes, *ckpt.bin_indexes]:
+            rel = self.rel(ckpt, name)
+            if rel in tree.files:
+                pending.indexes.append((rel, tree._fetch_small(rel, tree.files[rel], 1)))
+        for name in ckpt.safetensors:
+            rel = self.rel(ckpt, name)
+            size = tree.files.get(rel, 0)
+            key = tree.key(rel)
+            job = (lambda k, s: lambda: client.header(k, s))(key, size)
+            pending.headers.append((name, size, client.submit(2, job)))
+        return pending
+
+    def materialise(self, rel: str, future: concurrent.futures.Future[Any]) -> None:
+        """A small file's bytes into the mirror (once)."""
+        if rel in self.written:
+            return
+        self.written.add(rel)
+        data = future.result()
+        if data is None:  # too large to read: the placeholder stands
+            return
+        if isinstance(data, BaseException):
+            self.failed[rel] = _one_line(data)
+            self.tree.client.transfer.failed += 1
+            log.warning("%s/%s: cannot read: %s", self.tree.root_url, rel, _one_line(data))
+            with contextlib.suppress(OSError):
+                (self.mirror_root / rel).write_bytes(b"")
+            return
+        try:
+            (self.mirror_root / rel).write_bytes(data)
+        except OSError as e:
+            self.failed[rel] = e.strerror or str(e)
+
+    def needs_all(self, ckpt: CheckpointDir) -> bool:
+        """Whether the audit may read run files of other directories: a base model named by
+        an adapter or a config-less dir, or run arguments (here or above)."""
+        if not ckpt.has_config or ckpt.has_adapter_config:
+            return True
+        listed = ckpt.listed_run_files or {}
+        return any("args.json" in n or "training_args.yaml" in n for n in listed.values())
+
+    def audit(
+        self, pending: _Pending, options: AuditOptions, base_expected: Expected | None
+    ) -> CheckpointReport:
+        ckpt, tree = pending.ckpt, self.tree
+        if self.needs_all(ckpt):
+            own = list(tree.run_files)
+        else:
+            own = [self.rel(ckpt, n) for n in (CONFIG, ADAPTER_CONFIG)]
+        for rel in own:
+            if rel in tree.run_files:
+                self.materialise(rel, tree.run_files[rel])
+        for rel, future in pending.indexes:
+            self.materialise(rel, future)
+        headers: dict[str, Header] = {}
+        for name, size, future in pending.headers:
+            data = future.result()
+            local = ckpt.file(name)
+            if isinstance(data, BaseException):
+                tree.client.transfer.failed += 1
+                core = _Unread(local, size, f"cannot read: {_one_line(data)}")
+                headers[name] = Header(local, cast(Any, core))
+            else:
+                headers[name] = parse_header_bytes(data, size, local)
+        report = audit_checkpoint(ckpt, headers, options, base_expected)
+        extra = []
+        rel_dir = ckpt.path.relative_to(self.mirror_root).as_posix()
+        for rel, why in self.failed.items():
+            here = posixpath.dirname(rel) or "."
+            if here == rel_dir or rel in {r for r, _ in pending.indexes}:
+                name = posixpath.basename(rel)
+                extra.append(finding("unreadable", f"{name}: cannot read: {why}"))
+        if extra:
+            report.findings = [*report.findings, *extra]
+            report.status = status_of(report.findings, options.fail_on)
+        for rel, _ in pending.indexes:  # index files can be MBs: not kept past their audit
+            with contextlib.suppress(OSError):
+                (self.mirror_root / rel).write_bytes(b"")
+        return _rewrite(report, self.mirror, tree.root_url)
 
 
 @dataclass
@@ -123,434 +622,85 @@ class _Unread:
         return [], [], [], []
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _filesystem(url: str) -> tuple[Any, str]:
-    try:
-        import fsspec.core  # type: ignore[import-untyped]
-    except ImportError:
-        raise RemoteUnavailable(
-            f"{url}: remote PATHs need fsspec (and s3fs for s3://): {INSTALL_HINT}"
-        ) from None
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-    except ImportError as e:
-        raise RemoteUnavailable(f"{url}: {_one_line(e)} ({INSTALL_HINT})") from None
-    except ValueError as e:
-        raise RemoteError(f"{url}: {_one_line(e)}") from None
-    path = str(path)
-    return fs, path if path in ("", "/") else path.rstrip("/")
-
-
-class RemoteTree:
-    """One URL: its listing, its checkpoints, and the local mirror of its run files."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.fs, self.root = _filesystem(url)
-        self.tree = _Node()
-        self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
-        self.single: str | None = None  # the file's name when the URL names one file
-        self.root_url = url.rstrip("/")  # the URL of the mirrored root
-        protocols = self.fs.protocol
-        protocols = protocols if isinstance(protocols, (tuple, list)) else (protocols,)
-        self.http = any(p in ("http", "https") for p in protocols)  # no listing: one file
-        self._list()
-
-    # The listing ---------------------------------------------------------------------
-
-    def _list(self) -> None:
-        fs, url = self.fs, self.url
-        try:
-            if self.http:
-                info = fs.info(self.root)  # http(s): one file, no listing
-                found = {self.root: info}
-            else:
-                with contextlib.suppress(Exception):  # listings may be cached per instance
-                    fs.invalidate_cache(self.root)
-                found = fs.find(self.root, detail=True)
-        except FileNotFoundError:
-            found = {}
-        except Exception as e:
-            raise RemoteError(f"{url}: cannot list: {_one_line(e)}") from None
-        info = found.get(self.root)
-        if info is not None and info.get("type", "file") == "file" and len(found) == 1:
-            self._list_single(info)
-            return
-        prefix = self.root.rstrip("/") + "/" if self.root not in ("", "/") else self.root
-        for key, info in found.items():
-            key = str(key)
-            if key.endswith("/") or info.get("type", "file") != "file":
-                continue  # a "directory" marker object
-            if not key.startswith(prefix):
-                continue
-            rel = key[len(prefix):]
-            self._add(rel, _size(info))
-        if not self.files:
-            raise RemoteNotFound(f"{url}: no such file or directory")
-
-    def _list_single(self, info: dict[str, Any]) -> None:
-        """The URL names one file: its directory is the checkpoint, as for a local file."""
-        name = posixpath.basename(self.root)
-        parent = posixpath.dirname(self.root)
-        self.single = name
-        self.root = parent
-        self.root_url = self.url.rstrip("/").rsplit("/", 1)[0]
-        entries: list[dict[str, Any]] = []
-        if not self.http:
-            try:
-                entries = list(self.fs.ls(parent, detail=True))
-            except Exception as e:
-                log.warning("%s: cannot list the directory holding it: %s", self.url, _one_line(e))
-        for entry in entries:
-            entry_name = posixpath.basename(str(entry["name"]).rstrip("/"))
-            if not entry_name or entry_name == name:
-                continue
-            if entry.get("type") == "directory":
-                self.tree.dirs.setdefault(entry_name, _Node())
-            else:
-                self._add(entry_name, _size(entry))
-        self._add(name, _size(info))
-
-    def _add(self, rel: str, size: int) -> None:
-        parts = rel.split("/")
-        node = self.tree
-        for part in parts[:-1]:
-            node = node.dirs.setdefault(part, _Node())
-        node.files[parts[-1]] = size
-        self.files[rel] = size
-
-    def key(self, rel: str) -> str:
-        """The filesystem path of a file given relative to the mirrored root."""
-        if self.root in ("", "/"):
-            return self.root + rel
-        return f"{self.root}/{rel}"
-
-    # Discovery (pyaudit.discover's walk, over the listing) ------------------------------
-
-    def checkpoints(self, mirror_root: Path) -> Iterator[CheckpointDir]:
-        if self.single is not None:
-            ckpt, _ = self._classify(self.tree, mirror_root, self.url)
-            ckpt.scan_root = mirror_root
-            if self.single.endswith(".safetensors"):
-                ckpt.safetensors = [self.single]
-                ckpt.indexes = []
-                ckpt.bin_weights = []
-                ckpt.bin_indexes = []
-            yield ckpt
-            return
-
-        def walk(node: _Node, path: Path, rel: str) -> Iterator[CheckpointDir]:
-            ckpt, names = self._classify(node, path, rel or self.url)
-            ckpt.scan_root = mirror_root
-            subdirs = [(name, node.dirs[name]) for name in names]
-            if ckpt.has_weights or ckpt.has_adapter_config:
-                yield ckpt
-                for name, sub in subdirs:
-                    yield from walk(sub, path / name, f"{rel}/{name}" if rel else name)
-                return
-            found_below = False
-            for name, sub in subdirs:
-                for child in walk(sub, path / name, f"{rel}/{name}" if rel else name):
-                    found_below = True
-                    yield child
-            if not found_below and ckpt.is_weightless_candidate:
-                yield ckpt
-
-        yield from walk(self.tree, mirror_root, "")
-
-    @staticmethod
-    def _classify(node: _Node, path: Path, display: str) -> tuple[CheckpointDir, list[str]]:
-        """discover's classification of one listed directory, and the names of the
-        sub-directories it walks into, in its order."""
-        entries = [_Entry(name, str(path / name), True) for name in node.dirs]
-        entries += [_Entry(name, str(path / name), False) for name in node.files]
-        ckpt, subdirs = _classify(path, display, cast("list[os.DirEntry[str]]", entries))
-        # _classify lists FSDP shard folders from the local disk: take them from the listing.
-        extra = [
-            f"{name}/{f}"
-            for name, sub in node.dirs.items()
-            if not ZERO_DIR.fullmatch(name) and FSDP_DIR.fullmatch(name)
-            for f in sorted([*sub.files, *sub.dirs])
-            if f.endswith(".distcp")
-        ]
-        if extra:
-            ckpt.fsdp_files = sorted(ckpt.fsdp_files + extra)
-        return ckpt, [sub.name for sub in subdirs]
-
-    # The mirror ------------------------------------------------------------------------
-
-    def make_dirs(self, mirror_root: Path) -> None:
-        """Every directory of the tree (``resolve_model`` asks which exist)."""
-
-        def walk(node: _Node, path: Path) -> None:
-            path.mkdir(parents=True, exist_ok=True)
-            for name, sub in node.dirs.items():
-                walk(sub, path / name)
-
-        walk(self.tree, mirror_root)
-
-    def run_files(self) -> list[str]:
-        """The small run files the audit reads, wherever they are (not in hidden folders)."""
-        return [
-            rel
-            for rel in self.files
-            if posixpath.basename(rel) in RUN_MIRROR
-            and not any(part.startswith(".") for part in rel.split("/")[:-1])
-        ]
-
-
-def _size(info: dict[str, Any]) -> int:
-    size = info.get("size")
-    if size is None:
-        size = info.get("Size")
-    return int(size) if size is not None else 0
-
-
-
-# --- fetching -------------------------------------------------------------------------------
-
-
-class _Fetcher:
-    """Byte ranges of many files, many requests in flight; errors returned, not raised."""
-
-    def __init__(self, fs: Any, in_flight: int) -> None:
-        self.fs = fs
-        self.in_flight = in_flight
-        self._pool: ThreadPoolExecutor | None = None
-
-    def ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | BaseException]:
-        if not requests:
-            return []
-        if getattr(self.fs, "async_impl", False):
-            try:
-                out = self.fs.cat_ranges(
-                    [r[0] for r in requests],
-                    [r[1] for r in requests],
-                    [r[2] for r in requests],
-                    on_error="return",
-                    batch_size=self.in_flight,
-                )
-                return list(out)
-            except Exception as e:  # the whole batch failed (e.g. the session)
-                return [e] * len(requests)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="pyaudit-remote")
-        return list(self._pool.map(self._one, requests))
-
-    def _one(self, request: tuple[str, int, int]) -> bytes | BaseException:
-        path, start, end = request
-        try:
-            return bytes(self.fs.cat_file(path, start=start, end=end))
-        except Exception as e:
-            return e
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-
-
-def fetch_headers(
-    fetcher: _Fetcher,
-    files: Sequence[tuple[str, int, str]],
-    first_read: int = FIRST_READ,
-    extra: Sequence[tuple[str, int, int]] = (),
-) -> tuple[list[Header], list[bytes | BaseException]]:
-    """Headers of ``files`` (remote path, size from the listing, local path for messages):
-    at most two range requests each. ``extra`` ranges ride along with the first round."""
-    first = [(key, 0, min(size, first_read)) for key, size, _ in files if size > 0]
-    results = fetcher.ranges(first + list(extra))
-    got = iter(results[: len(first)])
-    data: list[bytes | BaseException] = [next(got) if size > 0 else b"" for _, size, _ in files]
-    second: list[tuple[str, int, int]] = []
-    wanted: list[int] = []
-    for i, ((key, size, _), d) in enumerate(zip(files, data, strict=True)):
-        if isinstance(d, bytes) and len(d) >= 8:
-            span = header_span(d[:8])
-            if len(d) < span <= size:  # beyond the file: the validator says truncated
-                second.append((key, len(d), span))
-                wanted.append(i)
-    for i, rest in zip(wanted, fetcher.ranges(second), strict=True):
-        head = data[i]
-        data[i] = rest if isinstance(rest, BaseException) else cast(bytes, head) + bytes(rest)
-    headers = []
-    for (_, size, local), d in zip(files, data, strict=True):
-        if isinstance(d, BaseException):
-            core = _Unread(local, size, f"cannot read: {_one_line(d)}")
-            headers.append(Header(local, cast(Any, core)))
-        else:
-            headers.append(parse_header_bytes(bytes(d), size, local))
-    return headers, results[len(first):]
-
-
-# --- the sweep ------------------------------------------------------------------------------
-
-
-def _rewrite(report: CheckpointReport, mirror: str, root_url: str) -> CheckpointReport:
-    """Local mirror paths in messages -> the URL (as a local scan shows its own paths).
-    Reports and findings are immutable: replaced, never mutated."""
-    source = report.expected_source
-    if source and mirror in source:
-        source = source.replace(mirror, root_url)
-    findings = tuple(
-        dataclasses.replace(f, message=f.message.replace(mirror, root_url))
-        if mirror in f.message
-        else f
-        for f in report.findings
-    )
-    return dataclasses.replace(report, expected_source=source, findings=findings)
-
-
-def _rel(ckpt: CheckpointDir, name: str, mirror_root: Path) -> str:
-    """A checkpoint's file, relative to the mirrored root (= to the remote root)."""
-    return (ckpt.path / name).relative_to(mirror_root).as_posix()
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-
-
-def _bin_placeholders(tree: RemoteTree, ckpt: CheckpointDir, mirror_root: Path) -> None:
-    """Empty stand-ins for the files a .bin index names that the listing holds
-    (the audit only asks whether they exist). Runs on the reader thread: parses the
-    index itself rather than through read_json's shared memo."""
-    rel_dir = ckpt.path.relative_to(mirror_root).as_posix()
-    for index_name in ckpt.bin_indexes:
-        try:
-            doc = json.loads((ckpt.path / index_name).read_bytes())
-        except (OSError, ValueError, RecursionError):
-            continue
-        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
-        if not isinstance(weight_map, dict):
-            continue
-        for f in {v for v in weight_map.values() if isinstance(v, str)}:
-            rel = posixpath.normpath(f"{rel_dir}/{f}" if rel_dir != "." else f)
-            if rel in tree.files and not (mirror_root / rel).exists():
-                _write(mirror_root / rel, b"")
-
-
-def _mirror_small(
-    tree: RemoteTree, fetcher: _Fetcher, rels: Iterable[str], mirror_root: Path
-) -> list[tuple[str, int, int]]:
-    """The requests that mirror ``rels`` (small files only)."""
-    out = []
-    for rel in rels:
-        size = tree.files[rel]
-        if size > MIRROR_MAX_BYTES:
-            log.warning("%s/%s: %d bytes, larger than the %d mirrored: not read",
-                        tree.root_url, rel, size, MIRROR_MAX_BYTES)
-            continue
-        if size == 0:
-            _write(mirror_root / rel, b"")
-            continue
-        out.append((tree.key(rel), 0, size))
-    return out
-
-
-def _store(
-    requests: Sequence[tuple[str, int, int]],
-    results: Sequence[bytes | BaseException],
-    tree: RemoteTree,
-    mirror_root: Path,
-) -> None:
-    prefix = tree.key("")
-    for (key, _, _), data in zip(requests, results, strict=True):
-        rel = key[len(prefix):]
-        if isinstance(data, BaseException):
-            log.warning("%s/%s: cannot read: %s", tree.root_url, rel, _one_line(data))
-            continue
-        _write(mirror_root / rel, bytes(data))
-
-
-@dataclass
-class _Batch:
-    checkpoints: list[CheckpointDir]
-    headers: list[dict[str, Header]]
-    mirrored: list[Path]
-
-
 def scan_tree(
     tree: RemoteTree,
     options: AuditOptions,
     jobs: int | None = None,
     base_expected: Expected | None = None,
-    first_read: int = FIRST_READ,
 ) -> Iterator[CheckpointReport]:
     """Audit every checkpoint of one listed URL, in discovery order."""
-    in_flight = 8 * jobs if jobs else IN_FLIGHT
-    fetcher = _Fetcher(tree.fs, in_flight)
     workdir = Path(tempfile.mkdtemp(prefix="pyaudit-remote-"))
     name = posixpath.basename(tree.root.rstrip("/")) or "root"
     mirror_root = workdir / "m" / name
     try:
-        tree.make_dirs(mirror_root)
-        # Run files first, for the whole tree: any checkpoint may name any other as its base.
-        requests = _mirror_small(tree, fetcher, tree.run_files(), mirror_root)
-        _store(requests, fetcher.ranges(requests), tree, mirror_root)
-
-        def read(batch: list[CheckpointDir]) -> _Batch:
-            files: list[tuple[str, int, str]] = []
-            index_rels: list[str] = []
-            for ckpt in batch:
-                for n in ckpt.safetensors:
-                    rel = _rel(ckpt, n, mirror_root)
-                    files.append((tree.key(rel), tree.files[rel], str(ckpt.path / n)))
-                rels = (_rel(ckpt, n, mirror_root) for n in ckpt.indexes + ckpt.bin_indexes)
-                index_rels += [rel for rel in rels if rel in tree.files]
-            extra = _mirror_small(tree, fetcher, index_rels, mirror_root)
-            headers, extra_results = fetch_headers(fetcher, files, first_read, extra)
-            _store(extra, extra_results, tree, mirror_root)
-            by_ckpt: list[dict[str, Header]] = []
-            i = 0
-            for ckpt in batch:
-                k = len(ckpt.safetensors)
-                by_ckpt.append(dict(zip(ckpt.safetensors, headers[i : i + k], strict=True)))
-                i += k
-                if ckpt.bin_indexes:
-                    _bin_placeholders(tree, ckpt, mirror_root)
-            return _Batch(batch, by_ckpt, [mirror_root / r for r in index_rels])
-
-        cache = AuditCache(fast=options.fast_path)  # this store's memo tables
-
-        def audit(done: _Batch) -> Iterator[CheckpointReport]:
-            for ckpt, headers in zip(done.checkpoints, done.headers, strict=True):
-                report = audit_checkpoint(ckpt, headers, options, base_expected, cache=cache)
-                yield _rewrite(report, str(mirror_root), tree.root_url)
-            for path in done.mirrored:  # index files can be MBs: not kept past their batch
-                path.unlink(missing_ok=True)
-
-        # Fetch the next batch while this one is audited.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyaudit-remote-read") as reader:
-            pending: Future[_Batch] | None = None
-            for batch in batches(tree.checkpoints(mirror_root), BATCH_FILES):
-                future = reader.submit(read, batch)
-                if pending is not None:
-                    yield from audit(pending.result())
-                pending = future
-            if pending is not None:
-                yield from audit(pending.result())
+        mirror_root.mkdir(parents=True)
+        tree.make_mirror(mirror_root)
+        scan = _Scan(tree, mirror_root)
+        given = str(mirror_root / tree.single) if tree.single else str(mirror_root)
+        checkpoints = discover(given)
+        window = WINDOW * tree.client.in_flight
+        ahead: deque[_Pending] = deque()
+        files_ahead = 0
+        more = True
+        while True:
+            while more and files_ahead < window:
+                ckpt = next(checkpoints, None)
+                if ckpt is None:
+                    more = False
+                    break
+                if ckpt.display == given:
+                    ckpt.display = tree.url.rstrip("/") if tree.single is None else tree.url
+                pending = scan.schedule(ckpt)
+                files_ahead += max(1, len(pending.headers))
+                ahead.append(pending)
+            if not ahead:
+                break
+            pending = ahead.popleft()
+            files_ahead -= max(1, len(pending.headers))
+            yield scan.audit(pending, options, base_expected)
     finally:
-        fetcher.close()
+        tree.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class RemoteScan:
+    """The reports of :func:`scan_paths`, and what the remote stores were asked
+    (``transfer``, complete once the reports are)."""
+
+    def __init__(self, reports: Iterator[CheckpointReport], transfer: Transfer) -> None:
+        self._reports = reports
+        self.transfer = transfer
+
+    def __iter__(self) -> RemoteScan:
+        return self
+
+    def __next__(self) -> CheckpointReport:
+        return next(self._reports)
+
+
 _LISTED: dict[str, RemoteTree] = {}  # listed by prepare(), taken by scan_paths()
+_LISTED_LOCK = threading.Lock()
 
 
-def prepare(paths: Iterable[str], verify_data: bool = False) -> None:
+def _in_flight(jobs: int | None) -> int:
+    return 8 * jobs if jobs else IN_FLIGHT
+
+
+def prepare(paths: Iterable[str], verify_data: bool = False, jobs: int | None = None) -> None:
     """List every URL among ``paths`` now (kept for :func:`scan_paths`): a URL that cannot
     be listed, a missing driver or an option remote PATHs cannot honour raises
-    :class:`RemoteError` before anything is audited."""
+    :class:`RemoteError` before anything is audited. The run files are requested
+    while the listing arrives."""
     urls = [p for p in paths if is_url(p)]
     if urls and verify_data:
         raise RemoteUsage("--verify-data reads tensor data: not available for remote PATHs")
     for url in urls:
-        if url not in _LISTED:
-            _LISTED[url] = RemoteTree(url)
+        with _LISTED_LOCK:
+            if url in _LISTED:
+                continue
+        tree = RemoteTree(url, _in_flight(jobs))
+        with _LISTED_LOCK:
+            _LISTED[url] = tree
 
 
 def scan_paths(
@@ -562,7 +712,8 @@ def scan_paths(
     """:func:`pyaudit.sweep.scan`, with URLs (``"://"`` in a PATH) through a remote store.
 
     Every URL is listed before this returns, so a URL that does not exist, or a missing
-    driver, raises :class:`RemoteError` here, before any report.
+    driver, raises :class:`RemoteError` here, before any report. The iterator returned
+    has a ``transfer`` (:class:`Transfer`): requests and bytes, once iterated.
     """
     from pyaudit.sweep import load_base
     from pyaudit.sweep import scan as sweep
@@ -571,23 +722,32 @@ def scan_paths(
     options = options or AuditOptions()
     if not any(is_url(p) for p in paths):
         return sweep(paths, options, jobs, base_expected)
-    prepare(paths, options.verify_data)
-    trees = {p: _LISTED.pop(p) for p in paths if is_url(p)}
+    prepare(paths, options.verify_data, jobs)
+    with _LISTED_LOCK:
+        trees = {p: _LISTED.pop(p) for p in paths if is_url(p) and p in _LISTED}
     if options.base is not None and base_expected is None:
         base_expected = load_base(options.base, jobs)
+    transfer = Transfer()
 
     def run() -> Iterator[CheckpointReport]:
         local: list[str] = []
-        for p in paths:
-            if p in trees:
-                if local:
-                    yield from sweep(local, options, jobs, base_expected)
-                    local = []
-                yield from scan_tree(trees[p], options, jobs, base_expected)
-            else:
-                local.append(p)
-        if local:
-            yield from sweep(local, options, jobs, base_expected)
+        try:
+            for p in paths:
+                if p in trees:
+                    if local:
+                        yield from sweep(local, options, jobs, base_expected)
+                        local = []
+                    tree = trees.pop(p)
+                    try:
+                        yield from scan_tree(tree, options, jobs, base_expected)
+                    finally:
+                        transfer.add(tree.client.transfer)
+                else:
+                    local.append(p)
+            if local:
+                yield from sweep(local, options, jobs, base_expected)
+        finally:
+            for tree in trees.values():
+                tree.close()
 
-    return run()
-
+    return RemoteScan(run(), transfer)

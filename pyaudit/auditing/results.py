@@ -118,6 +118,7 @@ class ScanSummary:
     warned: int = 0
     failed: int = 0
     seconds: float = 0.0
+    remote: dict[str, int] | None = None  # what remote stores were asked (pyaudit.remote)
 
     def add(self, report: CheckpointReport) -> None:
         self.checkpoints += 1
@@ -129,10 +130,13 @@ class ScanSummary:
             self.failed += 1
 
     def to_json(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "checkpoints": self.checkpoints,
             "pass": self.passed,
             "warn": self.warned,
             "fail": self.failed,
             "seconds": round(self.seconds, 3),
         }
+        if self.remote is not None:
+            doc["remote"] = self.remote
+        return doc
