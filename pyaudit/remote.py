@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import heapq
 import logging
+import os
 import posixpath
 import random
 import shutil
@@ -68,7 +69,7 @@ from pyaudit.runs import PREFETCH_BYTES
 log = logging.getLogger("pyaudit.remote")
 
 IN_FLIGHT = 64  # requests in flight by default (--jobs N: 8 x N)
-FIRST_GUESS = 16 * 1024  # bytes first asked of a .safetensors whose kind of header is not known yet
+FIRST_GUESS = 4 * 1024  # bytes first asked of a .safetensors whose kind of header is not seen yet
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
 RUN_WHOLE_MAX = PREFETCH_BYTES  # a run or index file larger than this is not read
 GLOBAL_RUN_FILES = (CONFIG, ADAPTER_CONFIG, "args.json", "training_args.yaml")
@@ -509,6 +510,7 @@ class _Scan:
         self.mirror_root = mirror_root
         self.mirror = str(mirror_root)
         self.written: set[str] = set()
+        self.all_written = False  # every run file of the tree is in the mirror
         self.failed: dict[str, str] = {}  # rel -> why it could not be read
 
     def rel(self, ckpt: CheckpointDir, name: str) -> str:
@@ -562,7 +564,8 @@ class _Scan:
     ) -> CheckpointReport:
         ckpt, tree = pending.ckpt, self.tree
         if self.needs_all(ckpt):
-            own = list(tree.run_files)
+            own = [] if self.all_written else list(tree.run_files)
+            self.all_written = True
         else:
             own = [self.rel(ckpt, n) for n in (CONFIG, ADAPTER_CONFIG)]
         for rel in own:
@@ -629,7 +632,7 @@ def scan_tree(
     base_expected: Expected | None = None,
 ) -> Iterator[CheckpointReport]:
     """Audit every checkpoint of one listed URL, in discovery order."""
-    workdir = Path(tempfile.mkdtemp(prefix="pyaudit-remote-"))
+    workdir = Path(tempfile.mkdtemp(prefix="pyaudit-remote-", dir=_scratch()))
     name = posixpath.basename(tree.root.rstrip("/")) or "root"
     mirror_root = workdir / "m" / name
     try:
@@ -661,6 +664,15 @@ def scan_tree(
     finally:
         tree.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _scratch() -> str | None:
+    """Where the mirror goes: memory (/dev/shm) where there is one (thousands of empty
+    files and directories, made and removed), else the temporary directory."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) and not os.environ.get("TMPDIR"):
+        return shm
+    return None
 
 
 class RemoteScan:

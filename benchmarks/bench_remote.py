@@ -1,0 +1,239 @@
+"""A sweep of an S3 store far away: `pyaudit scan s3://... --json` against the careful
+script, both through a proxy that adds D ms to every request (issue 12).
+
+The store: the checkpoints of examples/store (real layouts: sharded and single-file full
+models, LoRA adapters with their run args, a truncated shard), replicated N/9 times, on
+moto's S3 server (``ThreadedMotoServer``) on 127.0.0.1, behind
+:class:`pyaudit.testing.proxy.LatencyProxy` (loopback, D ms per request). The careful
+script is what a user writes: list the prefix, then two range GETs per .safetensors (the
+8-byte length, then the header) on a 32-thread pool with a 32-connection boto3 client.
+Both run as child processes, one after the other, for each D, in the same run.
+
+    python benchmarks/bench_remote.py                        # 450 checkpoints, D = 0, 50, 100 ms
+    python benchmarks/bench_remote.py --checkpoints 900 --delays 100
+    python benchmarks/bench_remote.py --quick                # smoke: 18 checkpoints, D = 0
+
+Printed per D: wall seconds of each, the ratio, requests and bytes the server saw for each,
+pyaudit's requests x D / in-flight (the floor its own requests allow) and the bytes needed
+(every header plus every run file pyaudit reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_STORE, child_env, machine, md_table
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "store"
+BUCKET = "bench-remote"
+RUN_FILES = ("config.json", "adapter_config.json", "args.json", "training_args.yaml")
+
+
+# --- the careful script (run as a child: `bench_remote.py --script s3://bucket/prefix`) -----
+
+
+def careful_script(url: str) -> None:
+    import boto3
+    from botocore.config import Config
+
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    s3 = boto3.client("s3", config=Config(max_pool_connections=32))
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".safetensors")]
+
+    def header(key: str) -> int:
+        first = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-7")["Body"].read()
+        n = struct.unpack("<Q", first)[0] if len(first) == 8 else 0
+        if n == 0 or n > 100_000_000:
+            return 0
+        body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=8-{8 + n - 1}")["Body"].read()
+        try:
+            return len(json.loads(body))
+        except ValueError:
+            return 0
+
+    with ThreadPoolExecutor(32) as pool:
+        tensors = sum(pool.map(header, keys))
+    print(json.dumps({"files": len(keys), "tensors": tensors}))
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+def make_store(root: Path, checkpoints: int) -> tuple[Path, int]:
+    per = sum(1 for _ in _example_checkpoints())
+    copies = max(1, -(-checkpoints // per))
+    out = root / f"remote-{copies}x"
+    if not out.is_dir():
+        tmp = root / f".remote-{copies}x.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for i in range(copies):
+            shutil.copytree(EXAMPLES, tmp / f"r{i:04d}")
+        tmp.rename(out)
+    return out, copies * per
+
+
+def _example_checkpoints() -> list[Path]:
+    return sorted({p.parent for p in EXAMPLES.rglob("*.safetensors")})
+
+
+def needed_bytes(store: Path) -> tuple[int, int]:
+    """(header bytes of every .safetensors, bytes of every run and index file)."""
+    headers = runs = 0
+    for p in store.rglob("*"):
+        if p.name.endswith(".safetensors"):
+            with open(p, "rb") as f:
+                first = f.read(8)
+            headers += min(8 + struct.unpack("<Q", first)[0], p.stat().st_size)
+        elif p.name in RUN_FILES or p.name.endswith(".index.json"):
+            runs += p.stat().st_size
+    return headers, runs
+
+
+def upload(endpoint: str, local: Path, prefix: str) -> int:
+    import boto3
+    from botocore.config import Config
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, config=Config(max_pool_connections=16))
+    s3.create_bucket(Bucket=BUCKET)
+    files = [p for p in sorted(local.rglob("*")) if p.is_file()]
+
+    def put(p: Path) -> None:
+        s3.upload_file(str(p), BUCKET, f"{prefix}/{p.relative_to(local).as_posix()}")
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, files))
+    return len(files)
+
+
+# --- one timed run --------------------------------------------------------------------------
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    wall = time.perf_counter() - t0
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{cmd[:3]} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return wall, done.stdout
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoints", type=int, default=450)
+    ap.add_argument("--delays", default="0,50,100", help="ms added to each request")
+    ap.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    ap.add_argument("--quick", action="store_true", help="18 checkpoints, D = 0 (smoke test)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--script", help=argparse.SUPPRESS)  # the careful script, as a child
+    args = ap.parse_args()
+    if args.script:
+        careful_script(args.script)
+        return 0
+    if args.quick:
+        args.checkpoints, args.delays = 18, "0"
+    try:
+        import boto3  # noqa: F401
+        from moto.server import ThreadedMotoServer
+    except ImportError as e:
+        print(f"bench_remote needs moto[server] and boto3: {e}", file=sys.stderr)
+        return 2
+    args.store.mkdir(parents=True, exist_ok=True)
+    local, n = make_store(args.store, args.checkpoints)
+    headers, runs = needed_bytes(local)
+    env = child_env()
+    env.update({
+        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    })
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    objects = upload(endpoint, local, "store")
+    url = f"s3://{BUCKET}/store"
+    print(f"store: {n} checkpoints, {objects} objects; headers {headers:,} B + run files "
+          f"{runs:,} B needed", flush=True)
+    rows, results = [], []
+    proxy_proc = subprocess.Popen(
+        [sys.executable, "-m", "pyaudit.testing.proxy", "--upstream", endpoint],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proxy_proc.stdout is not None
+        proxy_url = proxy_proc.stdout.readline().strip()
+        env["AWS_ENDPOINT_URL"] = proxy_url
+
+        def control(what: str) -> dict[str, Any]:
+            with urllib.request.urlopen(f"{proxy_url}/__proxy__/{what}", timeout=30) as r:
+                doc: dict[str, Any] = json.loads(r.read())
+                return doc
+
+        pyaudit_cmd = [sys.executable, "-m", "pyaudit", "scan", "--json", url]
+        script_cmd = [sys.executable, str(Path(__file__).resolve()), "--script", url]
+        timed(pyaudit_cmd, env)  # untimed: bytecode caches, moto's first requests
+        for d in [float(x) for x in args.delays.split(",")]:
+            control(f"delay/{d}")
+            control("reset")
+            wall_p, out = timed(pyaudit_cmd, env)
+            seen_p = control("stats")
+            summary: dict[str, Any] = json.loads(out)["summary"]
+            control("reset")
+            wall_s, _ = timed(script_cmd, env)
+            seen_s = control("stats")
+            remote = summary["remote"]
+            floor = remote["requests"] * (d / 1000) / remote["in_flight"]
+            result = {
+                "delay_ms": d, "checkpoints": summary["checkpoints"], "pyaudit_s": wall_p,
+                "script_s": wall_s, "pyaudit": seen_p, "script": seen_s, "summary": summary,
+                "floor_s": floor, "needed_bytes": headers + runs,
+            }
+            results.append(result)
+            rows.append([
+                f"{d:.0f} ms", f"{summary['checkpoints']:,}", f"{wall_p:.2f} s", f"{wall_s:.2f} s",
+                f"{wall_s / wall_p:.2f}x",
+                f"{seen_p['requests']:,} / {seen_s['requests']:,}",
+                f"{seen_p['max_open']} / {seen_s['max_open']}",
+                f"{seen_p['object_bytes'] / 1e6:.2f} / {seen_s['object_bytes'] / 1e6:.2f} MB",
+                f"{seen_p['object_bytes'] / (headers + runs):.2f}",
+                f"{floor:.2f} s" + (f" ({wall_p / floor:.2f}x)" if floor else ""),
+            ])
+            print(f"D={d:.0f} ms: pyaudit {wall_p:.2f} s, script {wall_s:.2f} s", flush=True)
+    finally:
+        proxy_proc.terminate()
+        proxy_proc.wait(10)
+    server.stop()
+    print()
+    print(md_table(
+        ["D", "checkpoints", "pyaudit", "careful script", "script / pyaudit",
+         "requests (pyaudit / script)", "connections", "object bytes (pyaudit / script)",
+         "pyaudit bytes / needed", "requests x D / in-flight"],
+        rows,
+    ))
+    facts = machine(("pyaudit", "s3fs", "aiobotocore", "boto3", "moto"))
+    print("\n" + ", ".join(f"{k}: {v}" for k, v in facts.items()))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": facts, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""An HTTP/1.1 proxy on 127.0.0.1 that adds a delay to every request and injects faults,
+in front of one loopback server (an S3 fake such as moto's): what a remote store looks like
+from far away, for tests (faults) and benchmarks (latency). Loopback only, no TLS.
+
+Each request waits ``delay`` seconds before it is forwarded (the round trip a distant
+store adds); ``faults(method, path, n)`` (``n``: how many times that method and path have
+been asked, from 1) may answer instead ``"slowdown"`` (S3's 503 SlowDown), ``"error"``
+(500 InternalError) or ``"drop"`` (the connection closed with no answer). Counted:
+requests (by kind), response body bytes, connections open at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+Faults = Callable[[str, str, int], "str | None"]
+
+_SLOWDOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message><RequestId>proxy</RequestId></Error>"
+)
+_INTERNAL = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    b"<Message>We encountered an internal error. Please try again.</Message>"
+    b"<RequestId>proxy</RequestId></Error>"
+)
+
+
+@dataclass
+class ProxyStats:
+    requests: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)  # get-range, get, list, head, other
+    body_bytes: int = 0  # response bodies sent to clients (object bytes and listings)
+    object_bytes: int = 0  # bodies of object GETs only
+    faults: Counter[str] = field(default_factory=Counter)
+    open: int = 0
+    max_open: int = 0
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "requests": self.requests,
+            "kinds": dict(self.kinds),
+            "body_bytes": self.body_bytes,
+            "object_bytes": self.object_bytes,
+            "faults": dict(self.faults),
+            "max_open": self.max_open,
+        }
+
+
+class LatencyProxy:
+    """``with LatencyProxy("http://127.0.0.1:PORT", delay=0.1) as proxy: proxy.url``"""
+
+    def __init__(self, upstream: str, delay: float = 0.0, faults: Faults | None = None) -> None:
+        parts = urlsplit(upstream)
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"{upstream}: the proxy forwards to loopback servers only")
+        self.upstream = (parts.hostname, parts.port or 80)
+        self.delay = delay
+        self.faults = faults
+        self.stats = ProxyStats()
+        self._seen: Counter[tuple[str, str]] = Counter()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="latency-proxy")
+        self._server: asyncio.base_events.Server | None = None
+        self.url = ""
+
+    def __enter__(self) -> LatencyProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> str:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._client, "127.0.0.1", 0, limit=1 << 20), self._loop
+        )
+        self._server = fut.result(10)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def reset(self) -> None:
+        self.stats = ProxyStats()
+        self._seen.clear()
+
+    def _control(self, path: str) -> dict[str, object]:
+        """/__proxy__/stats, /__proxy__/reset, /__proxy__/delay/<ms>."""
+        if path == "/__proxy__/reset":
+            self.reset()
+        elif path.startswith("/__proxy__/delay/"):
+            self.delay = float(path.rsplit("/", 1)[1]) / 1000
+        return {**self.stats.snapshot(), "delay_ms": self.delay * 1000}
+
+    # One client connection: requests one after another (HTTP/1.1 keep-alive) --------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stats = self.stats
+        stats.open += 1
+        stats.max_open = max(stats.max_open, stats.open)
+        up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                line, headers = _parse_head(head)
+                method, target = line.split(" ")[:2]
+                length = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(length) if length else b""
+                path = target.split("?", 1)[0]
+                query = target.split("?", 1)[1] if "?" in target else ""
+                if path.startswith("/__proxy__/"):  # control, from a benchmark: not counted
+                    answer = json.dumps(self._control(path)).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                    await writer.drain()
+                    continue
+                stats.requests += 1
+                kind = _kind(method, path, query, headers)
+                stats.kinds[kind] += 1
+                self._seen[(method, path)] += 1
+                n = self._seen[(method, path)]
+                fault = self.faults(method, path, n) if self.faults is not None else None
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                if fault is not None:
+                    stats.faults[fault] += 1
+                if fault == "drop":
+                    writer.transport.abort()
+                    return
+                if fault in ("slowdown", "error"):
+                    status, text = ("503 Slow Down", _SLOWDOWN) if fault == "slowdown" else (
+                        "500 Internal Server Error", _INTERNAL)
+                    writer.write(
+                        f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
+                        f"Content-Length: {len(text)}\r\n\r\n".encode() + text
+                    )
+                    await writer.drain()
+                    continue
+                if up is None:
+                    up = await asyncio.open_connection(*self.upstream, limit=1 << 20)
+                up[1].write(head + body)
+                await up[1].drain()
+                status_line, out_headers, out_body, keep = await _response(up[0], method)
+                if not keep:
+                    up[1].close()
+                    up = None
+                stats.body_bytes += len(out_body)
+                if kind.startswith("get") and kind != "get-list":
+                    stats.object_bytes += len(out_body)
+                lines = [status_line]
+                for k, v in out_headers:
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length",
+                                         "keep-alive"):
+                        lines.append(f"{k}: {v}")
+                if method != "HEAD":
+                    lines.append(f"Content-Length: {len(out_body)}")
+                else:
+                    lines += [f"{k}: {v}" for k, v in out_headers if k.lower() == "content-length"]
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + out_body)
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return
+        finally:
+            stats.open -= 1
+            if up is not None:
+                up[1].close()
+            writer.close()
+
+
+def _kind(method: str, path: str, query: str, headers: dict[str, str]) -> str:
+    if method == "GET":
+        if "list-type" in query or path.count("/") <= 1:
+            return "get-list"
+        return "get-range" if "range" in headers else "get"
+    return method.lower()
+
+
+def _parse_head(head: bytes) -> tuple[str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return lines[0], headers
+
+
+async def _response(
+    reader: asyncio.StreamReader, method: str
+) -> tuple[str, list[tuple[str, str]], bytes, bool]:
+    """One upstream response: status line, headers, body (de-chunked), keep-alive."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0]
+    pairs = [(k.strip(), v.strip()) for k, v in (x.split(":", 1) for x in lines[1:] if ":" in x)]
+    headers = {k.lower(): v for k, v in pairs}
+    code = int(status_line.split(" ")[1])
+    keep = headers.get("connection", "").lower() != "close" and status_line.startswith("HTTP/1.1")
+    if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
+        return status_line, pairs, b"", keep
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass
+                break
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        return status_line, pairs, b"".join(parts), keep
+    if "content-length" in headers:
+        return status_line, pairs, await reader.readexactly(int(headers["content-length"])), keep
+    return status_line, pairs, await reader.read(), False
+
+
+def main() -> None:
+    """``python -m pyaudit.testing.proxy --upstream http://127.0.0.1:PORT --delay-ms D``:
+    prints the proxy's URL, then serves until killed (a process of its own, so that
+    its event loop never waits for the server's GIL)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--delay-ms", type=float, default=0.0)
+    args = ap.parse_args()
+    proxy = LatencyProxy(args.upstream, args.delay_ms / 1000)
+    print(proxy.start(), flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
