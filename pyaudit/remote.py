@@ -79,6 +79,7 @@ BACKOFF_MAX = 5.0
 TIMEOUT = 60.0  # seconds one try may take
 WINDOW = 8  # header files requested ahead of the audit, per request in flight
 INSTALL_HINT = "pip install 'pyaudit[remote]'"
+S3_PAGES = True  # S3: list page by page (False: fsspec's generic _find, as gcsfs and adlfs are)
 
 # Errors that will not pass by asking again.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
@@ -267,8 +268,10 @@ class _Client:
             try:
                 return await asyncio.wait_for(attempt_once(), TIMEOUT)
             except Exception as e:
-                if attempt == ATTEMPTS - 1 or not _transient(e):
+                if not _transient(e):
                     raise
+                if attempt == ATTEMPTS - 1:
+                    raise OSError(f"{_one_line(e)} ({ATTEMPTS} tries)") from e
                 self.transfer.retries += 1
                 delay = min(BACKOFF_MAX, BACKOFF * 2**attempt) * (0.5 + random.random() / 2)
                 log.debug("%s: %s; retrying in %.2f s", what, _one_line(e), delay)
@@ -319,7 +322,7 @@ class _Client:
     async def listing(self, root: str) -> AsyncIterator[list[tuple[str, int]]]:
         """(path, size) of every file below ``root``, a page at a time."""
         fs = self.fs
-        if "s3" in _protocols(fs) and not getattr(fs, "version_aware", False):
+        if S3_PAGES and "s3" in _protocols(fs) and not getattr(fs, "version_aware", False):
             bucket, key, _ = fs.split_path(root)
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{key}/" if key else ""}
             kwargs.update(getattr(fs, "req_kw", {}) or {})

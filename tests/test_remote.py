@@ -412,3 +412,165 @@ def test_http_single_file(s3: tuple[str, Served], store: Path) -> None:
     ]
     ranges = served.gets[f"{BUCKET}/store/{rel}"]
     assert len(ranges) == 1 and ranges[0] is not None
+
+
+# --- faults, through a proxy that injects them ----------------------------------------------
+
+
+@pytest.fixture
+def proxied(
+    s3: tuple[str, Served], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """The S3 server behind pyaudit.testing.proxy (faults chosen by each test); retries
+    after 10 ms, a try given up after 2 s."""
+    from pyaudit import remote
+    from pyaudit.testing.proxy import LatencyProxy
+
+    endpoint, _ = s3
+    with LatencyProxy(endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setattr(remote, "BACKOFF", 0.01)
+        monkeypatch.setattr(remote, "TIMEOUT", 2.0)
+        yield proxy
+
+
+def test_throttling_and_dropped_connections_are_retried(
+    proxied: Any, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first try of every request is throttled (503 SlowDown), the listing's first
+    page fails (500), config files also lose their connection once and one shard's
+    header stalls once: the report is the local one, every fault was retried."""
+
+    def faults(method: str, path: str, n: int) -> str | None:
+        if n == 1:
+            return "slowdown" if "/" in path.strip("/") else "error"
+        if n == 2 and path.endswith("config.json"):
+            return "drop"
+        if n == 2 and path.endswith("qwen3/checkpoint-100/model-00001-of-00002.safetensors"):
+            return "stall"
+        return None
+
+    proxied.faults = faults
+    local = _scan_json(str(store / "qwen3"), capsys)
+    remote = _scan_json(f"s3://{BUCKET}/store/qwen3", capsys)
+    assert remote == local
+    transfer = TRANSFER[f"s3://{BUCKET}/store/qwen3"]
+    faults_seen = proxied.stats.faults
+    assert faults_seen["slowdown"] >= 3 and faults_seen["error"] == 1
+    assert faults_seen["drop"] == 1 and faults_seen["stall"] == 1
+    # (aiohttp itself may resend a request whose kept-alive connection was dropped)
+    assert transfer["retries"] >= sum(faults_seen.values()) - faults_seen["drop"]
+    assert transfer["failed"] == 0
+
+
+def test_an_object_that_stays_unreadable_is_a_finding(
+    proxied: Any, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shard and a config.json throttled on every try: after the bounded retries, an
+    `unreadable` finding of their checkpoints; every other checkpoint as locally."""
+    from pyaudit import remote
+
+    def faults(method: str, path: str, n: int) -> str | None:
+        if path.endswith(("llama/model-00002-of-00003.safetensors", "mixtral/config.json")):
+            return "slowdown"
+        return None
+
+    proxied.faults = faults
+    local = json.loads(_scan_json(str(store), capsys)[1])
+    status, text = _scan_json(f"s3://{BUCKET}/store", capsys)
+    got = json.loads(text)
+    assert status == 1
+    by_path = {c["path"]: c for c in got["checkpoints"]}
+    assert [c["path"] for c in got["checkpoints"]] == [c["path"] for c in local["checkpoints"]]
+    for c in local["checkpoints"]:
+        if c["path"] not in ("llama", "mixtral"):
+            assert by_path[c["path"]] == c
+    for path, name in (("llama", "model-00002-of-00003.safetensors"), ("mixtral", "config.json")):
+        assert by_path[path]["status"] == "fail"
+        (f,) = [f for f in by_path[path]["findings"] if f["code"] == "unreadable"]
+        assert f["message"].startswith(f"{name}: cannot read: ")
+        assert f["message"].endswith(f"reduce your request rate. ({remote.ATTEMPTS} tries)")
+    assert proxied.stats.faults["slowdown"] == 2 * remote.ATTEMPTS
+    transfer = TRANSFER[f"s3://{BUCKET}/store"]
+    assert transfer["failed"] == 2 and transfer["retries"] == 2 * (remote.ATTEMPTS - 1)
+
+
+def test_latency_is_paid_in_parallel(proxied: Any, store: Path) -> None:
+    """Through a proxy adding 50 ms to every request, no more connections than requests
+    in flight are opened, and every request is counted by both sides."""
+    from pyaudit import remote
+
+    proxied.delay = 0.05
+    url = f"s3://{BUCKET}/store"
+    scan = remote.scan_paths([url], AuditOptions(), jobs=1)  # 8 in flight
+    reports = list(scan)
+    assert len(reports) == 11
+    assert scan.transfer.requests == proxied.stats.requests  # type: ignore[attr-defined]
+    assert scan.transfer.in_flight == 8  # type: ignore[attr-defined]
+    assert proxied.stats.max_open <= 8 + 1  # the slots, and the listing
+
+
+# --- other filesystems through the same code ------------------------------------------------
+
+
+def test_memory_filesystem_same_as_local(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A synchronous fsspec filesystem (memory://: the path hf:// takes, HfFileSystem
+    being synchronous too): requests on threads, the same report as a local scan."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    for path in sorted(store.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"/mstore/{path.relative_to(store).as_posix()}", path.read_bytes())
+    try:
+        local = _scan_json(str(store), capsys)
+        assert _scan_json("memory://mstore", capsys) == local
+        assert TRANSFER["memory://mstore"]["requests"] > 11
+    finally:
+        fs.rm("/mstore", recursive=True)
+
+
+def test_generic_async_listing_same_as_local(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listing gcsfs and adlfs get (fsspec's async _find, in one piece), over S3."""
+    from pyaudit import remote
+
+    monkeypatch.setattr(remote, "S3_PAGES", False)
+    local = _scan_json(str(store), capsys)
+    assert _scan_json(f"s3://{BUCKET}/store", capsys) == local
+
+
+def test_unreachable_hub_is_one_line_without_the_token(tmp_path: Path) -> None:
+    """hf:// is HfFileSystem's (credentials from HF_TOKEN); with no Hub reachable the
+    scan is a one-line usage error that never shows the token."""
+    pytest.importorskip("huggingface_hub")
+    code = (
+        "from pyaudit.cli import main\n"
+        "raise SystemExit(main(['scan', 'hf://pyaudit-test/none-such-repo']))\n"
+    )
+    env = {**os.environ, "HF_TOKEN": "hf_secretvalue123456", "HF_ENDPOINT": "http://127.0.0.1:9",
+           "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "secretvalue" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("url", "driver"), [("gs://bucket/store", "gcsfs"), ("az://c/store", "adlfs")])
+def test_gcs_and_azure_without_their_driver(url: str, driver: str) -> None:
+    """gs:// and az:// go through the same code (fsspec's async API, as S3 with
+    S3_PAGES off); where their driver is not installed the scan says how to get it."""
+    from importlib.util import find_spec
+
+    if find_spec(driver) is not None:
+        pytest.skip(f"{driver} is installed")
+    code = f"from pyaudit.cli import main\nraise SystemExit(main(['scan', {url!r}]))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert driver in done.stderr and "pip install 'pyaudit[remote]'" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

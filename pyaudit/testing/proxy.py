@@ -5,7 +5,8 @@ from far away, for tests (faults) and benchmarks (latency). Loopback only, no TL
 Each request waits ``delay`` seconds before it is forwarded (the round trip a distant
 store adds); ``faults(method, path, n)`` (``n``: how many times that method and path have
 been asked, from 1) may answer instead ``"slowdown"`` (S3's 503 SlowDown), ``"error"``
-(500 InternalError) or ``"drop"`` (the connection closed with no answer). Counted:
+(500 InternalError), ``"drop"`` (the connection closed with no answer) or ``"stall"``
+(no answer at all). Counted:
 requests (by kind), response body bytes, connections open at once.
 """
 
@@ -94,14 +95,19 @@ class LatencyProxy:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
 
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+        if not self._loop.is_running():
+            self._loop.close()
 
     def reset(self) -> None:
         self.stats = ProxyStats()
@@ -150,6 +156,8 @@ class LatencyProxy:
                     await asyncio.sleep(self.delay)
                 if fault is not None:
                     stats.faults[fault] += 1
+                if fault == "stall":  # no answer until the client gives up
+                    await asyncio.sleep(3600)
                 if fault == "drop":
                     writer.transport.abort()
                     return
