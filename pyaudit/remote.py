@@ -242,6 +242,9 @@ class _Client:
                 out.set_result(await job())
             except Exception as e:
                 out.set_result(e)
+            except BaseException as e:  # cancelled (the loop closing): never leave it pending
+                out.set_result(OSError(f"cancelled: {type(e).__name__}"))
+                raise
 
         self.loop.call_soon_threadsafe(self._push, priority, run)
         return out
