@@ -544,6 +544,8 @@ class _Scan:
         self.written.add(rel)
         data = future.result()
         if data is None:  # too large to read: the placeholder stands
+            size = self.tree.files.get(rel, 0)
+            self.failed[rel] = f"{size} bytes, more than the {RUN_WHOLE_MAX} read remotely"
             return
         if isinstance(data, BaseException):
             self.failed[rel] = _one_line(data)
@@ -591,11 +593,16 @@ class _Scan:
                 headers[name] = parse_header_bytes(data, size, local)
         report = audit_checkpoint(ckpt, headers, options, base_expected)
         extra = []
-        rel_dir = ckpt.path.relative_to(self.mirror_root).as_posix()
+        # Files that could not be read, of this directory and of those above it whose
+        # run files the audit looks at.
+        here = ckpt.path.relative_to(self.mirror_root).as_posix()
+        dirs = {here}
+        for listed in ckpt.listed_run_files or {}:
+            with contextlib.suppress(ValueError):
+                dirs.add(Path(listed).relative_to(self.mirror_root).as_posix())
         for rel, why in self.failed.items():
-            here = posixpath.dirname(rel) or "."
-            if here == rel_dir or rel in {r for r, _ in pending.indexes}:
-                name = posixpath.basename(rel)
+            if (posixpath.dirname(rel) or ".") in dirs:
+                name = posixpath.relpath(rel, here)
                 extra.append(finding("unreadable", f"{name}: cannot read: {why}"))
         if extra:
             report.findings = [*report.findings, *extra]
