@@ -27,14 +27,14 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
+import tempfile
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_STORE, child_env, machine, md_table
+from _common import DEFAULT_STORE, child_env, machine, md_table, spawn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "store"
 BUCKET = "bench-remote"
@@ -122,13 +122,15 @@ def upload(endpoint: str, local: Path, prefix: str) -> int:
 # --- one timed run --------------------------------------------------------------------------
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    wall = time.perf_counter() - t0
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"{cmd[:3]} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return wall, done.stdout
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, the child's own CPU seconds, its stdout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        run = spawn(cmd, stdout=out, stderr=err, env=env)
+        out.seek(0)
+        err.seek(0)
+        if run.returncode not in (0, 1):
+            raise SystemExit(f"{cmd[:3]} exited {run.returncode}:\n{err.read()[-3000:]}")
+        return run.wall, run.cpu, out.read()
 
 
 def main() -> int:
@@ -190,25 +192,32 @@ def main() -> int:
         pyaudit_cmd = [sys.executable, "-m", "pyaudit", "scan", "--json", url]
         script_cmd = [sys.executable, str(Path(__file__).resolve()), "--script", url]
         timed(pyaudit_cmd, env)  # untimed: bytecode caches, moto's first requests
+        local_wall, local_cpu, _ = timed([sys.executable, "-m", "pyaudit", "scan", "--json",
+                                          str(local)], env)
+        print(f"local scan of the same store: {local_wall:.2f} s, CPU {local_cpu:.2f} s",
+              flush=True)
         for d in [float(x) for x in args.delays.split(",")]:
             control(f"delay/{d}")
             control("reset")
-            wall_p, out = timed(pyaudit_cmd, env)
+            wall_p, cpu_p, out = timed(pyaudit_cmd, env)
             seen_p = control("stats")
             summary: dict[str, Any] = json.loads(out)["summary"]
             control("reset")
-            wall_s, _ = timed(script_cmd, env)
+            wall_s, cpu_s, _ = timed(script_cmd, env)
             seen_s = control("stats")
             remote = summary["remote"]
             floor = remote["requests"] * (d / 1000) / remote["in_flight"]
             result = {
                 "delay_ms": d, "checkpoints": summary["checkpoints"], "pyaudit_s": wall_p,
-                "script_s": wall_s, "pyaudit": seen_p, "script": seen_s, "summary": summary,
+                "script_s": wall_s, "pyaudit_cpu_s": cpu_p, "script_cpu_s": cpu_s,
+                "local_s": local_wall, "local_cpu_s": local_cpu, "pyaudit": seen_p,
+                "script": seen_s, "summary": summary,
                 "floor_s": floor, "needed_bytes": headers + runs,
             }
             results.append(result)
             rows.append([
-                f"{d:.0f} ms", f"{summary['checkpoints']:,}", f"{wall_p:.2f} s", f"{wall_s:.2f} s",
+                f"{d:.0f} ms", f"{summary['checkpoints']:,}",
+                f"{wall_p:.2f} s ({cpu_p:.1f})", f"{wall_s:.2f} s ({cpu_s:.1f})",
                 f"{wall_s / wall_p:.2f}x",
                 f"{seen_p['requests']:,} / {seen_s['requests']:,}",
                 f"{seen_p['max_open']} / {seen_s['max_open']}",
@@ -223,7 +232,7 @@ def main() -> int:
     server.stop()
     print()
     print(md_table(
-        ["D", "checkpoints", "pyaudit", "careful script", "script / pyaudit",
+        ["D", "checkpoints", "pyaudit (CPU s)", "careful script (CPU s)", "script / pyaudit",
          "requests (pyaudit / script)", "connections", "object bytes (pyaudit / script)",
          "pyaudit bytes / needed", "requests x D / in-flight"],
         rows,

@@ -64,3 +64,13 @@ def test_bench_data_quick(tmp_path: Path) -> None:
         "| numpy",
     ):
         assert any(r.startswith(tool) for r in rows), (tool, out)
+
+
+@pytest.mark.skipif(
+    find_spec("moto") is None or find_spec("s3fs") is None or find_spec("boto3") is None,
+    reason="needs moto[server], s3fs and boto3",
+)
+def test_bench_remote_quick(tmp_path: Path) -> None:
+    out = run_quick("bench_remote.py", tmp_path)
+    rows = [r for r in out.splitlines() if r.startswith("| 0 ms |")]
+    assert len(rows) == 1, out  # one row: D = 0, pyaudit and the careful script

@@ -44,6 +44,7 @@ class ProxyStats:
     faults: Counter[str] = field(default_factory=Counter)
     open: int = 0
     max_open: int = 0
+    connections: int = 0  # accepted, in all
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -53,6 +54,7 @@ class ProxyStats:
             "object_bytes": self.object_bytes,
             "faults": dict(self.faults),
             "max_open": self.max_open,
+            "connections": self.connections,
         }
 
 
@@ -126,6 +128,7 @@ class LatencyProxy:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats = self.stats
         stats.open += 1
+        stats.connections += 1
         stats.max_open = max(stats.max_open, stats.open)
         up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
