@@ -74,7 +74,9 @@ def careful_script(url: str) -> None:
 
 
 def make_store(root: Path, checkpoints: int) -> tuple[Path, int]:
-    per = sum(1 for _ in _example_checkpoints())
+    from pyaudit.discover import discover
+
+    per = sum(1 for _ in discover(str(EXAMPLES)))
     copies = max(1, -(-checkpoints // per))
     out = root / f"remote-{copies}x"
     if not out.is_dir():
@@ -84,10 +86,6 @@ def make_store(root: Path, checkpoints: int) -> tuple[Path, int]:
             shutil.copytree(EXAMPLES, tmp / f"r{i:04d}")
         tmp.rename(out)
     return out, copies * per
-
-
-def _example_checkpoints() -> list[Path]:
-    return sorted({p.parent for p in EXAMPLES.rglob("*.safetensors")})
 
 
 def needed_bytes(store: Path) -> tuple[int, int]:
