@@ -105,7 +105,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         from pyaudit.remote import RemoteError, prepare
 
         try:
-            prepare(args.paths, args.verify_data, args.jobs)  # lists each URL: a bad one is a usage error
+            # Each URL is listed now: one that cannot be is a usage error.
+            prepare(args.paths, args.verify_data, args.jobs)
         except RemoteError as e:
             print(f"pyaudit scan: {e}", file=sys.stderr)
             return EXIT_USAGE
