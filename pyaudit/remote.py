@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import (
@@ -566,18 +567,20 @@ def _hidden(rel: str) -> bool:
 
 def _rewrite(report: CheckpointReport, mirror: str, root_url: str) -> CheckpointReport:
     """Local mirror paths in messages -> the URL (as a local scan shows its own paths).
-    Findings may be shared with memo tables: replaced, never mutated."""
-    if report.path.startswith(mirror):
-        report.path = root_url + report.path[len(mirror) :]
-    if report.expected_source and mirror in report.expected_source:
-        report.expected_source = report.expected_source.replace(mirror, root_url)
-    report.findings = [
+    Reports and findings are immutable: replaced, never mutated."""
+    path = report.path
+    if path.startswith(mirror):
+        path = root_url + path[len(mirror) :]
+    source = report.expected_source
+    if source and mirror in source:
+        source = source.replace(mirror, root_url)
+    findings = tuple(
         dataclasses.replace(f, message=f.message.replace(mirror, root_url))
         if mirror in f.message
         else f
         for f in report.findings
-    ]
-    return report
+    )
+    return dataclasses.replace(report, path=path, expected_source=source, findings=findings)
 
 
 @dataclass
@@ -592,8 +595,9 @@ class _Pending:
 class _Scan:
     """One URL's checkpoints, audited in discovery order while later ones are read."""
 
-    def __init__(self, tree: RemoteTree, mirror_root: Path) -> None:
+    def __init__(self, tree: RemoteTree, mirror_root: Path, cache: AuditCache) -> None:
         self.tree = tree
+        self.cache = cache  # this store's memo tables
         self.mirror_root = mirror_root
         self.mirror = str(mirror_root)
         self.written: set[str] = set()
@@ -672,7 +676,7 @@ class _Scan:
                 headers[name] = Header(local, cast(Any, core))
             else:
                 headers[name] = parse_header_bytes(data, size, local)
-        report = audit_checkpoint(ckpt, headers, options, base_expected)
+        report = audit_checkpoint(ckpt, headers, options, base_expected, cache=self.cache)
         extra = []
         # Files that could not be read, of this directory and of those above it whose
         # run files the audit looks at.
@@ -686,8 +690,9 @@ class _Scan:
                 name = posixpath.relpath(rel, here)
                 extra.append(finding("unreadable", f"{name}: cannot read: {why}"))
         if extra:
-            report.findings = [*report.findings, *extra]
-            report.status = status_of(report.findings, options.fail_on)
+            findings = (*report.findings, *extra)
+            status = status_of(findings, options.fail_on)
+            report = dataclasses.replace(report, findings=findings, status=status)
         for rel, _ in pending.indexes:  # index files can be MBs: not kept past their audit
             with contextlib.suppress(OSError):
                 (self.mirror_root / rel).write_bytes(b"")
@@ -732,7 +737,7 @@ def scan_tree(
     try:
         mirror_root.mkdir(parents=True)
         tree.make_mirror(mirror_root)
-        scan = _Scan(tree, mirror_root)
+        scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path))
         given = str(mirror_root / tree.single) if tree.single else str(mirror_root)
         checkpoints = discover(given)
         window = WINDOW * tree.client.in_flight
