@@ -3,7 +3,8 @@ script, both through a proxy that adds D ms to every request (issue 12).
 
 The store: the checkpoints of examples/store (real layouts: sharded and single-file full
 models, LoRA adapters with their run args, a truncated shard), replicated N/9 times, on
-moto's S3 server (``ThreadedMotoServer``) on 127.0.0.1, behind
+moto's S3 server (``ThreadedMotoServer``; ``--servers`` processes of it, 2 by default, each
+holding the store) on 127.0.0.1, behind
 :class:`pyaudit.testing.proxy.LatencyProxy` (loopback, D ms per request). The careful
 script is what a user writes: list the prefix, then two range GETs per .safetensors (the
 8-byte length, then the header) on a 32-thread pool with a 32-connection boto3 client.
@@ -117,6 +118,25 @@ def upload(endpoint: str, local: Path, prefix: str) -> int:
     return len(files)
 
 
+MOTO = """
+import logging, sys, time
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+server.start()
+print("http://%s:%d" % server.get_host_and_port(), flush=True)
+sys.stdin.read()
+"""
+
+
+def _moto_process() -> tuple[subprocess.Popen[str], str]:
+    """A moto S3 server in a process of its own (ends when its stdin closes)."""
+    proc = subprocess.Popen([sys.executable, "-c", MOTO], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
 # --- one timed run --------------------------------------------------------------------------
 
 
@@ -138,16 +158,17 @@ def main() -> int:
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE)
     ap.add_argument("--quick", action="store_true", help="18 checkpoints, D = 0 (smoke test)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--servers", type=int, default=2, help="moto processes behind the proxy")
     ap.add_argument("--script", help=argparse.SUPPRESS)  # the careful script, as a child
     args = ap.parse_args()
     if args.script:
         careful_script(args.script)
         return 0
     if args.quick:
-        args.checkpoints, args.delays = 18, "0"
+        args.checkpoints, args.delays, args.servers = 18, "0", 1
     try:
         import boto3  # noqa: F401
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401
     except ImportError as e:
         print(f"bench_remote needs moto[server] and boto3: {e}", file=sys.stderr)
         return 2
@@ -161,20 +182,20 @@ def main() -> int:
         "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     })
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    objects = upload(endpoint, local, "store")
+    # The S3 server: `--servers` moto processes (ThreadedMotoServer each), every one holding
+    # the store, the proxy sending each connection to the next: one moto process serves
+    # ~100 requests/s on this machine, and the latency, not the server, is to be measured.
+    servers = [_moto_process() for _ in range(args.servers)]
+    endpoints = [endpoint for _, endpoint in servers]
+    with ThreadPoolExecutor(len(endpoints)) as pool:
+        objects = max(pool.map(lambda e: upload(e, local, "store"), endpoints))
     url = f"s3://{BUCKET}/store"
     print(f"store: {n} checkpoints, {objects} objects; headers {headers:,} B + run files "
           f"{runs:,} B needed", flush=True)
     rows, results = [], []
     proxy_proc = subprocess.Popen(
-        [sys.executable, "-m", "pyaudit.testing.proxy", "--upstream", endpoint],
+        [sys.executable, "-m", "pyaudit.testing.proxy",
+         *[x for e in endpoints for x in ("--upstream", e)]],
         stdout=subprocess.PIPE, text=True, env=env,
     )
     try:
@@ -227,7 +248,9 @@ def main() -> int:
     finally:
         proxy_proc.terminate()
         proxy_proc.wait(10)
-    server.stop()
+    for proc, _ in servers:
+        proc.terminate()
+        proc.wait(10)
     print()
     print(md_table(
         ["D", "checkpoints", "pyaudit (CPU s)", "careful script (CPU s)", "script / pyaudit",

@@ -1,5 +1,6 @@
 """An HTTP/1.1 proxy on 127.0.0.1 that adds a delay to every request and injects faults,
-in front of one loopback server (an S3 fake such as moto's): what a remote store looks like
+in front of loopback servers (an S3 fake such as moto's; several: connections in turn):
+what a remote store looks like
 from far away, for tests (faults) and benchmarks (latency). Loopback only, no TLS.
 
 Each request waits ``delay`` seconds before it is forwarded (the round trip a distant
@@ -61,11 +62,16 @@ class ProxyStats:
 class LatencyProxy:
     """``with LatencyProxy("http://127.0.0.1:PORT", delay=0.1) as proxy: proxy.url``"""
 
-    def __init__(self, upstream: str, delay: float = 0.0, faults: Faults | None = None) -> None:
-        parts = urlsplit(upstream)
-        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"{upstream}: the proxy forwards to loopback servers only")
-        self.upstream = (parts.hostname, parts.port or 80)
+    def __init__(
+        self, upstream: str | list[str], delay: float = 0.0, faults: Faults | None = None
+    ) -> None:
+        self.upstreams: list[tuple[str, int]] = []
+        for url in [upstream] if isinstance(upstream, str) else upstream:
+            parts = urlsplit(url)
+            if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError(f"{url}: the proxy forwards to loopback servers only")
+            self.upstreams.append((parts.hostname, parts.port or 80))
+        self._next = 0  # each client connection goes to the next upstream, in turn
         self.delay = delay
         self.faults = faults
         self.stats = ProxyStats()
@@ -127,6 +133,8 @@ class LatencyProxy:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats = self.stats
+        upstream = self.upstreams[self._next % len(self.upstreams)]
+        self._next += 1
         stats.open += 1
         stats.connections += 1
         stats.max_open = max(stats.max_open, stats.open)
@@ -174,7 +182,7 @@ class LatencyProxy:
                     await writer.drain()
                     continue
                 if up is None:
-                    up = await asyncio.open_connection(*self.upstream, limit=1 << 20)
+                    up = await asyncio.open_connection(*upstream, limit=1 << 20)
                 up[1].write(head + body)
                 await up[1].drain()
                 status_line, out_headers, out_body, keep = await _response(up[0], method)
@@ -258,7 +266,7 @@ def main() -> None:
     prints the proxy's URL, then serves until killed (a process of its own, so that
     its event loop never waits for the server's GIL)."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--upstream", required=True, action="append", help="repeat: round robin")
     ap.add_argument("--delay-ms", type=float, default=0.0)
     args = ap.parse_args()
     proxy = LatencyProxy(args.upstream, args.delay_ms / 1000)
