@@ -8,9 +8,11 @@ a whitelist of node types; nothing is ever passed to ``eval``/``exec``.
 Semantics
 ---------
 * Names are looked up in a mapping; a missing name is ``None``.
-* ``+ - * // % **`` on ints (``**`` with a small non-negative exponent), unary ``-``/``not``.
+* ``+ - * // % **`` on numbers (``**`` with a small non-negative exponent), unary ``-``/``not``.
   Arithmetic with a ``None`` operand yields ``None`` (so a missing field surfaces as a
-  missing dimension, which the interpreter reports, instead of a crash).
+  missing dimension, which the interpreter reports, instead of a crash); on anything else
+  that is not a number (a string, a list: ``[0] * heads`` would build a list of ``heads``
+  items), or with a result beyond ``2**63`` or not finite, it raises :class:`ExprError`.
 * ``and`` / ``or`` / ``x if c else y`` behave like Python (so ``head_dim or hidden // heads``
   is the usual "fall back when null" idiom).
 * Comparisons ``== != < <= > >= in not in is is not``; an ordering comparison with ``None``
@@ -34,10 +36,11 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["Expr", "ExprError", "compile_expr", "evaluate"]
+__all__ = ["Expr", "ExprError", "compile_expr", "evaluate", "truth"]
 
 MAX_SOURCE_LEN = 1000
 MAX_POW_EXPONENT = 64
+MAX_MAGNITUDE = 2**63  # no count, size or dimension of a real model comes near it
 
 Env = Mapping[str, Any]
 _Fn = Callable[[Env], Any]
@@ -112,6 +115,29 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "bool": _to_bool,
     "version": _version,
 }
+
+
+def truth(v: Any) -> bool:
+    """A condition's value: a bool, a number or None (a missing field), never a string or
+    a container (``"false"`` or ``[]`` in a config is a mistake, not a truth value)."""
+    if v is None or isinstance(v, (bool, int, float)):
+        return bool(v)
+    what = f"{type(v).__name__} {_short(v)}"
+    raise ExprError(f"a condition must be true/false or a number, not {what}")
+
+
+def _number(v: Any) -> int | float:
+    """``v`` when it is a finite int or float of at most MAX_MAGNITUDE, else ExprError."""
+    if not isinstance(v, (int, float)):
+        raise ExprError(f"arithmetic on {type(v).__name__} {_short(v)} is not allowed")
+    if not abs(v) <= MAX_MAGNITUDE:  # also NaN
+        raise ExprError(f"{_short(v)} is out of range (at most 2**63 in magnitude)")
+    return v
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _pow(a: Any, b: Any) -> Any:
@@ -213,10 +239,8 @@ class _Compiler:
             a, b = left(env), right(env)
             if a is None or b is None:
                 return None
-            if isinstance(a, str) or isinstance(b, str):
-                raise ExprError("arithmetic on strings is not allowed")
             try:
-                return op(a, b)
+                return _number(op(_number(a), _number(b)))
             except ZeroDivisionError:
                 return None
 
@@ -225,12 +249,12 @@ class _Compiler:
     def _c_UnaryOp(self, node: ast.UnaryOp) -> _Fn:
         operand = self.compile(node.operand)
         if isinstance(node.op, ast.Not):
-            return lambda env: not operand(env)
+            return lambda env: not truth(operand(env))
         if isinstance(node.op, ast.USub):
 
             def neg(env: Env) -> Any:
                 v = operand(env)
-                return None if v is None else -v
+                return None if v is None else -_number(v)
 
             return neg
         if isinstance(node.op, ast.UAdd):

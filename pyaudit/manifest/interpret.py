@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .expr import Expr, ExprError, compile_expr
+from .expr import Expr, ExprError, compile_expr, truth
 from .spec import TOP, Entry, Group, Linear, Repeat, Spec, T
 
 __all__ = ["ManifestError", "Rec", "run_spec", "scope_env"]
@@ -39,6 +39,8 @@ _TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")
 #: No real checkpoint comes close (DeepSeek-V3 FP8: 91,991 tensors); a config asking for more
 #: is corrupt or hostile, and must not make the auditor loop or exhaust memory.
 MAX_TENSORS = 2_000_000
+#: Elements of one tensor: its bytes (up to 8 a element) must fit a signed 64-bit size.
+MAX_ELEMENTS = 2**60
 
 
 @lru_cache(maxsize=2048)
@@ -66,6 +68,11 @@ def scope_env(
     env: dict[str, Any] = dict(sc.defaults)
     for src in reversed(sc.sources):
         part = config if src == TOP else config.get(src)
+        if part is not None and not isinstance(part, dict):
+            raise ManifestError(
+                f"{spec.model_type}: {src} must be an object, "
+                f"not {type(part).__name__} {_short(part)}"
+            )
         if isinstance(part, dict):
             env.update(part)
             for alias, name in sc.aliases.items():
@@ -79,6 +86,11 @@ def scope_env(
     for key, source in sc.let.items():
         env[key] = compile_expr(source)(env)
     return env
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Walker:
@@ -96,7 +108,10 @@ class _Walker:
     def _fail(self, what: str, src: str, env: dict[str, Any], scope: str) -> ManifestError:
         names = sorted(compile_expr(src).names)
         missing = [n for n in names if env.get(n) is None]
-        hint = f" (missing or null: {', '.join(missing)})" if missing else ""
+        given = [f"{n}={_short(env[n])}" for n in names if env.get(n) is not None]
+        hints = [f"missing or null: {', '.join(missing)}"] if missing else []
+        hints += [f"config has {', '.join(given)}"] if given else []
+        hint = f" ({'; '.join(hints)})" if hints else ""
         return ManifestError(
             f"{self.spec.model_type}: cannot compute {what} from {src!r} in scope {scope!r}{hint}"
         )
@@ -141,12 +156,22 @@ class _Walker:
             if isinstance(d, bool) or not isinstance(d, int) or d < 0:
                 raise self._fail(f"shape of {name}", src, env, scope)
             shape.append(d)
+        elements = 1
+        for d in shape:
+            elements *= d
+        if elements > MAX_ELEMENTS:
+            what = f"shape of {name} ({elements} elements, out of range)"
+            raise self._fail(what, src, env, scope)
         return tuple(shape)
 
     def _cond(self, src: str | None, env: dict[str, Any], scope: str) -> bool:
         if src is None:
             return True
-        return bool(self._eval(src, env, scope, f"condition {src!r}"))
+        value = self._eval(src, env, scope, f"condition {src!r}")
+        try:
+            return truth(value)
+        except ExprError as exc:
+            raise ManifestError(f"{self.spec.model_type}: condition {src!r}: {exc}") from None
 
     def _env(self, scope: str, loop: dict[str, int]) -> dict[str, Any]:
         base = self.bases.get(scope)
@@ -185,6 +210,9 @@ class _Walker:
                     continue
                 start = self._int(entry.start, e, sc, f"start of repeat {entry.var!r}")
                 count = self._int(entry.count, e, sc, f"count of repeat {entry.var!r}")
+                if start < 0 or count < 0:
+                    what = f"{'start' if start < 0 else 'count'} of repeat {entry.var!r} (negative)"
+                    raise self._fail(what, entry.start if start < 0 else entry.count, e, sc)
                 sec = entry.section or section
                 before = len(self.records)
                 for i in range(start, start + count):
