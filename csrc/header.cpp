@@ -1219,6 +1219,23 @@ std::string lfs_field(std::string_view text, std::string_view key) {
     return value.substr(0, 100);
 }
 
+// What a file whose length prefix makes no sense starts like, when it is a format often
+// mistaken for safetensors ("" when none): said first, so that a user reads "not a
+// safetensors file" rather than a number.
+std::string other_format(const unsigned char* data, std::size_t size) {
+    auto starts = [&](std::string_view magic) {
+        return size >= magic.size() &&
+               std::string_view(reinterpret_cast<const char*>(data), magic.size()) == magic;
+    };
+    if (size >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5)
+        return "not a safetensors file: it starts like a Python pickle (torch.save, legacy format); ";
+    if (starts("PK\x03\x04")) return "not a safetensors file: it is a zip archive (torch.save writes one); ";
+    if (starts("GGUF")) return "not a safetensors file: it is a GGUF file; ";
+    if (starts("\x93NUMPY")) return "not a safetensors file: it is a NumPy .npy file; ";
+    if (starts("\x89HDF")) return "not a safetensors file: it is an HDF5 file; ";
+    return "";
+}
+
 }  // namespace
 
 ParsedHeader parse_header_prefix(const unsigned char* data, std::size_t size,
@@ -1246,13 +1263,13 @@ ParsedHeader parse_header_prefix(const unsigned char* data, std::size_t size,
     out.header_size = n;
     if (n > kMaxHeaderSize) {
         set_issue(out, Rule::header_too_large, "",
-                  "the header length prefix says " + std::to_string(n) +
+                  other_format(data, size) + "the header length prefix says " + std::to_string(n) +
                       " bytes, over the 100,000,000-byte limit");
         return out;
     }
     if (n > file_size - kLengthPrefix) {
         set_issue(out, Rule::header_truncated, "",
-                  "the header length prefix says " + std::to_string(n) + " bytes but only " +
+                  other_format(data, size) + "the header length prefix says " + std::to_string(n) + " bytes but only " +
                       std::to_string(file_size - kLengthPrefix) + " follow it");
         return out;
     }
