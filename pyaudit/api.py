@@ -27,8 +27,9 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """No checkpoint fails (the exit status of `pyaudit scan` would be 0)."""
-        return self.summary.failed == 0
+        """At least one checkpoint, and none fails (the exit status of `pyaudit scan`
+        would be 0): a scan that found nothing verified nothing."""
+        return self.summary.checkpoints > 0 and self.summary.failed == 0
 
     @property
     def failed(self) -> list[CheckpointReport]:

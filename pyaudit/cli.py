@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyaudit import __version__
+from pyaudit.report.sizes import plural
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -87,6 +88,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for p in missing:
             print(f"pyaudit scan: {p}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
+    odd = [p for p in args.paths if not is_url(p) and not (os.path.isdir(p) or os.path.isfile(p))]
+    if odd:
+        for p in odd:
+            print(f"pyaudit scan: {p}: not a directory or a file", file=sys.stderr)
+        return EXIT_USAGE
     remote = any(is_url(p) for p in args.paths)
     cluster_errors: list[str] = []
     if args.dask:
@@ -136,6 +142,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     summary = ScanSummary()
     from pyaudit.report.json_report import checkpoint_line
+    from pyaudit.report.table import keep_for_table
 
     reports = []
     lines: list[str] = []  # --json: each report as its JSON line, not as an object
@@ -144,6 +151,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     )
     if args.dask:
         sweep = distributed.until_error(cluster_errors, sweep)
+    table = not (args.json or args.jsonl or args.markdown or args.html)
+    passes_kept = 0
     with SweepProgress(SweepProgress.wanted(args.json or args.jsonl)) as progress:
         for report in sweep:
             summary.add(report)
@@ -154,7 +163,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
             elif args.json and not args.html:
                 lines.append(checkpoint_line(report))
                 continue
-            if not args.jsonl or args.html:
+            if table:
+                if keep_for_table(report, passes_kept, args.all):
+                    passes_kept += report.status == "pass"
+                    reports.append(report)
+            elif not args.jsonl or args.html:
                 reports.append(report)
     if cluster_errors:
         print(f"pyaudit scan: {cluster_errors[0]}", file=sys.stderr)
@@ -163,6 +176,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     transfer = getattr(sweep, "transfer", None)  # remote stores: requests and bytes
     if transfer is not None:
         summary.remote = transfer.to_json()
+    if not summary.checkpoints:
+        # Nothing audited is not a pass: a mistyped path, an empty folder. The machine
+        # outputs still get a valid (empty) document.
+        print("pyaudit scan: no checkpoints found under " + ", ".join(args.paths), file=sys.stderr)
     if args.jsonl:
         pass
     elif args.json:
@@ -172,16 +189,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     elif args.markdown:
         from pyaudit.report.markdown import scan_markdown
 
-        if not reports:
-            where = ", ".join(args.paths)
-            print(f"pyaudit scan: no checkpoints found under {where}", file=sys.stderr)
         sys.stdout.write(scan_markdown(reports, summary.to_json(), args.paths))
-    else:
+    elif summary.checkpoints:
         from pyaudit.report.table import print_scan
 
-        if not reports:
-            print("pyaudit scan: no checkpoints found under " + ", ".join(args.paths), file=sys.stderr)
-        _render(lambda console: print_scan(reports, summary.to_json(), console))
+        _render(lambda console: print_scan(reports, summary.to_json(), console, args.all))
     if args.html:
         from pyaudit.report.html import write_html
 
@@ -190,33 +202,50 @@ def cmd_scan(args: argparse.Namespace) -> int:
         except OSError as e:
             print(f"pyaudit scan: --html {args.html}: {e.strerror or e}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"pyaudit scan: wrote {args.html} ({len(reports)} checkpoints)", file=sys.stderr)
+        wrote = plural(len(reports), "checkpoint")
+        print(f"pyaudit scan: wrote {args.html} ({wrote})", file=sys.stderr)
+    if not summary.checkpoints:
+        return EXIT_USAGE
     return EXIT_FAIL if summary.failed else EXIT_OK
 
 
 def cmd_expect(args: argparse.Namespace) -> int:
+    """Exit statuses as scan's: 2 when the command line names no config (no such file, a
+    directory without one, an unknown --layout); 1 when the config named cannot give a
+    manifest (unreadable, not JSON, invalid fields, a family without a spec)."""
+    from pathlib import Path
+
     from pyaudit.manifest import (
         ManifestError,
         UnknownArchitecture,
         build_manifest,
         layouts,
-        load_config,
         manifest_to_json,
     )
+    from pyaudit.runfiles import load_json
 
-    try:
-        config = load_config(args.config)
-    except (OSError, ValueError) as e:
-        print(f"pyaudit expect: {args.config}: {e}", file=sys.stderr)
+    path = Path(args.config)
+    if path.is_dir():
+        path = path / "config.json"
+    if not os.path.lexists(path):
+        print(f"pyaudit expect: {path}: no such file", file=sys.stderr)
         return EXIT_USAGE
+    config, problem = load_json(path, str(path))
+    if config is None:
+        reason = problem.message() if problem is not None else f"{path}: no such file"
+        print(f"pyaudit expect: {reason}", file=sys.stderr)
+        return EXIT_FAIL if problem is not None else EXIT_USAGE
     try:
         manifest = build_manifest(config, args.layout)
     except UnknownArchitecture as e:
-        print(f"pyaudit expect: {e}", file=sys.stderr)
+        print(f"pyaudit expect: {path}: {e}", file=sys.stderr)
         return EXIT_FAIL
-    except (ManifestError, ValueError) as e:
-        print(f"pyaudit expect: {args.config}: {e}", file=sys.stderr)
+    except ManifestError as e:
+        print(f"pyaudit expect: {path}: {e}", file=sys.stderr)
         return EXIT_FAIL
+    except ValueError as e:  # an unknown --layout
+        print(f"pyaudit expect: {path}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     doc = manifest_to_json(manifest)
     if args.json:
         _emit_json(doc)
@@ -248,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--jsonl", action="store_true", help="one JSON object per checkpoint, as audited")
     out.add_argument("--markdown", action="store_true", help="a Markdown summary (PR, CI job summary)")
     scan.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page to FILE")
+    scan.add_argument(
+        "--all", action="store_true",
+        help="list every passing checkpoint in the terminal report (default: the checkpoints "
+        "that are not PASS, then passing ones up to a screenful)",
+    )
     scan.add_argument(
         "--jobs",
         type=_jobs,

@@ -7,6 +7,7 @@ with a guard against directory cycles.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
 WEIGHT_BIN = re.compile(r"(pytorch_model|adapter_model|model)(-\d{5}-of-\d{5})?\.bin$")
 RUN_ARGS_LEVELS = 2  # run args are looked for this many directories above a checkpoint
 RUN_FILES = ("args.json", "training_args.yaml", "trainer_state.json", "training_args.bin")
+# Directories deeper than this below a PATH are reported, not searched (each level is a
+# nested generator: Python's recursion limit is ~1,000).
+MAX_DEPTH = 256
 
 
 def is_url(path: str | os.PathLike[str]) -> bool:
@@ -51,6 +55,9 @@ class CheckpointDir:
     # Run files (args.json, ...) of this directory and the ones above it that discovery
     # listed, by path: the run-args lookup need not probe for files it knows are absent.
     listed_run_files: dict[str, tuple[str, ...]] | None = None
+    # Why this directory could not be searched (permission denied, too deep), else None:
+    # it may hold checkpoints, so it is reported rather than skipped.
+    unlisted: str | None = None
 
     def file(self, name: str) -> str:
         """``str(self.path / name)``, without making a Path (a sweep makes thousands)."""
@@ -149,7 +156,11 @@ def discover(given: str) -> Iterator[CheckpointDir]:
     seen: set[tuple[int, int]] = set()
 
     def walk(
-        path: Path, display: str, above: tuple[tuple[str, tuple[str, ...]], ...] = (), top: bool = False
+        path: Path,
+        display: str,
+        above: tuple[tuple[str, tuple[str, ...]], ...] = (),
+        top: bool = False,
+        depth: int = 0,
     ) -> Iterator[CheckpointDir]:
         try:
             st = os.stat(path)
@@ -159,10 +170,18 @@ def discover(given: str) -> Iterator[CheckpointDir]:
         if key in seen:  # a symlink cycle, or the same dir reached twice
             return
         seen.add(key)
+        if depth > MAX_DEPTH:
+            why = f"more than {MAX_DEPTH} directories below {given}: not searched"
+            yield CheckpointDir(path=path, display=display, scan_root=root, unlisted=why)
+            return
         try:
             with os.scandir(path) as it:
                 entries = list(it)
-        except OSError:
+        except OSError as e:
+            if e.errno != errno.ENOENT:  # gone since it was listed: nothing to report
+                why = f"cannot be listed: {e.strerror or e}" + (
+                    " (anything below it was not searched)" if e.errno == errno.EACCES else "")
+                yield CheckpointDir(path=path, display=display, scan_root=root, unlisted=why)
             return
         ckpt, subdirs = _classify(path, display, entries)
         ckpt.scan_root = root
@@ -171,11 +190,11 @@ def discover(given: str) -> Iterator[CheckpointDir]:
         if ckpt.has_weights or ckpt.has_adapter_config:
             yield ckpt
             for sub in subdirs:
-                yield from walk(sub, _below(display, sub.name, top), here)
+                yield from walk(sub, _below(display, sub.name, top), here, depth=depth + 1)
             return
         found_below = False
         for sub in subdirs:
-            for child in walk(sub, _below(display, sub.name, top), here):
+            for child in walk(sub, _below(display, sub.name, top), here, depth=depth + 1):
                 found_below = True
                 yield child
         if not found_below and ckpt.is_weightless_candidate:

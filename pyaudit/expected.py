@@ -88,6 +88,11 @@ class ManifestUnavailable(Exception):
         self.model_type = model_type
 
 
+class ConfigInvalid(ManifestUnavailable):
+    """The family has a spec, but this config's fields cannot give its manifest (a count
+    that is a string, a negative size, a section that is not an object): invalid-file."""
+
+
 def from_config(
     config: dict[str, Any], source: str, cache: AuditCache | None = None
 ) -> Expected:
@@ -117,7 +122,7 @@ def _from_config_key(key: str, source: str) -> Expected:
     except UnknownArchitecture as e:
         raise ManifestUnavailable(model_type, str(e)) from None
     except (ManifestError, KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-        raise ManifestUnavailable(model_type, f"config.json cannot be read as {model_type}: {e}") from None
+        raise ConfigInvalid(model_type, f"not a valid {model_type} config: {e}") from None
     first = manifests[0]
     return Expected(
         source=source,
@@ -280,6 +285,11 @@ def expectation_for(
     if config is not None:
         try:
             return Expectation(from_config(config, "config.json", cache))
+        except ConfigInvalid as e:
+            # A family with a spec, a config that cannot give its manifest: the config is
+            # at fault (not pyaudit's knowledge), and nothing it implies was verified.
+            invalid = finding("invalid-file", f"config.json: {e}")
+            return Expectation(_from_index(index), e.model_type, (invalid,))
         except ManifestUnavailable as e:
             unavailable = e
             model_type = e.model_type
@@ -329,12 +339,15 @@ def expectation_for(
                 + ("; the index says which tensors to expect" if index else ""),
             )
         )
-    expected = None
-    if index is not None:
-        names = [n for n in index["weight_map"] if isinstance(n, str)]
-        total = index.get("total_size")
-        expected = from_index(names, total if isinstance(total, int) else None, index["name"])
-    return Expectation(expected, model_type, tuple(findings))
+    return Expectation(_from_index(index), model_type, tuple(findings))
+
+
+def _from_index(index: dict[str, Any] | None) -> Expected | None:
+    if index is None:
+        return None
+    names = [n for n in index["weight_map"] if isinstance(n, str)]
+    total = index.get("total_size")
+    return from_index(names, total if isinstance(total, int) else None, index["name"])
 
 
 def base_expectation(base: Path, headers: list[Header]) -> Expected:

@@ -48,6 +48,9 @@ CODES: dict[str, Severity] = {
     "tied-weights-saved": "warning",  # a tied lm_head saved anyway
     "base-not-found": "info",  # an adapter's base model is not available locally
     "shapes-unverified": "info",  # .bin weights: names checked, shapes not (never unpickled)
+    "invalid-file": "error",  # a run file read but unusable: not JSON, not an object, bad field
+    "weights-unverified": "error",  # weights only in a format pyaudit cannot read
+    "base-mismatch": "error",  # --base is a model of another family than the checkpoint
 }
 
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")  # worst first: the one order

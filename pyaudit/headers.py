@@ -150,15 +150,45 @@ def read_header(path: PathLike) -> Header:
     return Header(p, _core.read_header(_native_path(p))).raise_for_error()
 
 
+#: Thread-seconds a file below which a batch was read from memory (kernels without cachestat).
+CACHED_READ = 100e-6
+PROBE_FILES = 64  # read_headers(jobs=None): files read first to learn where headers are
+
+
+def reading_threads(files: int, from_page_cache: int, seconds_per_file: float, spare: int) -> int:
+    """Threads for the next read, from how the last one went: headers in the page cache make
+    reading CPU work (one thread a core, less ``spare`` cores kept for other work); headers
+    on disk or a network filesystem make it waiting, and more requests in flight help (up to
+    4 x cores, at most 16). In the page cache means: cachestat said so of most files, or,
+    on a kernel without cachestat, reading took little more than CPU time."""
+    cores = _core.default_jobs()
+    if _core.cachestat_supported():
+        warm = from_page_cache >= 0.9 * files
+    else:
+        warm = seconds_per_file < CACHED_READ
+    return max(1, cores - spare) if warm else min(16, 4 * cores)
+
+
 def read_headers(paths: Iterable[PathLike], jobs: int | None = None) -> list[Header]:
     """Read many headers on a pool of threads, GIL released; results in input order.
 
+    ``jobs``: threads; by default chosen as a sweep chooses them: the first files are
+    read one thread a core, the rest with :func:`reading_threads` (a cold store gets many).
     Never raises for a broken or unreadable file: check each result's ``ok``.
     """
     strs: Sequence[str] = [os.fspath(p) for p in paths]
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
-    cores = _core.read_headers([os.fsencode(p) for p in strs], jobs or 0)
+    native = [os.fsencode(p) for p in strs]
+    if jobs is not None or len(native) <= 2 * PROBE_FILES:
+        cores = _core.read_headers(native, jobs or 0)
+    else:
+        probe = _core.BatchRead(native[:PROBE_FILES], [], 0, 0)
+        cores, _, _ = probe.result()
+        threads = reading_threads(
+            PROBE_FILES, probe.from_page_cache, probe.seconds_per_file, spare=0
+        )
+        cores = cores + _core.read_headers(native[PROBE_FILES:], threads)
     return [Header(p, c) for p, c in zip(strs, cores, strict=True)]
 
 

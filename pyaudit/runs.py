@@ -8,17 +8,13 @@ LLaMA-Factory's ``training_args.yaml`` (``finetuning_type``), PEFT's
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import stat
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pyaudit import _core
-from pyaudit.memo import LRU
+from pyaudit import runfiles
 
 Kind = Literal["full", "adapter"]
 
@@ -30,10 +26,10 @@ ADAPTER_TRAIN_TYPES = {
 FULL_TRAIN_TYPES = {"full", "freeze"}
 
 
-MAX_JSON_BYTES = 256 * 1024 * 1024  # an index of 100k tensors is ~10 MB
+MAX_JSON_BYTES = runfiles.MAX_BYTES
 PREFETCH_BYTES = 16 * 1024 * 1024  # sweeps digest run files up to this size off the GIL
 
-Parsed = LRU[dict[str, Any] | None]  # parsed JSON by (size, digest) of its bytes
+Parsed = runfiles.Parsed  # parsed run files (or why not) by (size, digest) of their bytes
 
 
 def read_run_file(
@@ -42,76 +38,35 @@ def read_run_file(
     known: tuple[int, int] | None = None,
     memo: Parsed | None = None,
 ) -> dict[str, Any] | None:
-    """``read_json(directory / name, memo)``. ``known``: the file's (size, digest) as a
-    sweep's reading threads found it (``_core.digest_files``): content ``memo`` parsed
-    before is returned without reading the file again (or making its path)."""
+    """``read_json(directory / name, memo)``, from content parsed before when ``known``."""
+    return load_run_file(directory, name, known, memo)[0]
+
+
+def load_run_file(
+    directory: Path,
+    name: str,
+    known: tuple[int, int] | None = None,
+    memo: Parsed | None = None,
+) -> tuple[dict[str, Any] | None, runfiles.Problem | None]:
+    """:func:`pyaudit.runfiles.load_json` of ``directory / name``. ``known``: the file's
+    (size, digest) as a sweep's reading threads found it (``_core.digest_files``): content
+    ``memo`` (an audit's cache) parsed before is answered without reading the file again
+    (or making its path)."""
     if known is not None and memo is not None:
-        held, cached = memo.lookup(known)
+        held, doc, why = runfiles.parsed(known, memo)
         if held:
-            return cached
-    return read_json(directory / name, memo)
+            return doc, runfiles.Problem(name, "invalid-file", why) if why is not None else None
+    return runfiles.load_json(directory / name, name, memo)
 
 
 def read_json(path: Path, memo: Parsed | None = None) -> dict[str, Any] | None:
     """A JSON object from a small run file (config, index, args), or None when absent,
-    unreadable, too large or not an object.
+    unreadable, too large or not an object (:func:`pyaudit.runfiles.load_json` says which).
 
-    With ``memo`` (an audit's cache), parsed once per distinct content, keyed by (size,
-    digest) of the bytes (the core's seeded hash): the dict returned may be shared, never
-    mutate it.
+    With ``memo`` (an audit's cache), parsed once per distinct content: the dict returned
+    may be shared, never mutate it.
     """
-    try:
-        # O_NONBLOCK: a FIFO named config.json must not hang the audit (never read below).
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        # Size first: read(n) would allocate n bytes up front on every call.
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_JSON_BYTES:
-            return None
-        data = os.read(fd, st.st_size + 1)
-        if len(data) > st.st_size:  # grew since the fstat: read the rest, within the cap
-            parts = [data]
-            total = len(data)
-            while total <= MAX_JSON_BYTES and (chunk := os.read(fd, 1 << 20)):
-                parts.append(chunk)
-                total += len(chunk)
-            data = b"".join(parts)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_JSON_BYTES:  # grew since the fstat
-        return None
-    if memo is None:
-        return _json_object(data)
-    return memo.get((len(data), _core.hash_bytes(data)), lambda: _json_object(data))
-
-
-def _json_object(data: bytes) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _read_yaml_scalars(path: Path) -> dict[str, str]:
-    """Top-level ``key: value`` scalars of a flat YAML file (no YAML library needed)."""
-    out: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return out
-    for line in text.splitlines():
-        m = re.match(r"^([A-Za-z_][\w.-]*):\s*(.*?)\s*$", line)
-        if m and m.group(2) and not m.group(2).startswith(("#", "|", ">")):
-            value = m.group(2)
-            if not value.startswith(("'", '"')):
-                value = re.sub(r"\s+#.*$", "", value)  # an inline comment
-            out[m.group(1)] = value.strip("'\"")
-    return out
+    return runfiles.load_json(path, memo=memo)[0]
 
 
 def kind_of_train_type(value: object) -> Kind | None:
@@ -149,6 +104,8 @@ class RunArgs:
     args: dict[str, Any] | None = None
     yaml_path: Path | None = None
     yaml: dict[str, str] | None = None
+    # Run files that are there but could not be read or used (each becomes a finding).
+    problems: tuple[runfiles.Problem, ...] = ()
 
     @property
     def model(self) -> str | None:
@@ -197,23 +154,35 @@ def find_run_args(
     stop_parent = stop.parent if stop is not None else None
     for _ in range(levels + 1):
         known = listed.get(str(current)) if listed is not None else None
+        shown = os.path.relpath(current, directory)
         if run.args is None and (known is None or "args.json" in known):
-            args = read_json(current / "args.json", memo)
+            args, problem = runfiles.load_json(
+                current / "args.json", _shown(shown, "args.json"), memo
+            )
             if args is not None:
                 run.args_path, run.args = current / "args.json", args
-        if (
-            run.yaml is None
-            and (known is None or "training_args.yaml" in known)
-            and (current / "training_args.yaml").is_file()
-        ):
-            run.yaml_path = current / "training_args.yaml"
-            run.yaml = _read_yaml_scalars(run.yaml_path)
-        if run.args is not None or run.yaml is not None:
+                run.problems += tuple(runfiles.args_problems(_shown(shown, "args.json"), args))
+            elif problem is not None:
+                run.problems += (problem,)
+        if run.yaml is None and (known is None or "training_args.yaml" in known):
+            path = current / "training_args.yaml"
+            yaml, problem = runfiles.load_yaml_scalars(path)
+            if yaml is not None:
+                run.yaml_path, run.yaml = path, yaml
+            elif problem is not None:
+                run.problems += (runfiles.Problem(
+                    _shown(shown, "training_args.yaml"), problem.code, problem.reason),)
+        if run.args is not None or run.yaml is not None or run.problems:
             break
         if current.parent == current or current == stop_parent or current.parent == stop_parent:
             break
         current = current.parent
     return run
+
+
+def _shown(relative: str, name: str) -> str:
+    """A run file as a report names it: relative to the checkpoint (``../args.json``)."""
+    return name if relative == "." else f"{relative}/{name}"
 
 
 def hf_cache_dirs() -> list[Path]:
@@ -243,7 +212,7 @@ def resolve_model(reference: str, relative_to: Path) -> Path | None:
         tries = [base / candidate for base in [relative_to, *relative_to.parents][:8]]
         tries.append(Path.cwd() / candidate)
     for path in tries:
-        if path.is_dir():
+        if os.path.isdir(path):  # False, not an error, where a parent cannot be searched
             return path
     if reference.count("/") == 1 and not reference.startswith((".", "/")):
         org, name = reference.split("/")
@@ -251,7 +220,7 @@ def resolve_model(reference: str, relative_to: Path) -> Path | None:
             snapshots = cache / f"models--{org}--{name}" / "snapshots"
             try:
                 found = sorted(
-                    (p for p in snapshots.iterdir() if (p / "config.json").exists()),
+                    (p for p in snapshots.iterdir() if os.path.exists(p / "config.json")),
                     key=lambda p: p.stat().st_mtime,
                     reverse=True,
                 )
@@ -260,7 +229,7 @@ def resolve_model(reference: str, relative_to: Path) -> Path | None:
             if found:
                 return found[0]
         for path in modelscope_dirs(org, name):
-            if (path / "config.json").exists():
+            if os.path.exists(path / "config.json"):
                 return path
     return None
 

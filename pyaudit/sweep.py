@@ -23,7 +23,7 @@ from pyaudit.data import DataResult
 from pyaudit.data import verify_data as verify_data_files
 from pyaudit.discover import CheckpointDir, discover
 from pyaudit.expected import Expected, base_expectation
-from pyaudit.headers import Header, read_headers
+from pyaudit.headers import CACHED_READ, Header, read_headers, reading_threads
 from pyaudit.runs import PREFETCH_BYTES
 
 BATCH_FILES = 512  # headers per native batch: enough to keep the threads busy
@@ -158,7 +158,7 @@ class _Threads:
     cachestat, reading took little more than CPU time (~20 us a file; from disk, longer).
     """
 
-    CACHED_READ = 100e-6  # thread-seconds a file, below which a batch was read from memory
+    CACHED_READ = CACHED_READ  # thread-seconds a file, below which a batch was read from memory
 
     def __init__(self, jobs: int | None) -> None:
         self.fixed = jobs
@@ -171,11 +171,10 @@ class _Threads:
     def saw(self, ahead: _Ahead) -> list[_Read]:
         reads = ahead.result()
         if self.fixed is None and ahead.files:
-            if _core.cachestat_supported():
-                warm = ahead.from_page_cache >= 0.9 * ahead.files
-            else:
-                warm = ahead.seconds_per_file < self.CACHED_READ
-            self.current = max(1, self.cores - 1) if warm else min(16, 4 * self.cores)
+            # The audit keeps a core of its own when reading is CPU work.
+            self.current = reading_threads(
+                ahead.files, ahead.from_page_cache, ahead.seconds_per_file, spare=1
+            )
         return reads
 
 

@@ -19,3 +19,13 @@ def human_shape(shape: tuple[int, ...] | list[int] | None) -> str:
     if shape is None:
         return "?"
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """'1 checkpoint', '2 checkpoints', '1,024 tensors'."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
+
+
+def noun(n: int, singular: str, plural_form: str | None = None) -> str:
+    """The noun alone, as ``n`` takes it: 'tensor' for 1, else 'tensors'."""
+    return singular if n == 1 else plural_form or singular + "s"

@@ -273,8 +273,8 @@ def test_html_into_missing_directory_is_a_usage_error(
 
 def test_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
-    rc, out, _ = run(capsys, tmp_path / "empty", "--markdown", "--html", tmp_path / "r.html")
-    assert rc == 0
+    rc, out, err = run(capsys, tmp_path / "empty", "--markdown", "--html", tmp_path / "r.html")
+    assert rc == 2 and "no checkpoints found" in err  # nothing audited is not a pass
     assert "No checkpoints found." in out
     page = parse((tmp_path / "r.html").read_text(encoding="utf-8"))
     assert page.rows == [] and "No checkpoints found." in "".join(page.text)
@@ -351,7 +351,7 @@ def test_markdown_demo_store(demo_store: Path, capsys: pytest.CaptureFixture[str
         t = ckpt["tensors"]
         assert tensors == f"{t['found']} / {t['expected']}"
         assert size == bytes_pair(ckpt["bytes"]["found"], ckpt["bytes"]["expected"])
-    assert "0.00 KB of 45.50 KB" in out  # zero3: the terminal table's wording
+    assert "0 B of 45.50 KB" in out  # zero3: the terminal table's wording
     # findings of the checkpoints that need attention, as a list below the table
     below = out.split("#### Findings", 1)[1]
     for code in ("shard-truncated", "intent-mismatch", "empty-tensors", "dtype-drift"):
@@ -435,5 +435,5 @@ def test_scan_json_one_checkpoint_a_line(
     assert len(rows) == len(doc["checkpoints"]) > 3
     assert [json.loads(r.rstrip(",")) for r in rows] == doc["checkpoints"]
     (tmp_path / "empty").mkdir()
-    rc, out, _ = run(capsys, tmp_path / "empty", "--json")
-    assert rc == 0 and json.loads(out)["checkpoints"] == []
+    rc, out, err = run(capsys, tmp_path / "empty", "--json")
+    assert rc == 2 and json.loads(out)["checkpoints"] == [] and "no checkpoints found" in err

@@ -40,7 +40,7 @@ class AuditCache:
     def __init__(self, fast: bool = True, size: int = TABLE_SIZE) -> None:
         self.fast = fast
         # Run files (config, index, adapter config, args), parsed once per content.
-        self.json: LRU[dict[str, Any] | None] = LRU(4 * size)
+        self.json: LRU[dict[str, Any] | str] = LRU(4 * size)  # a document, or why not
         # What to expect: per config object handed out by ``json``, per config content,
         # and per (config, names) asked of the transformers oracle.
         self.expected_by_object: LRU[Expected] = LRU(size)

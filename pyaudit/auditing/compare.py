@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from pyaudit.expected import Expected, LayoutTensors
 from pyaudit.findings import Bytes, Finding, Message, Shape, finding
+from pyaudit.units import noun, plural
 
 
 class Found(NamedTuple):
@@ -217,7 +218,8 @@ def compare_full(
         findings.append(
             finding(
                 "mixed-layout",
-                f"{len(other_names)} tensors are named in the {other_layouts} layout beside "
+                f"{plural(len(other_names), 'tensor is', 'tensors are')} named in the "
+                f"{other_layouts} layout beside "
                 f"{len(normalised) - len(other_names)} in the {layout.name} layout "
                 f"(e.g. {_example_list(sorted(other_names), 2)}): two naming conventions of "
                 "one family in one checkpoint (files from two transformers versions mixed?)",
@@ -274,11 +276,12 @@ def compare_full(
             finding(
                 "empty-tensors",
                 Message.of(
-                    "{count} tensors saved with zero elements where the model needs them "
+                    "{count} {tensors} saved with zero elements where the model needs them "
                     "(e.g. {name}: shape {shape}, expected {want}): DeepSpeed ZeRO-3 partitions "
                     "saved without gathering. Set `stage3_gather_16bit_weights_on_model_save: "
                     "true` or rebuild the weights with zero_to_fp32.py.",
                     count=len(empty),
+                    tensors=noun(len(empty), "tensor"),
                     name=empty[0],
                     shape=Shape(normalised[empty[0]].shape),
                     want=Shape(expected_names[empty[0]].shape or ()),
@@ -297,9 +300,12 @@ def compare_full(
             finding(
                 "shape-mismatch",
                 Message.of(
-                    "{count} tensors differ in shape from what {source} implies: "
+                    "{count} {tensors} from what {source} implies: "
                     + "; ".join(f"{{name{i}}}: {{shape{i}}}, expected {{want{i}}}" for i in range(len(sample))),
                     count=len(shape_bad),
+                    tensors=noun(
+                        len(shape_bad), "tensor differs in shape", "tensors differ in shape"
+                    ),
                     source=expected.source,
                     **examples,
                 ),
@@ -319,8 +325,9 @@ def compare_full(
             finding(
                 "dtype-drift",
                 Message.of(
-                    "{count} tensors are {dtype} where " + source + ": " + effect,
+                    "{count} {tensors} {dtype} where " + source + ": " + effect,
                     count=len(names),
+                    tensors=noun(len(names), "tensor is", "tensors are"),
                     dtype=got_dtype,
                     want_dtype=want_dtype,
                     found=Bytes(found_bytes),
@@ -356,8 +363,9 @@ def compare_full(
             finding(
                 "unexpected-tensors",
                 Message.of(
-                    "{count} tensors that {source} does not know ({size}): {shown}",
+                    "{count} {tensors} that {source} does not know ({size}): {shown}",
                     count=len(unexpected),
+                    tensors=noun(len(unexpected), "tensor"),
                     source=expected.source,
                     size=Bytes(sum(normalised[n].nbytes for n in unexpected)),
                     shown=shown,

@@ -16,8 +16,8 @@ from pyaudit import _core
 from pyaudit import expected as expect_mod
 from pyaudit.adapters import check_adapter
 from pyaudit.auditing import match, structure
-from pyaudit.auditing.compare import Comparison, Found, compare_full, is_peft_tensor
 from pyaudit.auditing.cache import AuditCache
+from pyaudit.auditing.compare import Comparison, Found, compare_full, is_peft_tensor
 from pyaudit.auditing.results import AuditOptions, CheckpointReport, Counts
 from pyaudit.auditing.structure import Contents, is_adapter_file
 from pyaudit.data import DataResult, data_findings
@@ -26,8 +26,11 @@ from pyaudit.expected import Expected, ManifestUnavailable, expectation_for
 from pyaudit.findings import Bytes, Finding, Message, finding, status_of
 from pyaudit.headers import Header
 from pyaudit.intent import check_intent, declared
+from pyaudit.manifest import model_type_of
 from pyaudit.memo import Identity
-from pyaudit.runs import Declared, find_run_args, read_json, read_run_file
+from pyaudit.runfiles import Problem, adapter_config_problems, config_problems, findings_of
+from pyaudit.runs import Declared, find_run_args, read_json
+from pyaudit.units import noun, plural
 
 
 def audit_checkpoint(
@@ -49,6 +52,11 @@ def audit_checkpoint(
     fresh one, nothing shared)."""
     if cache is None:
         cache = AuditCache(fast=options.fast_path)
+    if ckpt.unlisted is not None:  # a directory that could not be searched
+        unlisted = (finding("unreadable", f"directory {ckpt.display}: {ckpt.unlisted}"),)
+        return CheckpointReport(
+            path=ckpt.display, status=status_of(unlisted, options.fail_on), findings=unlisted
+        )
     findings: list[Finding] = []
     kind = "unknown"
     model_type: str | None = None
@@ -56,23 +64,27 @@ def audit_checkpoint(
     tensors: dict[str, int | None] = {"found": 0, "expected": None, "missing": 0, "unexpected": 0}
     sizes: dict[str, int | None] = {"found": 0, "expected": None}
 
-    # The run's own files.
+    # The run's own files; what could not be read or used in them, each a finding.
     known = digests or {}
+    problems: list[Problem] = []
     config = (
-        read_run_file(ckpt.path, "config.json", known.get("config.json"), cache.json)
+        structure.load_run_file(ckpt, "config.json", known, cache, problems, config_problems)
         if ckpt.has_config
         else None
     )
     adapter_config = (
-        read_run_file(ckpt.path, "adapter_config.json", known.get("adapter_config.json"), cache.json)
+        structure.load_run_file(
+            ckpt, "adapter_config.json", known, cache, problems, adapter_config_problems
+        )
         if ckpt.has_adapter_config
         else None
     )
     run = find_run_args(ckpt.path, ckpt.scan_root, listed=ckpt.listed_run_files, memo=cache.json)
+    problems.extend(run.problems)
 
     # Structure: the weight files, the index against them.
     keys = {n: structure.file_key(n, headers[n]) for n in ckpt.safetensors}
-    index_doc = structure.index_doc(ckpt, known, cache)
+    index_doc = structure.index_doc(ckpt, known, cache, problems)
     indexed = structure.indexed_files(index_doc, cache)
     strays = (
         {n for n in ckpt.safetensors if not is_adapter_file(n) and n not in indexed}
@@ -105,6 +117,12 @@ def audit_checkpoint(
         model_type = expected.model_type or model_type
         tensors["expected"] = len(expected.default.tensors)
         sizes["expected"] = expected.total_bytes
+    if base_expected is not None and config is not None:
+        # --base: the report's model is the checkpoint's own, and another family is a finding.
+        own = model_type_of(config)
+        model_type = own or model_type
+        findings += _base_family(own, base_expected, options)
+    findings += findings_of(problems)
 
     # What kind of checkpoint it is. A checkpoint the native match finds exactly as
     # expected holds no PEFT names: the clean comparison settles its kind without a
@@ -233,8 +251,9 @@ def _adapter_only(
     return finding(
         "adapter-only",
         Message.of(
-            "adapter weights only ({count} tensors, {size})" + base,
+            "adapter weights only ({count} {tensors}, {size})" + base,
             count=len(adapter_tensors),
+            tensors=noun(len(adapter_tensors), "tensor"),
             size=Bytes(contents.found_bytes),
             **values,
         ),
@@ -331,12 +350,13 @@ def _no_weights_message(ckpt: CheckpointDir) -> str:
         )
     if ckpt.fsdp_files:
         there.append(
-            f"{len(ckpt.fsdp_files)} FSDP sharded-state files (*.distcp) — consolidate with "
+            f"{plural(len(ckpt.fsdp_files), 'FSDP sharded-state file')} (*.distcp) — "
+            "consolidate with "
             "`accelerate merge-weights` or torch.distributed.checkpoint.format_utils.dcp_to_torch_save"
         )
     if not there:
-        shown = ", ".join((ckpt.run_files + ckpt.other_files)[:8]) or "nothing else"
-        there.append(f"holds only {shown}")
+        held = ckpt.run_files + ckpt.other_files
+        there.append(f"holds only {', '.join(held[:8])}" if held else "holds nothing else")
     lead = "config.json but no weight files: " if ckpt.has_config else "no weight files: "
     return lead + "; ".join(there)
 
@@ -355,7 +375,14 @@ def _bin_findings(
             names.extend(index["weight_map"])
             absent = sorted({f for f in index["weight_map"].values() if isinstance(f, str) and not (ckpt.path / f).exists()})
             if absent:
-                out.append(finding("shard-missing", f"{index_name} names {len(absent)} missing shard(s): {', '.join(absent[:5])}", count=len(absent)))
+                shards = plural(len(absent), "missing shard")
+                out.append(
+                    finding(
+                        "shard-missing",
+                        f"{index_name} names {shards}: {', '.join(absent[:5])}",
+                        count=len(absent),
+                    )
+                )
     if kind == "unknown" and (ckpt.bin_weights or names):
         kind = "full" if not all(n.startswith("adapter_model") for n in ckpt.bin_weights) else "adapter"
         tensors["found"] = len(names) or None
@@ -364,13 +391,54 @@ def _bin_findings(
         missing = [n for n in expected.default.tensors if n not in have]
         tensors["missing"] = len(missing)
         if missing:
-            out.append(finding("base-weights-missing", f"{len(missing)} of {len(expected.default.tensors)} base tensors are not named by the .bin index", tensors=missing))
+            of = plural(len(expected.default.tensors), "base tensor")
+            verb = "is" if len(missing) == 1 else "are"
+            out.append(
+                finding(
+                    "base-weights-missing",
+                    f"{len(missing)} of {of} {verb} not named by the .bin index",
+                    tensors=missing,
+                )
+            )
+    files = (
+        f"{plural(len(ckpt.bin_weights), 'pickled .bin weight file')} "
+        f"({', '.join(ckpt.bin_weights[:3])})"
+    )
+    checked = (
+        "tensor names checked from the index only"
+        if names
+        else "no index: not even tensor names checked"
+    )
+    if not ckpt.safetensors:
+        # No weights in a format pyaudit reads: nothing of them was verified, so no PASS.
+        out.append(
+            finding(
+                "weights-unverified",
+                f"{files} and no weights in a format pyaudit reads: {checked}, shapes, dtypes "
+                "and sizes not verified (pyaudit never unpickles); convert to safetensors "
+                "for a full audit",
+            )
+        )
+        return out, kind
     out.append(
         finding(
             "shapes-unverified",
-            f"{len(ckpt.bin_weights)} pickled .bin weight file(s) ({', '.join(ckpt.bin_weights[:3])}): "
-            "tensor names checked from the index only, shapes and dtypes not verified (pyaudit "
-            "never unpickles); convert to safetensors for a full audit",
+            f"{files} beside the .safetensors weights: {checked}, shapes and dtypes not "
+            "verified (pyaudit never unpickles)",
         )
     )
     return out, kind
+
+
+def _base_family(own: str | None, base: Expected, options: AuditOptions) -> list[Finding]:
+    """``--base`` of another family than the checkpoint's own config.json names: every
+    tensor would be 'missing' or 'unexpected'; say what is wrong instead."""
+    if own is None or base.model_type is None or base.model_type == own:
+        return []
+    return [
+        finding(
+            "base-mismatch",
+            f"--base {options.base} is a {base.model_type} model but this checkpoint's "
+            f"config.json says {own}: its tensors are held against another family's",
+        )
+    ]

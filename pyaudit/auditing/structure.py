@@ -6,11 +6,12 @@ and the numbering of its shards. Findings out, over the headers the core read.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from pyaudit import runs
 from pyaudit.auditing import match
 from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.compare import Found, is_peft_tensor
@@ -19,7 +20,8 @@ from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Finding, finding
 from pyaudit.headers import Header
 from pyaudit.memo import Identity
-from pyaudit.runs import read_run_file
+from pyaudit.runfiles import Problem, index_problems
+from pyaudit.units import plural
 
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.safetensors$")
 TRUNCATION_RULES = {"data-truncated", "trailing-bytes", "header-truncated", "too-small"}
@@ -244,7 +246,8 @@ def collect(
         contents.findings.append(
             finding(
                 "index-mismatch",
-                f"{len(duplicates)} tensors are stored in more than one file "
+                f"{plural(len(duplicates), 'tensor is', 'tensors are')} stored in more than "
+                "one file "
                 f"(e.g. {duplicates[0]}): which copy loads depends on file order",
                 tensors=duplicates,
             )
@@ -288,8 +291,9 @@ def _check_index(
         findings.append(
             finding(
                 "shard-missing",
-                f"{index_name} names {len(absent)} shard(s) that are not there: "
-                f"{', '.join(absent[:5])} ({len(lost)} tensors)",
+                f"{index_name} names {plural(len(absent), 'shard')} that "
+                f"{'is' if len(absent) == 1 else 'are'} not there: "
+                f"{', '.join(absent[:5])} ({plural(len(lost), 'tensor')})",
                 tensors=lost,
                 count=len(lost),
             )
@@ -320,7 +324,8 @@ def _check_index(
         findings.append(
             finding(
                 "index-mismatch",
-                f"{len(misplaced)} tensors the index places in a shard are not in it "
+                f"{plural(len(misplaced), 'tensor')} the index places in a shard "
+                f"{'is' if len(misplaced) == 1 else 'are'} not in it "
                 f"(e.g. {first} -> {weight_map[first]}{where})",
                 tensors=misplaced,
             )
@@ -329,7 +334,8 @@ def _check_index(
         findings.append(
             finding(
                 "index-mismatch",
-                f"{len(unlisted)} tensors held by shards are not listed (for that shard) in "
+                f"{plural(len(unlisted), 'tensor')} held by shards "
+                f"{'is' if len(unlisted) == 1 else 'are'} not listed (for that shard) in "
                 f"{index_name} (e.g. {unlisted[0]})",
                 tensors=unlisted,
             )
@@ -373,13 +379,36 @@ def _check_index(
 
 
 def index_doc(
-    ckpt: CheckpointDir, known: Mapping[str, tuple[int, int] | None], cache: AuditCache
+    ckpt: CheckpointDir,
+    known: Mapping[str, tuple[int, int] | None],
+    cache: AuditCache,
+    problems: list[Problem],
 ) -> dict[str, Any] | None:
-    """The weights index (:func:`weights_index`) as parsed JSON (shared: never mutated)."""
+    """The weights index (:func:`weights_index`) as parsed JSON (shared: never mutated);
+    why it could not be read (or what in it is of the wrong type) added to ``problems``."""
     name = weights_index(ckpt)
     if name is None:
         return None
-    return read_run_file(ckpt.path, name, known.get(name), memo=cache.json)
+    return load_run_file(ckpt, name, known, cache, problems, index_problems)
+
+
+def load_run_file(
+    ckpt: CheckpointDir,
+    name: str,
+    known: Mapping[str, tuple[int, int] | None],
+    cache: AuditCache,
+    problems: list[Problem],
+    check: Callable[[str, dict[str, Any]], list[Problem]],
+) -> dict[str, Any] | None:
+    """A run file of the checkpoint (``known``: digests a sweep's reading threads took);
+    why it could not be used, and what ``check`` finds in it, added to ``problems`` (each
+    becomes a finding naming the file)."""
+    doc, problem = runs.load_run_file(ckpt.path, name, known.get(name), memo=cache.json)
+    if problem is not None:
+        problems.append(problem)
+    elif doc is not None:
+        problems.extend(check(name, doc))
+    return doc
 
 
 def check_index(

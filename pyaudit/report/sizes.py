@@ -3,6 +3,6 @@ use: :mod:`pyaudit.units`)."""
 
 from __future__ import annotations
 
-from pyaudit.units import human_bytes, human_shape
+from pyaudit.units import human_bytes, human_shape, plural
 
-__all__ = ["human_bytes", "human_shape"]
+__all__ = ["human_bytes", "human_shape", "plural"]

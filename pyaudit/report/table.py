@@ -8,7 +8,7 @@ from rich.text import Text
 
 from pyaudit.auditing.results import CheckpointReport
 from pyaudit.findings import worst_first
-from pyaudit.report.sizes import human_bytes
+from pyaudit.report.sizes import human_bytes, plural
 
 STATUS_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
@@ -23,19 +23,42 @@ def bytes_pair(found: int | None, expected: int | None) -> str:
         if expected >= s:
             unit, scale = u, s
             break
-    if unit == "B":
-        return f"{found or 0} B of {expected} B"
-    return f"{(found or 0) / scale:.2f} {unit} of {expected / scale:.2f} {unit}"
+    if unit == "B" or not found:
+        return f"{found or 0} B of {human_bytes(expected)}"
+    return f"{found / scale:.2f} {unit} of {expected / scale:.2f} {unit}"
 
 
 def tensors_pair(report: CheckpointReport) -> str:
     found, expected = report.tensors["found"], report.tensors["expected"]
+    shown = "?" if found is None else f"{found}"
     if expected is None:
-        return f"{found}"
-    return f"{found} / {expected}"
+        return shown
+    return f"{shown} / {expected}"
 
 
-def print_scan(reports: list[CheckpointReport], summary: dict[str, object], console: Console) -> None:
+#: Passing checkpoints listed before the rest are collapsed into one line (``--all`` lists
+#: them all): a store of 20,000 shows what matters, not 20,000 PASS rows.
+SCREENFUL = 20
+
+
+def keep_for_table(report: CheckpointReport, passes_kept: int, show_all: bool) -> bool:
+    """Whether the terminal report needs ``report`` (a sweep keeps no other: memory stays
+    flat however many pass): every checkpoint that is not PASS, the first SCREENFUL
+    passing ones, or all with ``show_all``."""
+    return show_all or report.status != "pass" or passes_kept < SCREENFUL
+
+
+def print_scan(
+    reports: list[CheckpointReport],
+    summary: dict[str, object],
+    console: Console,
+    show_all: bool = False,
+) -> None:
+    """The summary; a row per checkpoint, those that are not PASS first and passing ones
+    collapsed past a screenful (unless ``show_all``); then what is wrong with each and why.
+    ``reports`` may hold only what :func:`keep_for_table` kept: the summary has the counts."""
+    console.print(_summary_line(summary))
+    console.print()
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     table.add_column("status")
     table.add_column("checkpoint", overflow="fold")
@@ -43,7 +66,9 @@ def print_scan(reports: list[CheckpointReport], summary: dict[str, object], cons
     table.add_column("model")
     table.add_column("tensors", justify="right")
     table.add_column("size", justify="right")
-    for r in reports:
+    passing = [r for r in reports if r.status == "pass"]
+    listed = passing if show_all else passing[:SCREENFUL]
+    for r in [r for r in reports if r.status != "pass"] + listed:
         table.add_row(
             Text(r.status.upper(), style=STATUS_STYLE.get(r.status, "")),
             r.path,
@@ -53,6 +78,11 @@ def print_scan(reports: list[CheckpointReport], summary: dict[str, object], cons
             bytes_pair(r.bytes["found"], r.bytes["expected"]),
         )
     console.print(table)
+    passed = summary.get("pass")
+    hidden = (passed if isinstance(passed, int) else len(passing)) - len(listed)
+    if hidden > 0:
+        more = "more passing checkpoint" + ("s" if hidden != 1 else "")
+        console.print(Text(f"PASS    ... {hidden:,} {more} (--all lists them)", style="dim"))
     for r in reports:
         shown = [f for f in r.findings if f.severity != "info" or r.status != "pass"]
         if r.status == "pass" or not shown:
@@ -79,7 +109,8 @@ def print_scan(reports: list[CheckpointReport], summary: dict[str, object], cons
 
 
 def _summary_line(summary: dict[str, object]) -> Text:
-    text = Text(f"{summary['checkpoints']} checkpoints: ")
+    n = summary["checkpoints"]
+    text = Text(f"{plural(n, 'checkpoint') if isinstance(n, int) else n}: ")
     text.append(f"{summary['pass']} pass", style="green")
     text.append(", ")
     text.append(f"{summary['warn']} warn", style="yellow")

@@ -104,11 +104,13 @@ def test_bin_weights_are_named_not_unpickled(tmp_path: Path, qwen3: Any, scan: A
     (ckpt / shards[1]).write_bytes(b"\x00garbage, not a pickle at all\xff" * 10)
     rc, report = scan.one(ckpt)
     assert not marker.exists()
-    assert rc == 0 and report["status"] == "pass" and report["kind"] == "full"
-    assert scan.codes(report) == ["shapes-unverified"]
-    f = scan.the(report, "shapes-unverified")
-    assert f["severity"] == "info"
-    assert "2 pickled .bin weight file(s)" in f["message"] and "never unpickles" in f["message"]
+    # Names are checked against the index; nothing else of the weights was: not a PASS.
+    assert rc == 1 and report["status"] == "fail" and report["kind"] == "full"
+    assert scan.codes(report) == ["weights-unverified"]
+    f = scan.the(report, "weights-unverified")
+    assert f["severity"] == "error"
+    assert "2 pickled .bin weight files" in f["message"] and "never unpickles" in f["message"]
+    assert "tensor names checked from the index only" in f["message"]
     assert report["tensors"]["found"] == 24 and report["tensors"]["missing"] == 0
 
     # A name the model needs that the .bin index lacks is still caught.

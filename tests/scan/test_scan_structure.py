@@ -224,7 +224,7 @@ def test_index_names_an_absent_shard(ckpt: Path, scan: Any) -> None:
     assert f["severity"] == "error" and f["count"] == len(lost)
     assert sorted(f["tensors"]) == lost
     assert (
-        f"{INDEX} names 1 shard(s) that are not there: {SHARDS[1]} ({len(lost)} tensors)"
+        f"{INDEX} names 1 shard that is not there: {SHARDS[1]} ({len(lost)} tensors)"
         == f["message"]
     )
     assert report["tensors"]["missing"] == len(lost)
@@ -282,7 +282,7 @@ def test_shard_holds_an_unlisted_tensor(ckpt: Path, scan: Any) -> None:
     assert scan.codes(report) == ["index-mismatch"]
     f = scan.the(report, "index-mismatch")
     assert f["tensors"] == ["model.norm.weight"]
-    assert "1 tensors held by shards are not listed" in f["message"] and INDEX in f["message"]
+    assert "1 tensor held by shards is not listed" in f["message"] and INDEX in f["message"]
 
 
 def test_total_size_wrong(ckpt: Path, scan: Any) -> None:
@@ -378,7 +378,7 @@ def test_dangling_symlink_is_a_finding_not_a_traceback(ckpt: Path, scan: Any) ->
     [
         ('{"weight_map": ', "is not a readable index (no weight_map object)"),
         ("[1, 2]", "is not a readable index (no weight_map object)"),
-        (None, "1 tensors held by shards are not listed"),
+        (None, "1 tensor held by shards is not listed"),
     ],
 )
 def test_malformed_index_is_a_finding_not_a_traceback(
