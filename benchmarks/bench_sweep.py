@@ -10,7 +10,7 @@ assignment from the real index in tests/data/models) and copied with
 
 - ``same``: every checkpoint's shard headers are byte-identical, as in a real run
   (same writer, same model). pyaudit memoises what it derives from a header
-  (pyaudit/memo.py), so this is its memoised rate.
+  (pyaudit/auditing/cache.py), so this is its memoised rate.
 - ``unique``: each checkpoint's headers differ (``__metadata__`` carries its step,
   ``{"format":"pt","step":"00000100"}``), so no header is seen twice: the un-memoised
   rate. The index and config.json stay identical (as in a real run).

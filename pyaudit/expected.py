@@ -300,13 +300,15 @@ def expectation_for(
             except ManifestUnavailable as e:
                 unavailable = ManifestUnavailable(e.model_type, f"{unavailable}; {e}")
     # The model the run's own files name, found locally.
-    references = []
-    if adapter_config and isinstance(adapter_config.get("base_model_name_or_path"), str):
-        references.append(("adapter_config.json base_model_name_or_path", adapter_config["base_model_name_or_path"]))
+    references: list[tuple[str, str]] = []
+    base_ref = adapter_config.get("base_model_name_or_path") if adapter_config else None
+    if isinstance(base_ref, str):
+        references.append(("adapter_config.json base_model_name_or_path", base_ref))
     if run.model:
-        references.append((f"{run.args_path.name if run.args_path else 'run args'} model", run.model))
+        args_name = run.args_path.name if run.args_path else "run args"
+        references.append((f"{args_name} model", run.model))
     if unavailable is None and config is None:
-        for what, ref in references:
+        for _, ref in references:
             path = resolve_model(ref, ckpt.path)
             if path is None:
                 continue

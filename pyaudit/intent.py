@@ -33,8 +33,9 @@ def lora_origin(run: RunArgs, ckpt: CheckpointDir) -> str | None:
         return None
     load_args = run.args.get("load_args")
     merged = model_dir.name.endswith("-merged")
+    carrier = "an ms-swift -merged export that carries" if merged else "a directory with"
     how = (
-        f"model={run.model} is {'an ms-swift -merged export that carries' if merged else 'a directory with'} "
+        f"model={run.model} is {carrier} "
         f"the args.json of a train_type={parent_type} run"
     )
     if load_args in (True, None, "true", "True"):
@@ -105,7 +106,9 @@ def check_intent(
         findings.append(finding("intent-mismatch", Message.of(template, **values)))
     elif declared.kind == "adapter" and kind == "full":
         if ckpt.path.name.endswith("-merged") and declared.source != "--expect":
-            return Intent(declared.describe())  # an ms-swift merged export: full weights under the adapter run's args
+            return Intent(
+                declared.describe()
+            )  # an ms-swift merged export: full weights under the adapter run's args
         findings.append(
             finding(
                 "intent-mismatch",

@@ -316,7 +316,7 @@ def compare_full(
         found_bytes, want_bytes = drift_bytes[(got_dtype, want_dtype)]
         ratio = found_bytes / want_bytes if want_bytes else float("nan")
         effect = (
-            f"{ratio:.1f}× {'larger' if ratio > 1 else 'smaller'} ({{found}} instead of {{want}})"
+            f"{ratio:.1f}× {'larger' if ratio > 1 else 'smaller'} ({{found}} instead of {{want}})"  # noqa: RUF001
             if want_bytes and ratio != 1
             else "same size"
         )

@@ -5,7 +5,8 @@ native core can say so from counts alone (every tensor known, every expected ten
 no dtype or shape differs, no name repeated, every shard holding exactly what the index
 places in it) without one Python object per tensor. These functions answer only "clean"
 or "look closer" (None / False): whatever is not clean goes to the reference path
-(:func:`pyaudit.auditing.compare.compare_full`, :func:`pyaudit.auditing.structure.check_index`), which finds and
+(:func:`pyaudit.auditing.compare.compare_full`,
+:func:`pyaudit.auditing.structure.check_index`), which finds and
 explains it. So the fast path can skip work, never change a finding; the test suite holds
 every report made with it against the same report made without it (``AuditCache(fast=False)``).
 
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyaudit import _core
+from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.compare import BASE_LAYER, INNER_WRAPPER, Comparison, is_peft_tensor
 from pyaudit.expected import Expected, LayoutTensors
-from pyaudit.auditing.cache import AuditCache
 from pyaudit.headers import Header
 from pyaudit.memo import Identity
 
