@@ -690,7 +690,15 @@ class _Scan:
                 name = posixpath.relpath(rel, here)
                 extra.append(finding("unreadable", f"{name}: cannot read: {why}"))
         if extra:
-            findings = (*report.findings, *extra)
+            # A run file that could not be fetched stands in the mirror as an empty placeholder,
+            # which the audit then calls invalid: one finding (unreadable) says what happened.
+            unread = tuple(f"{f.message.split(': cannot read: ')[0]}: " for f in extra)
+            kept = (
+                f
+                for f in report.findings
+                if not (f.code == "invalid-file" and f.message.startswith(unread))
+            )
+            findings = (*kept, *extra)
             status = status_of(findings, options.fail_on)
             report = dataclasses.replace(report, findings=findings, status=status)
         for rel, _ in pending.indexes:  # index files can be MBs: not kept past their audit

@@ -541,7 +541,8 @@ _PROBE = textwrap.dedent(
 
 
 def probe(path: Path) -> dict[str, Any]:
-    """read_header in a fresh process: the rule, the time, how far the peak RSS rose."""
+    """read_header in a fresh process: the rule, the time, how far the peak RSS rose. A hang
+    fails through the timeout; time is reported, never asserted (no timing thresholds)."""
     out = subprocess.run(
         [sys.executable, "-c", _PROBE, str(path)],
         capture_output=True,
@@ -575,7 +576,6 @@ def test_hostile_small_files(stkit: Any, name: str, blob: bytes, rule: str) -> N
         blob = stkit.pack(blob)
     result = probe(stkit.write(blob, f"{name}.safetensors"))
     assert result["rule"] == rule, result
-    assert result["seconds"] < 1.0, result
     assert result["grew"] < 8 * MB, result
 
 
@@ -587,7 +587,6 @@ def test_hostile_100mb_sparse_header(stkit: Any) -> None:
         f.truncate(8 + 100_000_000)
     result = probe(path)
     assert result["rule"] == "not-json", result
-    assert result["seconds"] < 2.0, result
     # The header is read whole (it is at most 100 MB), nothing beyond that.
     assert result["grew"] < 100_000_000 + 16 * MB, result
     ok, _ = stkit.reference(path)
@@ -625,7 +624,6 @@ def test_hostile_100mb_header_of_dimensions(stkit: Any) -> None:
         path.unlink()
     assert result["rule"] == "extent-mismatch", result
     assert result["reason"].count(",") < 40, result  # the shape is summarised
-    assert result["seconds"] < 5.0, result
     assert result["grew"] < 100_000_000 + 32 * MB, result
 
 
@@ -644,7 +642,6 @@ def test_hostile_100mb_of_garbage(stkit: Any) -> None:
     finally:
         path.unlink()
     assert result["rule"] in {"not-utf8", "not-json"}, result
-    assert result["seconds"] < 2.0, result
     assert result["grew"] < 100_000_000 + 16 * MB, result
 
 
@@ -675,8 +672,7 @@ def test_fifo_directory_and_missing_file_are_io_errors(tmp_path: Path) -> None:
     directory.mkdir()
     missing = tmp_path / "missing.safetensors"
     paths = [str(fifo), str(directory), str(missing)]
-    start = time.perf_counter()
-    # In a child process: a reader that blocks on the FIFO fails the test, not CI.
+    # In a child process: a reader that blocks on the FIFO fails the test (its timeout), not CI.
     out = subprocess.run(
         [sys.executable, "-c", _SPECIAL, *paths],
         capture_output=True,
@@ -684,13 +680,11 @@ def test_fifo_directory_and_missing_file_are_io_errors(tmp_path: Path) -> None:
         timeout=30,
         check=True,
     )
-    assert time.perf_counter() - start < 30
     result = json.loads(out.stdout)
     for path in paths:
-        rule, message, seconds = result[path]
+        rule, message, _seconds = result[path]
         assert rule == "io-error", (path, rule, message)
         assert message.startswith(path) and message.endswith("[io-error]")
-        assert seconds < 1.0
     assert result["batch"] == ["io-error"] * 3
     assert "not a regular file" in result[str(fifo)][1]
     assert "not a regular file" in result[str(directory)][1]
