@@ -18,10 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .derived import derived_model_types, derived_spec
 from .dtypes import DTYPE_BYTES, config_dtype
 from .expr import ExprError, compile_expr
 from .groups import Universe, group_names, group_names_in
-from .interpret import ManifestError, Rec, run_spec
+from .interpret import ManifestError, Rec, run_spec, scope_env
 from .quant import QuantConfigError, apply_quantization, detect_quantization
 from .spec import Layout, Spec
 from .specs import ARCHITECTURES, SPECS
@@ -39,6 +40,7 @@ __all__ = [
     "load_config",
     "manifest_to_json",
     "model_type_of",
+    "spec_of",
     "supported_model_types",
 ]
 
@@ -127,16 +129,36 @@ def model_type_of(config: dict[str, Any]) -> str | None:
 
 
 def supported_model_types() -> list[str]:
-    return sorted(SPECS)
+    """Every model type with a spec: hand-written or derived from transformers."""
+    return sorted(set(SPECS) | set(derived_model_types()))
+
+
+def spec_of(model_type: str) -> Spec | None:
+    """The spec of ``model_type``: the hand-written one where there is one (they know more:
+    older layouts, MTP layers), else the one derived from transformers, else None."""
+    return SPECS.get(model_type) or derived_spec(model_type)
 
 
 def _spec_for(config: dict[str, Any]) -> Spec:
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
     mt = model_type_of(config)
-    spec = SPECS.get(mt) if mt is not None else None
+    spec = spec_of(mt) if mt is not None else None
     if spec is None:
         raise UnknownArchitecture(mt)
+    if spec.origin != "hand-written":
+        archs = config.get("architectures")
+        if (
+            isinstance(archs, list)
+            and archs
+            and isinstance(archs[0], str)
+            and archs[0] not in spec.architectures
+        ):
+            raise UnknownArchitecture(
+                mt,
+                f"{mt}: the spec {spec.origin} describes {', '.join(spec.architectures)}; "
+                f"this config's architecture is {archs[0]}",
+            )
     return spec
 
 
@@ -196,7 +218,9 @@ def build_manifest(config: dict[str, Any], layout: str | None = None) -> Manifes
 
 @lru_cache(maxsize=64)
 def _cached(model_type: str, key: str, layout: str | None) -> Manifest:
-    return _build(SPECS[model_type], json.loads(key), layout)
+    spec = spec_of(model_type)
+    assert spec is not None  # _spec_for found it
+    return _build(spec, json.loads(key), layout)
 
 
 def _copy(m: Manifest) -> Manifest:
@@ -221,6 +245,11 @@ def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manif
             names = ", ".join(lo.name for lo in spec.layouts)
             raise ValueError(f"{spec.model_type}: unknown layout {layout_name!r} (have: {names})")
         lay = found[0]
+    if spec.requires:
+        env = scope_env(config, spec, spec.default_scope)
+        for condition, reason in spec.requires:
+            if not _holds(condition, env):
+                raise UnknownArchitecture(spec.model_type, reason)
     dtype = config_dtype(config)
     records, tied = run_spec(spec, config, dtype)
     if lay.omit:

@@ -23,9 +23,13 @@ Semantics
   (``version("5.24.0.dev0")`` is ``(5, 24, 0)``, comparable with a tuple such as ``(5,)``;
   ``None`` for anything that does not start with a number).
 * Tuples ``a, b`` (used for shapes).
+* Dotted names ``text_config.hidden_size`` read a member of a mapping (a nested config);
+  ``None`` when the value is not a mapping or lacks the member. Nothing else of Python's
+  attribute access is reachable.
 
-Anything else (attribute access, other calls, lambdas, comprehensions, names starting with
-an underscore, ...) is rejected at compile time with :class:`ExprError`.
+Anything else (attribute access on anything but a mapping, other calls, lambdas,
+comprehensions, names starting with an underscore, ...) is rejected at compile time with
+:class:`ExprError`.
 """
 
 from __future__ import annotations
@@ -220,6 +224,17 @@ class _Compiler:
             raise ExprError(name)
         self.names.add(name)
         return lambda env: env.get(name)
+
+    def _c_Attribute(self, node: ast.Attribute) -> _Fn:
+        attr = node.attr
+        _check_name(attr)
+        value = self.compile(node.value)
+
+        def member(env: Env) -> Any:
+            container = value(env)
+            return container.get(attr) if isinstance(container, dict) else None
+
+        return member
 
     def _c_Tuple(self, node: ast.Tuple) -> _Fn:
         items = [self.compile(e) for e in node.elts]

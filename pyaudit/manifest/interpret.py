@@ -74,7 +74,8 @@ def scope_env(
                 f"not {type(part).__name__} {_short(part)}"
             )
         if isinstance(part, dict):
-            env.update(part)
+            for key, value in part.items():
+                env[key] = _merged(env.get(key), value)
             for alias, name in sc.aliases.items():
                 if alias in part and name not in part:
                     env[name] = part[alias]
@@ -84,13 +85,29 @@ def scope_env(
             raise ManifestError(f"{spec.model_type}: scope {scope!r} uses unknown scope {other!r}")
         env[key] = compile_expr(source)(done[other])
     for key, source in sc.let.items():
-        env[key] = compile_expr(source)(env)
+        value = compile_expr(source)(env)
+        head, _, member = key.partition(".")
+        if member:  # a field of a nested config: "text_config.head_dim"
+            nested = env.get(head)
+            env[head] = {**(nested if isinstance(nested, dict) else {}), member: value}
+        else:
+            env[key] = value
     return env
 
 
 def _short(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _merged(default: Any, value: Any) -> Any:
+    """``value`` over ``default``; nested configs (dicts) are merged member by member."""
+    if isinstance(default, dict) and isinstance(value, dict):
+        out = dict(default)
+        for k, v in value.items():
+            out[k] = _merged(out.get(k), v)
+        return out
+    return value
 
 
 class _Walker:
@@ -284,7 +301,7 @@ class _Walker:
         rec = Rec(
             name=name,
             shape=self._shape(t.shape, env, scope, name),
-            dtype=t.dtype or self.dtype,
+            dtype=t.dtype or (t.fp16_dtype if t.fp16_dtype and self.dtype == "F16" else self.dtype),
             section=t.section or section,
             kind=t.kind,
             role=t.role,

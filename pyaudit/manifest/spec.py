@@ -112,6 +112,7 @@ class T:
     shape: str
     when: str | None = None
     dtype: str | None = None  # safetensors dtype override, e.g. "F32"; None = config dtype
+    fp16_dtype: str | None = None  # the dtype when the checkpoint is F16 (fp32-kept modules)
     kind: str | None = None  # quantization role; see module docstring
     tied_to: str | None = None  # when ``when`` is false, this tensor is tied to that one
     optional: bool = False  # may be present or absent (e.g. buffers old versions saved)
@@ -186,3 +187,8 @@ class Spec:
     layouts: tuple[Layout, ...] = (Layout("default"),)
     architectures: tuple[str, ...] = ()
     notes: str = ""
+    #: ``(condition, reason)`` pairs over the default scope: a config for which a condition
+    #: is false is not one this spec describes (an UnknownArchitecture giving the reason).
+    requires: tuple[tuple[str, str], ...] = ()
+    #: where the spec came from ("hand-written", "derived from transformers 5.25.0")
+    origin: str = "hand-written"

@@ -1,0 +1,158 @@
+"""Family specs derived from transformers, read from the data in ``generated/``.
+
+Each ``generated/<model_type>.json`` was written by :mod:`pyaudit.manifest.generate` (which
+needs torch and transformers); reading it needs neither. A file holds the transformers
+version it was derived from, the class whose save it describes (``architecture``), the
+config defaults and fallbacks (``let``) its expressions read, and the tensor entries, in
+the vocabulary of :mod:`pyaudit.manifest.spec`:
+
+``{"name", "shape", "when"?, "dtype"?, "fp16_dtype"?, "tied_to"?, "section"?, "kind"?,
+"module"?, "role"?, "out"?, "in"?}``
+    one tensor (:class:`~pyaudit.manifest.spec.T`); ``kind``/``module``/``out``/``in`` mark
+    the weight and bias of a linear layer for the quantization overlays.
+``{"repeat": var, "count", "start"?, "prefix", "when"?, "tensors": [...]}``
+    a :class:`~pyaudit.manifest.spec.Repeat`.
+
+Files are read on first use of their model type, once.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+from .spec import Entry, Layout, Repeat, Scope, Spec, T
+
+__all__ = [
+    "GENERATED_DIR",
+    "architectures_markdown",
+    "derived_model_types",
+    "derived_spec",
+    "spec_from_data",
+]
+
+GENERATED_DIR = Path(__file__).with_name("generated")
+
+
+@lru_cache(maxsize=1)
+def derived_model_types() -> tuple[str, ...]:
+    """Every model type with a derived spec, sorted."""
+    if not GENERATED_DIR.is_dir():
+        return ()
+    return tuple(sorted(p.stem for p in GENERATED_DIR.glob("*.json")))
+
+
+@cache
+def derived_spec(model_type: str) -> Spec | None:
+    """The derived spec of ``model_type``, or None when there is none."""
+    if model_type not in derived_model_types():
+        return None
+    with (GENERATED_DIR / f"{model_type}.json").open("rb") as f:
+        data = json.load(f)
+    return spec_from_data(data)
+
+
+def _entries(raw: list[dict[str, Any]]) -> list[Entry]:
+    out: list[Entry] = []
+    for e in raw:
+        if "repeat" in e:
+            out.append(
+                Repeat(
+                    var=e["repeat"],
+                    count=e["count"],
+                    tensors=_entries(e["tensors"]),
+                    start=e.get("start", "0"),
+                    prefix=e.get("prefix", ""),
+                    when=e.get("when"),
+                )
+            )
+            continue
+        linear = "module" in e
+        out.append(
+            T(
+                name=e["name"],
+                shape=e["shape"],
+                when=e.get("when"),
+                dtype=e.get("dtype"),
+                fp16_dtype=e.get("fp16_dtype"),
+                kind=e.get("kind"),
+                tied_to=e.get("tied_to"),
+                section=e.get("section"),
+                module=e.get("module") if linear else None,
+                in_features=e.get("in") if linear else None,
+                out_features=e.get("out") if linear else None,
+                role=e.get("role") if linear else None,
+            )
+        )
+    return out
+
+
+def spec_from_data(data: dict[str, Any]) -> Spec:
+    """A :class:`Spec` from one generated file's contents."""
+    model_type = str(data["model_type"])
+    version = data.get("derived_from", {}).get("transformers", "?")
+    requires: list[tuple[str, str]] = []
+    for dotted, value in sorted(data.get("requires", {}).items()):
+        requires.append(
+            (
+                f"{dotted} == {json.dumps(value)}",
+                f"{model_type}: the spec derived from transformers {version} describes "
+                f"{dotted} {value!r} only",
+            )
+        )
+    for name in data.get("required", []):
+        requires.append(
+            (
+                f"{name} is not None",
+                f"{model_type}: config.json lacks {name}, which the derived spec needs",
+            )
+        )
+    layouts = [Layout("default")]
+    for lay in data.get("layouts", []):
+        layouts.append(Layout(lay["name"], tuple((a, b) for a, b in lay["renames"])))
+    return Spec(
+        model_type=model_type,
+        tensors=_entries(data["tensors"]),
+        scopes={
+            "text": Scope(sources=("",), defaults=data.get("defaults", {}), let=data.get("let", {}))
+        },
+        layouts=tuple(layouts),
+        architectures=(str(data["architecture"]),),
+        requires=tuple(requires),
+        origin=f"derived from transformers {version}",
+    )
+
+
+def architectures_markdown(hand_written: list[str]) -> str:
+    """The list of architectures with a spec, as ``docs/ARCHITECTURES.md`` holds it."""
+    rows = []
+    versions = set()
+    for mt in derived_model_types():
+        with (GENERATED_DIR / f"{mt}.json").open("rb") as f:
+            data = json.load(f)
+        version = data.get("derived_from", {}).get("transformers", "?")
+        versions.add(version)
+        note = "hand-written spec (agrees with the derived one)" if mt in hand_written else ""
+        rows.append(f"| `{mt}` | `{data['architecture']}` | {note} |")
+    only_hand = sorted(set(hand_written) - set(derived_model_types()))
+    for mt in only_hand:
+        rows.append(f"| `{mt}` | | hand-written spec only |")
+    derived_from = ", ".join(sorted(versions)) or "-"
+    head = [
+        "# Architectures checked without torch",
+        "",
+        "Generated by `python -m pyaudit.manifest.generate --list docs/ARCHITECTURES.md`; do",
+        "not edit. Each derived spec was derived from transformers "
+        f"{derived_from} (`pyaudit/manifest/generated/`) and checked there against what",
+        "`save_pretrained` writes at the class defaults and at every point it was derived from.",
+        "",
+        f"{len(set(derived_model_types()) | set(hand_written))} model types: "
+        f"{len(derived_model_types())} derived, {len(hand_written)} hand-written "
+        f"({len(only_hand)} of them hand-written only).",
+        "",
+        "| model_type | class whose save is described | note |",
+        "|---|---|---|",
+    ]
+    return "\n".join(head + rows) + "\n"

@@ -1,0 +1,1401 @@
+"""Derive family specs from transformers and write them as data (a developer tool).
+
+    python -m pyaudit.manifest.generate                 # every family it can derive
+    python -m pyaudit.manifest.generate llama qwen3_moe # some
+    python -m pyaudit.manifest.generate --check         # exit 1 if the committed data drifted
+
+Needs torch and transformers (pyaudit itself never imports them). For each model type the
+installed transformers maps to a causal-LM, image-text, seq2seq, speech-seq2seq or
+masked-LM class, the model is built on the meta device (no weight is allocated) at its
+class-default config and at one point per structural config field (each field varied on
+its own), and the real ``save_pretrained`` is run with the shard writer replaced by a
+recorder (as :mod:`pyaudit._oracle_worker` does). From those saves it derives:
+
+* which numeric name components repeat, and with which config field (``num_hidden_layers``,
+  expert counts, vision depth...): the count is solved as an expression over the fields;
+* each tensor's shape, each dimension solved as the smallest expression over the config
+  fields that changed it (``num_attention_heads * head_dim``) that holds at every point;
+* when a tensor exists (``not tie_word_embeddings``, ``layer_types[i] == "full_attention"``,
+  ``i >= first_k_dense_replace``, ``i not in mlp_only_layers``...), from a small library of
+  conditions, and which tensor a tied one is tied to;
+* the dtype transformers writes (``_keep_in_fp32_modules`` / ``_strict``);
+* config fields transformers computes when a config leaves them out (``head_dim``): a
+  ``let`` fallback, so an older config.json without the field gets the same shapes.
+
+Every derived spec is then checked against a fresh save at the default config and at every
+point before it is written: a family whose derivation does not reproduce transformers
+exactly is left out (and reported), never written approximately.
+
+The output, one JSON file per family under ``pyaudit/manifest/generated/``, records the
+transformers and torch versions; :mod:`pyaudit.manifest.derived` reads it at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import itertools
+import json
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyaudit import _oracle_worker as worker
+
+__all__ = ["GENERATED_DIR", "derive_family", "main"]
+
+GENERATED_DIR = Path(__file__).with_name("generated")
+SCHEMA = 1
+
+#: Auto classes tried in order: the first that maps a config class gives the family's
+#: primary architecture (what its checkpoints' ``architectures[0]`` names).
+AUTO_ORDER = (
+    "MODEL_FOR_MASKED_LM_MAPPING_NAMES",  # encoders also have a causal-LM head; rarely saved
+    "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
+    "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+    "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES",
+)
+
+#: Sub-configs whose fields are varied too (and read as ``text_config.hidden_size``).
+SUBCONFIGS = (
+    "text_config",
+    "vision_config",
+    "audio_config",
+    "encoder_config",
+    "decoder_config",
+    "speech_config",
+    "projector_config",
+    "perceiver_config",
+    "qformer_config",
+    "vq_config",
+)
+
+#: Config fields that never change which tensors exist or their shapes.
+_SKIP = re.compile(
+    r"(dropout|_eps$|epsilon|^eps$|initializer|init_std|_range$|theta|token_id|_id$|_ids$|"
+    r"scale|scaling|factor|temperature|use_cache|^output_|^return_|torchscript|chunk_size|"
+    r"^rope|rope_theta|rope_scaling|sliding_window$|window_size|threshold|capacity|aux_loss|jitter|noise|coef|loss|"
+    r"softcap|freq|norm_topk|per_tok|top_k$|topk|n_group|^transformers_version$|"
+    r"^is_encoder_decoder$|^tie_encoder_decoder$|label|problem_type|pruned|bad_words|"
+    r"^dtype$|torch_dtype|_act$|activation|^use_return_dict$|image_token|video_token|"
+    r"audio_token|boi_|eoi_|_index$|seq_length$|^pad_|^bos_|^eos_|^sep_|^cls_|^mask_|"
+    r"^use_bfloat16$|tf_legacy|gradient_checkpointing|_attn_implementation|layer_norm_eps|"
+    r"router_z|jitter|routing|max_length|min_length|num_beams|^do_sample$|top_p|"
+    r"repetition_penalty|length_penalty|no_repeat|early_stopping|diversity|forced_|"
+    r"remove_invalid|exponential_decay|suppress|begin_suppress|max_window_layers|"
+    r"max_source_positions_unused|_bias_init|decoder_start|vision_feature_layer|"
+    r"stride$|_stride$|attention_chunk|pretraining_tp|prompt_lookup|logits_to_keep)",
+)
+
+_ST = worker._ST_NAMES
+
+
+# -- capturing what save_pretrained writes -------------------------------------------------
+
+
+@dataclass
+class Saved:
+    """One save: on-disk name -> (shape, dtype) in write order, ties, linear modules."""
+
+    tensors: dict[str, tuple[tuple[int, ...], str]]
+    tied: dict[str, str]
+    linear: dict[str, bool]  # on-disk module name -> has a bias (nn.Linear modules)
+    env: dict[str, Any]  # the config's to_dict()
+
+
+class Env:
+    """torch + transformers, imported once."""
+
+    def __init__(self) -> None:
+        self.torch: Any = importlib.import_module("torch")
+        self.transformers: Any = importlib.import_module("transformers")
+        self.mu: Any = importlib.import_module("transformers.modeling_utils")
+        self.auto: Any = importlib.import_module("transformers.models.auto.modeling_auto")
+        self.cauto: Any = importlib.import_module("transformers.models.auto.configuration_auto")
+        try:
+            self.init: Any = importlib.import_module("transformers.initialization")
+        except ImportError:  # pragma: no cover - older transformers
+            self.init = None
+        self.transformers.logging.set_verbosity_error()
+        self.transformers.logging.disable_progress_bar()
+        self.torch.set_num_threads(1)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {
+            "transformers": str(self.transformers.__version__),
+            "torch": str(self.torch.__version__).split("+")[0],
+        }
+
+    def model_class(self, model_type: str) -> tuple[type[Any], str] | None:
+        for table in AUTO_ORDER:
+            names = getattr(self.auto, table, {})
+            name = names.get(model_type)
+            if isinstance(name, (list, tuple)):
+                name = name[0] if name else None
+            if isinstance(name, str):
+                cls = getattr(self.transformers, name, None)
+                if isinstance(cls, type):
+                    return cls, table
+        return None
+
+    def config(self, model_type: str, kwargs: dict[str, Any]) -> Any:
+        return self.cauto.CONFIG_MAPPING[model_type](**kwargs)
+
+    def save(self, cls: type[Any], cfg: Any, dtype: str = "bfloat16") -> Saved:
+        torch, mu = self.torch, self.mu
+        tdtype = getattr(torch, dtype)
+        with contextlib.ExitStack() as stack, warnings_off():
+            stack.enter_context(torch.device("meta"))
+            if self.init is not None and hasattr(self.init, "meta_device_safe_creation_ops"):
+                stack.enter_context(self.init.meta_device_safe_creation_ops())
+            model = cls._from_config(cfg, dtype=tdtype)
+        worker._upcast_like_from_pretrained(model, tdtype)
+        captured: dict[str, tuple[tuple[int, ...], str]] = {}
+
+        def capture(tensors: dict[str, Any], filename: str, metadata: Any = None) -> None:
+            for name, t in tensors.items():
+                st = _ST.get(str(t.dtype))
+                if st is None:
+                    raise ValueError(f"{name}: dtype {t.dtype} has no safetensors name")
+                captured[name] = (tuple(int(d) for d in t.shape), st)
+
+        dropped: dict[str, str] = {}
+        real_untie = mu.remove_tied_weights_from_state_dict
+
+        def untie(state_dict: dict[str, Any], model_to_save: Any) -> dict[str, Any]:
+            before = {n: model_to_save.get_parameter_or_buffer(n) for n in state_dict}
+            remaining: dict[str, Any] = real_untie(state_dict, model_to_save)
+            for name in before.keys() - remaining.keys():
+                twin = next((k for k in remaining if before.get(k) is before[name]), None)
+                if twin is not None:
+                    dropped[name] = twin
+            return remaining
+
+        real_save = mu.safe_save_file
+        mu.safe_save_file = capture
+        mu.remove_tied_weights_from_state_dict = untie
+        try:
+            with tempfile.TemporaryDirectory(prefix="pyaudit-gen-") as scratch, warnings_off():
+                model.save_pretrained(scratch)
+        finally:
+            mu.safe_save_file = real_save
+            mu.remove_tied_weights_from_state_dict = real_untie
+        tied = worker._on_disk_tied(mu, model, dropped, set(captured))
+        linear: dict[str, bool] = {}
+        nn = torch.nn
+        for mname, module in model.named_modules():
+            if isinstance(module, nn.Linear) and mname + ".weight" in captured:
+                linear[mname] = mname + ".bias" in captured
+        return Saved(captured, tied, linear, cfg.to_dict())
+
+
+@contextlib.contextmanager
+def warnings_off() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# -- config points ------------------------------------------------------------------------
+
+
+Path_ = tuple[str, ...]  # a field: ("hidden_size",) or ("text_config", "hidden_size")
+
+
+def fname(path: Path_) -> str:
+    return ".".join(path)
+
+
+def get(env: dict[str, Any], path: Path_) -> Any:
+    cur: Any = env
+    for p in path:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(p)
+    return cur
+
+
+def fields_of(env: dict[str, Any]) -> list[Path_]:
+    """The structural fields of a config dict worth varying (ints, floats, bools, lists)."""
+    out: list[Path_] = []
+
+    def walk(d: dict[str, Any], base: Path_) -> None:
+        for k, v in d.items():
+            if _SKIP.search(k):
+                continue
+            if isinstance(v, dict):
+                if not base and k in SUBCONFIGS:
+                    walk(v, (k,))
+                continue
+            if (
+                isinstance(v, (bool, int, float))
+                or (isinstance(v, list) and v and all(isinstance(x, (int, str, bool)) for x in v))
+                or (isinstance(v, list) and not v)
+            ):
+                out.append((*base, k))
+
+    walk(env, ())
+    return out
+
+
+def variations(value: Any, env: dict[str, Any]) -> list[Any]:
+    """Other values to try for a field, best first."""
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        if value == 0:
+            return [1, 2]
+        if value == 1:
+            return [2, 3]
+        if value >= 6 and value % 2 == 0:
+            return [value // 2, value * 2, value + 1]
+        return [value * 2, value + 1, max(1, value - 1)]
+    if isinstance(value, float):
+        return [value * 2, value + 1.0]
+    if isinstance(value, list):
+        if not value:
+            return [[1], [0]]
+        if all(isinstance(x, bool) for x in value):
+            return [[not x for x in value]]
+        if all(isinstance(x, int) for x in value):
+            return [[], [value[0] + 1] if len(value) == 1 else value[1:]]
+        distinct = sorted(set(value), key=str)
+        if len(distinct) > 1:
+            return [list(reversed(value)), value[1:] + value[:1]]
+        return []
+    return []
+
+
+def kwargs_for(base_cfg: Any, path: Path_, value: Any) -> dict[str, Any]:
+    if len(path) == 1:
+        return {path[0]: value}
+    sub = getattr(base_cfg, path[0], None)
+    if sub is None or not hasattr(sub, "to_diff_dict"):
+        raise ValueError(f"no sub-config {path[0]}")
+    d = dict(sub.to_diff_dict())
+    d.pop("transformers_version", None)
+    d[path[1]] = value
+    return {path[0]: d}
+
+
+@dataclass
+class Point:
+    label: str  # "base" or the varied field
+    kwargs: dict[str, Any]
+    saved: Saved
+    varied: Path_ | None = None
+
+
+#: Count fields shrunk for the points the derivation runs on (names stay few); the class
+#: default is checked separately, at full size.
+_COUNT = re.compile(
+    r"(layers$|^n_layer$|depth$|experts$|^n_routed_experts$|^num_local_experts$|^num_blocks$)"
+)
+
+#: Fields a modeling file reads when a config has them, though its config class does not
+#: declare them (``getattr(config, "head_dim", None) or hidden_size // num_attention_heads``):
+#: probed, and their fallback used where a config lacks them.
+PROBES = {"head_dim": "hidden_size // num_attention_heads"}
+
+
+def _try(env: Env, model_type: str, cls: type[Any], kwargs: dict[str, Any]) -> Saved | None:
+    try:
+        return env.save(cls, env.config(model_type, kwargs))
+    except Exception:
+        return None
+
+
+def _merge_kwargs(base: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in more.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def collect_points(
+    env: Env, model_type: str, cls: type[Any], log: Callable[[str], None]
+) -> tuple[list[Point], Saved]:
+    """The saves the derivation explains: a base (the class defaults with counts shrunk) and
+    one point per structural field varied on its own; and the save at the class defaults."""
+    default_cfg = env.config(model_type, {})
+    default = env.save(cls, default_cfg)
+    denv = default.env
+    base_kwargs: dict[str, Any] = {}
+    for path in fields_of(denv):
+        value = get(denv, path)
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and value > 8
+            and _COUNT.search(path[-1])
+        ):
+            for small in (8, 6, 4, 12, 16):
+                if small >= value:
+                    break
+                trial = _merge_kwargs(
+                    base_kwargs, kwargs_for(env.config(model_type, base_kwargs), path, small)
+                )
+                if _try(env, model_type, cls, trial) is not None:
+                    base_kwargs = trial
+                    break
+    base_cfg = env.config(model_type, base_kwargs)
+    base = env.save(cls, base_cfg)
+    points = [Point("base", base_kwargs, base)]
+    benv = base.env
+    fields = fields_of(benv)
+    for probe in PROBES:
+        for sub in ((), *((s,) for s in SUBCONFIGS if isinstance(benv.get(s), dict))):
+            holder = get(benv, sub) if sub else benv
+            if (
+                isinstance(holder, dict)
+                and probe not in holder
+                and ("hidden_size" in holder and "num_attention_heads" in holder)
+            ):
+                fields.append((*sub, probe))
+    for path in fields:
+        value = get(benv, path)
+        if value is None and path[-1] in PROBES:
+            holder = get(benv, path[:-1]) if len(path) > 1 else benv
+            value = holder["hidden_size"] // max(1, holder["num_attention_heads"])
+            tries = [value * 2, value // 2]
+        else:
+            tries = variations(value, benv)
+        for new in tries:
+            try:
+                kwargs = _merge_kwargs(base_kwargs, kwargs_for(base_cfg, path, new))
+                cfg = env.config(model_type, kwargs)
+                if get(cfg.to_dict(), path) != new:
+                    continue  # the config class overrode it: not a free field
+                saved = env.save(cls, cfg)
+            except Exception:
+                continue
+            if saved.tensors != base.tensors or _structural_delta(saved.env, benv):
+                points.append(Point(fname(path), kwargs, saved, path))
+            break
+    # Tensors the base does not have (biases behind a flag, dense layers of an MoE): their
+    # sizes and conditions are seen at one point only, so the sweep is repeated from there.
+    have = set(base.tensors)
+    primary = list(points)
+    seen_new: set[str] = set()
+    secondary = 0
+    for enabling in primary[1:]:
+        new = {_shape_free(n) for n in enabling.saved.tensors if n not in have} - seen_new
+        if not new or secondary >= 2:
+            continue
+        seen_new |= new
+        secondary += 1
+        for other in primary[1:]:
+            if other is enabling or other.varied is None:
+                continue
+            kwargs = _merge_kwargs(enabling.kwargs, other.kwargs)
+            got = _try(env, model_type, cls, kwargs)
+            if got is not None:
+                label = f"{fname(enabling.varied or ())}+{fname(other.varied)}"
+                points.append(Point(label, kwargs, got, other.varied))
+    log(f"  {len(points)} points")
+    return points, default
+
+
+def _structural_delta(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Did varying one field change another (a derived one) besides itself? Such a point
+    stays even when the save did not change (it shows what the derived field follows)."""
+    fa, fb = flat_env(a), flat_env(b)
+    return sum(1 for k in set(fa) | set(fb) if fa.get(k) != fb.get(k)) > 1
+
+
+def _shape_free(name: str) -> str:
+    return re.sub(r"\.\d+(?=\.)", ".#", name)
+
+
+# -- expressions ----------------------------------------------------------------------------
+
+Vec = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str
+    prec: int  # 0 atom, 1 power, 2 mul/div, 3 add/sub
+    size: int
+
+
+def _bin(a: Term, op: str, b: Term) -> Term:
+    prec = {"*": 2, "//": 2, "+": 3, "-": 3}[op]
+    lt = a.text if a.prec <= prec else f"({a.text})"
+    # the right operand needs parentheses at equal precedence unless op is + or *
+    rt = b.text if b.prec < prec or (b.prec == prec and op in "+*") else f"({b.text})"
+    return Term(f"{lt} {op} {rt}", prec, a.size + b.size + 1)
+
+
+def _sq(a: Term) -> Term:
+    t = a.text if a.prec == 0 else f"({a.text})"
+    return Term(f"{t} ** 2", 1, a.size + 1)
+
+
+def _apply(op: str, x: Any, y: Any) -> Any:
+    if x is None or y is None:
+        return None
+    if op == "*":
+        return x * y
+    if op == "+":
+        return x + y
+    if op == "-":
+        return x - y
+    if op == "//":
+        return None if y == 0 else x // y
+    raise AssertionError(op)
+
+
+def _vec(op: str, a: Vec, b: Vec) -> Vec | None:
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, bool) or isinstance(y, bool):
+            return None
+        v = _apply(op, x, y)
+        if isinstance(v, float):
+            if not v.is_integer():
+                return None
+            v = int(v)
+        out.append(v)
+    return tuple(out)
+
+
+def _matches(vec: Vec, target: Vec) -> bool:
+    return all(t is None or v == t for v, t in zip(vec, target, strict=True))
+
+
+class _OutOfBudget(Exception):
+    pass
+
+
+def synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | None:
+    """:func:`_synthesize`, giving up (None) after a fixed number of candidates."""
+    if len(atoms) > 12:
+        return None
+    try:
+        return _synthesize(atoms, target, max_size)
+    except _OutOfBudget:
+        return None
+
+
+def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | None:
+    """The smallest expression over ``atoms`` (name -> value per sample) and small constants
+    whose value equals ``target`` at every sample where the target is not None."""
+    n = len(target)
+    known = [t for t in target if t is not None]
+    if not known:
+        return None
+    if all(t == known[0] for t in known) and not atoms:
+        return str(known[0])
+    levels: dict[int, list[tuple[Term, Vec]]] = {1: []}
+    seen: set[Vec] = set()
+
+    budget = [400_000]
+
+    def add(size: int, term: Term, vec: Vec | None) -> str | None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _OutOfBudget
+        if vec is None or vec in seen:
+            return None
+        if any(isinstance(v, int) and abs(v) > 1 << 48 for v in vec if v is not None):
+            return None
+        seen.add(vec)
+        levels.setdefault(size, []).append((term, vec))
+        if _matches(vec, target):
+            return term.text
+        return None
+
+    for name in sorted(atoms):
+        vec = atoms[name]
+        if any(v is None or isinstance(v, bool) or not isinstance(v, (int, float)) for v in vec):
+            continue
+        fvec = tuple(int(v) if isinstance(v, float) and v.is_integer() else v for v in vec)
+        if any(isinstance(v, float) for v in fvec):
+            # a float field (mlp_ratio): only int(field * other) makes sense; handled below
+            levels.setdefault(0, []).append((Term(name, 0, 1), vec))
+            continue
+        hit = add(1, Term(name, 0, 1), fvec)
+        if hit:
+            return hit
+    consts = [Term(str(c), 0, 1) for c in (1, 2, 3, 4, 8)]
+    for c in consts:
+        hit = add(1, c, (int(c.text),) * n)
+        if hit:
+            return hit
+    # int(float_field * atom)
+    for fterm, fvec in levels.get(0, []):
+        for term, vec in list(levels[1]):
+            prod = []
+            for x, y in zip(fvec, vec, strict=True):
+                prod.append(None if x is None or y is None else int(x * y))
+            hit = add(3, Term(f"int({term.text} * {fterm.text})", 0, 3), tuple(prod))
+            if hit:
+                return hit
+    for size in range(2, max_size + 1):
+        # unary square
+        for term, vec in list(levels.get(size - 1, [])):
+            if term.prec == 3 or term.text.isdigit():
+                continue
+            sq = tuple(None if v is None else v * v for v in vec)
+            hit = add(size, _sq(term), sq)
+            if hit:
+                return hit
+        for left in range(1, size - 1):
+            right = size - 1 - left
+            for (ta, va), (tb, vb) in itertools.product(
+                list(levels.get(left, [])), list(levels.get(right, []))
+            ):
+                for op in ("*", "+", "-", "//"):
+                    if op in "*+" and ta.text > tb.text and left == right:
+                        continue  # commutative: one order is enough
+                    if ta.text.isdigit() and tb.text.isdigit():
+                        continue
+                    if (op == "*" and ta.text == "1") or (tb.text == "1" and op in "*//"):
+                        continue
+                    hit = add(size, _bin(ta, op, tb), _vec(op, va, vb))
+                    if hit:
+                        return hit
+        if sum(len(v) for v in levels.values()) > 200_000:
+            break
+    return None
+
+
+# -- conditions -------------------------------------------------------------------------------
+
+
+def condition_library(
+    samples: list[dict[str, Any]], fields: Sequence[str], loop: str | None
+) -> list[tuple[str, Callable[[dict[str, Any]], bool]]]:
+    """Candidate existence conditions over ``fields`` (and the loop variable)."""
+    from .expr import compile_expr
+
+    texts: list[str] = []
+    for f in fields:
+        vals = [s.get(f) for s in samples]
+        if all(isinstance(v, bool) for v in vals if v is not None):
+            texts += [f, f"not {f}"]
+        elif all(isinstance(v, int) for v in vals if v is not None):
+            texts += [f"{f} > 0", f"{f} == 0"]
+            if loop:
+                texts += [
+                    f"{loop} < {f}",
+                    f"{loop} >= {f}",
+                    f"({loop} + 1) % {f} == 0",
+                    f"{loop} % {f} == 0",
+                    f"({loop} + 1) % {f} != 0",
+                    f"{loop} % {f} != 0",
+                ]
+        elif loop and all(isinstance(v, list) for v in vals if v is not None):
+            texts += [f"{loop} in {f}", f"{loop} not in {f}"]
+            items = {x for v in vals if v for x in v}
+            for x in sorted(items, key=str):
+                if isinstance(x, str):
+                    texts += [
+                        f"{f}[{loop}] == {json.dumps(x)}",
+                        f"{f}[{loop}] != {json.dumps(x)}",
+                    ]
+            if items and all(isinstance(x, bool) for x in items):
+                texts += [f"{f}[{loop}]", f"not {f}[{loop}]"]
+        if all(v is None or isinstance(v, (int, float, str, list)) for v in vals) and any(
+            v is None for v in vals
+        ):
+            texts += [f"{f} is not None", f"{f} is None"]
+    out: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
+    for t in texts:
+        out.append((t, _truth(compile_expr(t))))
+    return out
+
+
+def _truth(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], bool]:
+    return lambda env: bool(fn(env))
+
+
+def solve_condition(
+    samples: list[dict[str, Any]],
+    exists: list[bool],
+    fields: Sequence[str],
+    loop: str | None,
+) -> str | None:
+    """The simplest conjunction of library conditions that holds exactly where ``exists``."""
+    if all(exists):
+        return ""
+    if not any(exists):
+        return None
+    lib = condition_library(samples, fields, loop)
+    nested = [_nest(s) for s in samples]
+    necessary = []
+    for text, fn in lib:
+        try:
+            vals = [fn(s) for s in nested]
+        except Exception:
+            continue
+        if all(v for v, e in zip(vals, exists, strict=True) if e):
+            necessary.append((text, vals))
+    for k in (1, 2, 3):
+        for combo in itertools.combinations(necessary, k):
+            if all(not all(c[1][j] for c in combo) for j, e in enumerate(exists) if not e):
+                return " and ".join(c[0] for c in combo)
+    # or-combinations of two
+    for (ta, va), (tb, vb) in itertools.combinations(lib_values(lib, nested), 2):
+        if all((a or b) == e for a, b, e in zip(va, vb, exists, strict=True)):
+            return f"{ta} or {tb}"
+    return None
+
+
+def lib_values(
+    lib: list[tuple[str, Callable[[dict[str, Any]], bool]]], samples: list[dict[str, Any]]
+) -> list[tuple[str, list[bool]]]:
+    out = []
+    for text, fn in lib:
+        try:
+            out.append((text, [fn(s) for s in samples]))
+        except Exception:
+            continue
+    return out
+
+
+# -- the derivation ---------------------------------------------------------------------------
+
+_NUM = re.compile(r"^\d+$")
+VARS = "ijklmn"
+
+
+class DeriveError(Exception):
+    """transformers' saves of a family could not be explained by a spec."""
+
+
+def flat_env(env: dict[str, Any], probes: Iterable[str] = ()) -> dict[str, Any]:
+    """Config dict -> the names expressions read (sub-config fields as ``text_config.x``);
+    ``probes`` (dotted) a config lacks get their fallback value (:data:`PROBES`)."""
+    from .expr import compile_expr
+
+    out: dict[str, Any] = {}
+    for k, v in env.items():
+        if isinstance(v, dict):
+            if k in SUBCONFIGS:
+                for k2, v2 in v.items():
+                    if not isinstance(v2, dict):
+                        out[f"{k}.{k2}"] = v2
+            continue
+        out[k] = v
+    for dotted in probes:
+        if out.get(dotted) is None:
+            sub, _, leaf = dotted.rpartition(".")
+            holder = get(env, (sub,)) if sub else env
+            if isinstance(holder, dict):
+                out[dotted] = compile_expr(PROBES[leaf])(holder)
+    return out
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _section(template: str) -> str:
+    toks = template.split(".")[:4]
+    low = [t.lower() for t in toks]
+    if any(
+        "projector" in t or t in ("mm_projector", "connector", "multi_modal_projector") for t in low
+    ):
+        return "projector"
+    if any(
+        "vision" in t or "visual" in t or t.startswith("image") or t in ("vit", "vpm") for t in low
+    ):
+        return "vision"
+    if any("audio" in t or "speech" in t or t in ("sound", "whisper") for t in low):
+        return "audio"
+    return "text"
+
+
+Sample = tuple[int, tuple[int, ...]]  # (point index, loop indices)
+
+
+class Deriver:
+    """Explains the saves at every point by one spec (see the module docstring)."""
+
+    def __init__(self, points: list[Point], fp16: Saved | None, default: Saved) -> None:
+        self.points = points
+        self.default = default
+        self.fp16 = fp16
+        self.probes = {
+            fname(p.varied) for p in points if p.varied is not None and p.varied[-1] in PROBES
+        }
+        self.envs = [flat_env(p.saved.env, self.probes) for p in points]
+        base = self.envs[0]
+        self.delta: list[set[str]] = []
+        for e in self.envs:
+            keys = set(e) | set(base)
+            self.delta.append({k for k in keys if e.get(k) != base.get(k)})
+        self.derived: set[str] = set()
+        for p, d in zip(points, self.delta, strict=True):
+            if p.varied is not None and "+" not in p.label:
+                self.derived |= d - {fname(p.varied)}
+        self.used: set[str] = set()
+        self.solved: list[tuple[str, str]] = []  # (template, dimension expression)
+
+    # -- names ----------------------------------------------------------------------------
+    def _stems(self) -> set[str]:
+        """All-'#' stems whose index sets vary (a repeat); the others are literal."""
+        sets: dict[str, dict[tuple[int, tuple[str, ...]], set[int]]] = {}
+        for pi, p in enumerate(self.points):
+            for name in p.saved.tensors:
+                toks = name.split(".")
+                outer: list[str] = []
+                for pos, tok in enumerate(toks):
+                    if _NUM.match(tok):
+                        stem = ".".join("#" if _NUM.match(t) else t for t in toks[:pos])
+                        sets.setdefault(stem, {}).setdefault((pi, tuple(outer)), set()).add(
+                            int(tok)
+                        )
+                        outer.append(tok)
+        rep = set()
+        for stem, per in sets.items():
+            vals = list(per.values())
+            if any(v != vals[0] for v in vals):
+                rep.add(stem)
+        return rep
+
+    def _template(self, name: str) -> tuple[str, tuple[int, ...]]:
+        toks = name.split(".")
+        out, idx = [], []
+        for pos, tok in enumerate(toks):
+            if _NUM.match(tok):
+                stem = ".".join("#" if _NUM.match(t) else t for t in toks[:pos])
+                if stem in self.rep:
+                    out.append("#")
+                    idx.append(int(tok))
+                    continue
+            out.append(tok)
+        return ".".join(out), tuple(idx)
+
+    # -- solving --------------------------------------------------------------------------
+    def _atoms(
+        self, samples: list[Sample], values: list[Any], extra_loop: str | None = None
+    ) -> dict[str, Vec]:
+        by_point: dict[int, set[Any]] = {}
+        for (pi, _), v in zip(samples, values, strict=True):
+            by_point.setdefault(pi, set()).add(v)
+        ref = min(by_point)
+        base_vals = by_point[ref]
+        dep: set[str] = set()
+        for pi, vals in by_point.items():
+            if pi != ref and vals != base_vals:
+                dep |= self._delta(pi, ref)
+        grow = True
+        while grow:
+            grow = False
+            for p, d in zip(self.points, self.delta, strict=True):
+                if "+" not in p.label and d & dep and not d <= dep:
+                    dep |= d
+                    grow = True
+        atoms: dict[str, Vec] = {}
+        for f in sorted(dep):
+            vec = tuple(self.envs[pi].get(f) for pi, _ in samples)
+            if all(_numeric(v) for v in vec):
+                atoms[f] = vec
+        return atoms
+
+    def expr(
+        self, samples: list[Sample], values: list[int], what: str, loop: str | None = None
+    ) -> str:
+        atoms = self._atoms(samples, values)
+        if loop is not None and samples and samples[0][1]:
+            atoms[loop] = tuple(o[-1] for _, o in samples)
+        target = tuple(values)
+        trusted = self._trusted(samples)
+        if all(v == values[0] for v in values) and trusted:
+            return str(values[0])
+        if not trusted:
+            text = self._borrow(samples, values, what, loop)
+            if text is not None:
+                return text
+        text = synthesize(atoms, target)
+        if text is None and loop is not None:
+            # per-index sizes: a list field indexed by the loop variable
+            for f in sorted({k for e in self.envs for k, v in e.items() if isinstance(v, list)}):
+                vec = []
+                for pi, o in samples:
+                    lst = self.envs[pi].get(f)
+                    k = o[-1] if o else None
+                    vec.append(
+                        lst[k] if isinstance(lst, list) and k is not None and k < len(lst) else None
+                    )
+                if all(_numeric(v) for v in vec):
+                    atoms[f"{f}[{loop}]"] = tuple(vec)
+            text = synthesize(atoms, target, max_size=5)
+        if text is None:
+            text = self._borrow(samples, values, what, loop)
+        if text is None:
+            raise DeriveError(
+                f"no expression for {what}: over {sorted(atoms)} values {sorted(set(values))[:8]}"
+            )
+        self._note(text, atoms)
+        return text
+
+    def _borrow(
+        self, samples: list[Sample], values: list[int], what: str, loop: str | None
+    ) -> str | None:
+        """A tensor seen at too few points to tell what its size follows: the expression of
+        a dimension already solved that gives the same values, its own module's first."""
+        from .expr import compile_expr
+
+        module = what.split(" dim ")[0].rsplit(".", 1)[0]
+        ranked = sorted(
+            self.solved,
+            key=lambda kv: (not kv[0].startswith(module + "."), -_common(kv[0], module)),
+        )
+        envs = []
+        for pi, o in samples:
+            e = _nest(self.envs[pi])
+            if loop is not None and o:
+                e[loop] = o[-1]
+            envs.append(e)
+        for _, text in ranked:
+            fn = compile_expr(text)
+            try:
+                if all(fn(e) == v for e, v in zip(envs, values, strict=True)):
+                    return text
+            except Exception:
+                continue
+        # else the one config field that has these values (none or several: no answer)
+        fields = [
+            f
+            for f in self.envs[0]
+            if all(
+                _numeric(self.envs[pi].get(f)) and self.envs[pi].get(f) == v
+                for (pi, _), v in zip(samples, values, strict=True)
+            )
+        ]
+        return fields[0] if len(fields) == 1 else None
+
+    def _delta(self, pi: int, ref: int) -> set[str]:
+        if ref == 0:
+            return self.delta[pi]
+        a, b = self.envs[pi], self.envs[ref]
+        return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+    def _trusted(self, samples: list[Sample]) -> bool:
+        """Were the samples seen at enough points for a constant to be believed?"""
+        needed = {p.label for p in self.points[1:] if "+" not in p.label}
+        covered = {self.points[pi].label.rpartition("+")[2] for pi, _ in samples}
+        return len(needed - covered) <= 1
+
+    def _note(self, text: str, names: Iterable[str]) -> None:
+        for a in names:
+            base = a.split("[")[0]
+            if re.search(rf"(?<![\w.]){re.escape(base)}(?![\w])", text):
+                self.used.add(base)
+
+    def cond(self, samples: list[Sample], exists: list[bool], what: str, loop: str | None) -> str:
+        if all(exists):
+            return ""
+        # fields that may explain it: those changed where the pattern changed
+        pattern: dict[int, set[tuple[int, ...]]] = {}
+        for (pi, o), e in zip(samples, exists, strict=True):
+            if not e:
+                pattern.setdefault(pi, set()).add(o)
+        ref = min(pi for pi, _ in samples)
+        base = pattern.get(ref, set())
+        dep: set[str] = set()
+        for pi in {pi for pi, _ in samples}:
+            if pi != ref and pattern.get(pi, set()) != base:
+                dep |= self._delta(pi, ref)
+        grow = True
+        while grow:
+            grow = False
+            for p, d in zip(self.points, self.delta, strict=True):
+                if "+" not in p.label and d & dep and not d <= dep:
+                    dep |= d
+                    grow = True
+        flat: list[dict[str, Any]] = []
+        for pi, o in samples:
+            one = dict(self.envs[pi])
+            if loop is not None and o:
+                one[loop] = o[-1]
+            flat.append(one)
+        text = solve_condition(flat, exists, sorted(dep), loop)
+        if text is None:
+            raise DeriveError(f"no condition for {what} over {sorted(dep)}")
+        self._note(text, dep)
+        return text
+
+    # -- the tree -------------------------------------------------------------------------
+    def derive(self) -> dict[str, Any]:
+        self.rep = self._stems()
+        inst: dict[str, dict[int, dict[tuple[int, ...], str]]] = {}
+        order: list[str] = []
+        for pi, p in enumerate(self.points):
+            for name in p.saved.tensors:
+                tpl, idx = self._template(name)
+                if tpl not in inst:
+                    inst[tpl] = {}
+                    order.append(tpl)
+                inst[tpl].setdefault(pi, {})[idx] = name
+        self.inst = inst
+        # repeat nodes by key (template prefix ending in '#'): instances per point
+        nodes: dict[str, dict[int, set[tuple[int, ...]]]] = {}
+        for tpl, per in inst.items():
+            toks = tpl.split(".")
+            hashes = [pos for pos, t in enumerate(toks) if t == "#"]
+            for k, pos in enumerate(hashes):
+                key = ".".join(toks[: pos + 1])
+                for pi, idxs in per.items():
+                    nodes.setdefault(key, {}).setdefault(pi, set()).update(i[: k + 1] for i in idxs)
+        self.nodes = nodes
+        root: list[dict[str, Any]] = []
+        made: dict[str, list[dict[str, Any]]] = {"": root}
+        for tpl in order:
+            toks = tpl.split(".")
+            hashes = [pos for pos, t in enumerate(toks) if t == "#"]
+            container, start = root, 0
+            for k, pos in enumerate(hashes):
+                key = ".".join(toks[: pos + 1])
+                if key not in made:
+                    entry = self.repeat(key, k, ".".join(toks[start:pos]))
+                    container.append(entry)
+                    made[key] = entry["tensors"]
+                container, start = made[key], pos + 1
+            container.append(self.tensor(tpl, len(hashes), ".".join(toks[start:])))
+        return {"tensors": root}
+
+    def _outer(self, depth: int, key_prefix: str | None) -> list[Sample]:
+        """Every (point, outer indices) where the enclosing repeat (``key_prefix``) exists."""
+        out: list[Sample] = []
+        for pi in range(len(self.points)):
+            if depth == 0 or key_prefix is None:
+                out.append((pi, ()))
+                continue
+            for o in sorted(self.nodes[key_prefix].get(pi, set())):
+                out.append((pi, o))
+        return out
+
+    def _parent_key(self, key: str) -> str | None:
+        toks = key.split(".")
+        hashes = [pos for pos, t in enumerate(toks[:-1]) if t == "#"]
+        return ".".join(toks[: hashes[-1] + 1]) if hashes else None
+
+    def repeat(self, key: str, depth: int, rel: str) -> dict[str, Any]:
+        var = VARS[depth]
+        outer_loop = VARS[depth - 1] if depth else None
+        parent = self._parent_key(key)
+        samples = self._outer(depth, parent)
+        exists, counts, starts, ok = [], [], [], []
+        for pi, o in samples:
+            own = sorted(i[-1] for i in self.nodes[key].get(pi, set()) if i[:-1] == o)
+            exists.append(bool(own))
+            if own:
+                if own != list(range(own[0], own[-1] + 1)):
+                    raise DeriveError(f"{key}: indices {own[:10]} are not a range")
+                ok.append((pi, o))
+                counts.append(len(own))
+                starts.append(own[0])
+        when = self.cond(samples, exists, key, outer_loop)
+        count = self.expr(ok, counts, f"count of {key}", outer_loop)
+        start = self.expr(ok, starts, f"start of {key}", outer_loop)
+        entry: dict[str, Any] = {"repeat": var, "count": count}
+        if start != "0":
+            entry["start"] = start
+        entry["prefix"] = (rel + "." if rel else "") + "{" + var + "}."
+        if when:
+            entry["when"] = when
+        entry["tensors"] = []
+        return entry
+
+    def tensor(self, tpl: str, depth: int, rel: str) -> dict[str, Any]:
+        per = self.inst[tpl]
+        toks = tpl.split(".")
+        hashes = [pos for pos, t in enumerate(toks) if t == "#"]
+        key = ".".join(toks[: hashes[-1] + 1]) if hashes else None
+        loop = VARS[depth - 1] if depth else None
+        samples = self._outer(depth, key)
+        exists = [o in per.get(pi, {}) for pi, o in samples]
+        when = self.cond(samples, exists, tpl, loop)
+        there = [s for s, e in zip(samples, exists, strict=True) if e]
+        shapes = [self.points[pi].saved.tensors[per[pi][o]][0] for pi, o in there]
+        dtypes = {self.points[pi].saved.tensors[per[pi][o]][1] for pi, o in there}
+        ranks = {len(s) for s in shapes}
+        if len(ranks) != 1:
+            raise DeriveError(f"{tpl}: rank varies {sorted(ranks)}")
+        dims = [
+            self.expr(there, [s[d] for s in shapes], f"{tpl} dim {d}", loop)
+            for d in range(ranks.pop())
+        ]
+        self.solved += [(tpl, d) for d in dims if not d.isdigit()]
+        entry: dict[str, Any] = {"name": rel, "shape": ", ".join(dims)}
+        if when:
+            entry["when"] = when
+        if len(dtypes) != 1:
+            raise DeriveError(f"{tpl}: dtype varies {sorted(dtypes)}")
+        dt = dtypes.pop()
+        if dt != "BF16":
+            entry["dtype"] = dt
+        elif self.fp16 is not None:
+            pi, o = there[0]
+            if pi == 0:
+                half = self.fp16.tensors.get(per[0][o])
+                if half is not None and half[1] != "F16":
+                    entry["fp16_dtype"] = half[1]
+        # ties: absent where a tie made it absent
+        absent = [s for s, e in zip(samples, exists, strict=True) if not e]
+        if absent and when:
+            twins = []
+            for pi, o in absent:
+                name = _render(tpl, o)
+                twin = self.points[pi].saved.tied.get(name)
+                twins.append(twin)
+            if twins and all(twins):
+                first_o = absent[0][1]
+                twin = twins[0]
+                assert twin is not None
+                prefix = _render(tpl, first_o)[: -len(rel)] if rel else ""
+                if twin.startswith(prefix) and all(
+                    t == _render(tpl, o)[: -len(rel)] + twin[len(prefix) :] if rel else True
+                    for t, (_, o) in zip(twins, absent, strict=True)
+                ):
+                    entry["tied_to"] = twin[len(prefix) :]
+        # linear modules (for the quantization overlays)
+        section = _section(tpl)
+        if section != "text":
+            entry["section"] = section
+        name0 = per[there[0][0]][there[0][1]]
+        saved0 = self.points[there[0][0]].saved
+        module, _, leaf = name0.rpartition(".")
+        rel_module = rel.rpartition(".")[0]
+        is_linear = module in saved0.linear or (
+            ".experts." in name0 and leaf == "weight" and len(shapes[0]) == 2
+        )
+        if is_linear and leaf in ("weight", "bias") and rel_module:
+            last = rel_module.rsplit(".", 1)[-1]
+            if last in ("lm_head", "embed_out", "output") and depth == 0:
+                kind = "head"
+            elif last in ("gate", "router", "wg") or rel_module.endswith("router.layer"):
+                kind = "router"
+            elif section != "text":
+                kind = "vision_linear"
+            else:
+                kind = "linear"
+            entry["kind"] = kind
+            entry["module"] = rel_module
+            entry["role"] = leaf
+            if leaf == "weight":
+                entry["out"], entry["in"] = dims[0], dims[1]
+        return entry
+
+    # -- config fields the spec reads -----------------------------------------------------
+    def defaults_and_lets(self) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+        """Defaults of the fields used (the class defaults); ``let`` fallbacks for derived
+        ones; required ones."""
+        base = flat_env(self.default.env)
+        defaults: dict[str, Any] = {}
+        lets: dict[str, str] = {}
+        required: list[str] = []
+        for f in sorted(self.used):
+            if f not in base and f not in self.derived:
+                continue
+            if f in self.derived:
+                samples = [
+                    (pi, ())
+                    for pi, p in enumerate(self.points)
+                    if "+" not in p.label and (p.varied is None or fname(p.varied) != f)
+                ]
+                values = [self.envs[pi].get(f) for pi, _ in samples]
+                text = None
+                if all(_numeric(v) for v in values):
+                    saved_used = set(self.used)
+                    try:
+                        atoms = self._atoms(list(samples), values)
+                        atoms.pop(f, None)
+                        text = synthesize(atoms, tuple(values))
+                    finally:
+                        self.used = saved_used
+                if text is not None:
+                    lets[f] = f"{f} if {f} is not None else {text}"
+                    self._note(text, atoms)
+                    _set(defaults, f, None)
+                    continue
+                required.append(f)
+                continue
+            _set(defaults, f, base.get(f))
+        return defaults, lets, required
+
+
+def _common(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a.split("."), b.split("."), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    head, _, rest = dotted.partition(".")
+    if rest:
+        d.setdefault(head, {})[rest] = value
+    else:
+        d[head] = value
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        _set(out, k, v)
+    return out
+
+
+def _render(tpl: str, idx: tuple[int, ...]) -> str:
+    it = iter(idx)
+    return ".".join(str(next(it)) if t == "#" else t for t in tpl.split("."))
+
+
+def solve(points: list[Point], fp16: Saved | None, default: Saved) -> dict[str, Any]:
+    d = Deriver(points, fp16, default)
+    spec = d.derive()
+
+    # biases: their module's in/out come from the weight entry
+    def walk(entries: list[dict[str, Any]], prefix: str) -> None:
+        mods: dict[str, dict[str, Any]] = {}
+        for e in entries:
+            if "repeat" in e:
+                walk(e["tensors"], prefix + e["prefix"])
+            elif e.get("role") == "weight":
+                mods[e["module"]] = e
+        for e in entries:
+            if e.get("role") == "bias" and "out" not in e:
+                w = mods.get(e["module"])
+                if w is None:
+                    for k in ("kind", "module", "role"):
+                        e.pop(k, None)
+                else:
+                    e["out"], e["in"] = w["out"], w["in"]
+
+    walk(spec["tensors"], "")
+    defaults, lets, required = d.defaults_and_lets()
+    # a second pass for fields the lets read
+    defaults2, _, _ = d.defaults_and_lets()
+    for k, v in defaults2.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                defaults.setdefault(k, {}).setdefault(k2, v2)
+        else:
+            defaults.setdefault(k, v)
+    requires = {}
+    for sub in SUBCONFIGS:
+        mt = get(points[0].saved.env, (sub, "model_type"))
+        if isinstance(mt, str) and any(u.startswith(sub + ".") for u in d.used):
+            requires[f"{sub}.model_type"] = mt
+            defaults.setdefault(sub, {})["model_type"] = mt
+    return {
+        "defaults": defaults,
+        "let": lets,
+        "required": required,
+        "requires": requires,
+        "points": [p.label for p in points],
+        "tensors": spec["tensors"],
+    }
+
+
+def point_config(env: dict[str, Any], dtype: str = "bfloat16") -> dict[str, Any]:
+    """A point's config as transformers writes it beside the weights."""
+    config: dict[str, Any] = json.loads(json.dumps(env, default=str))
+    config["dtype"] = dtype
+    return config
+
+
+def verify(
+    data: dict[str, Any], saves: Iterable[tuple[str, Saved]], dtype: str = "BF16"
+) -> list[str]:
+    """Differences between the spec in ``data`` and each save (empty: they agree exactly)."""
+    from . import _build
+    from .derived import spec_from_data
+
+    spec = spec_from_data(data)
+    problems: list[str] = []
+    torch_names = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+    for label, saved in saves:
+        config = point_config(saved.env, torch_names[dtype])
+        try:
+            m = _build(spec, config, None)
+        except Exception as e:
+            problems.append(f"{label}: {type(e).__name__}: {e}")
+            continue
+        want = {n: (t.shape, t.dtype) for n, t in m.tensors.items()}
+        if want != saved.tensors:
+            missing = sorted(set(saved.tensors) - set(want))
+            extra = sorted(set(want) - set(saved.tensors))
+            wrong = sorted(n for n in set(want) & set(saved.tensors) if want[n] != saved.tensors[n])
+            problems.append(
+                f"{label}: spec lacks {missing[:3]} ({len(missing)}), has extra {extra[:3]} "
+                f"({len(extra)}), differs on {[(n, want[n], saved.tensors[n]) for n in wrong[:2]]} "
+                f"({len(wrong)})"
+            )
+    return problems
+
+
+def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The spec data of ``model_type``, checked against every save it was derived from."""
+    found = env.model_class(model_type)
+    if found is None:
+        raise DeriveError("no causal-LM / image-text / seq2seq / speech / masked-LM class")
+    cls = found[0]
+    points, default = collect_points(env, model_type, cls, log)
+    if not points[0].saved.tensors:
+        raise DeriveError("save_pretrained wrote no tensor")
+    try:
+        fp16 = env.save(cls, env.config(model_type, points[0].kwargs), "float16")
+    except Exception:
+        fp16 = None
+    spec = solve(points, fp16, default)
+    data = {
+        "schema": SCHEMA,
+        "model_type": model_type,
+        "architecture": cls.__name__,
+        "derived_from": env.versions,
+        **spec,
+    }
+    saves = [("class defaults", default)] + [(p.label, p.saved) for p in points]
+    problems = verify(data, saves)
+    if fp16 is not None:
+        problems += verify(data, [("default, float16", fp16)], "F16")
+    if problems:
+        raise DeriveError("derived spec does not reproduce the saves: " + "; ".join(problems[:3]))
+    return data
+
+
+def dump(data: dict[str, Any]) -> str:
+    """The file's text: one entry a line, nested repeats indented (readable in a diff)."""
+    head = {k: v for k, v in data.items() if k != "tensors"}
+    lines = ["{"]
+    for k, v in head.items():
+        lines.append(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)},")
+    lines.append('  "tensors": [')
+    lines += _dump_entries(data["tensors"], "    ")
+    lines.append("  ]")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dump_entries(entries: list[dict[str, Any]], pad: str) -> list[str]:
+    out: list[str] = []
+    for n, e in enumerate(entries):
+        comma = "," if n < len(entries) - 1 else ""
+        if "repeat" in e:
+            head = {k: v for k, v in e.items() if k != "tensors"}
+            text = json.dumps(head)[:-1]
+            out.append(f'{pad}{text}, "tensors": [')
+            out += _dump_entries(e["tensors"], pad + "  ")
+            out.append(f"{pad}]}}{comma}")
+        else:
+            out.append(f"{pad}{json.dumps(e)}{comma}")
+    return out
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int) -> Iterator[None]:
+    import signal
+
+    def fire(signum: int, frame: Any) -> None:
+        raise _Timeout(f"gave up after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def candidates(env: Env) -> list[str]:
+    """Every model type with a class in one of :data:`AUTO_ORDER`'s tables."""
+    names: set[str] = set()
+    for table in AUTO_ORDER:
+        names |= set(getattr(env.auto, table, {}))
+    return sorted(n for n in names if n in env.cauto.CONFIG_MAPPING_NAMES)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m pyaudit.manifest.generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("model_types", nargs="*", help="default: every candidate")
+    ap.add_argument("--out", type=Path, default=GENERATED_DIR)
+    ap.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 when a committed file differs"
+    )
+    ap.add_argument("--skip-existing", action="store_true")
+    ap.add_argument("--list", type=Path, metavar="MD", help="only write the list of families")
+    ap.add_argument("--timeout", type=int, default=240, help="seconds per family")
+    args = ap.parse_args(argv)
+    if args.list is not None:
+        from .derived import architectures_markdown
+        from .specs import SPECS
+
+        args.list.write_text(architectures_markdown(sorted(SPECS)))
+        return 0
+    env = Env()
+    todo = args.model_types or candidates(env)
+    failures: dict[str, str] = {}
+    drift: list[str] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    for mt in todo:
+        path = args.out / f"{mt}.json"
+        if args.skip_existing and path.exists():
+            continue
+        t0 = time.monotonic()
+        try:
+            with _time_limit(args.timeout):
+                data = derive_family(env, mt, log=lambda s: None)
+        except Exception as e:
+            msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            failures[mt] = msg
+            print(f"{mt}: FAILED {msg}", file=sys.stderr, flush=True)
+            if path.exists() and not args.check and not args.model_types:
+                path.unlink()
+            continue
+        text = dump(data)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                drift.append(mt)
+        else:
+            path.write_text(text)
+        print(f"{mt}: ok {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
+    if failures and not args.check:
+        report = args.out / "FAILED.txt"
+        old = {}
+        if report.exists() and args.model_types:
+            for line in report.read_text().splitlines():
+                k, _, v = line.partition(": ")
+                old[k] = v
+        for mt in todo:
+            old.pop(mt, None)
+        old.update(failures)
+        report.write_text("".join(f"{k}: {v}\n" for k, v in sorted(old.items())))
+    if drift:
+        print("drifted: " + ", ".join(drift), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
