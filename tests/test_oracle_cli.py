@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from pyaudit.cli import main  # noqa: E402
 
-# Granite: a real transformers family that pyaudit has no spec for.
+# Granite: a real transformers family. It has a derived spec now (tests/test_derived.py);
+# these tests are about the oracle, so they hide every derived spec (``no_derived``).
 GRANITE = {
     "model_type": "granite", "architectures": ["GraniteForCausalLM"], "hidden_size": 32,
     "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -31,6 +32,14 @@ def granite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
     model.save_pretrained(out)
     return out
+
+
+@pytest.fixture(autouse=True)
+def no_derived(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyaudit.manifest as manifest
+    from pyaudit.manifest.specs import SPECS
+
+    monkeypatch.setattr(manifest, "spec_of", SPECS.get)
 
 
 def scan_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:

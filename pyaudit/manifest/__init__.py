@@ -101,7 +101,7 @@ class UnknownArchitecture(Exception):
         super().__init__(
             message
             or f"no manifest spec for model_type {model_type!r}; "
-            f"supported: {', '.join(supported_model_types())}"
+            f"{len(supported_model_types())} model types have one (docs/ARCHITECTURES.md)"
         )
 
 

@@ -614,6 +614,14 @@ def condition_library(
             v is None for v in vals
         ):
             texts += [f"{f} is not None", f"{f} is None"]
+    if loop:
+        ints = [
+            f
+            for f in fields
+            if all(isinstance(s.get(f), int) and not isinstance(s.get(f), bool) for s in samples)
+        ]
+        for f, g in itertools.permutations(ints, 2):
+            texts += [f"{loop} < {f} - {g}", f"{loop} >= {f} - {g}"]
     out: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
     for t in texts:
         out.append((t, _truth(compile_expr(t))))
