@@ -98,6 +98,24 @@ def test_derived_spec_refuses_another_text_model() -> None:
         build_manifest(config)
 
 
+REAL = Path(__file__).parent / "data" / "derived_models"
+REAL_DIRS = (
+    sorted(p for p in REAL.iterdir() if (p / "config.json").is_file()) if REAL.is_dir() else []
+)
+
+
+@pytest.mark.parametrize("model_dir", REAL_DIRS, ids=lambda p: p.name)
+def test_derived_spec_matches_a_real_index(model_dir: Path) -> None:
+    """Public config.json + model.safetensors.index.json pairs (SOURCE.txt beside them)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    index = json.loads((model_dir / "model.safetensors.index.json").read_text())
+    spec = spec_of(config["model_type"])
+    assert spec is not None and spec.origin.startswith("derived from transformers")
+    m = build_manifest(config)
+    assert set(m.tensors) == set(index["weight_map"])
+    assert m.total_bytes == index["metadata"]["total_size"]
+
+
 def _copy_save(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
