@@ -334,11 +334,22 @@ def expectation_for(
                     )
                 )
     if unavailable is not None:
+        checked = (
+            "the index's tensor names and total_size, each file's header and extents"
+            if index
+            else "each file's header and extents (no index to list the tensors)"
+        )
+        how = (
+            ""
+            if oracle == "transformers"
+            else "; to check every tensor's name, shape and dtype, run with --oracle transformers "
+            "(needs `pip install torch transformers`)"
+        )
         findings.append(
             finding(
                 "unknown-architecture",
-                f"{unavailable}: only structural checks ran"
-                + ("; the index says which tensors to expect" if index else ""),
+                f"{unavailable}: only structural checks ran ({checked}); no tensor was checked "
+                f"against what the model holds, so a missing layer can go unnoticed{how}",
             )
         )
     return Expectation(_from_index(index), model_type, tuple(findings))
