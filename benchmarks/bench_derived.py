@@ -3,8 +3,8 @@
 
 Each store holds N checkpoints of one family at a real 7-8B size: one safetensors shard with
 the real header (names, shapes, dtypes from the family's manifest) and the data left as a
-hole, plus config.json; every checkpoint's header carries its own step in ``__metadata__``
-(nothing memoised across checkpoints, as in bench_sweep's ``unique`` stores). Families:
+hole, plus config.json; the checkpoints are copies (bench_sweep's ``same`` stores: what
+pyaudit derives from a header is memoised, so the rate is the memoised one). Families:
 
 - ``llama``   (hand-written spec): Llama-3.1-8B dims
 - ``olmo2``   (derived):           the same dims
@@ -57,8 +57,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
 
 
 def make_store(root: Path, family: str, n: int) -> Path:
-    from pyaudit.testing import write_checkpoint
-    from pyaudit.testing.stores import manifest_tensors
+    from pyaudit.testing.stores import manifest_tensors, write_checkpoint
 
     store = root / family
     if (store / f"checkpoint-{n:05d}").is_dir():
@@ -67,23 +66,9 @@ def make_store(root: Path, family: str, n: int) -> Path:
     config = FAMILIES[family]
     one = store / "checkpoint-00001"
     write_checkpoint(one, config, manifest_tensors(config))
-    header_file = one / "model.safetensors"
-    raw = header_file.read_bytes()[:8]
-    size = int.from_bytes(raw, "little")
-    with header_file.open("rb") as f:
-        f.seek(8)
-        header = json.loads(f.read(size))
     for i in range(2, n + 1):
         dst = store / f"checkpoint-{i:05d}"
         subprocess.run(["cp", "-r", "--sparse=always", str(one), str(dst)], check=True)
-        # its own step in the header (same length: the data offsets do not move)
-        header["__metadata__"] = {"format": "pt", "step": f"{i:08d}"}
-        text = json.dumps(header, separators=(",", ":")).encode()
-        text += b" " * (size - len(text))
-        assert len(text) == size, "header grew"
-        with (dst / "model.safetensors").open("r+b") as f:
-            f.seek(8)
-            f.write(text)
     return store
 
 
@@ -121,10 +106,14 @@ def manifest_seconds(config: dict[str, Any], repeats: int = 20) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--store", type=Path, default=Path(tempfile.gettempdir()) / "pyaudit-bench-derived")
+    ap.add_argument(
+        "--store", type=Path, default=Path(tempfile.gettempdir()) / "pyaudit-bench-derived"
+    )
     ap.add_argument("--families", default=",".join(FAMILIES))
     args = ap.parse_args()
     families = args.families.split(",")
@@ -142,8 +131,9 @@ def main() -> int:
             walls[f].append(wall)
             cpus[f].append(cpu)
     base = statistics.median(walls[families[0]])
-    print(f"N={args.n} checkpoints per store, {args.repeats} timed runs, load {os.getloadavg()[0]:.1f}")
-    print("| family | spec | tensors | manifest build (one config) | wall s (median) | CPU s | vs first |")
+    load = os.getloadavg()[0]
+    print(f"N={args.n} checkpoints per store, {args.repeats} timed runs, load {load:.1f}")
+    print("| family | spec | tensors | manifest build | wall s (median) | CPU s | vs first |")
     print("|---|---|---|---|---|---|---|")
     from pyaudit.manifest import build_manifest, spec_of
 
