@@ -326,3 +326,28 @@ def test_architectures_list_is_current() -> None:
     assert doc.read_text() == architectures_markdown(sorted(SPECS)), (
         "rerun python -m pyaudit.manifest.generate --list docs/ARCHITECTURES.md"
     )
+
+
+def test_gpt_oss_mxfp4_overlay_composes_with_the_derived_spec() -> None:
+    if "gpt_oss" not in DERIVED:
+        pytest.skip("gpt_oss not derived")
+    # openai/gpt-oss-20b's dims; its config declares no dtype and quant_method mxfp4.
+    config = {
+        "model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"], "hidden_size": 2880,
+        "intermediate_size": 2880, "num_hidden_layers": 24, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "head_dim": 64, "num_local_experts": 32,
+        "vocab_size": 201088, "attention_bias": True, "tie_word_embeddings": False,
+        "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": [
+            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens",
+            "lm_head"]},
+    }  # fmt: skip
+    m = build_manifest(config)
+    assert m.quantization == "mxfp4" and m.dtype == "BF16"
+    e = "model.layers.0.mlp.experts."
+    assert m.tensors[e + "gate_up_proj_blocks"].shape == (32, 5760, 90, 16)
+    assert m.tensors[e + "gate_up_proj_scales"].shape == (32, 5760, 90)
+    assert m.tensors[e + "down_proj_blocks"].shape == (32, 2880, 90, 16)
+    assert m.tensors[e + "down_proj_scales"].dtype == "U8"
+    assert m.tensors[e + "gate_up_proj_bias"].dtype == "BF16"
+    assert e + "gate_up_proj" not in m.tensors
+    assert m.tensors["model.layers.0.self_attn.q_proj.weight"].dtype == "BF16"

@@ -250,19 +250,29 @@ def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manif
         for condition, reason in spec.requires:
             if not _holds(condition, env):
                 raise UnknownArchitecture(spec.model_type, reason)
+    try:
+        info = detect_quantization(config)
+    except QuantConfigError as exc:
+        raise UnsupportedQuantization(spec.model_type, str(exc)) from None
     dtype = config_dtype(config)
+    if info is not None and info.method == "mxfp4" and not _declares_dtype(config):
+        dtype = "BF16"  # gpt-oss releases declare none; what is not MXFP4 is bfloat16
     records, tied = run_spec(spec, config, dtype)
     if lay.omit:
         records = [rec for rec in records if rec.section not in lay.omit]
     if lay.dtypes:
         records = [replace(rec, dtype=lay.dtype_of(rec.name, rec.dtype)) for rec in records]
-    try:
-        info = detect_quantization(config)
-    except QuantConfigError as exc:
-        raise UnsupportedQuantization(spec.model_type, str(exc)) from None
     if info is not None:
         records = apply_quantization(records, info, lay.apply)
     return _assemble(spec, lay, dtype, records, tied, info.label if info else None)
+
+
+def _declares_dtype(config: dict[str, Any]) -> bool:
+    return any(
+        isinstance(src, dict) and isinstance(src.get(key), str)
+        for src in (config, config.get("text_config"))
+        for key in ("dtype", "torch_dtype")
+    )
 
 
 def _assemble(

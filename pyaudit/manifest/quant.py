@@ -23,6 +23,11 @@ Supported (recognised from ``config["quantization_config"]["quant_method"]``):
     Decoder-block linear layers: GEMM packing ``qweight`` ``I32[in, out // (32 // bits)]``,
     ``qzeros`` ``I32[in // g, out // (32 // bits)]``, ``scales`` ``F16[in // g, out]``,
     bias ``F16``. Other packings (GEMV...) keep the names; their shapes are not checked.
+``mxfp4`` (gpt-oss)
+    The MoE experts' fused 3-D weights ``mlp.experts.{gate_up,down}_proj`` ``[E, in, out]``
+    are stored as ``{name}_blocks`` ``U8[E, out, in // 32, 16]`` (32 4-bit values a block)
+    and ``{name}_scales`` ``U8[E, out, in // 32]``; their biases and every other tensor stay
+    in the checkpoint dtype (bfloat16 when the config declares none, as gpt-oss's do).
 ``fp8``
     Decoder-block linear layers: ``weight`` ``F8_E4M3[out, in]`` + ``weight_scale_inv``
     ``F32[ceil(out / b0), ceil(in / b1)]`` for ``weight_block_size`` ``[b0, b1]`` (shape not
@@ -52,7 +57,7 @@ class QuantConfigError(ValueError):
 
 @dataclass(frozen=True)
 class QuantInfo:
-    method: str  # "bitsandbytes-4bit", "bitsandbytes-8bit", "gptq", "awq", "fp8"
+    method: str  # "bitsandbytes-4bit", "bitsandbytes-8bit", "gptq", "awq", "fp8", "mxfp4"
     label: str  # human/JSON label, e.g. "bitsandbytes-4bit-nf4", "gptq-4bit"
     config: dict[str, Any]
 
@@ -93,6 +98,8 @@ def detect_quantization(config: dict[str, Any]) -> QuantInfo | None:
         return QuantInfo("awq", f"awq-{bits}bit", q)
     if method == "fp8":
         return QuantInfo("fp8", "fp8", q)
+    if method == "mxfp4":
+        return QuantInfo("mxfp4", "mxfp4", q)
     raise QuantConfigError(f"quant_method {method!r} is not supported")
 
 
@@ -137,6 +144,8 @@ def _int(q: dict[str, Any], *keys: str, default: int) -> int:
 def apply_quantization(records: list[Rec], info: QuantInfo, rename: Renamer) -> list[Rec]:
     """Replace the quantized modules' tensors in ``records`` by what ``info`` stores instead."""
     q = info.config
+    if info.method == "mxfp4":
+        return [r for rec in records for r in _mxfp4(rec)]
     if info.method.startswith("bitsandbytes"):
         kinds = _BNB_KINDS
         skip = _patterns(q.get("llm_int8_skip_modules"))
@@ -167,6 +176,25 @@ def apply_quantization(records: list[Rec], info: QuantInfo, rename: Renamer) -> 
         else:  # pragma: no cover - Linear only makes weight/bias records
             out.append(rec)
     return out
+
+
+def _mxfp4(rec: Rec) -> list[Rec]:
+    """An expert weight ``[E, in, out]`` as MXFP4 blocks and scales; anything else as is."""
+    parts = rec.name.rsplit(".", 2)
+    if (
+        rec.shape is None
+        or len(rec.shape) != 3
+        or len(parts) != 3
+        or parts[1] != "experts"
+        or not parts[2].endswith("_proj")
+        or rec.shape[1] % 32
+    ):
+        return [rec]
+    experts, k, n = rec.shape
+    return [
+        _with(rec, rec.name + "_blocks", (experts, n, k // 32, 16), "U8"),
+        _with(rec, rec.name + "_scales", (experts, n, k // 32), "U8"),
+    ]
 
 
 def _with(
