@@ -75,12 +75,13 @@ def make_store(root: Path, family: str, n: int) -> Path:
 def run(store: Path, out: Path) -> tuple[float, float, int]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pyaudit", "scan", "--json", str(out), str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        check=False,
-    )
+    with out.open("wb") as f:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyaudit", "scan", "--json", str(store)],
+            stdout=f,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

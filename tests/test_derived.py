@@ -236,13 +236,16 @@ def _other_points(tf: Any, model_type: str) -> list[dict[str, Any]]:
     out = []
     for n, flip in ((3, True), (5, False)):
         kwargs: dict[str, Any] = {}
-        for p in counts:
-            cfg = tf.config(model_type, kwargs)
-            kwargs = _merge(kwargs, kwargs_for(cfg, p, n))
-        if flip:
-            for p in flips:
+        try:
+            for p in counts:
                 cfg = tf.config(model_type, kwargs)
-                kwargs = _merge(kwargs, kwargs_for(cfg, p, not get(default, p)))
+                kwargs = _merge(kwargs, kwargs_for(cfg, p, n))
+            if flip:
+                for p in flips:
+                    cfg = tf.config(model_type, kwargs)
+                    kwargs = _merge(kwargs, kwargs_for(cfg, p, not get(default, p)))
+        except Exception:
+            continue
         out.append(kwargs)
     return out
 
