@@ -16,7 +16,7 @@ import json
 import struct
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyaudit.headers import DTYPE_BITS, header_span, parse_header_bytes
@@ -224,32 +224,61 @@ def test_a_prefix_holding_the_header_gives_the_whole_verdict(
         assert parse_header_bytes(blob[:short], len(blob)).rule == "header-truncated"
 
 
-@settings(max_examples=300)
-@given(valid_headers(), st.data())
-def test_json_whitespace_changes_nothing_other_padding_is_rejected(
-    case: tuple[bytes, int], data: st.DataObject
-) -> None:
-    header, data_size = case
-    whole = parse_header_bytes(frame(header), 8 + len(header) + data_size)
-    # Token boundaries outside strings: after structural characters.
-    text = header.decode()
+def between_tokens(text: str) -> list[int]:
+    """Where JSON allows whitespace in ``text``: both ends, and after each structural
+    character outside strings. Inside a string a backslash escapes the next character, so
+    ``"\\"{"`` is one string holding a quote and a brace, with no token boundary in it."""
     spots, in_string, escaped = [0, len(text)], False, False
     for i, c in enumerate(text):
-        if in_string:
-            escaped = (c == "\\") and not escaped
-            if c == '"' and not escaped:
+        if escaped:
+            escaped = False
+        elif in_string:
+            if c == "\\":
+                escaped = True
+            elif c == '"':
                 in_string = False
         elif c == '"':
             in_string = True
         elif c in "{}[]:,":
             spots.append(i + 1)
-    at = data.draw(st.sampled_from(sorted(spots)))
-    ws = data.draw(st.text(" \t\n\r", min_size=1, max_size=3))
+    return sorted(spots)
+
+
+# A key holding an escaped quote then a brace: an earlier version of between_tokens ended
+# the string at the escaped quote and padded inside the key (found by a random seed).
+ESCAPED_QUOTE_KEY = json.dumps(
+    {'"{#0': {"dtype": "BOOL", "shape": [], "data_offsets": [0, 1]}}
+).encode()
+
+
+@settings(max_examples=300)
+@given(valid_headers())
+@example(case=(ESCAPED_QUOTE_KEY, 1))
+def test_between_tokens_are_where_json_takes_whitespace(case: tuple[bytes, int]) -> None:
+    text = case[0].decode()
+    for at in between_tokens(text):
+        assert json.loads(text[:at] + " \t\n\r" + text[at:]) == json.loads(text)
+
+
+WHITESPACE = st.text(" \t\n\r", min_size=1, max_size=3)
+NOT_WHITESPACE = st.sampled_from(["\0", "\x0b", "\x0c", "\u00a0", "\ufeff", "\u3000"])
+
+
+@settings(max_examples=300)
+@given(valid_headers(), st.integers(min_value=0), WHITESPACE, NOT_WHITESPACE)
+@example(case=(ESCAPED_QUOTE_KEY, 1), pick=2, ws=" ", bad="\0")
+def test_json_whitespace_changes_nothing_other_padding_is_rejected(
+    case: tuple[bytes, int], pick: int, ws: str, bad: str
+) -> None:
+    header, data_size = case
+    whole = parse_header_bytes(frame(header), 8 + len(header) + data_size)
+    text = header.decode()
+    spots = between_tokens(text)
+    at = spots[pick % len(spots)]
     spaced = (text[:at] + ws + text[at:]).encode()
     h = parse_header_bytes(frame(spaced), 8 + len(spaced) + data_size)
     assert h.ok, h.error
     assert h.table() == whole.table() and h.metadata == whole.metadata
-    bad = data.draw(st.sampled_from(["\0", "\x0b", "\x0c", "\u00a0", "\ufeff", "\u3000"]))
     padded = (text[:at] + bad + text[at:]).encode()
     rejected = parse_header_bytes(frame(padded), 8 + len(padded) + data_size)
     assert rejected.rule == "not-json", rejected.error
