@@ -182,7 +182,7 @@ FileDataResult check_file_data(const std::string& path) {
         return result;
     }
     const FileDescriptor fd(raw);
-    (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    advise_sequential(fd.get());
     std::unique_ptr<unsigned char, AlignedFree> buffer(
         static_cast<unsigned char*>(std::aligned_alloc(64, kDataBuffer)));
     if (!buffer) {

@@ -30,6 +30,29 @@ inline int open_read_only(const char* path) noexcept {
     return ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 }
 
+// Read-ahead advice: off for header reads that may miss the page cache (read-ahead would pull
+// in tensor data), sequential for the data scan. posix_fadvise where the platform has it
+// (Linux, the BSDs); macOS has only read-ahead on or off (F_RDAHEAD); elsewhere, no advice.
+inline void advise_no_readahead(int fd) noexcept {
+#if defined(POSIX_FADV_RANDOM)
+    (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+#elif defined(F_RDAHEAD)
+    (void)::fcntl(fd, F_RDAHEAD, 0);
+#else
+    (void)fd;
+#endif
+}
+
+inline void advise_sequential(int fd) noexcept {
+#if defined(POSIX_FADV_SEQUENTIAL)
+    (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#elif defined(F_RDAHEAD)
+    (void)::fcntl(fd, F_RDAHEAD, 1);
+#else
+    (void)fd;
+#endif
+}
+
 // Reads up to `size` bytes at `offset`, retrying short reads and EINTR.
 // Returns the bytes read (fewer only at the end of the file), or -1 with errno set.
 inline long long pread_full(int fd, unsigned char* buffer, std::size_t size, std::uint64_t offset) {

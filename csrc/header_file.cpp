@@ -140,7 +140,7 @@ std::shared_ptr<const ParsedHeader> read_header_shared(const std::string& path, 
     const bool cached = start_is_cached(fd.get());
     if (from_page_cache != nullptr) *from_page_cache = cached;
     // Readahead happens on a page cache miss: advice against it only when reads may miss.
-    if (!cached) (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
+    if (!cached) advise_no_readahead(fd.get());
     const std::size_t first_read = cached ? kFirstRead : kColdRead;
     const std::size_t want = file_size < first_read ? static_cast<std::size_t>(file_size) : first_read;
     const long long got = pread_full(fd.get(), buffer.data(), want, 0);
