@@ -6,15 +6,11 @@ Python) works without the native core and the command line starts fast.
 
 from __future__ import annotations
 
-from pkgutil import extend_path
+import importlib
 from typing import TYPE_CHECKING, Any
 
+# The one place the version is written: pyproject.toml reads it from here.
 __version__ = "0.1.0"
-
-# Run from a source checkout (`python -m pyaudit` or `python -c` in the repo root puts the
-# checkout first on sys.path), this package has no compiled core of its own: let the
-# installed copy's directory serve the rest of the package (its `_core`).
-__path__ = extend_path(__path__, __name__)
 
 __all__ = [
     "FormatError",
@@ -44,15 +40,27 @@ if TYPE_CHECKING:
     )
 
 
+def _native_core() -> Any:
+    try:
+        return importlib.import_module("pyaudit._core")
+    except ModuleNotFoundError as e:
+        if e.name != "pyaudit._core":
+            raise
+        raise ImportError(
+            f"pyaudit's native core (pyaudit._core) is not in {__path__[0]}: this is a source "
+            "tree, not an installed pyaudit. Install it (`pip install .`) and run from outside "
+            "the source tree (from its root, `python -m pytest` and `pytest` test the installed "
+            "package); or, to work on it, `pip install --no-build-isolation -e .`"
+        ) from e
+
+
 def __getattr__(name: str) -> Any:
+    if name == "_core":
+        # `from pyaudit import _core` ends here only when the submodule is not imported yet.
+        return _native_core()
     if name in _HEADER_API:
-        try:
-            from pyaudit import headers
-        except ImportError as e:  # pragma: no cover - a broken install
-            raise ImportError(
-                "pyaudit's native core (pyaudit._core) is not built: install pyaudit with "
-                "`pip install .` rather than importing it from a source tree"
-            ) from e
+        from pyaudit import headers
+
         return getattr(headers, name)
     if name in _AUDIT_API:
         from pyaudit import api

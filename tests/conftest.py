@@ -10,10 +10,27 @@ import itertools
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tests test the installed pyaudit. `python -m pytest` from the repository root puts the
+# root first on sys.path, and with it the source tree's `pyaudit` (no compiled core): take it
+# off. Subprocesses (`python -c`, `python -m pyaudit`) would put their working directory there
+# too, so each test starts in a scratch directory (tests that need a directory chdir to it).
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != ROOT]
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_source_tree(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    monkeypatch.chdir(tmp_path_factory.getbasetemp())
+
 
 try:
     from hypothesis import HealthCheck, settings
@@ -24,6 +41,14 @@ else:
     settings.register_profile(
         "ci",
         derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    # CI again, with fresh examples: .ci/run passes --hypothesis-seed=N and prints N.
+    settings.register_profile(
+        "ci-random",
         database=None,
         deadline=None,
         print_blob=True,

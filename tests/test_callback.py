@@ -204,9 +204,8 @@ def test_bad_arguments(hf: Any, tmp_path: Path) -> None:
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
-    )  # fmt: skip
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_import_pyaudit_never_imports_transformers() -> None:

@@ -22,13 +22,13 @@ distributed = pytest.importorskip("distributed")
 
 import dask  # noqa: E402
 
+import faults  # noqa: E402
 import pyaudit  # noqa: E402
 from pyaudit import distributed as dist  # noqa: E402
 from pyaudit.auditing.results import AuditOptions  # noqa: E402
 from pyaudit.cli import main  # noqa: E402
 from pyaudit.discover import discover  # noqa: E402
 from pyaudit.sweep import scan as local_scan  # noqa: E402
-from pyaudit.testing import faults  # noqa: E402
 from pyaudit.testing.stores import manifest_tensors, write_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,9 @@
 """Tasks for fault-injection tests of distributed sweeps.
 
-They stand in for `pyaudit.distributed.audit_chunk` on a Dask worker: they live in the
-package (not in a test module) so that a worker process imports them by name, as it
-imports the real task.
+They stand in for `pyaudit.distributed.audit_chunk` on a Dask worker: they live in a module
+(not in a test module) so that a worker process imports them by name, as it imports the real
+task. Test-only (they kill the worker with ``os._exit``), so not in the package: a spawned
+worker inherits ``sys.path``, and with it ``tests/support``.
 """
 
 from __future__ import annotations
