@@ -1,9 +1,11 @@
 """The README shows real output: its `pyaudit scan examples/store` block is what the
-command prints today (timing aside), and its test command is the one `.ci/run` runs."""
+command prints today (timing aside), its Python API block runs as written and prints the
+block below it, and its test command is the one `.ci/run` runs."""
 
 from __future__ import annotations
 
 import re
+import runpy
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,17 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = readme.split("<!-- test-command -->\n```\n", 1)[1].split("\n", 1)[0]
     assert command == "pip install '.[test]' && pytest"
     assert "<!-- test-command -->" in ci and 'bash -c "$test_command"' in ci
+
+
+def test_readme_python_api_runs_as_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API") :]
+    code, after = section.split("```python\n", 1)[1].split("```\n", 1)
+    shown = after.split("```\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "readme_api.py"
+    script.write_text(code)
+    monkeypatch.chdir(ROOT)  # the snippet names examples/store relative to the root
+    runpy.run_path(str(script), run_name="__main__")
+    assert capsys.readouterr().out == shown
