@@ -37,12 +37,19 @@ def test_readme_scan_example_is_current(
     assert _untimed(capsys.readouterr().out) == _untimed(shown)
 
 
-def test_ci_runs_the_readme_test_command() -> None:
+def test_ci_runs_the_readme_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    command = readme.split("<!-- test-command -->\n```\n", 1)[1].split("\n", 1)[0]
-    assert command == "pip install '.[test]' && pytest"
-    assert "<!-- test-command -->" in ci and 'bash -c "$test_command"' in ci
+
+    def command(marker: str) -> str:
+        return readme.split(f"<!-- {marker} -->\n```\n", 1)[1].split("\n", 1)[0]
+
+    assert command("try-command") == "pip install . && pyaudit scan examples/store"
+    assert command("test-command") == "pip install '.[test]' && pytest"
+    assert 'try_command="$(readme_command try-command)"' in ci
+    assert 'bash -c "$try_command"' in ci
+    assert 'test_command="$(readme_command test-command)"' in ci
+    assert 'bash -c "$test_command"' in ci
 
 
 def test_readme_python_api_runs_as_written(
