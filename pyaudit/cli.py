@@ -136,6 +136,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         verify_data=args.verify_data,
         oracle=args.oracle,
         fast_path=args.fast_path,
+        expect_runs=tuple(args.expect_run or ()),
     )
     base_expected = None
     if options.base is not None:
@@ -217,6 +218,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if not summary.checkpoints:
         return EXIT_USAGE
     return EXIT_FAIL if summary.failed else EXIT_OK
+
+
+def _expect_run(value: str) -> tuple[str, str]:
+    from pyaudit.runs import parse_expect_run
+
+    try:
+        return parse_expect_run(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_expect(args: argparse.Namespace) -> int:
@@ -302,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--expect", choices=("auto", "full", "adapter"), default="auto",
         help="what the checkpoints must be (default: what the run's own files say)",
+    )
+    scan.add_argument(
+        "--expect-run", action="append", type=_expect_run, metavar="PATTERN=KIND",
+        help="what the checkpoints of the runs whose path matches the glob PATTERN must be "
+        "(full or adapter), e.g. --expect-run 'grpo-*=full' --expect-run 'sft-lora*=adapter'; "
+        "repeatable, the last matching one wins; --expect overrides it",
     )
     scan.add_argument("--base", metavar="DIR", help="a reference checkpoint whose tensors each must hold")
     scan.add_argument(

@@ -20,6 +20,9 @@ ADAPTER_CONFIG = "adapter_config.json"
 CONFIG = "config.json"
 ZERO_DIR = re.compile(r"global_step\d+$")
 FSDP_DIR = re.compile(r"pytorch_model_fsdp_\d+$|.*_fsdp_\d+$")
+# accelerate's FSDP optimizer shards (optimizer_0/*.distcp) beside the model's: training
+# state of the checkpoint that holds them, never a model of its own.
+FSDP_STATE_DIR = re.compile(r"optimizer_\d+$")
 CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
 # Pickled weight files worth naming (names only: they are never unpickled).
 WEIGHT_BIN = re.compile(r"(pytorch_model|adapter_model|model)(-\d{5}-of-\d{5})?\.bin$")
@@ -49,6 +52,10 @@ class CheckpointDir:
     has_adapter_config: bool = False
     zero_dirs: list[str] = field(default_factory=list)
     fsdp_files: list[str] = field(default_factory=list)
+    # The files of the ZeRO folders (global_step2/zero_pp_rank_0_mp_rank_00_optim_states.pt)
+    # and training-state folders (FSDP optimizer_0/) of this checkpoint, by relative name.
+    zero_files: list[str] = field(default_factory=list)
+    state_dirs: list[str] = field(default_factory=list)
     run_files: list[str] = field(default_factory=list)
     other_files: list[str] = field(default_factory=list)
     scan_root: Path | None = None
@@ -77,6 +84,18 @@ class CheckpointDir:
             return True
         return self.is_weightless_candidate
 
+    def reported_weightless(self, found_below: bool) -> bool:
+        """Whether a directory without weights is reported as a checkpoint (as weightless):
+        when it holds a model's sharded training state (ZeRO ``global_step*/``, FSDP
+        shards), when nothing below it was a checkpoint, or, with checkpoints below, when it
+        is a run root that saved a model's config and its run records but no weights (the
+        final save people upload)."""
+        if self.zero_dirs or self.fsdp_files:
+            return True
+        if not self.is_weightless_candidate:
+            return False
+        return not found_below or (self.has_config and bool(self.run_files))
+
     @property
     def is_weightless_candidate(self) -> bool:
         return bool(
@@ -99,8 +118,11 @@ def _classify(path: Path, display: str, entries: list[os.DirEntry[str]]) -> tupl
         if is_dir:
             if ZERO_DIR.fullmatch(name):
                 ckpt.zero_dirs.append(name)
+                ckpt.zero_files.extend(f"{name}/{f}" for f in _files_in(Path(entry.path)))
             elif FSDP_DIR.fullmatch(name):
                 ckpt.fsdp_files.extend(f"{name}/{f}" for f in _distcp_in(Path(entry.path)))
+            elif FSDP_STATE_DIR.fullmatch(name) and _distcp_in(Path(entry.path)):
+                ckpt.state_dirs.append(name)
             elif not name.startswith("."):
                 subdirs.append(Path(entry.path))
             continue
@@ -123,7 +145,8 @@ def _classify(path: Path, display: str, entries: list[os.DirEntry[str]]) -> tupl
         else:
             ckpt.other_files.append(name)
     for names in (ckpt.safetensors, ckpt.indexes, ckpt.bin_weights, ckpt.bin_indexes,
-                  ckpt.zero_dirs, ckpt.fsdp_files, ckpt.run_files, ckpt.other_files):
+                  ckpt.zero_dirs, ckpt.zero_files, ckpt.fsdp_files, ckpt.state_dirs, ckpt.run_files,
+                  ckpt.other_files):
         names.sort()
     return ckpt, sorted(subdirs, key=_natural)
 
@@ -134,10 +157,21 @@ def _natural(path: Path) -> list[object]:
 
 
 def _distcp_in(directory: Path) -> list[str]:
+    return [name for name in _files_in(directory) if name.endswith(".distcp")]
+
+
+def _files_in(directory: Path, limit: int = 4096) -> list[str]:
+    """The names in a shard folder (ZeRO, FSDP), sorted; at most ``limit`` of them."""
     try:
-        return sorted(e.name for e in os.scandir(directory) if e.name.endswith(".distcp"))
+        with os.scandir(directory) as it:
+            names = []
+            for entry in it:
+                names.append(entry.name)
+                if len(names) >= limit:
+                    break
     except OSError:
         return []
+    return sorted(names)
 
 
 def _below(display: str, name: str, at_root: bool) -> str:
@@ -197,7 +231,7 @@ def discover(given: str) -> Iterator[CheckpointDir]:
             for child in walk(sub, _below(display, sub.name, top), here, depth=depth + 1):
                 found_below = True
                 yield child
-        if not found_below and ckpt.is_weightless_candidate:
+        if ckpt.reported_weightless(found_below):
             yield ckpt
 
     if root.is_file():

@@ -309,7 +309,7 @@ def expectation_for(
         references.append((f"{args_name} model", run.model))
     if unavailable is None and config is None:
         for _, ref in references:
-            path = resolve_model(ref, ckpt.path)
+            path = resolve_model(ref, ckpt.path, ckpt.scan_root)
             if path is None:
                 continue
             base_config = read_json(path / "config.json", cache.json)

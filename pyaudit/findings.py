@@ -51,6 +51,9 @@ CODES: dict[str, Severity] = {
     "invalid-file": "error",  # a run file read but unusable: not JSON, not an object, bad field
     "weights-unverified": "error",  # weights only in a format pyaudit cannot read
     "base-mismatch": "error",  # --base is a model of another family than the checkpoint
+    # the run's training type was force-loaded from an earlier run's saved arguments
+    # (ms-swift load_args) and it saved adapters only: the message names the source and fix
+    "args-inherited": "warning",
 }
 
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")  # worst first: the one order

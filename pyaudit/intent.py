@@ -4,47 +4,30 @@ run left its trace in the files (ms-swift ``load_args``), where it came from."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from pyaudit import lineage
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Bytes, Finding, Message, finding
-from pyaudit.runs import Declared, RunArgs, read_json, resolve_model
+from pyaudit.runs import (
+    Declared, Kind, RunArgs, expectation_for, swift_full_flags, swift_major, type_field,
+)  # fmt: skip
 
 
-def declared(expect: str, run: RunArgs) -> Declared | None:
-    """The kind of training declared: ``--expect full|adapter``, else the run's own args."""
+def declared(
+    expect: str, run: RunArgs, display: str = "", expect_runs: Collection[tuple[str, Kind]] = ()
+) -> Declared | None:
+    """The kind of training declared: ``--expect full|adapter``, else the last
+    ``--expect-run PATTERN=KIND`` whose pattern matches the checkpoint's path (``display``),
+    else the run's own args."""
     if expect in ("full", "adapter"):
         return Declared(expect, "--expect", "expect", expect)  # type: ignore[arg-type]
+    rule = expectation_for(display, expect_runs) if expect_runs else None
+    if rule is not None:
+        pattern, kind = rule
+        return Declared(kind, "--expect-run", "expect-run", f"{pattern}={kind}")
     return run.declared()
-
-
-def lora_origin(run: RunArgs, ckpt: CheckpointDir) -> str | None:
-    """Where an unintended LoRA came from, when the files show it (ms-swift load_args)."""
-    if run.args is None or not run.model:
-        return None
-    model_dir = resolve_model(run.model, ckpt.path)
-    if model_dir is None:
-        return None
-    parent_args = read_json(model_dir / "args.json")
-    if parent_args is None:
-        return None
-    parent_type = parent_args.get("train_type") or parent_args.get("sft_type")
-    if not (isinstance(parent_type, str) and parent_type.lower() != "full"):
-        return None
-    load_args = run.args.get("load_args")
-    merged = model_dir.name.endswith("-merged")
-    carrier = "an ms-swift -merged export that carries" if merged else "a directory with"
-    how = (
-        f"model={run.model} is {carrier} "
-        f"the args.json of a train_type={parent_type} run"
-    )
-    if load_args in (True, None, "true", "True"):
-        return (
-            f"Likely cause: {how}, and load_args={load_args!r} made this run re-read those saved "
-            f"arguments, keeping train_type={parent_type}. Fix: rerun with --load_args false "
-            "--train_type full (or delete that args.json)."
-        )
-    return f"Note: {how}."
 
 
 @dataclass(frozen=True)
@@ -64,12 +47,21 @@ def check_intent(
     found_bytes: int,
     expected_bytes: int | None,
 ) -> Intent:
-    """``declared`` against ``kind`` (full / adapter / unknown) of the weights found."""
-    if declared is None or kind == "unknown":
+    """``declared`` against ``kind`` (full / adapter / unknown) of the weights found; and
+    an adapter-only run whose training type its own record took over from an earlier
+    run's saved arguments (ms-swift ``load_args``), which is never a PASS."""
+    if kind == "unknown":
         return Intent()
     findings: list[Finding] = []
+    inherited = lineage.inherited(run, ckpt) if kind == "adapter" else None
+    by_user = declared is not None and declared.source.startswith("--expect")
+    if inherited is not None and not by_user and (declared is None or declared.kind == "adapter"):
+        # Nothing declared but the run's own record, and that record was inherited.
+        findings.append(lineage.inherited_finding(inherited, ckpt, Bytes(found_bytes)))
+    if declared is None:
+        return Intent(None, tuple(findings))
     if declared.kind == "full" and kind == "adapter":
-        severity_note = "" if declared.source == "--expect" else f" ({declared.path})"
+        severity_note = "" if by_user else f" ({declared.path})"
         findings.append(
             finding(
                 "adapter-only",
@@ -78,9 +70,8 @@ def check_intent(
                 severity="error",
             )
         )
-        origin = lora_origin(run, ckpt)
         # The run's own args disagreeing with itself is the common trap: name it.
-        train_type = run.args.get("train_type") if run.args else None
+        recorded = type_field(run.args) if run.args else None
         template = (
             "{declared}{note} but only LoRA adapter weights were saved ({found}"
             + (" of the {expected} a full checkpoint holds" if expected_bytes else "")
@@ -93,22 +84,21 @@ def check_intent(
         }
         if expected_bytes:
             values["expected"] = Bytes(expected_bytes)
-        if declared.source == "--expect" and isinstance(train_type, str):
-            template += " {args_path} says train_type={train_type}."
+        if by_user and recorded is not None:
+            template += " {args_path} says {key}={value}."
             values["args_path"] = str(run.args_path)
-            values["train_type"] = train_type
+            values["key"], values["value"] = recorded
         template += " {cause}"
-        values["cause"] = origin or (
-            "Likely cause: the training framework ran with LoRA enabled (train_type / "
-            "finetuning_type, or arguments inherited from an earlier run); rerun with full "
-            "training declared explicitly."
-        )
+        values["cause"] = (
+            lineage.cause(inherited, ckpt) if inherited is not None
+            else lineage.parent_adapter_cause(run, ckpt) or _generic_cause(run, recorded)
+        )  # fmt: skip
         findings.append(finding("intent-mismatch", Message.of(template, **values)))
     elif declared.kind == "adapter" and kind == "full":
         if ckpt.path.name.endswith("-merged") and declared.source != "--expect":
-            return Intent(
-                declared.describe()
-            )  # an ms-swift merged export: full weights under the adapter run's args
+            # (--expect-run PATTERN=adapter names a run: its merged export is not held to it)
+            # an ms-swift merged export: full weights under the adapter run's args
+            return Intent(declared.describe())
         findings.append(
             finding(
                 "intent-mismatch",
@@ -123,3 +113,18 @@ def check_intent(
             )
         )
     return Intent(declared.describe(), tuple(findings))
+
+
+def _generic_cause(run: RunArgs, recorded: tuple[str, str] | None) -> str:
+    """The cause when no inheritance shows: the run's own type, fixed in its version's flags."""
+    major = swift_major(run.args) if run.args else None
+    flag = swift_full_flags(major, load_args=False) if major else None
+    ran = (
+        f"{recorded[0]}={recorded[1]} in {run.args_path}"
+        if recorded is not None
+        else "tuner_type / train_type / finetuning_type, or arguments inherited from an earlier run"
+    )
+    return (
+        f"Likely cause: the training framework ran with LoRA enabled ({ran}); rerun with full "
+        "training declared" + (f" ({flag})." if flag else " explicitly.")
+    )

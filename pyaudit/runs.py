@@ -1,14 +1,17 @@
-"""What a run meant to save: its own saved arguments, read as data.
+"""What a run meant to save: its own saved arguments, read as data, by the version that wrote them.
 
-ms-swift's ``args.json`` (``train_type``, ``rlhf_type``, ``model``, ``load_args``),
-LLaMA-Factory's ``training_args.yaml`` (``finetuning_type``), PEFT's
-``adapter_config.json``, and the user's ``--expect``. Nothing is unpickled:
+ms-swift's ``args.json``: the training type is ``tuner_type`` from 4.0, ``train_type`` in 3.x,
+``sft_type`` in 2.x; ``load_args`` with ``ckpt_dir`` (or ``model`` / ``adapters``) says whether
+the run re-read an earlier run's saved arguments, which force-load the training type over the
+command line. LLaMA-Factory's ``training_args.yaml`` (``finetuning_type``), PEFT's
+``adapter_config.json``, and the user's ``--expect`` / ``--expect-run``. Nothing is unpickled:
 ``training_args.bin`` is opaque.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,9 @@ ADAPTER_TRAIN_TYPES = {
     "llamapro", "lisa_lora", "ia3", "prompt", "lokr", "loha", "olora", "pissa", "dora", "qlora",
 }  # fmt: skip
 FULL_TRAIN_TYPES = {"full", "freeze"}
+# Where each framework version keeps the training type, newest first: ms-swift 4.x, 3.x, 2.x,
+# then LLaMA-Factory.
+TYPE_KEYS = ("tuner_type", "train_type", "sft_type", "finetuning_type")
 
 
 MAX_JSON_BYTES = runfiles.MAX_BYTES
@@ -93,6 +99,8 @@ class Declared:
     def describe(self) -> str:
         if self.source == "--expect":
             return f"--expect {self.value}"
+        if self.source == "--expect-run":
+            return f"--expect-run {self.value}"
         return f"{self.source} says {self.field}={self.value}"
 
 
@@ -120,10 +128,12 @@ class RunArgs:
 
     def declared(self) -> Declared | None:
         if self.args is not None and self.args_path is not None:
-            for key in ("train_type", "sft_type", "finetuning_type"):
-                kind = kind_of_train_type(self.args.get(key))
+            found = type_field(self.args)
+            if found is not None:
+                key, value = found
+                kind = kind_of_train_type(value)
                 if kind:
-                    return Declared(kind, self.args_path.name, key, str(self.args[key]), self.args_path)
+                    return Declared(kind, self.args_path.name, key, value, self.args_path)
         if self.yaml is not None and self.yaml_path is not None:
             kind = kind_of_train_type(self.yaml.get("finetuning_type"))
             if kind:
@@ -196,12 +206,13 @@ def hf_cache_dirs() -> list[Path]:
     return dirs
 
 
-def resolve_model(reference: str, relative_to: Path) -> Path | None:
+def resolve_model(reference: str, relative_to: Path, stop: Path | None = None) -> Path | None:
     """A model reference (path or hub id) as a local directory, never over the network.
 
     A relative path is tried against the checkpoint's directory and its ancestors
     (training frameworks record paths relative to where the run was launched),
-    then the current directory.
+    then the current directory; a path that is not there (a tree copied from the machine
+    that trained) is looked for by its tail inside the scanned tree ``stop``.
     """
     if not reference:
         return None
@@ -214,6 +225,10 @@ def resolve_model(reference: str, relative_to: Path) -> Path | None:
     for path in tries:
         if os.path.isdir(path):  # False, not an error, where a parent cannot be searched
             return path
+    if candidate.is_absolute():
+        moved = find_by_tail(reference, relative_to, stop, marker="config.json")
+        if moved is not None:
+            return moved
     if reference.count("/") == 1 and not reference.startswith((".", "/")):
         org, name = reference.split("/")
         for cache in hf_cache_dirs():
@@ -243,3 +258,183 @@ def modelscope_dirs(org: str, name: str) -> list[Path]:
     roots.append(Path.home() / ".cache" / "modelscope" / "hub")
     names = [name] + ([name.replace(".", "___")] if "." in name else [])
     return [root / sub / org / n for root in roots for sub in ("models", "") for n in names]
+
+
+# --- ms-swift: which version wrote a run, and what it re-read ---------------------------------
+
+
+def type_field(args: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (key, value) that holds the training type in a framework's saved arguments:
+    the first of :data:`TYPE_KEYS` present with a string value."""
+    for key in TYPE_KEYS:
+        value = args.get(key)
+        if isinstance(value, str) and value:
+            return key, value
+    return None
+
+
+def swift_major(args: Mapping[str, Any]) -> int | None:
+    """The ms-swift major version that wrote ``args``: its ``swift_version`` when recorded,
+    else told by the key of the training type (4.x ``tuner_type``, 3.x ``train_type``,
+    2.x ``sft_type``). None for arguments that are not ms-swift's."""
+    recorded = args.get("swift_version")
+    if isinstance(recorded, str):
+        m = re.match(r"\s*(\d+)\.", recorded)
+        if m:
+            return int(m.group(1))
+    found = type_field(args)
+    if found is None:
+        return None
+    return {"tuner_type": 4, "train_type": 3, "sft_type": 2}.get(found[0])
+
+
+def swift_full_flags(major: int | None, load_args: bool) -> str:
+    """The command-line flags that make an ms-swift run of this version train full weights."""
+    key = {2: "--sft_type", 3: "--train_type"}.get(major or 4, "--tuner_type")
+    return ("--load_args false " if load_args else "") + f"{key} full"
+
+
+def is_true(value: object) -> bool:
+    return value is True or (
+        isinstance(value, str) and value.strip().lower() in ("true", "1", "yes")
+    )
+
+
+@dataclass
+class Inherited:
+    """An ms-swift run whose training type was re-read from an earlier checkpoint's args.json
+    (``load_args`` on): ms-swift force-loads that key over the command line, silently."""
+
+    key: str  # tuner_type / train_type / sft_type
+    value: str  # the type the run ran with (and the parent's, when the parent was found)
+    source: str  # the run's ckpt_dir (or model / adapters entry) as recorded
+    parent: Path | None  # the parent's directory, found on disk or by the path's tail
+    parent_value: str | None  # what the parent's args.json says (None: parent not found)
+    major: int | None  # ms-swift major version that wrote the run
+    rlhf_type: str | None
+
+    @property
+    def fix(self) -> str:
+        return swift_full_flags(self.major, load_args=True)
+
+    def explain(self) -> str:
+        """The mechanism, in the words of the version that wrote the run."""
+        if self.parent is not None:
+            where = f"{self.parent / 'args.json'} (recorded as {self.source})"
+            if str(self.parent) == self.source:
+                where = str(self.parent / "args.json")
+            said = f"{where} says {self.key}={self.parent_value}"
+        else:
+            said = f"{self.source}/args.json (not in the scanned tree)"
+        how = f"ms-swift {self.major}.x" if self.major else "ms-swift"
+        what = f"{self.rlhf_type} run" if self.rlhf_type else "run"
+        return (
+            f"this {what} was started with load_args=true on {self.source}, so {how} re-read the "
+            f"saved arguments there and force-loaded {self.key}={self.value} over the command line"
+            f" ({said}; the log says only 'Successfully loaded .../args.json')"
+        )
+
+
+def find_by_tail(
+    reference: str, start: Path, stop: Path | None, marker: str = "args.json"
+) -> Path | None:
+    """A directory recorded as an absolute path on another machine (a tree copied from a
+    training cluster), found again by the path's tail below ``start`` or one of its
+    ancestors up to ``stop``: the longest tail that names a directory holding ``marker``
+    wins. Without ``stop``, nothing is searched (the scanned tree bounds the search)."""
+    if stop is None:
+        return None
+    parts = [p for p in Path(reference).parts if p not in ("/", "")]
+    if not parts:
+        return None
+    anchors = [start, *start.parents]
+    try:
+        anchors = anchors[: anchors.index(stop) + 1]
+    except ValueError:
+        return None  # start is not below the scanned tree
+    for k in range(len(parts)):  # longest tail first
+        tail = Path(*parts[k:])
+        for anchor in anchors:
+            candidate = anchor / tail
+            if (candidate / marker).is_file():
+                return candidate
+    return None
+
+
+def find_parent_run(reference: str, relative_to: Path, stop: Path | None) -> Path | None:
+    """The directory a run's ``ckpt_dir`` / ``model`` names, as it exists here."""
+    candidate = Path(reference).expanduser()
+    if candidate.is_absolute() and (candidate / "args.json").is_file():
+        return candidate
+    if not candidate.is_absolute():
+        for base in [relative_to, *relative_to.parents][:8]:
+            if (base / candidate / "args.json").is_file():
+                return base / candidate
+    return find_by_tail(reference, relative_to, stop)
+
+
+def swift_inherited(
+    args: Mapping[str, Any], relative_to: Path, stop: Path | None
+) -> Inherited | None:
+    """Whether an ms-swift run's adapter training type came from an earlier run's saved
+    arguments rather than from its command line.
+
+    ms-swift (every version with ``load_args``) sets ``ckpt_dir`` to the first of
+    ``adapters`` / ``model`` that holds an ``args.json`` and, when ``load_args`` is on,
+    force-loads the training type from it. The parent is looked for where the path
+    points, else by the path's tail inside the scanned tree (a copied store); when it is
+    found, its type must equal the run's; when it is not, the run's own record (load_args
+    true, ckpt_dir set, an adapter type) is the evidence.
+    """
+    major = swift_major(args)
+    found = type_field(args)
+    if major is None or found is None or found[0] == "finetuning_type":
+        return None
+    key, value = found
+    if kind_of_train_type(value) != "adapter" or not is_true(args.get("load_args")):
+        return None
+    source = args.get("ckpt_dir")
+    if not (isinstance(source, str) and source):
+        return None
+    parent = find_parent_run(source, relative_to, stop)
+    parent_value: str | None = None
+    if parent is not None:
+        parent_args = read_json(parent / "args.json")
+        parent_found = type_field(parent_args) if parent_args is not None else None
+        if parent_found != (key, value):
+            # The parent says something else, or under another version's key (which this
+            # version does not force-load): the run's type was its own (or its default).
+            return None
+        parent_value = parent_found[1]
+    rlhf = args.get("rlhf_type")
+    rlhf_type = rlhf if isinstance(rlhf, str) else None
+    return Inherited(key, value, source, parent, parent_value, major, rlhf_type)
+
+
+# --- expectations per run ------------------------------------------------------------------
+
+
+def parse_expect_run(value: str) -> tuple[str, Kind]:
+    """``PATTERN=full`` or ``PATTERN=adapter`` (``--expect-run``)."""
+    pattern, sep, kind = value.rpartition("=")
+    if not sep or not pattern or kind not in ("full", "adapter"):
+        raise ValueError(f"--expect-run {value!r}: expected PATTERN=full or PATTERN=adapter")
+    return pattern, kind  # type: ignore[return-value]
+
+
+def expectation_for(display: str, rules: Collection[tuple[str, Kind]]) -> tuple[str, Kind] | None:
+    """The last ``--expect-run`` rule whose glob matches a checkpoint's path (as reported, or
+    any of its trailing parts: ``grpo-*`` matches ``out/grpo-x/v0/checkpoint-2``)."""
+    import fnmatch
+
+    parts = display.replace("\\", "/").strip("/").split("/")
+    heads = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    tails = ["/".join(parts[i:]) for i in range(len(parts))]
+    chosen: tuple[str, Kind] | None = None
+    for pattern, kind in rules:
+        p = pattern.strip("/")
+        if any(fnmatch.fnmatchcase(c, p) for c in (*heads, *tails)) or any(
+            fnmatch.fnmatchcase(part, p) for part in parts
+        ):
+            chosen = (pattern, kind)
+    return chosen

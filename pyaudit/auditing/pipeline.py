@@ -171,7 +171,7 @@ def audit_checkpoint(
         findings += _check_adapter_memo(adapter_tensors, tensor_keys, adapter_config, expected, cache)
         if expected is not None:
             tensors["missing"] = tensors["expected"]
-        note = _adapter_only(declared(options.expect, run), expected, adapter_tensors, contents)
+        note = _adapter_only(declared(options.expect, run, ckpt.display, options.expect_runs), expected, adapter_tensors, contents)
         if note is not None:
             findings.append(note)
     elif (
@@ -193,7 +193,7 @@ def audit_checkpoint(
 
     # What the run meant against what it saved.
     intent = check_intent(
-        ckpt, run, declared(options.expect, run), kind, contents.found_bytes, sizes["expected"]
+        ckpt, run, declared(options.expect, run, ckpt.display, options.expect_runs), kind, contents.found_bytes, sizes["expected"]
     )
     findings += intent.findings
     if model_type is None and config is not None:

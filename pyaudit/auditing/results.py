@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pyaudit.findings import Finding
+from pyaudit.runs import Kind
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class AuditOptions:
     # False: the native fast path (auditing.match) never settles a checkpoint, every one
     # takes the reference path (the tests hold the two equal; `scan --no-fast-path`).
     fast_path: bool = True
+    # --expect-run PATTERN=KIND: per-run expectations (the last matching pattern wins)
+    expect_runs: tuple[tuple[str, Kind], ...] = ()
 
 
 class Counts(Mapping[str, "int | None"]):

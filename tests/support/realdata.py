@@ -33,3 +33,8 @@ def model_dir(suffix: str) -> Path:
 def load(path: Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+# Output trees of real training-framework runs (tests/frameworks: how they were made, and
+# each tree's VERSIONS.txt: framework, torch and transformers versions, command lines).
+FRAMEWORKS = Path(__file__).resolve().parents[1] / "frameworks" / "data"

@@ -1,0 +1,149 @@
+"""pyaudit's verdict on the output trees of real training-framework runs.
+
+The trees under tests/frameworks/data/ were written by the frameworks themselves on CPU
+(tests/frameworks/README.md says how to rerun them; each tree's VERSIONS.txt names the
+versions and command lines), then trimmed (optimizer states emptied, names kept). Every
+checkpoint of every tree has its verdict asserted here: the healthy runs PASS, each broken
+state a framework really produced is found, with its cause.
+
+The trees are scanned from a copy in a temporary folder: the paths the runs recorded
+(relative to where they were launched, or absolute on the machine that trained) do not
+resolve there, as on a store fed from a training cluster.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import realdata
+
+FRAMEWORKS = realdata.FRAMEWORKS
+SWIFT4 = FRAMEWORKS / "ms-swift-4.6.0"
+
+
+def copied(tree: Path, tmp_path: Path) -> Path:
+    """The tree as a store holds it: elsewhere, under a folder of its own."""
+    dest = tmp_path / "store" / "cluster-a" / tree.name
+    shutil.copytree(tree, dest, symlinks=True)
+    return dest
+
+
+def by_run(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Reports by path with ms-swift's timestamped version folder (v0-20261204-170331)
+    shown as v0, so that a rerun of the generator keeps the tests' names."""
+    import re
+
+    out = {}
+    for c in doc["checkpoints"]:
+        key = re.sub(r"/v(\d+)-\d{8}-\d{6}", r"/v\1", c["path"])
+        assert key not in out, key
+        out[key] = c
+    return out
+
+
+def verdicts(doc: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {path: (c["status"], c["kind"]) for path, c in by_run(doc).items()}
+
+
+# --- ms-swift 4.6.0: the seed story -----------------------------------------------------------
+
+SWIFT4_VERDICTS = {
+    "tiny/qwen2_5_vl": ("pass", "full"),  # the base the runs started from
+    "sft-lora/v0/checkpoint-2": ("pass", "adapter"),  # LoRA on purpose
+    "sft-lora/v0/checkpoint-2-merged": ("pass", "full"),  # swift export --merge_lora true
+    # swift rlhf --tuner_type full --load_args true on the merged export: LoRA re-read
+    "grpo-load-args-true/v0/checkpoint-2": ("warn", "adapter"),
+    "grpo-load-args-false/v0/checkpoint-2": ("pass", "full"),
+    "grpo-default/v0/checkpoint-2": ("pass", "full"),
+    "grpo-lora/v0/checkpoint-2": ("pass", "adapter"),  # --tuner_type lora on purpose
+    "sft-full/v0/checkpoint-2": ("pass", "full"),
+}
+SEED = "grpo-load-args-true/v0/checkpoint-2"
+SWIFT4_FIX = "--load_args false --tuner_type full"
+
+
+def test_swift4_every_checkpoint_default_mode(tmp_path: Path, scan: Any) -> None:
+    rc, doc = scan(copied(SWIFT4, tmp_path))
+    assert rc == 0  # a warning, not a failure: LoRA may have been meant
+    assert verdicts(doc) == SWIFT4_VERDICTS
+    for path, c in by_run(doc).items():
+        if path != SEED:
+            assert [f["code"] for f in c["findings"] if f["severity"] != "info"] == [], path
+    seed = by_run(doc)[SEED]
+    assert scan.codes(seed) == ["adapter-only", "args-inherited"]
+    message = scan.the(seed, "args-inherited")["message"]
+    # the mechanism, the parent found by the recorded path's tail inside the copied tree,
+    # and the fix in ms-swift 4's flags (it rejects --train_type)
+    assert "load_args=true" in message and "force-loads tuner_type" in message
+    assert "sft-lora/v0-" in message and "checkpoint-2-merged/args.json says tuner_type=lora" in message
+    assert f"Fix: rerun with {SWIFT4_FIX}." in message
+    assert "--train_type" not in message
+
+
+def test_swift4_seed_story_expect_full(tmp_path: Path, scan: Any) -> None:
+    root = copied(SWIFT4, tmp_path)
+    rc, doc = scan(root, "--expect", "full")
+    assert rc == 1
+    got = verdicts(doc)
+    # every adapter fails under --expect full (the SFT LoRA run too: --expect-run tells them apart)
+    assert {p for p, v in got.items() if v[0] == "fail"} == {
+        SEED, "sft-lora/v0/checkpoint-2", "grpo-lora/v0/checkpoint-2",
+    }  # fmt: skip
+    seed = by_run(doc)[SEED]
+    assert scan.codes(seed) == ["adapter-only", "base-weights-missing", "intent-mismatch"]
+    message = scan.the(seed, "intent-mismatch")["message"]
+    assert "says tuner_type=lora" in message and "force-loads tuner_type" in message
+    assert f"Fix: rerun with {SWIFT4_FIX}." in message
+    assert "--train_type" not in message
+    # a LoRA run with nothing inherited: the cause is the run's own tuner_type, fixed in 4.x flags
+    lora = scan.the(by_run(doc)["grpo-lora/v0/checkpoint-2"], "intent-mismatch")["message"]
+    assert "tuner_type=lora in" in lora and "(--tuner_type full)" in lora
+    assert "load_args" not in lora
+
+
+def test_swift4_expect_run_per_run(tmp_path: Path, scan: Any) -> None:
+    """The SFT LoRA run and the GRPO runs meant full, checked in one scan."""
+    root = copied(SWIFT4, tmp_path)
+    rc, doc = scan(root, "--expect-run", "grpo-load-args-*=full", "--expect-run", "grpo-default=full",
+                   "--expect-run", "sft-lora=adapter")  # fmt: skip
+    assert rc == 1
+    got = verdicts(doc)
+    assert got == SWIFT4_VERDICTS | {SEED: ("fail", "adapter")}
+    seed = by_run(doc)[SEED]
+    assert seed["declared"] == "--expect-run grpo-load-args-*=full"
+    assert f"Fix: rerun with {SWIFT4_FIX}." in scan.the(seed, "intent-mismatch")["message"]
+    assert by_run(doc)["sft-lora/v0/checkpoint-2"]["declared"] == "--expect-run sft-lora=adapter"
+
+
+def test_swift4_seed_run_alone(tmp_path: Path, scan: Any) -> None:
+    """Only the GRPO run was copied: its parent is nowhere, its own record still tells."""
+    run = next((SWIFT4 / "grpo-load-args-true").iterdir())
+    dest = tmp_path / "store" / "grpo-load-args-true" / run.name
+    shutil.copytree(run, dest, symlinks=True)
+    rc, doc = scan(tmp_path / "store")
+    assert rc == 0
+    (seed,) = doc["checkpoints"]
+    assert seed["status"] == "warn" and seed["kind"] == "adapter"
+    message = scan.the(seed, "args-inherited")["message"]
+    assert "is not in the scanned tree" in message and "records load_args=true" in message
+    assert f"Fix: rerun with {SWIFT4_FIX}." in message
+    rc, doc = scan(tmp_path / "store", "--expect", "full")
+    assert rc == 1
+    assert f"Fix: rerun with {SWIFT4_FIX}." in scan.the(doc["checkpoints"][0], "intent-mismatch")["message"]
+
+
+@pytest.mark.parametrize("load_args", [False, "false"])
+def test_swift4_load_args_off_is_not_inheritance(tmp_path: Path, scan: Any, load_args: object) -> None:
+    """The same LoRA checkpoint, its record edited to load_args off: the user chose LoRA."""
+    import json
+
+    root = copied(SWIFT4, tmp_path)
+    for args in (root / "grpo-load-args-true").rglob("args.json"):
+        doc = json.loads(args.read_text())
+        doc["load_args"] = load_args
+        args.write_text(json.dumps(doc))
+    rc, doc = scan(root)
+    assert rc == 0 and verdicts(doc)[SEED] == ("pass", "adapter")
