@@ -25,7 +25,10 @@ FSDP_DIR = re.compile(r"pytorch_model_fsdp_\d+$|.*_fsdp_\d+$")
 FSDP_STATE_DIR = re.compile(r"optimizer_\d+$")
 CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
 # Pickled weight files worth naming (names only: they are never unpickled).
-WEIGHT_BIN = re.compile(r"(pytorch_model|adapter_model|model)(-\d{5}-of-\d{5})?\.bin$")
+WEIGHT_BIN = re.compile(
+    r"(pytorch_model|adapter_model|model)(-\d{5}-of-\d{5})?\.bin$"
+    r"|pytorch_model_fsdp(_\d+)?\.bin$"  # accelerate FSDP FULL_STATE_DICT (model_index > 0: _N)
+)
 RUN_ARGS_LEVELS = 2  # run args are looked for this many directories above a checkpoint
 RUN_FILES = ("args.json", "training_args.yaml", "trainer_state.json", "training_args.bin")
 # Directories deeper than this below a PATH are reported, not searched (each level is a
@@ -120,7 +123,9 @@ def _classify(path: Path, display: str, entries: list[os.DirEntry[str]]) -> tupl
                 ckpt.zero_dirs.append(name)
                 ckpt.zero_files.extend(f"{name}/{f}" for f in _files_in(Path(entry.path)))
             elif FSDP_DIR.fullmatch(name):
-                ckpt.fsdp_files.extend(f"{name}/{f}" for f in _distcp_in(Path(entry.path)))
+                ckpt.fsdp_files.extend(
+                    f"{name}/{f}" for f in _files_in(Path(entry.path)) if _is_dcp_file(f)
+                )
             elif FSDP_STATE_DIR.fullmatch(name) and _distcp_in(Path(entry.path)):
                 ckpt.state_dirs.append(name)
             elif not name.startswith("."):
@@ -154,6 +159,12 @@ def _classify(path: Path, display: str, entries: list[os.DirEntry[str]]) -> tupl
 def _natural(path: Path) -> list[object]:
     """checkpoint-50 before checkpoint-100."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def _is_dcp_file(name: str) -> bool:
+    """A torch.distributed.checkpoint file: a shard (``__0_0.distcp``) or the ``.metadata``
+    that maps every tensor to its shards (without it the shards cannot be read)."""
+    return name.endswith(".distcp") or name == ".metadata"
 
 
 def _distcp_in(directory: Path) -> list[str]:

@@ -11,7 +11,13 @@ from pyaudit import lineage
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Bytes, Finding, Message, finding
 from pyaudit.runs import (
-    Declared, Kind, RunArgs, expectation_for, swift_full_flags, swift_major, type_field,
+    Declared,
+    Kind,
+    RunArgs,
+    expectation_for,
+    swift_full_flags,
+    swift_major,
+    type_field,
 )  # fmt: skip
 
 

@@ -15,8 +15,16 @@ from pathlib import Path
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Bytes, Finding, Message, finding
 from pyaudit.runs import (
-    Inherited, RunArgs, find_parent_run, is_true, kind_of_train_type, read_json, swift_full_flags,
-    swift_inherited, swift_major, type_field,
+    Inherited,
+    RunArgs,
+    find_parent_run,
+    is_true,
+    kind_of_train_type,
+    read_json,
+    swift_full_flags,
+    swift_inherited,
+    swift_major,
+    type_field,
 )  # fmt: skip
 
 

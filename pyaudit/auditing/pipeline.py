@@ -15,10 +15,10 @@ from typing import Any
 from pyaudit import _core
 from pyaudit import expected as expect_mod
 from pyaudit.adapters import check_adapter
-from pyaudit.auditing import match, structure
+from pyaudit.auditing import match, sharded, structure
 from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.compare import Comparison, Found, compare_full, is_peft_tensor
-from pyaudit.auditing.results import AuditOptions, CheckpointReport, Counts
+from pyaudit.auditing.results import AdapterSummary, AuditOptions, CheckpointReport, Counts
 from pyaudit.auditing.structure import Contents, is_adapter_file
 from pyaudit.data import DataResult, data_findings
 from pyaudit.discover import CheckpointDir
@@ -91,6 +91,8 @@ def audit_checkpoint(
         if indexed is not None
         else None
     )
+    intended = declared(options.expect, run, ckpt.display, options.expect_runs)
+    adapter: AdapterSummary | None = None
     # The common case in one native pass: every file valid and indexed exactly, holding
     # exactly the default layout of the model its config names.
     all_clean = _all_clean_memo(
@@ -171,7 +173,14 @@ def audit_checkpoint(
         findings += _check_adapter_memo(adapter_tensors, tensor_keys, adapter_config, expected, cache)
         if expected is not None:
             tensors["missing"] = tensors["expected"]
-        note = _adapter_only(declared(options.expect, run, ckpt.display, options.expect_runs), expected, adapter_tensors, contents)
+        adapter = AdapterSummary(
+            tensors=len(adapter_tensors),
+            bytes=contents.found_bytes,
+            base_found=0,  # an adapter checkpoint holds no base tensor (else its kind is full)
+            base_expected=len(expected.default.tensors) if expected is not None else None,
+            base_bytes_expected=expected.total_bytes if expected is not None else None,
+        )
+        note = _adapter_only(intended, expected, adapter_tensors, contents)
         if note is not None:
             findings.append(note)
     elif (
@@ -183,7 +192,7 @@ def audit_checkpoint(
         findings += check_adapter({}, adapter_config, expected)
         kind = "unknown"
     elif not ckpt.has_weights:
-        findings.append(finding("no-weights", _no_weights_message(ckpt)))
+        findings.append(sharded.no_weights(ckpt))
     if ckpt.bin_weights or ckpt.bin_indexes:
         bin_findings, kind = _bin_findings(ckpt, expected, kind, tensors)
         findings += bin_findings
@@ -193,7 +202,7 @@ def audit_checkpoint(
 
     # What the run meant against what it saved.
     intent = check_intent(
-        ckpt, run, declared(options.expect, run, ckpt.display, options.expect_runs), kind, contents.found_bytes, sizes["expected"]
+        ckpt, run, intended, kind, contents.found_bytes, sizes["expected"]
     )
     findings += intent.findings
     if model_type is None and config is not None:
@@ -211,6 +220,7 @@ def audit_checkpoint(
         bytes=Counts(sizes),
         files=tuple(contents.files),
         findings=tuple(findings),
+        adapter=adapter,
     )
 
 
@@ -338,27 +348,6 @@ def _check_adapter_memo(
         key, lambda: tuple(check_adapter(tensors, adapter_config, expected))
     )
 
-
-
-def _no_weights_message(ckpt: CheckpointDir) -> str:
-    there: list[str] = []
-    if ckpt.zero_dirs:
-        there.append(
-            f"DeepSpeed ZeRO shards in {', '.join(d + '/' for d in ckpt.zero_dirs[:3])}"
-            " — consolidate them: `python zero_to_fp32.py . ./` (the script DeepSpeed saves "
-            "beside them) or set stage3_gather_16bit_weights_on_model_save"
-        )
-    if ckpt.fsdp_files:
-        there.append(
-            f"{plural(len(ckpt.fsdp_files), 'FSDP sharded-state file')} (*.distcp) — "
-            "consolidate with "
-            "`accelerate merge-weights` or torch.distributed.checkpoint.format_utils.dcp_to_torch_save"
-        )
-    if not there:
-        held = ckpt.run_files + ckpt.other_files
-        there.append(f"holds only {', '.join(held[:8])}" if held else "holds nothing else")
-    lead = "config.json but no weight files: " if ckpt.has_config else "no weight files: "
-    return lead + "; ".join(there)
 
 
 

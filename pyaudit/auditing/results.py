@@ -82,6 +82,29 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class AdapterSummary:
+    """An adapter checkpoint's numbers, each as what it counts. JSON: ``{"tensors": 28,
+    "bytes": 65544, "base": {"found": 0, "expected": 57, "bytes_expected": 861060}}``."""
+
+    tensors: int
+    bytes: int
+    base_found: int = 0
+    base_expected: int | None = None
+    base_bytes_expected: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tensors": self.tensors,
+            "bytes": self.bytes,
+            "base": {
+                "found": self.base_found,
+                "expected": self.base_expected,
+                "bytes_expected": self.base_bytes_expected,
+            },
+        }
+
+
+@dataclass(frozen=True)
 class CheckpointReport:
     path: str
     status: str = "pass"
@@ -94,6 +117,10 @@ class CheckpointReport:
     bytes: Counts = field(default_factory=_byte_counts)
     files: tuple[FileEntry, ...] = ()
     findings: tuple[Finding, ...] = ()
+    # kind "adapter": the adapter's own tensors and bytes, and how much of the base model
+    # the checkpoint holds (``tensors``/``bytes`` keep their meaning: all tensors found
+    # against the base model's manifest); None for other kinds.
+    adapter: AdapterSummary | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +135,7 @@ class CheckpointReport:
             "bytes": dict(self.bytes),
             "files": [f.to_json() for f in self.files],
             "findings": [f.to_json() for f in self.findings],
+            "adapter": None if self.adapter is None else self.adapter.to_json(),
         }
 
 

@@ -17,7 +17,7 @@ from pyaudit import __version__
 from pyaudit.auditing.results import CheckpointReport
 from pyaudit.findings import worst_first as findings_worst_first
 from pyaudit.report.html import worst_first
-from pyaudit.report.table import bytes_pair, tensors_pair
+from pyaudit.report.table import size_cell, tensors_pair
 
 STATUS_MD = {"fail": "\u274c fail", "warn": "\u26a0\ufe0f warn", "pass": "\u2705 pass"}
 
@@ -89,7 +89,7 @@ def scan_markdown(
             md_text(r.kind),
             md_text(r.model_type or "?"),
             md_text(tensors_pair(r)),
-            md_text(bytes_pair(r.bytes["found"], r.bytes["expected"])),
+            md_text(size_cell(r)),
         )
         lines.append("| " + " | ".join(cells) + " |")
     if len(listed) < len(ordered):

@@ -28,7 +28,23 @@ def bytes_pair(found: int | None, expected: int | None) -> str:
     return f"{found / scale:.2f} {unit} of {expected / scale:.2f} {unit}"
 
 
+def size_cell(report: CheckpointReport) -> str:
+    """Bytes found against expected; an adapter's own size, and the base it lacks."""
+    if report.adapter is not None:
+        base = report.adapter.base_bytes_expected
+        own = human_bytes(report.adapter.bytes)
+        return f"{own} adapter" + (f" (base {human_bytes(base)} not here)" if base else "")
+    return bytes_pair(report.bytes["found"], report.bytes["expected"])
+
+
 def tensors_pair(report: CheckpointReport) -> str:
+    if report.adapter is not None:
+        # Adapter tensors are not base tensors: say what each number counts.
+        a = report.adapter
+        shown = f"{a.tensors} adapter"
+        if a.base_expected is not None:
+            shown += f", base {a.base_found} of {a.base_expected}"
+        return shown
     found, expected = report.tensors["found"], report.tensors["expected"]
     shown = "?" if found is None else f"{found}"
     if expected is None:
@@ -75,7 +91,7 @@ def print_scan(
             r.kind,
             r.model_type or "?",
             tensors_pair(r),
-            bytes_pair(r.bytes["found"], r.bytes["expected"]),
+            size_cell(r),
         )
     console.print(table)
     passed = summary.get("pass")

@@ -118,6 +118,52 @@ def trl_grpo(work: Path, case: str, lora: bool) -> None:
     trainer.save_model()
 
 
+def fsdp2_accelerate(work: Path, case: str, state_dict_type: str) -> None:
+    """FSDP2 on CPU, saved by accelerate's own save_fsdp_model / save_fsdp_optimizer.
+
+    accelerate 1.16 (and so Trainer) picks DDP on a CPU-only machine whatever the FSDP
+    plugin says (state.py: FSDP only among the accelerator backends), so the model is sharded
+    with torch's fully_shard (what accelerate's FSDP2 path calls) and trained by hand; the
+    checkpoint is written by accelerate's functions, as Trainer's _save_checkpoint does:
+    checkpoint-2/{config.json, pytorch_model_fsdp_0/, optimizer_0/} and, for the final save,
+    the output folder with config.json and the model shards only."""
+    import torch
+    import torch.distributed as dist
+    from accelerate import Accelerator
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import save_fsdp_model, save_fsdp_optimizer
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    accelerator = Accelerator(cpu=True)
+    tiny = work / "tiny" / "llama"
+    tok = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    for layer in model.model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    data = lm_dataset(work, tok)
+    for step in range(2):
+        batch = {k: torch.tensor(data[step * 2 : step * 2 + 2][k]) for k in ("input_ids", "attention_mask", "labels")}
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, state_dict_type=state_dict_type)
+    out = work / "out" / case
+    ckpt = out / "checkpoint-2"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_fsdp_model(plugin, accelerator, model, str(ckpt))
+    save_fsdp_optimizer(plugin, accelerator, opt, model, str(ckpt))
+    save_fsdp_model(plugin, accelerator, model, str(out))  # the final save
+    if dist.get_rank() == 0:
+        model.config.save_pretrained(ckpt)
+        model.config.save_pretrained(out)
+        tok.save_pretrained(out)
+    dist.barrier()
+
+
 def fsdp2(work: Path, case: str, state_dict_type: str) -> None:
     cfg = {"fsdp_version": 2, "state_dict_type": state_dict_type, "reshard_after_forward": True,
            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
@@ -171,6 +217,8 @@ CASES = {
     "trl-grpo-lora": lambda w, c: trl_grpo(w, c, lora=True),
     "fsdp2-sharded": lambda w, c: fsdp2(w, c, "SHARDED_STATE_DICT"),
     "fsdp2-full": lambda w, c: fsdp2(w, c, "FULL_STATE_DICT"),
+    "fsdp2-accelerate-sharded": lambda w, c: fsdp2_accelerate(w, c, "SHARDED_STATE_DICT"),
+    "fsdp2-accelerate-full": lambda w, c: fsdp2_accelerate(w, c, "FULL_STATE_DICT"),
     "zero2": lambda w, c: deepspeed(w, c, 2),
     "zero3-gather-false": lambda w, c: deepspeed(w, c, 3, gather=False),
     "zero3-gather-true": lambda w, c: deepspeed(w, c, 3, gather=True),

@@ -147,3 +147,108 @@ def test_swift4_load_args_off_is_not_inheritance(tmp_path: Path, scan: Any, load
         args.write_text(json.dumps(doc))
     rc, doc = scan(root)
     assert rc == 0 and verdicts(doc)[SEED] == ("pass", "adapter")
+
+
+# --- transformers Trainer + PEFT, TRL, accelerate FSDP2 ------------------------------------------
+
+HF = FRAMEWORKS / "transformers-5.25.0-peft-0.21.2"
+TRL = FRAMEWORKS / "trl-1.16.0"
+FSDP = FRAMEWORKS / "accelerate-1.16.0-fsdp2"
+
+HEALTHY = {
+    HF: {
+        "tiny/llama": "full",
+        "trainer-full": "full", "trainer-full/checkpoint-2": "full",
+        "peft-lora": "adapter", "peft-lora/checkpoint-2": "adapter",
+        "peft-lora-merged": "full",  # merge_and_unload().save_pretrained()
+        "peft-dora": "adapter", "peft-dora/checkpoint-2": "adapter",
+        "peft-modules-to-save": "adapter", "peft-modules-to-save/checkpoint-2": "adapter",
+    },
+    TRL: {
+        "tiny/qwen2": "full",
+        "trl-sft-full": "full", "trl-sft-full/checkpoint-2": "full",
+        "trl-sft-lora": "adapter", "trl-sft-lora/checkpoint-2": "adapter",
+        "trl-grpo-full": "full", "trl-grpo-full/checkpoint-2": "full",
+        "trl-grpo-lora": "adapter", "trl-grpo-lora/checkpoint-2": "adapter",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("tree", list(HEALTHY), ids=lambda p: p.name)
+def test_healthy_runs_pass(tree: Path, tmp_path: Path, scan: Any) -> None:
+    """Every checkpoint of the healthy runs, with their optimizer, scheduler, RNG states,
+    trainer_state.json, training_args.bin, tokenizer files and README: PASS, nothing above info."""
+    rc, doc = scan(copied(tree, tmp_path))
+    assert rc == 0
+    assert {p: (c["status"], c["kind"]) for p, c in by_run(doc).items()} == {
+        p: ("pass", kind) for p, kind in HEALTHY[tree].items()
+    }
+    for c in doc["checkpoints"]:
+        assert all(f["severity"] == "info" for f in c["findings"]), c["path"]
+        assert all(f["ok"] for f in c["files"])
+        if c["kind"] == "full":
+            assert c["tensors"]["missing"] == 0 and c["tensors"]["found"] == c["tensors"]["expected"]
+            assert c["adapter"] is None
+        else:  # adapter tensors and base coverage, each as what it is
+            a = c["adapter"]
+            assert a["tensors"] == c["tensors"]["found"] and a["bytes"] == c["bytes"]["found"]
+            assert a["base"] == {"found": 0, "expected": c["tensors"]["expected"],
+                                 "bytes_expected": c["bytes"]["expected"]}  # fmt: skip
+
+
+def test_adapter_tensor_counts(tmp_path: Path, scan: Any) -> None:
+    """What each PEFT variant saves, as pyaudit counts it: LoRA on q/v of 2 layers (4 pairs),
+    DoRA on all 7 linears (14 x A, B and magnitude), modules_to_save (+ the lm_head copy)."""
+    _, doc = scan(copied(HF, tmp_path))
+    got = {p: c["adapter"]["tensors"] for p, c in by_run(doc).items() if c["adapter"]}
+    assert got == {
+        "peft-lora": 8, "peft-lora/checkpoint-2": 8,
+        "peft-dora": 42, "peft-dora/checkpoint-2": 42,
+        "peft-modules-to-save": 9, "peft-modules-to-save/checkpoint-2": 9,
+    }  # fmt: skip
+
+
+def test_adapter_table_reads_right(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pyaudit.cli import main
+
+    assert main(["scan", str(copied(TRL, tmp_path) / "trl-sft-lora")]) == 0
+    out = capsys.readouterr().out
+    assert "28 adapter, base 0 of 27" in out and "16.38 KB adapter (base 189.57 KB not here)" in out
+    assert "28 / 27" not in out
+
+
+def test_fsdp2_sharded_and_full_state_dict(tmp_path: Path, scan: Any) -> None:
+    """accelerate's SHARDED_STATE_DICT: pytorch_model_fsdp_0/ (DCP shards + .metadata) is the
+    model, optimizer_0/ is training state beside it; the final save (the run root) is as
+    sharded as its checkpoints. FULL_STATE_DICT: pytorch_model_fsdp.bin, a full pickle,
+    found as the weights but not verifiable without unpickling (never a silent PASS)."""
+    rc, doc = scan(copied(FSDP, tmp_path))
+    assert rc == 1
+    got = by_run(doc)
+    assert {p: (c["status"], c["kind"]) for p, c in got.items()} == {
+        "tiny/llama": ("pass", "full"),
+        "fsdp2-accelerate-full": ("fail", "full"),
+        "fsdp2-accelerate-full/checkpoint-2": ("fail", "full"),
+        "fsdp2-accelerate-sharded": ("fail", "unknown"),  # the run root: no weights at all
+        "fsdp2-accelerate-sharded/checkpoint-2": ("fail", "unknown"),
+    }
+    assert not any("optimizer_0" in p for p in got)  # never reported as a model
+    ckpt = scan.the(got["fsdp2-accelerate-sharded/checkpoint-2"], "no-weights")["message"]
+    assert "FSDP sharded model state in pytorch_model_fsdp_0/ (2 shard(s) and .metadata)" in ckpt
+    assert "`accelerate merge-weights fsdp2-accelerate-sharded/checkpoint-2/pytorch_model_fsdp_0" in ckpt
+    assert "training state in optimizer_0/ (optimizer shards, not model weights)" in ckpt
+    root = scan.the(got["fsdp2-accelerate-sharded"], "no-weights")["message"]
+    assert "`accelerate merge-weights fsdp2-accelerate-sharded/pytorch_model_fsdp_0" in root
+    for path in ("fsdp2-accelerate-full", "fsdp2-accelerate-full/checkpoint-2"):
+        assert scan.codes(got[path]) == ["weights-unverified"]
+        assert "(pytorch_model_fsdp.bin)" in got[path]["findings"][0]["message"]
+
+
+def test_fsdp2_shards_without_metadata_get_no_advice(tmp_path: Path, scan: Any) -> None:
+    """The consolidation command is named only when its inputs exist: without .metadata,
+    torch.distributed.checkpoint cannot read the shards."""
+    root = copied(FSDP, tmp_path)
+    (root / "fsdp2-accelerate-sharded" / "pytorch_model_fsdp_0" / ".metadata").unlink()
+    _, doc = scan(root)
+    message = scan.the(by_run(doc)["fsdp2-accelerate-sharded"], "no-weights")["message"]
+    assert "without its .metadata (2 shard(s))" in message and "merge-weights" not in message

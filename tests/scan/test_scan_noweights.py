@@ -45,9 +45,10 @@ def test_zero_shards_only(tmp_path: Path, qwen3: Any, scan: Any) -> None:
     f = scan.the(report, "no-weights")
     assert f["severity"] == "error"
     assert f["message"].startswith(
-        "config.json but no weight files: DeepSpeed ZeRO shards in global_step100/"
+        "config.json but no weight files: DeepSpeed ZeRO state in global_step100/"
     )
-    assert "python zero_to_fp32.py" in f["message"]
+    # the script beside the shards, and the tag from `latest`: the advice's inputs exist
+    assert "`python checkpoint-100/zero_to_fp32.py checkpoint-100 OUTPUT_DIR`" in f["message"]
     assert report["tensors"]["found"] == 0 and report["bytes"]["found"] == 0
     assert report["bytes"]["expected"] == sum(tensor_nbytes(d, s) for d, s in qwen3[1].values())
 
@@ -64,8 +65,8 @@ def test_fsdp_sharded_state(tmp_path: Path, qwen3: Any, scan: Any) -> None:
     rc, report = scan.one(tmp_path)
     assert rc == 1 and report["status"] == "fail"
     f = scan.the(report, "no-weights")
-    assert "4 FSDP sharded-state files (*.distcp)" in f["message"]
-    assert "dcp_to_torch_save" in f["message"] or "merge-weights" in f["message"]
+    assert "FSDP sharded model state in pytorch_model_fsdp_0/ (4 shard(s) and .metadata)" in f["message"]
+    assert "`accelerate merge-weights checkpoint-10/pytorch_model_fsdp_0 OUTPUT_DIR`" in f["message"]
 
 
 def test_trainer_checkpoint_without_config_or_weights(tmp_path: Path, scan: Any) -> None:
