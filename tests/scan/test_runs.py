@@ -114,3 +114,97 @@ def test_adapter_base_found_in_the_modelscope_cache(
     assert rc == 1
     assert report["expected_source"] == f"base model Qwen/Qwen3-4B ({base})"
     assert "do not fit the base model's shapes" in scan.the(report, "adapter-mismatch")["message"]
+
+
+# --- by version: which ms-swift wrote the args, and what a run re-read ----------------------
+
+
+def _swift4(case: str, where: str = "") -> dict[str, Any]:
+    import realdata
+
+    run = next((realdata.FRAMEWORKS / "ms-swift-4.6.0" / case).iterdir())
+    return dict(realdata.load(run / where / "args.json"))
+
+
+def test_swift_versions_from_real_args() -> None:
+    import realdata
+
+    from pyaudit.runs import swift_full_flags, swift_major, type_field
+
+    v4 = _swift4("grpo-load-args-true")
+    assert swift_major(v4) == 4 and type_field(v4) == ("tuner_type", "lora")
+    v3 = realdata.load(realdata.MS_SWIFT / "Qwen3-32B-full-sft" / "args.json")
+    assert "swift_version" not in v3 and swift_major(v3) == 3  # told by train_type
+    assert type_field(v3) == ("train_type", "full")
+    assert swift_major({"sft_type": "lora"}) == 2
+    assert swift_major({"finetuning_type": "lora"}) is None  # LLaMA-Factory, not ms-swift
+    assert swift_major({"swift_version": "3.2.1", "tuner_type": "lora"}) == 3  # recorded wins
+    assert swift_full_flags(4, load_args=True) == "--load_args false --tuner_type full"
+    assert swift_full_flags(3, load_args=False) == "--train_type full"
+    assert swift_full_flags(2, load_args=False) == "--sft_type full"
+
+
+def test_inheritance_needs_load_args_and_the_parents_type(tmp_path: Path) -> None:
+    from pyaudit.runs import swift_inherited
+
+    run = tmp_path / "out" / "grpo" / "v0" / "checkpoint-2"
+    parent = tmp_path / "out" / "sft" / "v0" / "checkpoint-2-merged"
+    run.mkdir(parents=True)
+    args = _swift4("grpo-load-args-true", "checkpoint-2")
+    parent_args = _swift4("sft-lora", "checkpoint-2-merged")
+    # recorded on the training machine: absolute, elsewhere
+    args["ckpt_dir"] = args["model"] = "/cluster/jobs/u1/out/sft/v0/checkpoint-2-merged"
+    assert swift_inherited(args, run, tmp_path) is not None  # parent absent: the run's own record
+    write_json(parent / "args.json", parent_args)
+    found = swift_inherited(args, run, tmp_path)
+    assert found is not None and found.parent == parent and found.parent_value == "lora"
+    assert swift_inherited(args, run, None) is not None  # no tree to search: own record
+    assert swift_inherited(args | {"load_args": False}, run, tmp_path) is None
+    assert swift_inherited(args | {"tuner_type": "full"}, run, tmp_path) is None
+    assert swift_inherited(args | {"ckpt_dir": None}, run, tmp_path) is None
+    # the parent says something else: the run's LoRA was its own choice (or its default)
+    write_json(parent / "args.json", parent_args | {"tuner_type": "full"})
+    assert swift_inherited(args, run, tmp_path) is None
+    # a 3.x parent (train_type) is not force-loaded into 4.x's tuner_type
+    del parent_args["tuner_type"]
+    write_json(parent / "args.json", parent_args | {"train_type": "lora"})
+    assert swift_inherited(args, run, tmp_path) is None
+
+
+def test_find_by_tail_stays_inside_the_scanned_tree(tmp_path: Path) -> None:
+    from pyaudit.runs import find_by_tail
+
+    inside = tmp_path / "store" / "runs" / "sft" / "ckpt"
+    outside = tmp_path / "sft" / "ckpt"
+    for d in (inside, outside):
+        write_json(d / "args.json", {})
+    start = tmp_path / "store" / "runs" / "grpo" / "v0"
+    start.mkdir(parents=True)
+    assert find_by_tail("/nfs/a/sft/ckpt", start, tmp_path / "store") == inside
+    assert find_by_tail("/nfs/a/sft/ckpt", start, start) is None  # not below the anchor
+    assert find_by_tail("/nfs/a/sft/ckpt", start, None) is None
+    assert find_by_tail("/nfs/a/other", start, tmp_path / "store") is None
+
+
+@pytest.mark.parametrize(("rules", "path", "kind"), [
+    ([("grpo-*", "full")], "grpo-x/v0-1/checkpoint-2", "full"),
+    ([("grpo-*", "full")], "sft-lora/v0/checkpoint-2", None),
+    ([("out/sft", "adapter")], "out/sft/v0/checkpoint-2", "adapter"),
+    ([("*", "full"), ("sft*", "adapter")], "sft-lora/checkpoint-2", "adapter"),  # last wins
+    ([("checkpoint-2", "full")], "a/b/checkpoint-2", "full"),
+])  # fmt: skip
+def test_expect_run_patterns(rules: list[tuple[str, Any]], path: str, kind: str | None) -> None:
+    from pyaudit.runs import expectation_for
+
+    got = expectation_for(path, rules)
+    assert (got[1] if got else None) == kind
+
+
+@pytest.mark.parametrize("bad", ["grpo", "grpo=", "=full", "grpo=lora"])
+def test_expect_run_usage_errors(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from pyaudit.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["scan", ".", "--expect-run", bad])
+    assert exit.value.code == 2
+    assert "PATTERN=full or PATTERN=adapter" in capsys.readouterr().err
