@@ -171,7 +171,19 @@ def fsdp2(work: Path, case: str, state_dict_type: str) -> None:
     trainer_run(work, case, fsdp="full_shard", fsdp_config=cfg, ddp_backend="gloo")
 
 
+def _no_shm_op() -> None:
+    """DeepSpeed's CPU accelerator JIT-builds a shared-memory all-reduce op on first use; on a
+    shared machine that build was seen killed mid-way and the run then waited for ever. One
+    process needs no all-reduce: skip the op (the checkpoint format does not depend on it)."""
+    import importlib
+
+    # (not `import deepspeed.comm.torch as m`: deepspeed.comm's attribute `torch` is torch)
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    ds_torch.build_shm_op = lambda: None
+
+
 def deepspeed(work: Path, case: str, stage: int, gather: bool | None = None) -> None:
+    _no_shm_op()
     zero: dict[str, Any] = {"stage": stage}
     if stage == 3 and gather is not None:
         zero["stage3_gather_16bit_weights_on_model_save"] = gather
@@ -188,6 +200,7 @@ def zero3_save_pretrained(work: Path, case: str) -> None:
 
 
 def _zero3_raw(work: Path, case: str) -> None:
+    _no_shm_op()
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
     tiny = work / "tiny" / "llama"

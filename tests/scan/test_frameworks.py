@@ -252,3 +252,50 @@ def test_fsdp2_shards_without_metadata_get_no_advice(tmp_path: Path, scan: Any) 
     _, doc = scan(root)
     message = scan.the(by_run(doc)["fsdp2-accelerate-sharded"], "no-weights")["message"]
     assert "without its .metadata (2 shard(s))" in message and "merge-weights" not in message
+
+
+# --- DeepSpeed 0.19.8 ZeRO-2/3 on CPU ----------------------------------------------------------
+
+DS = FRAMEWORKS / "deepspeed-0.19.8"
+
+
+def test_deepspeed_zero_runs(tmp_path: Path, scan: Any) -> None:
+    """ZeRO-2 and ZeRO-3 with stage3_gather_16bit_weights_on_model_save true save weights
+    beside global_step*/ (PASS); with it false, neither the checkpoint nor the run root (the
+    final save: config.json, global_step2/, zero_to_fp32.py) holds a weight: both FAIL, and
+    the advice is the script DeepSpeed saved beside the partitions it reads."""
+    rc, doc = scan(copied(DS, tmp_path))
+    assert rc == 1
+    got = by_run(doc)
+    assert {p: (c["status"], c["kind"]) for p, c in got.items()} == {
+        "tiny/llama": ("pass", "full"),
+        "zero2": ("pass", "full"), "zero2/checkpoint-2": ("pass", "full"),
+        "zero3-gather-true": ("pass", "full"), "zero3-gather-true/checkpoint-2": ("pass", "full"),
+        # model.save_pretrained() of the ZeRO-3 model after training: transformers 5.25 gathers
+        "zero3-save-pretrained/saved": ("pass", "full"),
+        "zero3-gather-false": ("fail", "unknown"),
+        "zero3-gather-false/checkpoint-2": ("fail", "unknown"),
+    }  # fmt: skip
+    for path in ("zero3-gather-false", "zero3-gather-false/checkpoint-2"):
+        assert scan.codes(got[path]) == ["no-weights"]
+        message = scan.the(got[path], "no-weights")["message"]
+        assert message.startswith("config.json but no weight files: DeepSpeed ZeRO state in global_step2/")
+        assert f"`python {path}/zero_to_fp32.py {path} OUTPUT_DIR`" in message
+        assert "--tag" not in message  # `latest` names the tag
+    for c in got.values():
+        if c["status"] == "pass":
+            assert all(f["severity"] == "info" for f in c["findings"]), c["path"]
+
+
+def test_zero_to_fp32_not_advised_without_its_inputs(tmp_path: Path, scan: Any) -> None:
+    """The optimizer partitions deleted to save space (as people do): zero_to_fp32 has
+    nothing to rebuild the weights from, and the message says so instead of advising it."""
+    root = copied(DS, tmp_path)
+    for f in (root / "zero3-gather-false").rglob("*_optim_states.pt"):
+        f.unlink()
+    _, doc = scan(root / "zero3-gather-false")
+    for c in doc["checkpoints"]:
+        message = scan.the(c, "no-weights")["message"]
+        assert "no optimizer partitions (*_optim_states.pt absent or empty)" in message
+        assert "zero_to_fp32 cannot rebuild the weights" in message
+        assert "python" not in message
