@@ -9,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
     pyaudit::register_data(m);
     pyaudit::register_specs(m);
     pyaudit::register_batch(m);
+    pyaudit::register_pickle(m);
 }

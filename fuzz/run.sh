@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Fuzz the safetensors header parser, then replay the corpus under g++ sanitizers.
+# Fuzz the safetensors header parser and the torch checkpoint (pickle) reader, then
+# replay both corpora under g++ sanitizers.
 #
-#   fuzz/run.sh [SECONDS]      (default 60)
+#   fuzz/run.sh [SECONDS]      (default 60, split evenly between the two harnesses)
 #
-# 1. Builds fuzz/fuzz_header with clang++-14, libFuzzer, ASan and UBSan
-#    (build/fuzz) and runs it for SECONDS on a copy of fuzz/corpus
-#    (fuzz/corpus-work, not committed) with fuzz/header.dict.
-# 2. Builds replay_header with g++, ASan and UBSan, -Werror (build/sanitize)
-#    and replays fuzz/corpus plus everything the fuzzer found.
+# 1. Builds fuzz/fuzz_header and fuzz/fuzz_pickle with clang++-14, libFuzzer, ASan and
+#    UBSan (build/fuzz) and runs each for half of SECONDS on a copy of its corpus
+#    (fuzz/corpus -> fuzz/corpus-work with fuzz/header.dict; fuzz/corpus-pickle ->
+#    fuzz/corpus-pickle-work; the copies are not committed).
+# 2. Builds replay_header and replay_pickle with g++, ASan and UBSan, -Werror
+#    (build/sanitize) and replays the corpora plus everything the fuzzers found.
 # Exits non-zero on any crash, failed invariant, leak, timeout or OOM; a
 # crashing input is left in build/fuzz/artifacts/ (add it to fuzz/corpus once fixed).
 #
@@ -36,33 +38,41 @@ fi
 echo "== build: libFuzzer + ASan + UBSan (clang++-14)"
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 \
   -DPYAUDIT_FUZZ=ON -DPYAUDIT_PYTHON=OFF -DPYAUDIT_WERROR=ON >/dev/null
-cmake --build build/fuzz --target fuzz_header
+cmake --build build/fuzz --target fuzz_header fuzz_pickle
 
-work=fuzz/corpus-work
 artifacts=build/fuzz/artifacts
-rm -rf "$work"
-mkdir -p "$work" "$artifacts"
-cp fuzz/corpus/* "$work"/
-
-echo "== fuzz: ${seconds}s"
+mkdir -p "$artifacts"
 # halt_on_error / abort_on_error: a sanitizer report is a crash libFuzzer records.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
-status=0
-build/fuzz/fuzz_header "$work" \
-  -max_total_time="$seconds" -max_len=65536 -timeout=5 -rss_limit_mb=1024 \
-  -dict=fuzz/header.dict -artifact_prefix="$artifacts/" -print_final_stats=1 || status=$?
-if [ "$status" -ne 0 ]; then
-  echo "fuzz/run.sh: fuzz_header failed (exit $status); inputs in $artifacts/:" >&2
-  ls -l "$artifacts" >&2 || true
-  exit "$status"
-fi
+half=$(( (seconds + 1) / 2 ))
+
+fuzz() {  # fuzz NAME CORPUS WORK [extra libFuzzer flags]
+  local name="$1" corpus="$2" work="$3"
+  shift 3
+  rm -rf "$work"
+  mkdir -p "$work"
+  cp "$corpus"/* "$work"/
+  echo "== fuzz $name: ${half}s"
+  local status=0
+  "build/fuzz/$name" "$work" -max_total_time="$half" -max_len=65536 -timeout=5 -rss_limit_mb=1024 \
+    -artifact_prefix="$artifacts/" -print_final_stats=1 "$@" || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "fuzz/run.sh: $name failed (exit $status); inputs in $artifacts/:" >&2
+    ls -l "$artifacts" >&2 || true
+    exit "$status"
+  fi
+}
+fuzz fuzz_header fuzz/corpus fuzz/corpus-work -dict=fuzz/header.dict
+fuzz fuzz_pickle fuzz/corpus-pickle fuzz/corpus-pickle-work
 
 echo "== build: ASan + UBSan replay (g++)"
 cmake -S . -B build/sanitize -G Ninja -DCMAKE_CXX_COMPILER=g++ \
   -DPYAUDIT_SANITIZE=ON -DPYAUDIT_PYTHON=OFF -DPYAUDIT_WERROR=ON >/dev/null
-cmake --build build/sanitize --target replay_header
+cmake --build build/sanitize --target replay_header replay_pickle
 
-echo "== replay: fuzz/corpus and $work"
-build/sanitize/replay_header fuzz/corpus "$work"
+echo "== replay: fuzz/corpus and fuzz/corpus-work"
+build/sanitize/replay_header fuzz/corpus fuzz/corpus-work
+echo "== replay: fuzz/corpus-pickle and fuzz/corpus-pickle-work"
+build/sanitize/replay_pickle fuzz/corpus-pickle fuzz/corpus-pickle-work
 echo "fuzz/run.sh: ok"

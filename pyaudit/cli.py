@@ -66,7 +66,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if os.path.isdir(path):
         print(f"pyaudit inspect: {path}: is a directory (use `pyaudit scan`)", file=sys.stderr)
         return EXIT_USAGE
+    from pyaudit.formats import sniff
+
+    with open(path, "rb") as f:
+        fmt = sniff(f.read(9))
+    if fmt == "torch":
+        from pyaudit.formats.torch_pickle import read_torch
+        from pyaudit.report.inspect_view import print_torch_inspect, torch_inspect_json
+
+        ckpt = read_torch(path)
+        if args.json:
+            _emit_json(torch_inspect_json(ckpt))
+        else:
+            _render(lambda console: print_torch_inspect(ckpt, console))
+        return EXIT_OK if ckpt.ok and not ckpt.unsafe_globals() else EXIT_FAIL
     header: Header = read_headers([path], jobs=1)[0]
+    if fmt == "unknown" and header.rule == "header-too-large":
+        from pyaudit.report.inspect_view import neither_json
+
+        if args.json:
+            _emit_json(neither_json(path, header.file_size))
+        else:
+            print(f"{path}: not a safetensors or torch file")
+        return EXIT_FAIL
     if args.json:
         _emit_json(inspect_json(header), stream=header.header_size > STREAM_JSON_ABOVE)
     else:

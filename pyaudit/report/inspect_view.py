@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pyaudit.headers import Header
+from pyaudit.formats.torch_pickle import TorchCheckpoint
+from pyaudit.headers import DTYPE_BITS, Header
 from pyaudit.report.sizes import human_bytes, human_shape
 
 SCHEMA = 1
@@ -67,3 +68,88 @@ def print_inspect(header: Header, console: Console) -> None:
         f"[bold]{len(header)} tensors[/bold] ({mix or 'none'}), "
         f"{human_bytes(header.data_size)} of tensor data: [green]valid[/green]"
     )
+
+
+# --- torch.save files (.bin, .pt): the pickle read as data ------------------------------
+
+
+def torch_inspect_json(ckpt: TorchCheckpoint) -> dict[str, Any]:
+    tensors = ckpt.tensors()
+    return {
+        "schema": SCHEMA,
+        "path": ckpt.path,
+        "format": "torch",
+        "kind": ckpt.kind,
+        "ok": ckpt.ok,
+        "rule": ckpt.rule,
+        "error": ckpt.message,
+        "file_bytes": ckpt.file_size,
+        "bytes_read": ckpt.bytes_read,
+        "problems": [
+            {"rule": p.rule, "tensor": p.tensor, "message": p.message} for p in ckpt.problems()
+        ],
+        "globals": [
+            {"name": g.qualname, "count": g.uses, "kind": g.kind} for g in ckpt.globals()
+        ],
+        "tensors": {
+            t.name: {
+                "dtype": t.dtype,
+                "shape": list(t.shape),
+                "stride": list(t.stride),
+                "storage": t.storage_key,
+                "storage_offset": t.storage_offset,
+            }
+            for t in tensors
+        },
+    }
+
+
+def print_torch_inspect(ckpt: TorchCheckpoint, console: Console) -> None:
+    kind = {"zip": "torch zip checkpoint", "legacy": "legacy torch file", "pickle": "pickle"}.get(
+        ckpt.kind, "torch file"
+    )
+    console.print(
+        f"[bold]{ckpt.path}[/bold]  {human_bytes(ckpt.file_size)}  ({kind}, read as data: "
+        f"{human_bytes(ckpt.bytes_read)} read, never unpickled)"
+    )
+    unsafe = ckpt.unsafe_globals()
+    if unsafe:
+        console.print(
+            "[bold red]UNSAFE[/bold red]: the pickle names "
+            + ", ".join(f"{g.qualname}" for g in unsafe)
+            + " — loading it with torch.load(weights_only=False) would run them"
+        )
+    other = ckpt.unrecognised_globals()
+    if other:
+        console.print("unrecognised globals (torch.load(weights_only=True) refuses them): "
+                      + ", ".join(g.qualname for g in other[:10]))
+    if ckpt.rule != "ok":
+        console.print(f"[bold red]INVALID[/bold red] ({ckpt.rule}): {ckpt.message}")
+        return
+    tensors = ckpt.tensors()
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("tensor", overflow="fold")
+    table.add_column("dtype")
+    table.add_column("shape")
+    table.add_column("size", justify="right")
+    table.add_column("storage", justify="right")
+    for t in tensors:
+        bits = DTYPE_BITS.get(t.dtype, 0)
+        table.add_row(
+            t.name, t.dtype, human_shape(t.shape), human_bytes(t.numel * bits // 8),
+            t.storage_key if not t.storage_offset else f"{t.storage_key}+{t.storage_offset}",
+        )
+    console.print(table)
+    for p in ckpt.problems():
+        console.print(f"[bold red]{p.rule}[/bold red]: {p.message}")
+    dtypes = Counter(t.dtype for t in tensors)
+    mix = ", ".join(f"{n} {d}" for d, n in dtypes.most_common())
+    verdict = "[green]valid[/green]" if ckpt.ok else "[bold red]broken[/bold red]"
+    console.print(f"[bold]{len(tensors)} tensors[/bold] ({mix or 'none'}): {verdict}")
+
+
+def neither_json(path: str, size: int) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA, "path": path, "format": None, "ok": False, "rule": "not-a-checkpoint",
+        "error": "not a safetensors or torch file", "file_bytes": size, "tensors": {},
+    }
