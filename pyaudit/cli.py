@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -68,8 +69,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from pyaudit.formats import sniff
 
-    with open(path, "rb") as f:
-        fmt = sniff(f.read(9))
+    fmt = "unknown"
+    try:  # non-blocking: a FIFO must not hang; unreadable: the header reader says so
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                fmt = sniff(os.pread(fd, 9, 0))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
     if fmt == "torch":
         from pyaudit.formats.torch_pickle import read_torch
         from pyaudit.report.inspect_view import print_torch_inspect, torch_inspect_json
@@ -79,7 +88,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             _emit_json(torch_inspect_json(ckpt))
         else:
             _render(lambda console: print_torch_inspect(ckpt, console))
-        return EXIT_OK if ckpt.ok and not ckpt.unsafe_globals() else EXIT_FAIL
+        plain = ckpt.kind == "pickle" and not ckpt.core.is_dcp  # not what torch.save writes
+        return EXIT_OK if ckpt.ok and not ckpt.unsafe_globals() and not plain else EXIT_FAIL
     header: Header = read_headers([path], jobs=1)[0]
     if fmt == "unknown" and header.rule == "header-too-large":
         from pyaudit.report.inspect_view import neither_json

@@ -105,11 +105,12 @@ def torch_inspect_json(ckpt: TorchCheckpoint) -> dict[str, Any]:
 
 
 def print_torch_inspect(ckpt: TorchCheckpoint, console: Console) -> None:
-    kind = {"zip": "torch zip checkpoint", "legacy": "legacy torch file", "pickle": "pickle"}.get(
+    kind = {"zip": "torch zip checkpoint", "legacy": "legacy torch file", "pickle": "plain pickle"}.get(
         ckpt.kind, "torch file"
     )
     console.print(
-        f"[bold]{ckpt.path}[/bold]  {human_bytes(ckpt.file_size)}  ({kind}, read as data: "
+        f"[bold]{ckpt.path}[/bold]  {human_bytes(ckpt.file_size)}  (not a safetensors file: "
+        f"a {kind}, read as data: "
         f"{human_bytes(ckpt.bytes_read)} read, never unpickled)"
     )
     unsafe = ckpt.unsafe_globals()
