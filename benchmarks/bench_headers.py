@@ -66,7 +66,11 @@ def ensure_store(store: Path, checkpoints: int, distinct: bool = True) -> tuple[
     """
     from pyaudit.testing.sparse import header_json
 
-    root = store / f"{LAYOUT}-v{STORE_VERSION}" if not distinct else store / f"{LAYOUT}-v{STORE_VERSION}-distinct"
+    root = (
+        store / f"{LAYOUT}-v{STORE_VERSION}"
+        if not distinct
+        else store / f"{LAYOUT}-v{STORE_VERSION}-distinct"
+    )
     root.mkdir(parents=True, exist_ok=True)
     config, tensors, weight_map, source = layout()
     if weight_map is None:  # split in order into 5 shards, as the writer does
@@ -104,7 +108,10 @@ def ensure_store(store: Path, checkpoints: int, distinct: bool = True) -> tuple[
             written += 1
         paths.extend(str(p) for p in shard_paths)
     kind = "distinct headers" if distinct else "headers repeating in every checkpoint"
-    return paths, f"{kind}; {written} checkpoints written, {checkpoints - written} reused; shapes {source}"
+    return (
+        paths,
+        f"{kind}; {written} checkpoints written, {checkpoints - written} reused; shapes {source}",
+    )
 
 
 # --------------------------------------------------------------------------- the readers

@@ -461,7 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 n = args.cold_n
                 d = root / f"same-{n}"
-                tools = {"pyaudit": ("pyaudit scan --json (threads chosen per batch)", pyaudit_cmd(d, None))}
+                tools = {
+                    "pyaudit": (
+                        "pyaudit scan --json (threads chosen per batch)",
+                        pyaudit_cmd(d, None),
+                    )
+                }
                 tools.update(
                     {
                         f"pyaudit-j{j}": (f"pyaudit scan --json --jobs {j}", pyaudit_cmd(d, j))

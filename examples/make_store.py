@@ -73,10 +73,14 @@ def main(out: Path) -> None:
     for step in (50, 100):
         ckpt = grpo_run / f"checkpoint-{step}"
         lora = lora_tensors(
-            vl_tensors, r=8, rename=lambda m: m.replace("model.layers.", "model.language_model.layers.")
+            vl_tensors,
+            r=8,
+            rename=lambda m: m.replace("model.layers.", "model.language_model.layers."),
         )
         write_adapter(ckpt, lora, adapter_config(model_ref, r=8), sparse=False)
-        write_json(ckpt / "args.json", swift_args(model_ref, "full", rlhf_type="grpo", load_args=True))
+        write_json(
+            ckpt / "args.json", swift_args(model_ref, "full", rlhf_type="grpo", load_args=True)
+        )
         write_json(ckpt / "trainer_state.json", trainer_state(step))
 
     # 3. DeepSpeed ZeRO-3 without gathering: every weight saved with zero elements.
@@ -93,7 +97,12 @@ def main(out: Path) -> None:
 
     # 5. Vision tower frozen and dropped by a trainer that saved trainable parameters only.
     frozen = out / "vision-frozen" / "checkpoint-300"
-    write_checkpoint(frozen, vl, {n: t for n, t in vl_tensors.items() if not n.startswith("visual.")}, sparse=False)
+    write_checkpoint(
+        frozen,
+        vl,
+        {n: t for n, t in vl_tensors.items() if not n.startswith("visual.")},
+        sparse=False,
+    )
 
     # 6. fp32 saved where the config says bfloat16.
     fp32 = out / "fp32-export"

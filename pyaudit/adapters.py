@@ -163,17 +163,31 @@ def check_adapter(
         if has_targets and not _matches_target(module, targets):
             untargeted.append(module)
         want_r = _expected_rank(module, config)
-        if a is not None and want_r is not None and a[1].numel and a[1].shape and a[1].shape[0] != want_r:
+        if (
+            a is not None
+            and want_r is not None
+            and a[1].numel
+            and a[1].shape
+            and a[1].shape[0] != want_r
+        ):
             rank_bad.append(a[0])
             rank_examples.append(f"{a[0]} has rank {a[1].shape[0]}")
-        if b is not None and want_r is not None and b[1].numel and len(b[1].shape) == 2 and b[1].shape[1] != want_r:
+        if (
+            b is not None
+            and want_r is not None
+            and b[1].numel
+            and len(b[1].shape) == 2
+            and b[1].shape[1] != want_r
+        ):
             rank_bad.append(b[0])
             rank_examples.append(f"{b[0]} has rank {b[1].shape[1]}")
         if expected is not None and expected.shapes_known:
             base = _base_shape(module, expected)
             if base is None:
-                if not any(f"{module}.weight" in lay.tensors or f"model.{module}.weight" in lay.tensors
-                           for lay in expected.layouts):
+                if not any(
+                    f"{module}.weight" in lay.tensors or f"model.{module}.weight" in lay.tensors
+                    for lay in expected.layouts
+                ):
                     unknown_modules.append(module)
                 continue
             if len(base) != 2:
@@ -184,12 +198,16 @@ def check_adapter(
                 want = in_f if not embedding else out_f
                 if a[1].shape[1] != want:
                     shape_bad.append(a[0])
-                    shape_examples.append(f"{a[0]} {list(a[1].shape)} (base {module} is {list(base)})")
+                    shape_examples.append(
+                        f"{a[0]} {list(a[1].shape)} (base {module} is {list(base)})"
+                    )
             if b is not None and b[1].numel and len(b[1].shape) == 2:
                 want = out_f if not embedding else in_f
                 if b[1].shape[0] != want:
                     shape_bad.append(b[0])
-                    shape_examples.append(f"{b[0]} {list(b[1].shape)} (base {module} is {list(base)})")
+                    shape_examples.append(
+                        f"{b[0]} {list(b[1].shape)} (base {module} is {list(base)})"
+                    )
 
     if rank_bad:
         findings.append(

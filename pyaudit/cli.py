@@ -228,7 +228,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     elif args.json:
         from pyaudit.report.json_report import write_scan_json
 
-        write_scan_json(sys.stdout, lines or [checkpoint_line(r) for r in reports], summary.to_json())
+        write_scan_json(
+            sys.stdout, lines or [checkpoint_line(r) for r in reports], summary.to_json()
+        )
     elif args.markdown:
         from pyaudit.report.markdown import scan_markdown
 
@@ -325,10 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("paths", nargs="+", metavar="PATH")
     out = scan.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="one JSON report on stdout (docs/CONTRACT.md)")
-    out.add_argument("--jsonl", action="store_true", help="one JSON object per checkpoint, as audited")
-    out.add_argument("--markdown", action="store_true", help="a Markdown summary (PR, CI job summary)")
-    scan.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page to FILE")
+    out.add_argument(
+        "--json", action="store_true", help="one JSON report on stdout (docs/CONTRACT.md)"
+    )
+    out.add_argument(
+        "--jsonl", action="store_true", help="one JSON object per checkpoint, as audited"
+    )
+    out.add_argument(
+        "--markdown", action="store_true", help="a Markdown summary (PR, CI job summary)"
+    )
+    scan.add_argument(
+        "--html", metavar="FILE", help="also write a self-contained HTML page to FILE"
+    )
     scan.add_argument(
         "--all", action="store_true",
         help="list every passing checkpoint in the terminal report (default: the checkpoints "
@@ -351,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(full or adapter), e.g. --expect-run 'grpo-*=full' --expect-run 'sft-lora*=adapter'; "
         "repeatable, the last matching one wins; --expect overrides it",
     )
-    scan.add_argument("--base", metavar="DIR", help="a reference checkpoint whose tensors each must hold")
+    scan.add_argument(
+        "--base", metavar="DIR", help="a reference checkpoint whose tensors each must hold"
+    )
     scan.add_argument(
         "--verify-data", action="store_true",
         help="also read tensor bytes (streamed, flat memory): NaN / Inf / all-zero tensors",
@@ -372,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Every checkpoint through the reference path, the native fast path never deciding:
     # the tests hold each report equal to the one the fast path gives.
-    scan.add_argument("--no-fast-path", dest="fast_path", action="store_false", help=argparse.SUPPRESS)
+    scan.add_argument(
+        "--no-fast-path", dest="fast_path", action="store_false", help=argparse.SUPPRESS
+    )
     scan.set_defaults(run=cmd_scan)
 
     inspect = commands.add_parser("inspect", help="print one .safetensors file's header, validated")
@@ -384,9 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     expect = commands.add_parser(
         "expect", help="print the tensor manifest a config.json implies"
     )
-    expect.add_argument("config", metavar="CONFIG", help="a config.json, or a directory holding one")
+    expect.add_argument(
+        "config", metavar="CONFIG", help="a config.json, or a directory holding one"
+    )
     expect.add_argument("--json", action="store_true", help="machine output on stdout")
-    expect.add_argument("--layout", default=None, help="a naming layout of the family (default: the first)")
+    expect.add_argument(
+        "--layout", default=None, help="a naming layout of the family (default: the first)"
+    )
     expect.add_argument("--jobs", type=int, default=None, help=argparse.SUPPRESS)
     expect.set_defaults(run=cmd_expect)
     return parser

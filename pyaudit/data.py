@@ -23,7 +23,9 @@ class DataResult:
     all_zero: list[str] = field(default_factory=list)
 
 
-def verify_data(paths: Iterable[str | os.PathLike[str]], jobs: int | None = None) -> list[DataResult]:
+def verify_data(
+    paths: Iterable[str | os.PathLike[str]], jobs: int | None = None
+) -> list[DataResult]:
     """Stream every tensor of every file (threads across files, GIL released)."""
     strs = [os.fspath(p) for p in paths]
     raw = _core.check_data([os.fsencode(p) for p in strs], jobs or 0)
@@ -66,15 +68,23 @@ def data_findings(results: Mapping[str, DataResult]) -> list[Finding]:
         zeros.extend(r.all_zero)
     out: list[Finding] = []
     if nan:
-        out.append(finding(
-            "nan", f"{len(nan)} tensors hold NaN values ({sum(nan.values()):,} in all): {_counted(nan)}",
-            tensors=sorted(nan, key=lambda n: -nan[n]),
-        ))
+        out.append(
+            finding(
+                "nan",
+                f"{len(nan)} tensors hold NaN values ({sum(nan.values()):,} in all): "
+                f"{_counted(nan)}",
+                tensors=sorted(nan, key=lambda n: -nan[n]),
+            )
+        )
     if inf:
-        out.append(finding(
-            "inf", f"{len(inf)} tensors hold Inf values ({sum(inf.values()):,} in all): {_counted(inf)}",
-            tensors=sorted(inf, key=lambda n: -inf[n]),
-        ))
+        out.append(
+            finding(
+                "inf",
+                f"{len(inf)} tensors hold Inf values ({sum(inf.values()):,} in all): "
+                f"{_counted(inf)}",
+                tensors=sorted(inf, key=lambda n: -inf[n]),
+            )
+        )
     if zeros:
         out.append(finding(
             "all-zeros",

@@ -105,11 +105,15 @@ class CheckpointDir:
             self.has_config
             or self.zero_dirs
             or self.fsdp_files
-            or (CHECKPOINT_NAME.fullmatch(self.path.name) and "trainer_state.json" in self.run_files)
+            or (
+                CHECKPOINT_NAME.fullmatch(self.path.name) and "trainer_state.json" in self.run_files
+            )
         )
 
 
-def _classify(path: Path, display: str, entries: list[os.DirEntry[str]]) -> tuple[CheckpointDir, list[Path]]:
+def _classify(
+    path: Path, display: str, entries: list[os.DirEntry[str]]
+) -> tuple[CheckpointDir, list[Path]]:
     ckpt = CheckpointDir(path=path, display=display)
     subdirs: list[Path] = []
     for entry in entries:

@@ -207,7 +207,9 @@ def from_tensors(
     ``model.language_model.*``, which is how PEFT names an adapter's modules under
     transformers >= 4.52 even when the base on disk uses ``model.layers.*``).
     """
-    expected = {n: ExpectedTensor(shape, dtype, nbytes) for n, (dtype, shape, nbytes) in tensors.items()}
+    expected = {
+        n: ExpectedTensor(shape, dtype, nbytes) for n, (dtype, shape, nbytes) in tensors.items()
+    }
     own = LayoutTensors("as in the base", expected)
     return Expected(
         source=source,

@@ -21,8 +21,8 @@ import realdata
 distributed = pytest.importorskip("distributed")
 
 import dask  # noqa: E402
-
 import faults  # noqa: E402
+
 import pyaudit  # noqa: E402
 from pyaudit import distributed as dist  # noqa: E402
 from pyaudit.auditing.results import AuditOptions  # noqa: E402

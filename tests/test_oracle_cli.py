@@ -47,7 +47,9 @@ def scan_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict
     return code, json.loads(capsys.readouterr().out)
 
 
-def test_without_oracle_only_structure_is_checked(granite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_oracle_only_structure_is_checked(
+    granite: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, doc = scan_json(capsys, str(granite))
     ckpt = doc["checkpoints"][0]
     assert code == 0

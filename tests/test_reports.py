@@ -415,7 +415,10 @@ def test_markdown_stays_within_a_ci_job_summary_for_big_stores() -> None:
         for i in range(5000)
     ]
     failing = sum(r.status == "fail" for r in reports)
-    md = scan_markdown(reports, {"checkpoints": 5000, "pass": 5000 - failing, "warn": 0, "fail": failing, "seconds": 1.0})
+    md = scan_markdown(
+        reports,
+        {"checkpoints": 5000, "pass": 5000 - failing, "warn": 0, "fail": failing, "seconds": 1.0},
+    )
     rows = [line for line in md.splitlines() if line.startswith("| ") and "checkpoint-" in line]
     assert len(md.encode()) < 1024 * 1024
     assert len(rows) == max(MAX_ROWS, failing)  # every failing checkpoint has its row

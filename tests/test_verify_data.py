@@ -32,7 +32,9 @@ def write(path: Path, arrays: dict[str, tuple[str, np.ndarray]]) -> Path:
     for name, (dtype, data) in arrays.items():
         data = np.ascontiguousarray(data)
         keep.append(data)
-        specs[name] = TensorSpec(dtype=WRITER[dtype], shape=data.shape, data_ptr=data.ctypes.data, data_len=data.nbytes)
+        specs[name] = TensorSpec(
+            dtype=WRITER[dtype], shape=data.shape, data_ptr=data.ctypes.data, data_len=data.nbytes
+        )
     serialize_file(specs, str(path), metadata={"format": "pt"})
     return path
 
@@ -89,7 +91,10 @@ def test_tensors_across_buffer_reads_and_at_odd_offsets(tmp_path: Path) -> None:
     big = np.ones(786_433, np.float32)
     nan_at = [0, 262_143, 262_144, 524_288, 786_432]  # both sides of each 1 MiB boundary
     big[nan_at] = np.nan
-    path = write(tmp_path / "b.safetensors", {"a_odd": ("U8", np.array([1, 2, 3], np.uint8)), "big": ("F32", big)})
+    path = write(
+        tmp_path / "b.safetensors",
+        {"a_odd": ("U8", np.array([1, 2, 3], np.uint8)), "big": ("F32", big)},
+    )
     (result,) = verify_data([path], jobs=2)
     assert result.nan == {"big": len(nan_at)}
 
@@ -109,7 +114,9 @@ def test_scan_reports_nan_inf_and_zeros(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["scan", "--json", "--verify-data", str(ckpt)]) == 1
     (report,) = json.loads(capsys.readouterr().out)["checkpoints"]
     found = {f["code"]: f for f in report["findings"]}
-    assert found["nan"]["severity"] == "error" and found["nan"]["tensors"] == ["model.layers.0.mlp.down_proj.weight"]
+    assert found["nan"]["severity"] == "error" and found["nan"]["tensors"] == [
+        "model.layers.0.mlp.down_proj.weight"
+    ]
     assert "(5)" in found["nan"]["message"]
     assert found["inf"]["tensors"] == ["model.layers.0.mlp.up_proj.weight"]
     assert found["all-zeros"]["severity"] == "warning"

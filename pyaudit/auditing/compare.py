@@ -99,7 +99,9 @@ def normalise(
         else:
             break
     if maybe_inner:
-        inner_names = [orig for orig, n in zip(found, names, strict=True) if INNER_WRAPPER.search(n)]
+        inner_names = [
+            orig for orig, n in zip(found, names, strict=True) if INNER_WRAPPER.search(n)
+        ]
         renamed = [INNER_WRAPPER.sub(r"\1", n) for n in names]
     else:
         inner_names, renamed = [], names
@@ -157,7 +159,8 @@ def choose_layout(
     where = expected.where()
     found = set(names)
     scores = [
-        len(found & lay.tensors.keys()) + len(found & lay.optional.keys()) for lay in expected.layouts
+        len(found & lay.tensors.keys()) + len(found & lay.optional.keys())
+        for lay in expected.layouts
     ]
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
     chosen = expected.layouts[best]
@@ -175,7 +178,10 @@ def _describe_missing(
 ) -> Message:
     nbytes = sum(layout.tensors[n].nbytes or 0 for n in missing)
     groups = sorted(expected.group(missing, layout), key=lambda g: -g[1])
-    shown = ", ".join(f"{label} — {count} tensors" if count > 1 else label for label, count in groups[:GROUPS_SHOWN])
+    shown = ", ".join(
+        f"{label} — {count} tensors" if count > 1 else label
+        for label, count in groups[:GROUPS_SHOWN]
+    )
     if len(groups) > GROUPS_SHOWN:
         shown += f", and {len(groups) - GROUPS_SHOWN} more groups"
     size = " ({size})" if expected.shapes_known else ""
@@ -301,7 +307,10 @@ def compare_full(
                 "shape-mismatch",
                 Message.of(
                     "{count} {tensors} from what {source} implies: "
-                    + "; ".join(f"{{name{i}}}: {{shape{i}}}, expected {{want{i}}}" for i in range(len(sample))),
+                    + "; ".join(
+                        f"{{name{i}}}: {{shape{i}}}, expected {{want{i}}}"
+                        for i in range(len(sample))
+                    ),
                     count=len(shape_bad),
                     tensors=noun(
                         len(shape_bad), "tensor differs in shape", "tensors differ in shape"
@@ -320,7 +329,9 @@ def compare_full(
             if want_bytes and ratio != 1
             else "same size"
         )
-        source = "config says {want_dtype}" if expected.dtype == want_dtype else "expected {want_dtype}"
+        source = (
+            "config says {want_dtype}" if expected.dtype == want_dtype else "expected {want_dtype}"
+        )
         findings.append(
             finding(
                 "dtype-drift",
@@ -358,7 +369,9 @@ def compare_full(
         )
     if unexpected:
         groups = expected.group(unexpected, layout)
-        shown = ", ".join(f"{label} ({count})" if count > 1 else label for label, count in groups[:GROUPS_SHOWN])
+        shown = ", ".join(
+            f"{label} ({count})" if count > 1 else label for label, count in groups[:GROUPS_SHOWN]
+        )
         findings.append(
             finding(
                 "unexpected-tensors",

@@ -131,7 +131,9 @@ def audit_checkpoint(
     # table of its tensors.
     clean = all_clean or (_clean_memo(contents, expected, cache) if expected is not None else None)
     peft_in_base = (
-        [n for n in contents.base if is_peft_tensor(n)] if clean is None and contents.base_peft else []
+        [n for n in contents.base if is_peft_tensor(n)]
+        if clean is None and contents.base_peft
+        else []
     )
     non_peft = contents.base_count - len(peft_in_base)
     if non_peft > 0:
@@ -170,7 +172,9 @@ def audit_checkpoint(
         else:
             adapter_tensors = {n: contents.base[n] for n in peft_in_base}
             tensor_keys = tuple(contents.base_keys)
-        findings += _check_adapter_memo(adapter_tensors, tensor_keys, adapter_config, expected, cache)
+        findings += _check_adapter_memo(
+            adapter_tensors, tensor_keys, adapter_config, expected, cache
+        )
         if expected is not None:
             tensors["missing"] = tensors["expected"]
         adapter = AdapterSummary(
@@ -257,7 +261,9 @@ def _adapter_only(
     if expected is not None:
         base = "; the base model ({model_type}, {base_size}) is not in this checkpoint"
         values["model_type"] = expected.model_type or "unknown"
-        values["base_size"] = Bytes(expected.total_bytes) if expected.total_bytes is not None else "?"
+        values["base_size"] = (
+            Bytes(expected.total_bytes) if expected.total_bytes is not None else "?"
+        )
     return finding(
         "adapter-only",
         Message.of(
@@ -362,7 +368,13 @@ def _bin_findings(
         index = read_json(ckpt.path / index_name)
         if index and isinstance(index.get("weight_map"), dict):
             names.extend(index["weight_map"])
-            absent = sorted({f for f in index["weight_map"].values() if isinstance(f, str) and not (ckpt.path / f).exists()})
+            absent = sorted(
+                {
+                    f
+                    for f in index["weight_map"].values()
+                    if isinstance(f, str) and not (ckpt.path / f).exists()
+                }
+            )
             if absent:
                 shards = plural(len(absent), "missing shard")
                 out.append(
@@ -373,7 +385,11 @@ def _bin_findings(
                     )
                 )
     if kind == "unknown" and (ckpt.bin_weights or names):
-        kind = "full" if not all(n.startswith("adapter_model") for n in ckpt.bin_weights) else "adapter"
+        kind = (
+            "full"
+            if not all(n.startswith("adapter_model") for n in ckpt.bin_weights)
+            else "adapter"
+        )
         tensors["found"] = len(names) or None
     if names and expected is not None and kind == "full" and not ckpt.safetensors:
         have = set(names)

@@ -36,7 +36,9 @@ class Counts(Mapping[str, "int | None"]):
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Mapping[str, int | None] | Iterable[tuple[str, int | None]] = ()) -> None:
+    def __init__(
+        self, items: Mapping[str, int | None] | Iterable[tuple[str, int | None]] = ()
+    ) -> None:
         self._items: dict[str, int | None] = dict(items)
 
     def __getitem__(self, key: str) -> int | None:
@@ -75,7 +77,12 @@ class FileEntry:
     rule: str = "ok"
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"path": self.path, "bytes": self.bytes, "tensors": self.tensors, "ok": self.ok}
+        doc: dict[str, Any] = {
+            "path": self.path,
+            "bytes": self.bytes,
+            "tensors": self.tensors,
+            "ok": self.ok,
+        }
         if not self.ok:
             doc["rule"] = self.rule
         return doc

@@ -214,7 +214,9 @@ def collect(
     contents = Contents(cache, keys=dict(keys), index_exact=index_exact)
     for name in ckpt.safetensors:
         header = headers[name]
-        entry = FileEntry(name, header.file_size, len(header) if header.ok else 0, header.ok, header.rule)
+        entry = FileEntry(
+            name, header.file_size, len(header) if header.ok else 0, header.ok, header.rule
+        )
         contents.files.append(entry)
         if not header.ok:
             contents.findings.append(file_finding(name, header))
@@ -226,7 +228,9 @@ def collect(
         if ignore and name in ignore:
             continue
         adapter = is_adapter_file(name)
-        (contents.adapter_files if adapter else contents.base_files).append((name, header, keys[name]))
+        (contents.adapter_files if adapter else contents.base_files).append(
+            (name, header, keys[name])
+        )
         contents.found_bytes += header.data_size
         if not adapter:
             contents.base_keys.append(keys[name])
@@ -270,8 +274,9 @@ def _check_index(
             findings.append(
                 finding(
                     "index-missing",
-                    f"{len(sharded)} shards ({sharded[0]} ...) and no model.safetensors.index.json: "
-                    "from_pretrained cannot load them; the index was lost on copy or never written",
+                    f"{len(sharded)} shards ({sharded[0]} ...) and no "
+                    "model.safetensors.index.json: from_pretrained cannot load them; "
+                    "the index was lost on copy or never written",
                     count=len(sharded),
                 )
             )
@@ -279,7 +284,9 @@ def _check_index(
         return tuple(findings), None
     if index is None or not isinstance(index.get("weight_map"), dict):
         findings.append(
-            finding("index-mismatch", f"{index_name} is not a readable index (no weight_map object)")
+            finding(
+                "index-mismatch", f"{index_name} is not a readable index (no weight_map object)"
+            )
         )
         return tuple(findings), None
     weight_map: dict[str, Any] = index["weight_map"]
@@ -351,7 +358,11 @@ def _check_index(
                 count=len(strays),
             )
         )
-    total = (index.get("metadata") or {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
+    total = (
+        (index.get("metadata") or {}).get("total_size")
+        if isinstance(index.get("metadata"), dict)
+        else None
+    )
     if isinstance(total, int) and not absent and all(f in contents.readable for f in named_files):
         tensor_bytes = sum(contents.data_bytes[f] for f in named_files)
         if total != tensor_bytes:
@@ -424,7 +435,9 @@ def check_index(
     shards: tuple[object, ...]
     if contents.index_exact:
         shards = tuple(
-            (contents.data_bytes[n], contents.header_bytes[n]) if n in contents.readable else keys[n]
+            (contents.data_bytes[n], contents.header_bytes[n])
+            if n in contents.readable
+            else keys[n]
             for n in ckpt.safetensors
         )
     else:

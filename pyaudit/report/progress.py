@@ -44,7 +44,9 @@ class SweepProgress:
 
             self._progress = Progress(
                 SpinnerColumn(),
-                TextColumn("auditing: {task.completed:,} checkpoints, {task.fields[failed]} failing"),
+                TextColumn(
+                    "auditing: {task.completed:,} checkpoints, {task.fields[failed]} failing"
+                ),
                 TextColumn("({task.fields[rate]:,.0f}/s)"),
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
@@ -53,10 +55,15 @@ class SweepProgress:
             self._progress.start()
             self._task = self._progress.add_task("scan", total=None, failed=0, rate=0.0)
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        self._progress.update(self._task, completed=self.count, failed=self.failed, rate=self.count / elapsed)
+        self._progress.update(
+            self._task, completed=self.count, failed=self.failed, rate=self.count / elapsed
+        )
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._progress is not None:
             self._progress.stop()

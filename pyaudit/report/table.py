@@ -106,8 +106,15 @@ def print_scan(
         console.print()
         header = Text(r.path, style="bold")
         header.append(f"  {r.status.upper()}", style=STATUS_STYLE.get(r.status, ""))
-        details = [x for x in (r.expected_source and f"expected from {r.expected_source}",
-                               r.layout and r.layout != "default" and f"layout {r.layout}", r.declared) if x]
+        details = [
+            x
+            for x in (
+                r.expected_source and f"expected from {r.expected_source}",
+                r.layout and r.layout != "default" and f"layout {r.layout}",
+                r.declared,
+            )
+            if x
+        ]
         if details:
             header.append("  (" + "; ".join(details) + ")", style="dim")
         console.print(header)

@@ -21,7 +21,8 @@ from pyaudit.testing.sparse import TensorSpec, tensor_nbytes, write_sparse_check
 
 Tensors = dict[str, TensorSpec]
 NUMPY_DTYPES = {"F32": "float32", "F16": "float16", "F64": "float64", "I64": "int64",
-                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}  # fmt: skip
+                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                "BOOL": "bool"}  # fmt: skip
 
 
 def manifest_tensors(config: Mapping[str, Any], layout: str | None = None) -> Tensors:
@@ -127,7 +128,10 @@ def _write_real(path: Path, tensors: Mapping[str, TensorSpec], metadata: Mapping
         data = np.ascontiguousarray(data)
         keep.append(data)
         specs[name] = WriterSpec(
-            dtype=WRITER_DTYPES[dtype], shape=tuple(shape), data_ptr=data.ctypes.data, data_len=data.nbytes
+            dtype=WRITER_DTYPES[dtype],
+            shape=tuple(shape),
+            data_ptr=data.ctypes.data,
+            data_len=data.nbytes,
         )
     serialize_file(specs, str(path), metadata=dict(metadata))
 
@@ -145,7 +149,11 @@ def write_checkpoint(
     out = Path(directory)
     if sparse:
         return write_sparse_checkpoint(
-            out, tensors, shards=shards, config=config if write_config else None, weight_map=weight_map
+            out,
+            tensors,
+            shards=shards,
+            config=config if write_config else None,
+            weight_map=weight_map,
         )
     out.mkdir(parents=True, exist_ok=True)
     names = list(tensors)
@@ -155,7 +163,8 @@ def write_checkpoint(
         else:
             per = -(-len(names) // shards)
             weight_map = {
-                n: f"model-{i // per + 1:05d}-of-{shards:05d}.safetensors" for i, n in enumerate(names)
+                n: f"model-{i // per + 1:05d}-of-{shards:05d}.safetensors"
+                for i, n in enumerate(names)
             }
     by_file: dict[str, dict[str, TensorSpec]] = {}
     for n, f in weight_map.items():
@@ -208,7 +217,9 @@ def lora_tensors(
     return out
 
 
-def adapter_config(base_model: str, r: int, targets: Iterable[str] = LLM_LINEAR, alpha: int = 32) -> dict[str, Any]:
+def adapter_config(
+    base_model: str, r: int, targets: Iterable[str] = LLM_LINEAR, alpha: int = 32
+) -> dict[str, Any]:
     return {
         "base_model_name_or_path": base_model,
         "peft_type": "LORA",

@@ -31,16 +31,63 @@ QWEN_SPECIALS = [
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% for c in message['content'] %}"
+    "{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
     "{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{'<|im_start|>assistant\n'}}{% endif %}"
 )
 
-WORDS = (
-    "the a model checkpoint weights adapter lora full training run save load audit tensor shard "
-    "config index layer head vision text token one two three four five six seven eight nine ten "
-    "what is how many answer yes no plus minus equals color sky blue green red cat dog"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "checkpoint",
+    "weights",
+    "adapter",
+    "lora",
+    "full",
+    "training",
+    "run",
+    "save",
+    "load",
+    "audit",
+    "tensor",
+    "shard",
+    "config",
+    "index",
+    "layer",
+    "head",
+    "vision",
+    "text",
+    "token",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "what",
+    "is",
+    "how",
+    "many",
+    "answer",
+    "yes",
+    "no",
+    "plus",
+    "minus",
+    "equals",
+    "color",
+    "sky",
+    "blue",
+    "green",
+    "red",
+    "cat",
+    "dog",
+]
 
 
 def corpus() -> list[str]:
@@ -59,7 +106,9 @@ def make_tokenizer(out: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=QWEN_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=400,
+        special_tokens=QWEN_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus(), trainer)
     fast = PreTrainedTokenizerFast(
@@ -74,8 +123,9 @@ def make_tokenizer(out: Path) -> None:
 
 def _text(hidden: int = 64) -> dict[str, object]:
     return dict(
-        hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6,
+        hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        rms_norm_eps=1e-6,
     )  # fmt: skip
 
 
@@ -114,7 +164,10 @@ def save(model: object, tok_dir: Path, out: Path, processor: bool = False) -> No
 def make_models(root: Path, which: list[str]) -> None:
     import torch
     from transformers import (
-        LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
     )  # fmt: skip
 
     tok_dir = root / "tokenizer"
@@ -132,8 +185,9 @@ def make_models(root: Path, which: list[str]) -> None:
     if "qwen2_5_vl" in which:
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                      out_hidden_size=64, patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2, window_size=56,
                       fullatt_block_indexes=[1], in_chans=3)  # fmt: skip
         text = _text() | dict(rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
         cfg = Qwen2_5_VLConfig(
@@ -157,15 +211,22 @@ def make_data(root: Path) -> None:
             f.write(json.dumps(row) + "\n")
     with open(data / "grpo.jsonl", "w") as f:
         for i in range(16):
-            row = {"messages": [{"role": "user", "content": f"what is {i} plus {i}"}], "solution": str(2 * i)}
+            row = {
+                "messages": [{"role": "user", "content": f"what is {i} plus {i}"}],
+                "solution": str(2 * i),
+            }
             f.write(json.dumps(row) + "\n")
     # TRL's prompt-only format
     with open(data / "prompts.jsonl", "w") as f:
         for i in range(16):
-            f.write(json.dumps({"prompt": [{"role": "user", "content": f"what is {i} plus {i}"}]}) + "\n")
+            f.write(
+                json.dumps({"prompt": [{"role": "user", "content": f"what is {i} plus {i}"}]})
+                + "\n"
+            )
     # LLaMA-Factory: alpaca format + dataset_info.json
     with open(data / "alpaca.json", "w") as f:
-        json.dump([{"instruction": f"what is {i} plus {i}", "input": "", "output": f"the answer is {2 * i}."}
+        json.dump([{"instruction": f"what is {i} plus {i}", "input": "",
+                    "output": f"the answer is {2 * i}."}
                    for i in range(16)], f)  # fmt: skip
     with open(data / "dataset_info.json", "w") as f:
         json.dump({"tiny": {"file_name": "alpaca.json"}}, f)

@@ -1,7 +1,8 @@
 """transformers Trainer + PEFT, TRL, accelerate FSDP2 and DeepSpeed on CPU: one case per call.
 
     python tests/frameworks/run_hf.py CASE WORKDIR
-    python -m torch.distributed.run --nproc_per_node 2 tests/frameworks/run_hf.py fsdp2-sharded WORKDIR
+    python -m torch.distributed.run --nproc_per_node 2 \\
+        tests/frameworks/run_hf.py fsdp2-sharded WORKDIR
 
 WORKDIR holds tiny/ (make_tiny.py); the case writes WORKDIR/out/CASE/. Cases: see CASES.
 """
@@ -46,8 +47,9 @@ def args(out: Path, **extra: Any) -> Any:
     return TrainingArguments(**base)
 
 
-def trainer_run(work: Path, case: str, model_name: str = "llama", peft: dict[str, Any] | None = None,
-                merge: bool = False, **extra: Any) -> None:  # fmt: skip
+def trainer_run(work: Path, case: str, model_name: str = "llama",
+                peft: dict[str, Any] | None = None, merge: bool = False,
+                **extra: Any) -> None:  # fmt: skip
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
     tiny = work / "tiny" / model_name
@@ -112,8 +114,9 @@ def trl_grpo(work: Path, case: str, lora: bool) -> None:
         from peft import LoraConfig
 
         peft_config = LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear")
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=cfg, train_dataset=Dataset.from_list(prompts),
-                          processing_class=tok, peft_config=peft_config)  # fmt: skip
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=cfg,
+                          train_dataset=Dataset.from_list(prompts), processing_class=tok,
+                          peft_config=peft_config)  # fmt: skip
     trainer.train()
     trainer.save_model()
 
@@ -145,7 +148,10 @@ def fsdp2_accelerate(work: Path, case: str, state_dict_type: str) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     data = lm_dataset(work, tok)
     for step in range(2):
-        batch = {k: torch.tensor(data[step * 2 : step * 2 + 2][k]) for k in ("input_ids", "attention_mask", "labels")}
+        batch = {
+            k: torch.tensor(data[step * 2 : step * 2 + 2][k])
+            for k in ("input_ids", "attention_mask", "labels")
+        }
         loss = model(**batch).loss
         loss.backward()
         opt.step()
@@ -166,7 +172,8 @@ def fsdp2_accelerate(work: Path, case: str, state_dict_type: str) -> None:
 
 def fsdp2(work: Path, case: str, state_dict_type: str) -> None:
     cfg = {"fsdp_version": 2, "state_dict_type": state_dict_type, "reshard_after_forward": True,
-           "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+           "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+           "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
            "cpu_ram_efficient_loading": False}  # fmt: skip
     trainer_run(work, case, fsdp="full_shard", fsdp_config=cfg, ddp_backend="gloo")
 
@@ -219,8 +226,12 @@ def _zero3_raw(work: Path, case: str) -> None:
 
 CASES = {
     "trainer-full": lambda w, c: trainer_run(w, c),
-    "peft-lora": lambda w, c: trainer_run(w, c, peft={"r": 4, "target_modules": ["q_proj", "v_proj"]}, merge=True),
-    "peft-dora": lambda w, c: trainer_run(w, c, peft={"r": 4, "target_modules": "all-linear", "use_dora": True}),
+    "peft-lora": lambda w, c: trainer_run(
+        w, c, peft={"r": 4, "target_modules": ["q_proj", "v_proj"]}, merge=True
+    ),
+    "peft-dora": lambda w, c: trainer_run(
+        w, c, peft={"r": 4, "target_modules": "all-linear", "use_dora": True}
+    ),
     "peft-modules-to-save": lambda w, c: trainer_run(
         w, c, peft={"r": 4, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]}
     ),

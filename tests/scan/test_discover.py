@@ -182,7 +182,8 @@ def test_batches_start_small_and_keep_order() -> None:
     from pyaudit.sweep import batches
 
     ckpts = [
-        CheckpointDir(path=Path(f"c{i}"), display=f"c{i}", safetensors=["a", "b"]) for i in range(200)
+        CheckpointDir(path=Path(f"c{i}"), display=f"c{i}", safetensors=["a", "b"])
+        for i in range(200)
     ]
     out = list(batches(ckpts, files_per_batch=64, first_batch=8))
     assert [c for b in out for c in b] == ckpts

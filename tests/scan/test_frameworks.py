@@ -78,7 +78,10 @@ def test_swift4_every_checkpoint_default_mode(tmp_path: Path, scan: Any) -> None
     # the mechanism, the parent found by the recorded path's tail inside the copied tree,
     # and the fix in ms-swift 4's flags (it rejects --train_type)
     assert "load_args=true" in message and "force-loads tuner_type" in message
-    assert "sft-lora/v0-" in message and "checkpoint-2-merged/args.json says tuner_type=lora" in message
+    assert (
+        "sft-lora/v0-" in message
+        and "checkpoint-2-merged/args.json says tuner_type=lora" in message
+    )
     assert f"Fix: rerun with {SWIFT4_FIX}." in message
     assert "--train_type" not in message
 
@@ -107,7 +110,8 @@ def test_swift4_seed_story_expect_full(tmp_path: Path, scan: Any) -> None:
 def test_swift4_expect_run_per_run(tmp_path: Path, scan: Any) -> None:
     """The SFT LoRA run and the GRPO runs meant full, checked in one scan."""
     root = copied(SWIFT4, tmp_path)
-    rc, doc = scan(root, "--expect-run", "grpo-load-args-*=full", "--expect-run", "grpo-default=full",
+    rc, doc = scan(root, "--expect-run", "grpo-load-args-*=full",
+                   "--expect-run", "grpo-default=full",
                    "--expect-run", "sft-lora=adapter")  # fmt: skip
     assert rc == 1
     got = verdicts(doc)
@@ -132,11 +136,16 @@ def test_swift4_seed_run_alone(tmp_path: Path, scan: Any) -> None:
     assert f"Fix: rerun with {SWIFT4_FIX}." in message
     rc, doc = scan(tmp_path / "store", "--expect", "full")
     assert rc == 1
-    assert f"Fix: rerun with {SWIFT4_FIX}." in scan.the(doc["checkpoints"][0], "intent-mismatch")["message"]
+    assert (
+        f"Fix: rerun with {SWIFT4_FIX}."
+        in scan.the(doc["checkpoints"][0], "intent-mismatch")["message"]
+    )
 
 
 @pytest.mark.parametrize("load_args", [False, "false"])
-def test_swift4_load_args_off_is_not_inheritance(tmp_path: Path, scan: Any, load_args: object) -> None:
+def test_swift4_load_args_off_is_not_inheritance(
+    tmp_path: Path, scan: Any, load_args: object
+) -> None:
     """The same LoRA checkpoint, its record edited to load_args off: the user chose LoRA."""
     import json
 
@@ -187,7 +196,9 @@ def test_healthy_runs_pass(tree: Path, tmp_path: Path, scan: Any) -> None:
         assert all(f["severity"] == "info" for f in c["findings"]), c["path"]
         assert all(f["ok"] for f in c["files"])
         if c["kind"] == "full":
-            assert c["tensors"]["missing"] == 0 and c["tensors"]["found"] == c["tensors"]["expected"]
+            assert (
+                c["tensors"]["missing"] == 0 and c["tensors"]["found"] == c["tensors"]["expected"]
+            )
             assert c["adapter"] is None
         else:  # adapter tensors and base coverage, each as what it is
             a = c["adapter"]
@@ -235,7 +246,10 @@ def test_fsdp2_sharded_and_full_state_dict(tmp_path: Path, scan: Any) -> None:
     assert not any("optimizer_0" in p for p in got)  # never reported as a model
     ckpt = scan.the(got["fsdp2-accelerate-sharded/checkpoint-2"], "no-weights")["message"]
     assert "FSDP sharded model state in pytorch_model_fsdp_0/ (2 shard(s) and .metadata)" in ckpt
-    assert "`accelerate merge-weights fsdp2-accelerate-sharded/checkpoint-2/pytorch_model_fsdp_0" in ckpt
+    assert (
+        "`accelerate merge-weights fsdp2-accelerate-sharded/checkpoint-2/pytorch_model_fsdp_0"
+        in ckpt
+    )
     assert "training state in optimizer_0/ (optimizer shards, not model weights)" in ckpt
     root = scan.the(got["fsdp2-accelerate-sharded"], "no-weights")["message"]
     assert "`accelerate merge-weights fsdp2-accelerate-sharded/pytorch_model_fsdp_0" in root
@@ -279,7 +293,9 @@ def test_deepspeed_zero_runs(tmp_path: Path, scan: Any) -> None:
     for path in ("zero3-gather-false", "zero3-gather-false/checkpoint-2"):
         assert scan.codes(got[path]) == ["no-weights"]
         message = scan.the(got[path], "no-weights")["message"]
-        assert message.startswith("config.json but no weight files: DeepSpeed ZeRO state in global_step2/")
+        assert message.startswith(
+            "config.json but no weight files: DeepSpeed ZeRO state in global_step2/"
+        )
         assert f"`python {path}/zero_to_fp32.py {path} OUTPUT_DIR`" in message
         assert "--tag" not in message  # `latest` names the tag
     for c in got.values():

@@ -65,8 +65,13 @@ def test_fsdp_sharded_state(tmp_path: Path, qwen3: Any, scan: Any) -> None:
     rc, report = scan.one(tmp_path)
     assert rc == 1 and report["status"] == "fail"
     f = scan.the(report, "no-weights")
-    assert "FSDP sharded model state in pytorch_model_fsdp_0/ (4 shard(s) and .metadata)" in f["message"]
-    assert "`accelerate merge-weights checkpoint-10/pytorch_model_fsdp_0 OUTPUT_DIR`" in f["message"]
+    assert (
+        "FSDP sharded model state in pytorch_model_fsdp_0/ (4 shard(s) and .metadata)"
+        in f["message"]
+    )
+    assert (
+        "`accelerate merge-weights checkpoint-10/pytorch_model_fsdp_0 OUTPUT_DIR`" in f["message"]
+    )
 
 
 def test_trainer_checkpoint_without_config_or_weights(tmp_path: Path, scan: Any) -> None:
