@@ -105,9 +105,11 @@ def torch_inspect_json(ckpt: TorchCheckpoint) -> dict[str, Any]:
 
 
 def print_torch_inspect(ckpt: TorchCheckpoint, console: Console) -> None:
-    kind = {"zip": "torch zip checkpoint", "legacy": "legacy torch file", "pickle": "plain pickle"}.get(
-        ckpt.kind, "torch file"
-    )
+    kind = {
+        "zip": "torch zip checkpoint",
+        "legacy": "legacy torch file",
+        "pickle": "plain pickle",
+    }.get(ckpt.kind, "torch file")
     console.print(
         f"[bold]{ckpt.path}[/bold]  {human_bytes(ckpt.file_size)}  (not a safetensors file: "
         f"a {kind}, read as data: "
