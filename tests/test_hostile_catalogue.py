@@ -87,6 +87,11 @@ class Result:
         return doc
 
 
+# -P (3.11+): the child's working directory does not go on sys.path. On 3.10 it is a scratch
+# directory (cwd below) with no pyaudit in it, so nothing shadows the installed package.
+SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []
+
+
 def _warmup_argv() -> list[list[str]]:
     merged = str(STORE / MERGED)
     config = str(STORE / MERGED / "config.json")
@@ -117,7 +122,7 @@ def run_child(argv: list[str], cwd: Path, drop: bool = False) -> Result:
         }
         try:
             proc = subprocess.run(
-                [sys.executable, "-P", "-c", _CHILD, json.dumps(spec)],
+                [sys.executable, *SAFE_PATH, "-c", _CHILD, json.dumps(spec)],
                 cwd=cwd,
                 capture_output=True,
                 text=True,
