@@ -388,11 +388,11 @@ def test_every_family_builds_from_class_defaults() -> None:
     ],
     ids=["layers", "experts", "both"],
 )
-def test_implausible_configs_are_refused_quickly(config: dict[str, Any]) -> None:
-    t0 = time.perf_counter()
+def test_implausible_configs_are_refused(config: dict[str, Any]) -> None:
+    # Refused before any tensor is enumerated (no timing threshold: a build that enumerated
+    # them would run out the suite's time, not pass).
     with pytest.raises(ManifestError, match="refusing"):
         build_manifest(config)
-    assert time.perf_counter() - t0 < 5
 
 
 def test_missing_field_is_a_clear_error() -> None:
