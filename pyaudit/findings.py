@@ -54,6 +54,13 @@ CODES: dict[str, Severity] = {
     # the run's training type was force-loaded from an earlier run's saved arguments
     # (ms-swift load_args) and it saved adapters only: the message names the source and fix
     "args-inherited": "warning",
+    # pickle-era files (.bin, DCP .metadata, DeepSpeed records), read as data, never unpickled
+    "corrupt-pickle": "error",  # not a readable torch file / DCP metadata, or a broken record
+    "unsafe-pickle": "error",  # names globals that would run code if unpickled (os.system ...)
+    "pickle-globals": "warning",  # names globals torch.load(weights_only=True) refuses
+    # a sharded training state (FSDP DCP, DeepSpeed ZeRO) in place of weights: complete
+    # against the model, with the command that consolidates it; else what it lacks
+    "unconsolidated": "warning",
 }
 
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")  # worst first: the one order

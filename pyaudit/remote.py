@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pyaudit.auditing.cache import AuditCache
+from pyaudit.auditing.pickled import pickled_inputs, read_pickled
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import (
@@ -590,6 +591,9 @@ class _Pending:
     ckpt: CheckpointDir
     headers: list[tuple[str, int, concurrent.futures.Future[Any]]] = field(default_factory=list)
     indexes: list[tuple[str, concurrent.futures.Future[Any]]] = field(default_factory=list)
+    # Pickle-era files read whole (each small enough), so that they are audited as on a
+    # local disk; None: some are too large to fetch, and they are not read.
+    pickled: list[tuple[str, concurrent.futures.Future[Any]]] | None = None
 
 
 class _Scan:
@@ -620,6 +624,11 @@ class _Scan:
             key = tree.key(rel)
             job = (lambda k, s: lambda: client.header(k, s))(key, size)
             pending.headers.append((name, size, client.submit(2, job)))
+        inputs = [self.rel(ckpt, name) for name in pickled_inputs(ckpt)]
+        if inputs and all(tree.files.get(rel, 0) <= RUN_WHOLE_MAX for rel in inputs):
+            pending.pickled = [
+                (rel, tree._fetch_small(rel, tree.files.get(rel, 0), 2)) for rel in inputs
+            ]
         return pending
 
     def materialise(self, rel: str, future: concurrent.futures.Future[Any]) -> None:
@@ -676,7 +685,15 @@ class _Scan:
                 headers[name] = Header(local, cast(Any, core))
             else:
                 headers[name] = parse_header_bytes(data, size, local)
-        report = audit_checkpoint(ckpt, headers, options, base_expected, cache=self.cache)
+        pickled = None
+        if pending.pickled is not None:
+            for rel, future in pending.pickled:
+                self.materialise(rel, future)
+            if not any(rel in self.failed for rel, _ in pending.pickled):
+                pickled = read_pickled(ckpt)
+        report = audit_checkpoint(
+            ckpt, headers, options, base_expected, cache=self.cache, pickled=pickled
+        )
         extra = []
         # Files that could not be read, of this directory and of those above it whose
         # run files the audit looks at.

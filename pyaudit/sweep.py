@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pyaudit import _core
 from pyaudit.auditing.cache import AuditCache
+from pyaudit.auditing.pickled import read_pickled
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.auditing.structure import header_files, run_file_names
@@ -255,5 +256,6 @@ def audit_batch(
     """Each checkpoint of ``batch`` audited over what :func:`read_batch` read for it."""
     for ckpt, read in zip(batch, reads, strict=True):
         yield audit_checkpoint(
-            ckpt, read.headers, options, base_expected, read.data, read.digests, read.ahead, cache
+            ckpt, read.headers, options, base_expected, read.data, read.digests, read.ahead, cache,
+            read_pickled(ckpt),
         )

@@ -74,3 +74,15 @@ def test_bench_remote_quick(tmp_path: Path) -> None:
     out = run_quick("bench_remote.py", tmp_path)
     rows = [r for r in out.splitlines() if r.startswith("| 0 ms |")]
     assert len(rows) == 1, out  # one row: D = 0, pyaudit and the careful script
+
+
+@pytest.mark.skipif(
+    find_spec("torch") is None or find_spec("transformers") is None,
+    reason="needs torch and transformers (to write the .bin store, and the peer)",
+)
+def test_bench_bin_quick(tmp_path: Path) -> None:
+    out = run_quick("bench_bin.py", tmp_path)
+    assert "both agree every checkpoint is complete" in out
+    rows = table_rows(out)
+    assert any(r.startswith("| pyaudit scan --json |") for r in rows), out
+    assert any(r.startswith("| torch.load(mmap, weights_only) script |") for r in rows), out

@@ -437,16 +437,54 @@ def _(root: Path) -> list[str]:
     return scan_json(ckpt)
 
 
-# Pickled weights only: pyaudit reads no tensor of them, so it cannot pass them.
+# Pickled weights only, read as data (never unpickled): what is not a torch file, or
+# would run code if loaded, says so; a pickle of no tensor is no weights.
 
 
-@case("weights-only-pickle", codes=("weights-unverified",), names="pytorch_model.bin")
-def _(root: Path) -> list[str]:
+def _only_bin(root: Path, data: bytes) -> list[str]:
     ckpt = merged(root)
     for name in (SHARD, "model-00002-of-00002.safetensors", INDEX):
         (ckpt / name).unlink()
-    raw(ckpt / "pytorch_model.bin", pickle.dumps({"w": [0.0] * 8}, protocol=2))
+    raw(ckpt / "pytorch_model.bin", data)
     return scan_json(root)
+
+
+@case("weights-only-pickle", codes=("no-weights",), names="pytorch_model.bin")
+def _(root: Path) -> list[str]:
+    return _only_bin(root, pickle.dumps({"w": [0.0] * 8}, protocol=2))
+
+
+OS_SYSTEM = b"\x80\x02cos\nsystem\nq\x00X\x06\x00\x00\x00exit 3"  # GLOBAL os.system, an arg
+
+
+@case("bin-os-system", codes=("unsafe-pickle",), names="os.system")
+def _(root: Path) -> list[str]:
+    # GLOBAL os.system, then a REDUCE that would call it: never called (the test's
+    # child would die or the marker appear if it were)
+    return _only_bin(root, OS_SYSTEM + b"q\x01\x85q\x02Rq\x03.")
+
+
+@case("bin-os-system-then-garbage", codes=("unsafe-pickle",), names="os.system")
+def _(root: Path) -> list[str]:
+    # pickle.load would have called os.system before reaching the broken opcode
+    return _only_bin(root, OS_SYSTEM + b"q\x01\x85Rq\x03\xfe\xfe")
+
+
+@case("bin-not-a-pickle", codes=("corrupt-pickle",), names="pytorch_model.bin")
+def _(root: Path) -> list[str]:
+    return _only_bin(root, b"\x00\x01 neither zip nor pickle \xff" * 64)
+
+
+@case("bin-zip-cut", codes=("shard-truncated", "corrupt-pickle"), names="pytorch_model.bin")
+def _(root: Path) -> list[str]:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        z.writestr("archive/version", "3\n")
+    return _only_bin(root, buf.getvalue()[:-30])
 
 
 # The index: every way it can fail to be an index.

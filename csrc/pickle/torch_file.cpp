@@ -547,17 +547,6 @@ public:
         return true;
     }
 
-    void tally_globals() {
-        std::map<std::pair<std::string_view, std::string_view>, std::uint32_t> counts;
-        for (const Node& n : p_.nodes) {
-            if (n.kind == Kind::global) ++counts[{n.text, n.name}];
-        }
-        for (const auto& [key, count] : counts) {
-            out_.globals.push_back(GlobalEntry{std::string(key.first), std::string(key.second), count,
-                                               recognised(key.first, key.second)});
-        }
-    }
-
 private:
     const Pickle& p_;
     TorchFile& out_;
@@ -602,6 +591,21 @@ TorchRule zip_rule(ZipStatus s) noexcept {
     return TorchRule::zip_malformed;
 }
 
+// Every global the pickle names, with how often: also of a pickle whose walk failed part
+// way (the nodes before the failure are kept), since an unpickler would have imported and
+// called what came before the broken opcode.
+void tally_globals(const Pickle& p, TorchFile& out) {
+    std::map<std::pair<std::string_view, std::string_view>, std::uint32_t> counts;
+    for (const Node& n : p.nodes) {
+        if (n.kind == Kind::global) ++counts[{n.text, n.name}];
+    }
+    out.globals.clear();
+    for (const auto& [key, count] : counts) {
+        out.globals.push_back(GlobalEntry{std::string(key.first), std::string(key.second), count,
+                                          recognised(key.first, key.second)});
+    }
+}
+
 void interpret(const Pickle& pickle, std::uint32_t root, TorchFile& out) {
     Interpreter in(pickle, out);
     if (!in.dcp(root)) {
@@ -610,7 +614,7 @@ void interpret(const Pickle& pickle, std::uint32_t root, TorchFile& out) {
             fail(out, TorchRule::pickle_limit, "the pickle shares containers so often that naming its tensors would not end");
         }
     }
-    in.tally_globals();
+    tally_globals(pickle, out);
 }
 
 void read_zip(Source& source, TorchFile& out) {
@@ -645,7 +649,10 @@ void read_zip(Source& source, TorchFile& out) {
     Pickle pickle;
     const WalkResult w = pickle.walk(bytes.data(), bytes.size());
     out.protocol = w.protocol;
-    if (w.rule != WalkRule::ok) return fail(out, walk_rule(w.rule), "data.pkl: " + w.message);
+    if (w.rule != WalkRule::ok) {
+        tally_globals(pickle, out);
+        return fail(out, walk_rule(w.rule), "data.pkl: " + w.message);
+    }
     interpret(pickle, w.root, out);
     // Each storage's record: present, stored, and as long as the storage.
     std::unordered_map<std::string_view, const ZipEntry*> records;
@@ -710,6 +717,7 @@ void read_pickles(Source& source, TorchFile& out) {
         out.protocol = first.protocol;
         if (first.rule != WalkRule::ok) {
             out.kind = "pickle";
+            tally_globals(pickle, out);
             if (first.rule == WalkRule::truncated && have < file_size) {
                 return fail(out, TorchRule::pickle_limit, "the pickle is longer than the 128 MiB limit");
             }
@@ -736,6 +744,7 @@ void read_pickles(Source& source, TorchFile& out) {
                 break;
             }
             if (w.rule != WalkRule::ok) {
+                tally_globals(pickle, out);
                 static const char* const what[] = {"protocol version", "sys_info", "object", "storage keys"};
                 return fail(out, walk_rule(w.rule), std::string("legacy ") + what[k] + " pickle: " + w.message);
             }

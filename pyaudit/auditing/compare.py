@@ -272,7 +272,7 @@ def compare_full(
             else:
                 shape_bad.append(name)
             continue
-        if want.dtype and f.dtype != want.dtype:
+        if want.dtype and f.dtype and f.dtype != want.dtype:  # '': not recorded
             key = (f.dtype, want.dtype)
             drift[key].append(name)
             drift_bytes[key][0] += f.nbytes

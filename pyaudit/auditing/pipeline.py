@@ -16,8 +16,10 @@ from pyaudit import _core
 from pyaudit import expected as expect_mod
 from pyaudit.adapters import check_adapter
 from pyaudit.auditing import match, sharded, structure
+from pyaudit.auditing import pickled as pickled_mod
 from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.compare import Comparison, Found, compare_full, is_peft_tensor
+from pyaudit.auditing.pickled import PickledFiles
 from pyaudit.auditing.results import AdapterSummary, AuditOptions, CheckpointReport, Counts
 from pyaudit.auditing.structure import Contents, is_adapter_file
 from pyaudit.data import DataResult, data_findings
@@ -42,6 +44,7 @@ def audit_checkpoint(
     digests: Mapping[str, tuple[int, int] | None] | None = None,
     ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
     cache: AuditCache | None = None,
+    pickled: PickledFiles | None = None,
 ) -> CheckpointReport:
     """Audit one checkpoint whose .safetensors headers (by file name) are given, and
     the results of streaming its tensor bytes when --verify-data asked for them.
@@ -49,7 +52,9 @@ def audit_checkpoint(
     found them (:func:`~pyaudit.auditing.structure.run_file_names`), so that content seen
     before is not read again; ``ahead``: its weight files held against a native table
     there (``cache.last_table``); ``cache``: the memo tables of the sweep (default: a
-    fresh one, nothing shared)."""
+    fresh one, nothing shared); ``pickled``: its pickle-era files (.bin, DCP, DeepSpeed)
+    as :func:`~pyaudit.auditing.pickled.read_pickled` read them (None: not read, and
+    nothing of them is verified)."""
     if cache is None:
         cache = AuditCache(fast=options.fast_path)
     if ckpt.unlisted is not None:  # a directory that could not be searched
@@ -145,8 +150,22 @@ def audit_checkpoint(
         keys[n] for n in ckpt.safetensors if is_adapter_file(n) and n in contents.readable
     )
 
+    bins = (
+        pickled_mod.bin_contents(ckpt, pickled)
+        if pickled is not None and pickled.bins and not ckpt.safetensors
+        else None
+    )
+    files = list(contents.files)
+
     # Contents against the expectation.
-    if kind == "full" and expected is not None:
+    if bins is not None:
+        # Pickled .bin weights only, read as data: held like safetensors.
+        kind, layout, adapter, bin_findings = _audit_bins(
+            ckpt, bins, expected, adapter_config, intended, tensors, sizes
+        )
+        findings += bin_findings
+        files += bins.files
+    elif kind == "full" and expected is not None:
         # Tensors the index places in a file that is absent or unreadable are reported
         # by that file's finding (shard-missing, shard-truncated, ...), not again as missing.
         weight_map = index["weight_map"] if index is not None else {}
@@ -184,7 +203,7 @@ def audit_checkpoint(
             base_expected=len(expected.default.tensors) if expected is not None else None,
             base_bytes_expected=expected.total_bytes if expected is not None else None,
         )
-        note = _adapter_only(intended, expected, adapter_tensors, contents)
+        note = _adapter_only(intended, expected, adapter_tensors, contents.found_bytes)
         if note is not None:
             findings.append(note)
     elif (
@@ -196,8 +215,13 @@ def audit_checkpoint(
         findings += check_adapter({}, adapter_config, expected)
         kind = "unknown"
     elif not ckpt.has_weights:
-        findings.append(sharded.no_weights(ckpt))
-    if ckpt.bin_weights or ckpt.bin_indexes:
+        states = _sharded_states(ckpt, pickled)
+        if states:
+            kind, state_findings = _audit_sharded(states, expected, tensors, sizes)
+            findings += state_findings
+        else:
+            findings.append(sharded.no_weights(ckpt))
+    if bins is None and (ckpt.bin_weights or ckpt.bin_indexes):
         bin_findings, kind = _bin_findings(ckpt, expected, kind, tensors)
         findings += bin_findings
 
@@ -222,7 +246,7 @@ def audit_checkpoint(
         declared=intent.declared,
         tensors=Counts(tensors),
         bytes=Counts(sizes),
-        files=tuple(contents.files),
+        files=tuple(files),
         findings=tuple(findings),
         adapter=adapter,
     )
@@ -232,7 +256,7 @@ def _adapter_only(
     intent: Declared | None,
     expected: Expected | None,
     adapter_tensors: Mapping[str, Found],
-    contents: Contents,
+    found_bytes: int,
 ) -> Finding | None:
     """An adapter-only checkpoint: every base tensor missing where full training was
     declared (the intent check says the rest), else a note of what it holds."""
@@ -270,7 +294,7 @@ def _adapter_only(
             "adapter weights only ({count} {tensors}, {size})" + base,
             count=len(adapter_tensors),
             tensors=noun(len(adapter_tensors), "tensor"),
-            size=Bytes(contents.found_bytes),
+            size=Bytes(found_bytes),
             **values,
         ),
     )
@@ -357,6 +381,114 @@ def _check_adapter_memo(
 
 
 
+def _audit_bins(
+    ckpt: CheckpointDir,
+    bins: pickled_mod.BinContents,
+    expected: Expected | None,
+    adapter_config: dict[str, Any] | None,
+    intended: Declared | None,
+    tensors: dict[str, int | None],
+    sizes: dict[str, int | None],
+) -> tuple[str, str | None, AdapterSummary | None, list[Finding]]:
+    """A checkpoint whose weights are .bin files only, read as data (never unpickled):
+    its kind, layout, adapter summary and findings; ``tensors``/``sizes`` updated."""
+    findings = list(bins.findings)
+    index_findings, explained = pickled_mod.check_bin_index(ckpt, bins)
+    findings += index_findings
+    sizes["found"] = bins.found_bytes
+    peft = [n for n in bins.base if is_peft_tensor(n)]
+    kind = "unknown"
+    if len(bins.base) > len(peft):
+        kind = "full"
+    elif bins.adapter or peft:
+        kind = "adapter"
+    tensors["found"] = len(bins.base) + len(bins.adapter)
+    layout: str | None = None
+    adapter: AdapterSummary | None = None
+    if kind == "full" and expected is not None:
+        comparison = compare_full(bins.base, expected, explained)
+        layout = comparison.layout
+        tensors["expected"] = comparison.expected
+        sizes["expected"] = comparison.expected_bytes
+        tensors["missing"] = comparison.missing
+        tensors["unexpected"] = comparison.unexpected
+        findings += comparison.findings
+        if bins.adapter:
+            findings += check_adapter(bins.adapter, adapter_config, expected)
+    elif kind == "adapter":
+        adapter_tensors: Mapping[str, Found] = bins.adapter or {n: bins.base[n] for n in peft}
+        findings += check_adapter(adapter_tensors, adapter_config, expected)
+        if expected is not None:
+            tensors["missing"] = tensors["expected"]
+        adapter = AdapterSummary(
+            tensors=len(adapter_tensors),
+            bytes=bins.found_bytes,
+            base_found=0,
+            base_expected=len(expected.default.tensors) if expected is not None else None,
+            base_bytes_expected=expected.total_bytes if expected is not None else None,
+        )
+        note = _adapter_only(intended, expected, adapter_tensors, bins.found_bytes)
+        if note is not None:
+            findings.append(note)
+    elif not bins.readable and not findings:  # (a file that is not read always has a finding)
+        findings.append(finding("weights-unverified", "no .bin weight file could be read"))
+    elif bins.readable and not bins.base and not bins.adapter:
+        findings.append(
+            finding(
+                "no-weights",
+                f"{', '.join(sorted(bins.readable)[:3])}: read (never unpickled), and "
+                "holding no tensors",
+            )
+        )
+    return kind, layout, adapter, findings
+
+
+def _sharded_states(
+    ckpt: CheckpointDir, pickled: PickledFiles | None
+) -> list[pickled_mod.ShardedState]:
+    if pickled is None:
+        return []
+    states = pickled_mod.dcp_states(ckpt, pickled)
+    zero = pickled_mod.zero_state(ckpt, pickled)
+    if zero is not None:
+        states.append(zero)
+    return states
+
+
+def _audit_sharded(
+    states: list[pickled_mod.ShardedState],
+    expected: Expected | None,
+    tensors: dict[str, int | None],
+    sizes: dict[str, int | None],
+) -> tuple[str, list[Finding]]:
+    """A checkpoint that holds sharded training states (FSDP DCP, DeepSpeed ZeRO) in
+    place of weights: each held against the model; complete ones are ``unconsolidated``
+    warnings with the command, what they lack errors."""
+    findings: list[Finding] = []
+    kind = "unknown"
+    for state in states:
+        findings += state.findings
+        complete = not state.findings
+        if state.found:
+            kind = "full"
+            tensors["found"] = len(state.found)
+            sizes["found"] = sum(f.nbytes for f in state.found.values()) or None
+            if expected is not None:
+                comparison = compare_full(state.found, expected)
+                tensors["expected"] = comparison.expected
+                sizes["expected"] = comparison.expected_bytes
+                tensors["missing"] = comparison.missing
+                tensors["unexpected"] = comparison.unexpected
+                findings += comparison.findings
+                complete = complete and not any(
+                    f.severity == "error" for f in comparison.findings
+                )
+        else:
+            complete = False
+        findings.append(pickled_mod.unconsolidated(state, complete, expected is not None))
+    return kind, findings
+
+
 def _bin_findings(
     ckpt: CheckpointDir, expected: Expected | None, kind: str, tensors: dict[str, int | None]
 ) -> tuple[list[Finding], str]:
@@ -415,21 +547,26 @@ def _bin_findings(
         else "no index: not even tensor names checked"
     )
     if not ckpt.safetensors:
-        # No weights in a format pyaudit reads: nothing of them was verified, so no PASS.
+        # The .bin files were not read (a remote store's are not fetched; or none is there):
+        # nothing of them was verified, so no PASS.
+        what = (
+            f"{files} not read here (a remote store's pickle-era files are fetched only up "
+            "to 16 MiB each; copy the checkpoint to a local disk for a full audit)"
+            if ckpt.bin_weights
+            else "no .bin weight file is present"
+        )
         out.append(
             finding(
                 "weights-unverified",
-                f"{files} and no weights in a format pyaudit reads: {checked}, shapes, dtypes "
-                "and sizes not verified (pyaudit never unpickles); convert to safetensors "
-                "for a full audit",
+                f"{what}: {checked}, shapes, dtypes and sizes not verified",
             )
         )
         return out, kind
     out.append(
         finding(
             "shapes-unverified",
-            f"{files} beside the .safetensors weights: {checked}, shapes and dtypes not "
-            "verified (pyaudit never unpickles)",
+            f"{files} beside the .safetensors weights (which from_pretrained loads): "
+            f"{checked}, shapes and dtypes of the .bin files not held against the model",
         )
     )
     return out, kind

@@ -28,7 +28,7 @@ UNSAFE_MODULES = frozenset({
     "codeop", "commands", "multiprocessing", "signal", "asyncio", "threading", "urllib",
     "urllib2", "requests", "http", "httplib", "ftplib", "telnetlib", "smtplib", "pdb",
     "bdb", "timeit", "platform", "imp", "pkgutil", "zipimport", "tempfile", "glob",
-    "pathlib._local", "io", "_io", "fcntl", "resource", "operator", "functools", "types",
+    "pathlib", "pathlib._local", "io", "_io", "fcntl", "resource", "operator", "functools", "types",
     "inspect", "dill", "joblib", "cloudpickle", "torch.hub", "torch.serialization",
 })  # fmt: skip
 UNSAFE_BUILTINS = frozenset({

@@ -18,6 +18,8 @@ def bytes_pair(found: int | None, expected: int | None) -> str:
     """'0.12 GB of 16.58 GB': both in the expected size's unit, so they compare at a glance."""
     if expected is None:
         return human_bytes(found)
+    if found is None:  # not known (a ZeRO-3 state records shapes, not dtypes)
+        return f"? of {human_bytes(expected)}"
     unit, scale = "B", 1.0
     for u, s in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if expected >= s:
