@@ -110,6 +110,23 @@ def read_bytes(path: Path | str) -> bytes | str | None:
     return data
 
 
+def read_head(path: Path | str, limit: int) -> bytes | None:
+    """At most the first ``limit`` bytes of a regular file, or None (absent, unreadable, not
+    a regular file): for a file that only may tell something (a model card), never a finding."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def load_json(
     path: Path | str, name: str | None = None, memo: Parsed | None = None
 ) -> tuple[dict[str, Any] | None, Problem | None]:

@@ -21,9 +21,8 @@ from typing import Any
 
 def main() -> None:
     name, finetuning_type = sys.argv[1], sys.argv[2]
-    from llamafactory.webui.interface import create_ui
-
     import llamafactory.webui.engine as engine_module
+    from llamafactory.webui.interface import create_ui
 
     engines: list[Any] = []
     real_init = engine_module.Engine.__init__
@@ -56,8 +55,8 @@ def main() -> None:
         user["top.finetuning_type"] = finetuning_type
     for elem_id, value in user.items():
         data[manager.get_elem_by_id(elem_id)] = value
-    shown = {k: data[manager.get_elem_by_id(k)] for k in ("top.finetuning_type", "train.save_steps")}
-    print("LlamaBoard fields:", shown, flush=True)
+    shown = ("top.finetuning_type", "train.save_steps")
+    print("LlamaBoard fields:", {k: data[manager.get_elem_by_id(k)] for k in shown}, flush=True)
     last: dict[Any, Any] = {}
     for update in engine.runner.run_train(data):
         last = update
