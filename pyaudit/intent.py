@@ -160,6 +160,13 @@ def _generic_cause(run: RunArgs, recorded: tuple[str, str] | None, ckpt: Checkpo
         )
     if recorded is None:
         card = llamafactory_card(ckpt.path, ckpt.scan_root)
+        if card is not None and card[1] is None:
+            return (
+                "Likely cause: LLaMA-Factory trained an adapter (finetuning_type lora or oft: "
+                f"the model card saved with the run, {card[0]}, tags it llama-factory and no "
+                "type, and LLaMA-Factory's command line saves no other readable record of it); "
+                f"rerun with full training declared: {LLAMAFACTORY_FIX}."
+            )
         if card is not None and kind_of_train_type(card[1]) == "adapter":
             path, value = card
             default = (

@@ -35,9 +35,11 @@ TYPE_KEYS = ("tuner_type", "train_type", "sft_type", "finetuning_type")
 
 # LLaMA-Factory 0.9.5 (hparams/finetuning_args.py): finetuning_type is lora, oft, freeze or full,
 # lora when the training yaml names none. Its CLI saves no training_args.yaml (LlamaBoard, its
-# web UI, writes one into the output folder and trains from it); the model card the CLI writes
-# (README.md, train/trainer_utils.py create_modelcard_and_push) tags the run "llama-factory"
-# and its finetuning_type, and PEFT's card in each LoRA checkpoint carries the same tags.
+# web UI, writes one into the output folder and trains from it). The model card (README.md)
+# tags "llama-factory" and the type for full and freeze runs (train/trainer_utils.py
+# create_modelcard_and_push); for adapter runs PEFT rewrites the tags (peft 0.18.1
+# create_or_update_model_card): "llama-factory" (the model's tag, model/patcher.py), and
+# "lora" for a LoRA adapter, no type for OFT.
 LLAMAFACTORY_TYPES = ("lora", "oft", "freeze", "full")
 LLAMAFACTORY_DEFAULT_TYPE = "lora"
 CARD_HEAD_BYTES = 64 * 1024  # a model card's YAML front matter is at its top
@@ -203,18 +205,21 @@ def find_run_args(
 
 def llamafactory_card(
     directory: Path, stop: Path | None, levels: int = 2
-) -> tuple[Path, str] | None:
-    """(README.md, finetuning_type) of the model card LLaMA-Factory wrote for a checkpoint, in
-    its directory or the ones above it (not above ``stop``'s parent): the card whose front
-    matter tags ``llama-factory`` and exactly one of :data:`LLAMAFACTORY_TYPES`. Read only
-    to explain a finding (the CLI saves no other readable record of the type)."""
+) -> tuple[Path, str | None] | None:
+    """(README.md, finetuning_type) of the model card saved with a LLaMA-Factory run, in the
+    checkpoint's directory or the ones above it (not above ``stop``'s parent): the card whose
+    front matter tags ``llama-factory`` and at most one of :data:`LLAMAFACTORY_TYPES` (None:
+    none tagged). Read only to explain a finding (the CLI saves no other readable record of
+    the type)."""
     current = directory
     stop_parent = stop.parent if stop is not None else None
     for _ in range(levels + 1):
         tags = card_tags(current / "README.md")
         if tags is not None and "llama-factory" in tags:
             types = [t for t in LLAMAFACTORY_TYPES if t in tags]
-            return (current / "README.md", types[0]) if len(types) == 1 else None
+            if len(types) > 1:
+                return None
+            return current / "README.md", types[0] if types else None
         if current.parent == current or current == stop_parent or current.parent == stop_parent:
             break
         current = current.parent

@@ -332,7 +332,10 @@ LF_VERDICTS = {
     "full": ("pass", "full"), "full/checkpoint-2": ("pass", "full"),
     "freeze": ("pass", "full"), "freeze/checkpoint-2": ("pass", "full"),
     "default": ("pass", "adapter"), "default/checkpoint-2": ("pass", "adapter"),
+    "oft": ("pass", "adapter"), "oft/checkpoint-2": ("pass", "adapter"),  # PEFT OFT, r=0
     "lora-merged": ("pass", "full"),  # llamafactory-cli export of the LoRA run
+    # export_legacy_format: true, a no-op with transformers 5 (model.safetensors all the same)
+    "lora-merged-legacy": ("pass", "full"),
     # launched from LlamaBoard: the UI's Finetuning method as it starts (lora), and full
     f"{BOARD}/lora/board-default": ("pass", "adapter"),
     f"{BOARD}/lora/board-default/checkpoint-2": ("pass", "adapter"),
@@ -340,7 +343,7 @@ LF_VERDICTS = {
     f"{BOARD}/full/board-full/checkpoint-2": ("pass", "full"),
 }  # fmt: skip
 LF_LORA_MEANT_FULL = {
-    "lora", "lora/checkpoint-2", "default", "default/checkpoint-2",
+    "lora", "lora/checkpoint-2", "default", "default/checkpoint-2", "oft", "oft/checkpoint-2",
     f"{BOARD}/lora/board-default", f"{BOARD}/lora/board-default/checkpoint-2",
 }  # fmt: skip
 LF_FIX = (
@@ -365,9 +368,10 @@ def test_llamafactory_every_checkpoint_default_mode(tmp_path: Path, scan: Any) -
             f"training_args.yaml says finetuning_type={kind}" if board else None
         ), path
         if c["kind"] == "adapter":
-            # LoRA r=4 on all 7 linears of 2 layers; the base found by its recorded relative
-            # path (tiny/qwen2) from the copied tree
-            assert c["adapter"]["tensors"] == 28 and c["model_type"] == "qwen2", path
+            # LoRA r=4 (A and B) or OFT (oft_R) on all 7 linears of 2 layers; the base found by
+            # its recorded relative path (tiny/qwen2) from the copied tree
+            tensors = 14 if path.startswith("oft") else 28
+            assert c["adapter"]["tensors"] == tensors and c["model_type"] == "qwen2", path
             assert c["adapter"]["base"] == {"found": 0, "expected": 27,
                                             "bytes_expected": c["bytes"]["expected"]}  # fmt: skip
         else:
@@ -376,10 +380,11 @@ def test_llamafactory_every_checkpoint_default_mode(tmp_path: Path, scan: Any) -
 
 
 def test_llamafactory_lora_meant_full(tmp_path: Path, scan: Any) -> None:
-    """--expect full: every LoRA run fails, each with the record that says why. The CLI runs
-    (finetuning_type lora, and none named, which LLaMA-Factory trains as lora) by the model
-    card saved with them (README.md tags llama-factory and lora); the LlamaBoard run by its
-    training_args.yaml. The fix in LLaMA-Factory's terms, not ms-swift's flags."""
+    """--expect full: every adapter run fails, each with the record that says why. The CLI runs
+    (finetuning_type lora, none named, which LLaMA-Factory trains as lora, and oft) by the
+    model card saved with them (README.md tags llama-factory, and lora for a LoRA adapter);
+    the LlamaBoard run by its training_args.yaml. The fix in LLaMA-Factory's terms, not
+    ms-swift's flags."""
     rc, doc = scan(copied(LF, tmp_path), "--expect", "full")
     assert rc == 1
     got = by_run(doc)
@@ -388,8 +393,12 @@ def test_llamafactory_lora_meant_full(tmp_path: Path, scan: Any) -> None:
         c = got[path]
         assert scan.codes(c) == ["adapter-only", "base-weights-missing", "intent-mismatch"]
         message = scan.the(c, "intent-mismatch")["message"]
-        assert "Likely cause: LLaMA-Factory ran with finetuning_type=lora (" in message, path
         assert message.endswith(LF_FIX) and "--tuner_type" not in message, path
+        if path.startswith("oft"):  # PEFT tags an OFT card with no type
+            assert "LLaMA-Factory trained an adapter (finetuning_type lora or oft: " in message
+            assert f"/{path}/README.md, tags it llama-factory and no type" in message
+            continue
+        assert "Likely cause: LLaMA-Factory ran with finetuning_type=lora (" in message, path
         if path.startswith(BOARD):
             assert "/lora/board-default/training_args.yaml says finetuning_type=lora." in message
             assert "lora is the Finetuning method LlamaBoard starts with" in message
@@ -418,9 +427,9 @@ def test_llamafactory_without_model_card_cause_is_generic(tmp_path: Path, scan: 
 
 def test_llamafactory_expect_run_per_run(tmp_path: Path, scan: Any) -> None:
     """Per run: the yaml that named no finetuning_type was meant full, the LoRA run meant
-    LoRA (its merged export is not held to it), the LlamaBoard runs meant full."""
+    LoRA, the LlamaBoard runs meant full; the exports are named by no rule."""
     rc, doc = scan(copied(LF, tmp_path), "--expect-run", "default=full",
-                   "--expect-run", "lora*=adapter", "--expect-run", "board-*=full")  # fmt: skip
+                   "--expect-run", "lora=adapter", "--expect-run", "board-*=full")  # fmt: skip
     assert rc == 1
     meant_full = {
         "default", "default/checkpoint-2",
@@ -428,5 +437,33 @@ def test_llamafactory_expect_run_per_run(tmp_path: Path, scan: Any) -> None:
     }  # fmt: skip
     assert verdicts(doc) == LF_VERDICTS | {p: ("fail", "adapter") for p in meant_full}
     got = by_run(doc)
-    assert got["lora-merged"]["declared"] == "--expect-run lora*=adapter"
+    assert got["lora/checkpoint-2"]["declared"] == "--expect-run lora=adapter"
+    assert got["lora-merged"]["declared"] is None
     assert got["default"]["declared"] == "--expect-run default=full"
+    assert got[f"{BOARD}/full/board-full"]["declared"] == "--expect-run board-*=full"
+
+
+def test_llamafactory_oft_adapter_is_checked_not_waved_through(tmp_path: Path, scan: Any) -> None:
+    """The OFT run's adapter_config (r=0 beside oft_block_size=32) and oft_R tensors PASS, and
+    are still held to each other: a target module with no oft_R tensor is found, and r=0 under
+    a LoRA peft_type is still no rank."""
+    import json
+
+    root = copied(LF, tmp_path)
+    config_path = root / "oft" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    assert (config["peft_type"], config["r"], config["oft_block_size"]) == ("OFT", 0, 32)
+    targets = [*config["target_modules"], "lm_head"]
+    config_path.write_text(json.dumps(config | {"target_modules": targets}))
+    _, doc = scan(root)
+    got = by_run(doc)
+    assert got["oft/checkpoint-2"]["status"] == "pass"  # its own config untouched
+    edited = got["oft"]
+    assert edited["status"] == "fail" and scan.codes(edited) == ["adapter-mismatch", "adapter-only"]
+    assert "1 target_modules of adapter_config.json have no adapter tensors: lm_head" in (
+        scan.the(edited, "adapter-mismatch")["message"]
+    )
+    config_path.write_text(json.dumps(config | {"peft_type": "LORA"}))
+    _, doc = scan(root)
+    edited = by_run(doc)["oft"]
+    assert "r is 0: a LoRA rank is at least 1" in scan.the(edited, "invalid-file")["message"]
