@@ -2,9 +2,10 @@
 
 PEFT saves ``base_model.model.<module>.lora_A.weight`` ([r, in]) and
 ``...lora_B.weight`` ([out, r]) per targeted module (``lora_embedding_A``/``_B``
-for embeddings). Module paths follow the in-memory names of the transformers
-that trained them, which may differ from the base's on-disk layout: the lookup
-goes through every layout the manifest knows.
+for embeddings); OFT (PEFT 0.18) saves ``...<module>.oft_R.weight`` per targeted
+module, sized by ``oft_block_size`` (no rank). Module paths follow the in-memory
+names of the transformers that trained them, which may differ from the base's
+on-disk layout: the lookup goes through every layout the manifest knows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pyaudit.findings import Finding, finding
 
 ADAPTER_TENSOR = re.compile(
     r"^(?:base_model\.model\.)?(?P<module>.+?)\."
-    r"(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
+    r"(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|oft_R)"
     r"(?:\.(?P<adapter>(?!weight$)[^.]+))?(?:\.weight)?$"
 )
 QUANTIZED_DTYPES = {"U8", "I8", "I32", "U32", "F8_E4M3", "F8_E5M2", "F4"}

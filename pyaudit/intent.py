@@ -6,15 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyaudit import lineage
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Bytes, Finding, Message, finding
 from pyaudit.runs import (
+    LLAMAFACTORY_DEFAULT_TYPE,
     Declared,
     Kind,
     RunArgs,
     expectation_for,
+    kind_of_train_type,
+    llamafactory_card,
     swift_full_flags,
     swift_major,
     type_field,
@@ -77,7 +81,7 @@ def check_intent(
             )
         )
         # The run's own args disagreeing with itself is the common trap: name it.
-        recorded = type_field(run.args) if run.args else None
+        recorded, recorded_in = _recorded(run)
         template = (
             "{declared}{note} but only LoRA adapter weights were saved ({found}"
             + (" of the {expected} a full checkpoint holds" if expected_bytes else "")
@@ -92,12 +96,12 @@ def check_intent(
             values["expected"] = Bytes(expected_bytes)
         if by_user and recorded is not None:
             template += " {args_path} says {key}={value}."
-            values["args_path"] = str(run.args_path)
+            values["args_path"] = str(recorded_in)
             values["key"], values["value"] = recorded
         template += " {cause}"
         values["cause"] = (
             lineage.cause(inherited, ckpt) if inherited is not None
-            else lineage.parent_adapter_cause(run, ckpt) or _generic_cause(run, recorded)
+            else lineage.parent_adapter_cause(run, ckpt) or _generic_cause(run, recorded, ckpt)
         )  # fmt: skip
         findings.append(finding("intent-mismatch", Message.of(template, **values)))
     elif declared.kind == "adapter" and kind == "full":
@@ -121,8 +125,61 @@ def check_intent(
     return Intent(declared.describe(), tuple(findings))
 
 
-def _generic_cause(run: RunArgs, recorded: tuple[str, str] | None) -> str:
+def _recorded(run: RunArgs) -> tuple[tuple[str, str] | None, Path | None]:
+    """The training type the run's own saved arguments hold, and the file: ms-swift's
+    args.json, else LLaMA-Factory's training_args.yaml (LlamaBoard writes it)."""
+    found = type_field(run.args) if run.args else None
+    if found is not None:
+        return found, run.args_path
+    value = run.yaml.get("finetuning_type") if run.yaml else None
+    if value:
+        return ("finetuning_type", value), run.yaml_path
+    return None, None
+
+
+# LLaMA-Factory's fix: its yaml key (CLI), its web UI's field (LlamaBoard).
+LLAMAFACTORY_FIX = (
+    "set finetuning_type: full in the training yaml (LlamaBoard: Finetuning method full)"
+)
+
+
+def _generic_cause(run: RunArgs, recorded: tuple[str, str] | None, ckpt: CheckpointDir) -> str:
     """The cause when no inheritance shows: the run's own type, fixed in its version's flags."""
+    if recorded is not None and recorded[0] == "finetuning_type":  # LLaMA-Factory
+        _, where = _recorded(run)
+        source = f"recorded in {where}"
+        if where is not None and where.name == "training_args.yaml":
+            source = "its training_args.yaml, which LlamaBoard writes and trains from" + (
+                f"; {recorded[1]} is the Finetuning method LlamaBoard starts with"
+                if recorded[1] == LLAMAFACTORY_DEFAULT_TYPE
+                else ""
+            )
+        return (
+            f"Likely cause: LLaMA-Factory ran with finetuning_type={recorded[1]} ({source}); "
+            f"rerun with full training declared: {LLAMAFACTORY_FIX}."
+        )
+    if recorded is None:
+        card = llamafactory_card(ckpt.path, ckpt.scan_root)
+        if card is not None and card[1] is None:
+            return (
+                "Likely cause: LLaMA-Factory trained an adapter (finetuning_type lora or oft: "
+                f"the model card saved with the run, {card[0]}, tags it llama-factory and no "
+                "type, and LLaMA-Factory's command line saves no other readable record of it); "
+                f"rerun with full training declared: {LLAMAFACTORY_FIX}."
+            )
+        if card is not None and kind_of_train_type(card[1]) == "adapter":
+            path, value = card
+            default = (
+                f", and {value} is what it trains when the yaml names no finetuning_type"
+                if value == LLAMAFACTORY_DEFAULT_TYPE
+                else ""
+            )
+            return (
+                f"Likely cause: LLaMA-Factory ran with finetuning_type={value} (the model card "
+                f"saved with the run, {path}, tags it llama-factory and {value}; LLaMA-Factory's "
+                f"command line saves no other readable record of the type{default}); rerun "
+                f"with full training declared: {LLAMAFACTORY_FIX}."
+            )
     major = swift_major(run.args) if run.args else None
     flag = swift_full_flags(major, load_args=False) if major else None
     ran = (

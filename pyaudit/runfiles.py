@@ -110,6 +110,23 @@ def read_bytes(path: Path | str) -> bytes | str | None:
     return data
 
 
+def read_head(path: Path | str, limit: int) -> bytes | None:
+    """At most the first ``limit`` bytes of a regular file, or None (absent, unreadable, not
+    a regular file): for a file that only may tell something (a model card), never a finding."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def load_json(
     path: Path | str, name: str | None = None, memo: Parsed | None = None
 ) -> tuple[dict[str, Any] | None, Problem | None]:
@@ -295,10 +312,17 @@ def config_problems(name: str, config: dict[str, Any]) -> list[Problem]:
     return out
 
 
+OFT_PEFT_TYPES = {"OFT", "BOFT"}
+
+
 def adapter_config_problems(name: str, doc: dict[str, Any]) -> list[Problem]:
     out = field_problems(name, doc, ADAPTER_FIELDS)
     r = doc.get("r")
-    if isinstance(r, int) and not isinstance(r, bool) and r <= 0:
+    peft_type = doc.get("peft_type")
+    # r is a rank for LoRA; PEFT's OFT saves r=0 beside oft_block_size (one of the two sizes
+    # the blocks: PEFT 0.18.1, from LLaMA-Factory's finetuning_type: oft).
+    is_oft = isinstance(peft_type, str) and peft_type.upper() in OFT_PEFT_TYPES
+    if isinstance(r, int) and not isinstance(r, bool) and r <= 0 and not is_oft:
         out.append(Problem(name, "invalid-file", f"r is {r}: a LoRA rank is at least 1"))
     targets = doc.get("target_modules")
     if isinstance(targets, list) and not all(isinstance(t, str) for t in targets):

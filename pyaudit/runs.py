@@ -3,7 +3,8 @@
 ms-swift's ``args.json``: the training type is ``tuner_type`` from 4.0, ``train_type`` in 3.x,
 ``sft_type`` in 2.x; ``load_args`` with ``ckpt_dir`` (or ``model`` / ``adapters``) says whether
 the run re-read an earlier run's saved arguments, which force-load the training type over the
-command line. LLaMA-Factory's ``training_args.yaml`` (``finetuning_type``), PEFT's
+command line. LLaMA-Factory's ``training_args.yaml`` (``finetuning_type``; LlamaBoard writes it,
+the CLI does not, its model card's tags name the type), PEFT's
 ``adapter_config.json``, and the user's ``--expect`` / ``--expect-run``. Nothing is unpickled:
 ``training_args.bin`` is opaque.
 """
@@ -25,11 +26,23 @@ Kind = Literal["full", "adapter"]
 ADAPTER_TRAIN_TYPES = {
     "lora", "longlora", "adalora", "vera", "boft", "fourierft", "reft", "bone", "adapter",
     "llamapro", "lisa_lora", "ia3", "prompt", "lokr", "loha", "olora", "pissa", "dora", "qlora",
+    "oft",
 }  # fmt: skip
 FULL_TRAIN_TYPES = {"full", "freeze"}
 # Where each framework version keeps the training type, newest first: ms-swift 4.x, 3.x, 2.x,
 # then LLaMA-Factory.
 TYPE_KEYS = ("tuner_type", "train_type", "sft_type", "finetuning_type")
+
+# LLaMA-Factory 0.9.5 (hparams/finetuning_args.py): finetuning_type is lora, oft, freeze or full,
+# lora when the training yaml names none. Its CLI saves no training_args.yaml (LlamaBoard, its
+# web UI, writes one into the output folder and trains from it). The model card (README.md)
+# tags "llama-factory" and the type for full and freeze runs (train/trainer_utils.py
+# create_modelcard_and_push); for adapter runs PEFT rewrites the tags (peft 0.18.1
+# create_or_update_model_card): "llama-factory" (the model's tag, model/patcher.py), and
+# "lora" for a LoRA adapter, no type for OFT.
+LLAMAFACTORY_TYPES = ("lora", "oft", "freeze", "full")
+LLAMAFACTORY_DEFAULT_TYPE = "lora"
+CARD_HEAD_BYTES = 64 * 1024  # a model card's YAML front matter is at its top
 
 
 MAX_JSON_BYTES = runfiles.MAX_BYTES
@@ -188,6 +201,50 @@ def find_run_args(
             break
         current = current.parent
     return run
+
+
+def llamafactory_card(
+    directory: Path, stop: Path | None, levels: int = 2
+) -> tuple[Path, str | None] | None:
+    """(README.md, finetuning_type) of the model card saved with a LLaMA-Factory run, in the
+    checkpoint's directory or the ones above it (not above ``stop``'s parent): the card whose
+    front matter tags ``llama-factory`` and at most one of :data:`LLAMAFACTORY_TYPES` (None:
+    none tagged). Read only to explain a finding (the CLI saves no other readable record of
+    the type)."""
+    current = directory
+    stop_parent = stop.parent if stop is not None else None
+    for _ in range(levels + 1):
+        tags = card_tags(current / "README.md")
+        if tags is not None and "llama-factory" in tags:
+            types = [t for t in LLAMAFACTORY_TYPES if t in tags]
+            if len(types) > 1:
+                return None
+            return current / "README.md", types[0] if types else None
+        if current.parent == current or current == stop_parent or current.parent == stop_parent:
+            break
+        current = current.parent
+    return None
+
+
+def card_tags(path: Path) -> list[str] | None:
+    """The ``tags:`` list of a model card's YAML front matter (``---`` lines at its top),
+    or None when there is no card or no front matter."""
+    data = runfiles.read_head(path, CARD_HEAD_BYTES)
+    if data is None:
+        return None
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return None
+    tags: list[str] = []
+    in_tags = False
+    for line in lines[1:]:
+        if line.strip() == "---":
+            return tags
+        if in_tags and re.match(r"\s*-\s", line):
+            tags.append(line.strip()[1:].strip().strip("'\""))
+            continue
+        in_tags = line.rstrip() == "tags:"
+    return None  # no end of the front matter within the head read
 
 
 def _shown(relative: str, name: str) -> str:

@@ -14,6 +14,8 @@ if [ -n "${CASES:-}" ]; then  # only these cases (folders of WORK/out, globs all
 else
   cp -a "$WORK/out/." "$DEST/"
 fi
+# LlamaBoard (LLaMA-Factory's web UI) saves under saves/ of where it runs, not under out/
+if [ -d "$WORK/saves" ] && [ -z "${CASES:-}" ]; then cp -a "$WORK/saves" "$DEST/"; fi
 # the tiny base models the runs started from (their args name them as tiny/...)
 mkdir -p "$DEST/tiny" && for m in "$WORK"/tiny/*/; do
   [ "$(basename "$m")" = tokenizer ] || cp -a "$m" "$DEST/tiny/"
@@ -31,7 +33,7 @@ for pattern in "$@"; do find "$DEST" -name "$pattern" -exec rm -rf {} +; done
   echo "python: $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
   "$VENV/bin/python" - <<'EOF'
 import importlib.metadata as m
-for name in ("ms-swift", "transformers", "torch", "peft", "trl", "accelerate", "deepspeed", "llamafactory", "safetensors", "tokenizers"):
+for name in ("ms-swift", "transformers", "torch", "peft", "trl", "accelerate", "deepspeed", "llamafactory", "torchvision", "torchaudio", "gradio", "safetensors", "tokenizers"):
     try:
         print(f"{name}: {m.version(name)}")
     except m.PackageNotFoundError:

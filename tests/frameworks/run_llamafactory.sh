@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# LLaMA-Factory on CPU: LoRA, full and freeze SFT on a tiny Qwen2, and a merged export of the LoRA.
+# LLaMA-Factory on CPU: LoRA, full and freeze SFT on a tiny Qwen2, a yaml naming no finetuning_type
+# (LLaMA-Factory's default), a merged export of the LoRA, and two runs launched from LlamaBoard
+# (the web UI: run_llamaboard.py), which writes training_args.yaml into saves/.../OUTPUT.
 #   tests/frameworks/run_llamafactory.sh WORKDIR      (venv: /work/venvs/fw-llamafactory, see README.md)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -32,8 +34,8 @@ learning_rate: 1.0e-3
 report_to: none
 YAML
 }
-for case in lora full freeze; do
-  { common; echo "finetuning_type: $case"; echo "output_dir: out/$case"
+for case in lora full freeze default oft; do
+  { common; [ $case = default ] || echo "finetuning_type: $case"; echo "output_dir: out/$case"
     [ $case = lora ] && { echo "lora_rank: 4"; echo "lora_target: all"; }
     [ $case = freeze ] && { echo "freeze_trainable_layers: 1"; echo "freeze_trainable_modules: all"; }
   } > configs/$case.yaml
@@ -49,4 +51,12 @@ export_size: 1
 export_legacy_format: false
 YAML
 [ -d out/lora-merged ] || log llamafactory-cli export configs/export.yaml
+# the same export in the legacy format (pytorch_model.bin: a pickle)
+sed -e 's#out/lora-merged#out/lora-merged-legacy#' -e 's#export_legacy_format: false#export_legacy_format: true#' \
+  configs/export.yaml > configs/export-legacy.yaml
+[ -d out/lora-merged-legacy ] || log llamafactory-cli export configs/export-legacy.yaml
+# LlamaBoard: the UI's defaults (finetuning method: lora) and the method set to full
+for case in default full; do
+  [ -d saves/*/*/board-$case ] || log python "$HERE/run_llamaboard.py" board-$case $case
+done
 echo done

@@ -220,12 +220,14 @@ def test_adapter_tensor_counts(tmp_path: Path, scan: Any) -> None:
 
 
 def test_adapter_table_reads_right(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole tree is scanned: the adapter names its base by the absolute path of the machine
+    that trained (/work/fwrun/hf/tiny/qwen2), found again by its tail inside the scanned tree
+    (scanning the run folder alone found it only where that machine's folder still existed)."""
     from pyaudit.cli import main
 
-    # The whole tree: the adapters' base (an absolute path on the machine that ran TRL) is
-    # found by its tail, tiny/qwen2, inside the scanned tree.
     assert main(["scan", "--all", str(copied(TRL, tmp_path))]) == 0
-    out = capsys.readouterr().out
+    out = "\n".join(line for line in capsys.readouterr().out.splitlines() if "trl-sft-lora" in line)
+    assert out.count("trl-sft-lora") == 2  # the run root and checkpoint-2
     assert "28 adapter, base 0 of 27" in out and "16.38 KB adapter (base 189.57 KB not here)" in out
     assert "28 / 27" not in out
 
@@ -338,3 +340,151 @@ def test_zero_to_fp32_not_advised_without_its_inputs(tmp_path: Path, scan: Any) 
         assert "without optimizer partitions (*_optim_states.pt)" in message
         assert "zero_to_fp32 cannot rebuild the weights" in message
         assert "python" not in message
+
+
+# --- LLaMA-Factory 0.9.5 ----------------------------------------------------------------------
+
+LF = FRAMEWORKS / "llamafactory-0.9.5"
+BOARD = "saves/Qwen2-0.5B-Instruct"  # LlamaBoard's save folder: saves/MODEL_NAME/TYPE/OUTPUT
+LF_VERDICTS = {
+    "tiny/qwen2": ("pass", "full"),
+    # llamafactory-cli train: finetuning_type lora, full, freeze, and none named (lora)
+    "lora": ("pass", "adapter"), "lora/checkpoint-2": ("pass", "adapter"),
+    "full": ("pass", "full"), "full/checkpoint-2": ("pass", "full"),
+    "freeze": ("pass", "full"), "freeze/checkpoint-2": ("pass", "full"),
+    "default": ("pass", "adapter"), "default/checkpoint-2": ("pass", "adapter"),
+    "oft": ("pass", "adapter"), "oft/checkpoint-2": ("pass", "adapter"),  # PEFT OFT, r=0
+    "lora-merged": ("pass", "full"),  # llamafactory-cli export of the LoRA run
+    # export_legacy_format: true, a no-op with transformers 5 (model.safetensors all the same)
+    "lora-merged-legacy": ("pass", "full"),
+    # launched from LlamaBoard: the UI's Finetuning method as it starts (lora), and full
+    f"{BOARD}/lora/board-default": ("pass", "adapter"),
+    f"{BOARD}/lora/board-default/checkpoint-2": ("pass", "adapter"),
+    f"{BOARD}/full/board-full": ("pass", "full"),
+    f"{BOARD}/full/board-full/checkpoint-2": ("pass", "full"),
+}  # fmt: skip
+LF_LORA_MEANT_FULL = {
+    "lora", "lora/checkpoint-2", "default", "default/checkpoint-2", "oft", "oft/checkpoint-2",
+    f"{BOARD}/lora/board-default", f"{BOARD}/lora/board-default/checkpoint-2",
+}  # fmt: skip
+LF_FIX = (
+    "rerun with full training declared: set finetuning_type: full in the training yaml "
+    "(LlamaBoard: Finetuning method full)."
+)
+
+
+def test_llamafactory_every_checkpoint_default_mode(tmp_path: Path, scan: Any) -> None:
+    """Every run PASSes as what it is. What each declares comes from LLaMA-Factory's own
+    record: LlamaBoard's training_args.yaml; the CLI saves none (its yaml stays where the user
+    keeps it; training_args.bin is a pickle, never read), so nothing is declared there."""
+    rc, doc = scan(copied(LF, tmp_path))
+    assert rc == 0
+    assert verdicts(doc) == LF_VERDICTS
+    got = by_run(doc)
+    for path, c in got.items():
+        assert all(f["severity"] == "info" for f in c["findings"]), path
+        board = path.startswith(f"{BOARD}/")
+        kind = path.split("/")[2] if board else None
+        assert c["declared"] == (
+            f"training_args.yaml says finetuning_type={kind}" if board else None
+        ), path
+        if c["kind"] == "adapter":
+            # LoRA r=4 (A and B) or OFT (oft_R) on all 7 linears of 2 layers; the base found by
+            # its recorded relative path (tiny/qwen2) from the copied tree
+            tensors = 14 if path.startswith("oft") else 28
+            assert c["adapter"]["tensors"] == tensors and c["model_type"] == "qwen2", path
+            assert c["adapter"]["base"] == {"found": 0, "expected": 27,
+                                            "bytes_expected": c["bytes"]["expected"]}  # fmt: skip
+        else:
+            assert c["tensors"]["found"] == c["tensors"]["expected"] == 27, path
+            assert c["tensors"]["missing"] == 0 and c["adapter"] is None
+
+
+def test_llamafactory_lora_meant_full(tmp_path: Path, scan: Any) -> None:
+    """--expect full: every adapter run fails, each with the record that says why. The CLI runs
+    (finetuning_type lora, none named, which LLaMA-Factory trains as lora, and oft) by the
+    model card saved with them (README.md tags llama-factory, and lora for a LoRA adapter);
+    the LlamaBoard run by its training_args.yaml. The fix in LLaMA-Factory's terms, not
+    ms-swift's flags."""
+    rc, doc = scan(copied(LF, tmp_path), "--expect", "full")
+    assert rc == 1
+    got = by_run(doc)
+    assert {p for p, c in got.items() if c["status"] == "fail"} == LF_LORA_MEANT_FULL
+    for path in LF_LORA_MEANT_FULL:
+        c = got[path]
+        assert scan.codes(c) == ["adapter-only", "base-weights-missing", "intent-mismatch"]
+        message = scan.the(c, "intent-mismatch")["message"]
+        assert message.endswith(LF_FIX) and "--tuner_type" not in message, path
+        if path.startswith("oft"):  # PEFT tags an OFT card with no type
+            assert "LLaMA-Factory trained an adapter (finetuning_type lora or oft: " in message
+            assert f"/{path}/README.md, tags it llama-factory and no type" in message
+            continue
+        assert "Likely cause: LLaMA-Factory ran with finetuning_type=lora (" in message, path
+        if path.startswith(BOARD):
+            assert "/lora/board-default/training_args.yaml says finetuning_type=lora." in message
+            assert "lora is the Finetuning method LlamaBoard starts with" in message
+            assert "README.md" not in message
+        else:
+            assert f"/{path}/README.md, tags it llama-factory and lora;" in message
+            assert "lora is what it trains when the yaml names no finetuning_type" in message
+    for path, c in got.items():
+        if path not in LF_LORA_MEANT_FULL:
+            assert c["status"] == "pass" and scan.codes(c) == [], path
+
+
+def test_llamafactory_without_model_card_cause_is_generic(tmp_path: Path, scan: Any) -> None:
+    """The model card is the evidence: without it (deleted, as people do), the CLI LoRA run
+    still fails under --expect full, and the cause no longer claims to know the type."""
+    root = copied(LF, tmp_path)
+    for card in (root / "lora").rglob("README.md"):
+        card.unlink()
+    _, doc = scan(root / "lora", "--expect", "full")
+    for c in doc["checkpoints"]:
+        assert c["status"] == "fail"
+        message = scan.the(c, "intent-mismatch")["message"]
+        assert "LLaMA-Factory" not in message
+        assert "tuner_type / train_type / finetuning_type" in message
+
+
+def test_llamafactory_expect_run_per_run(tmp_path: Path, scan: Any) -> None:
+    """Per run: the yaml that named no finetuning_type was meant full, the LoRA run meant
+    LoRA, the LlamaBoard runs meant full; the exports are named by no rule."""
+    rc, doc = scan(copied(LF, tmp_path), "--expect-run", "default=full",
+                   "--expect-run", "lora=adapter", "--expect-run", "board-*=full")  # fmt: skip
+    assert rc == 1
+    meant_full = {
+        "default", "default/checkpoint-2",
+        f"{BOARD}/lora/board-default", f"{BOARD}/lora/board-default/checkpoint-2",
+    }  # fmt: skip
+    assert verdicts(doc) == LF_VERDICTS | {p: ("fail", "adapter") for p in meant_full}
+    got = by_run(doc)
+    assert got["lora/checkpoint-2"]["declared"] == "--expect-run lora=adapter"
+    assert got["lora-merged"]["declared"] is None
+    assert got["default"]["declared"] == "--expect-run default=full"
+    assert got[f"{BOARD}/full/board-full"]["declared"] == "--expect-run board-*=full"
+
+
+def test_llamafactory_oft_adapter_is_checked_not_waved_through(tmp_path: Path, scan: Any) -> None:
+    """The OFT run's adapter_config (r=0 beside oft_block_size=32) and oft_R tensors PASS, and
+    are still held to each other: a target module with no oft_R tensor is found, and r=0 under
+    a LoRA peft_type is still no rank."""
+    import json
+
+    root = copied(LF, tmp_path)
+    config_path = root / "oft" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    assert (config["peft_type"], config["r"], config["oft_block_size"]) == ("OFT", 0, 32)
+    targets = [*config["target_modules"], "lm_head"]
+    config_path.write_text(json.dumps(config | {"target_modules": targets}))
+    _, doc = scan(root)
+    got = by_run(doc)
+    assert got["oft/checkpoint-2"]["status"] == "pass"  # its own config untouched
+    edited = got["oft"]
+    assert edited["status"] == "fail" and scan.codes(edited) == ["adapter-mismatch", "adapter-only"]
+    assert "1 target_modules of adapter_config.json have no adapter tensors: lm_head" in (
+        scan.the(edited, "adapter-mismatch")["message"]
+    )
+    config_path.write_text(json.dumps(config | {"peft_type": "LORA"}))
+    _, doc = scan(root)
+    edited = by_run(doc)["oft"]
+    assert "r is 0: a LoRA rank is at least 1" in scan.the(edited, "invalid-file")["message"]

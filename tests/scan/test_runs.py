@@ -208,3 +208,55 @@ def test_expect_run_usage_errors(bad: str, capsys: pytest.CaptureFixture[str]) -
         main(["scan", ".", "--expect-run", bad])
     assert exit.value.code == 2
     assert "PATTERN=full or PATTERN=adapter" in capsys.readouterr().err
+
+
+# --- LLaMA-Factory's model card: the CLI's only readable record of finetuning_type ----------
+
+# the card llamafactory-cli train wrote for a yaml naming no finetuning_type
+LF_CARD = Path(__file__).resolve().parents[1] / "frameworks/data/llamafactory-0.9.5/default"
+LF_CARD /= "README.md"
+
+
+def test_llamafactory_card_found_in_the_run_above(tmp_path: Path) -> None:
+    from pyaudit.runs import llamafactory_card
+
+    run = tmp_path / "store" / "run"
+    ckpt = run / "checkpoint-2"
+    ckpt.mkdir(parents=True)
+    (run / "README.md").write_bytes(LF_CARD.read_bytes())
+    assert llamafactory_card(ckpt, tmp_path / "store") == (run / "README.md", "lora")
+    # never above the scanned tree's parent
+    assert llamafactory_card(ckpt, ckpt) is None
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        b"# no front matter\ntags:\n- llama-factory\n- lora\n",
+        b"---\nlicense: other\ntags:\n- generated_from_trainer\n- lora\n---\n",  # not LLaMA-Factory
+        b"---\ntags:\n- llama-factory\n- lora\n- full\n---\n",  # two types: says nothing
+        b"---\ntags:\n- llama-factory\n- lora\n" + b"x: y\n" * 20000,  # front matter never ends
+        b"\xff\xfe\x00binary\x00" * 1000,
+        b"",
+    ],
+    ids=["no-front-matter", "other-framework", "two-types", "unterminated", "binary", "empty"],
+)
+def test_llamafactory_card_says_nothing_unless_it_is_one(tmp_path: Path, card: bytes) -> None:
+    from pyaudit.runs import llamafactory_card
+
+    (tmp_path / "README.md").write_bytes(card)
+    assert llamafactory_card(tmp_path, tmp_path) is None
+
+
+def test_llamafactory_card_not_a_file(tmp_path: Path) -> None:
+    from pyaudit.runs import card_tags, llamafactory_card
+
+    (tmp_path / "README.md").mkdir()
+    assert card_tags(tmp_path / "README.md") is None
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "README.md")  # opened non-blocking, never read
+    assert llamafactory_card(fifo, fifo) is None
+    (tmp_path / "dangling").mkdir()
+    (tmp_path / "dangling" / "README.md").symlink_to(tmp_path / "nowhere")
+    assert llamafactory_card(tmp_path / "dangling", tmp_path) is None
