@@ -476,9 +476,14 @@ def zero_state(ckpt: CheckpointDir, pickled: PickledFiles) -> ShardedState | Non
         tag_flag = "" if "latest" in ckpt.other_files else f" --tag {tag}"
         command = f"{script} {ckpt.display} OUTPUT_DIR{tag_flag}"
     stage = f"ZeRO-{step.stage}" if step.stage is not None else "ZeRO"
+    cover = (
+        f", covering {step.covered_numel:,} of the {step.param_numel:,} parameter elements"
+        if optim and step.param_numel
+        else ""
+    )
     where = (
         f"DeepSpeed {stage} state in {tag}/ ({step.world_size} rank(s), "
-        f"{plural(len(optim), 'optimizer partition')})"
+        f"{plural(len(optim), 'optimizer partition')}{cover})"
     )
     return ShardedState(where, found, findings, command, dtypes_known)
 
