@@ -65,8 +65,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"pyaudit inspect: {path}: no such file", file=sys.stderr)
         return EXIT_USAGE
     if os.path.isdir(path):
-        print(f"pyaudit inspect: {path}: is a directory (use `pyaudit scan`)", file=sys.stderr)
-        return EXIT_USAGE
+        return _inspect_state_dir(path, args.json)
     from pyaudit.formats import sniff
 
     fmt = "unknown"
@@ -104,6 +103,36 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         _render(lambda console: print_inspect(header, console))
     return EXIT_OK if header.ok else EXIT_FAIL
+
+
+def _inspect_state_dir(path: str, as_json: bool) -> int:
+    """A sharded training state's folder (DCP ``.metadata`` + shards, DeepSpeed
+    ``global_step*``): its records, read as data. Any other folder is for ``scan``."""
+    from pyaudit.formats.dcp import METADATA, read_dcp
+    from pyaudit.formats.deepspeed import STEP_DIR, read_deepspeed
+    from pyaudit.report import inspect_view as view
+
+    if os.path.isfile(os.path.join(path, METADATA)):
+        dcp = read_dcp(path)
+        if as_json:
+            _emit_json(view.dcp_inspect_json(dcp))
+        else:
+            _render(lambda console: view.print_dcp_inspect(dcp, console))
+        return EXIT_OK if dcp.ok else EXIT_FAIL
+    if STEP_DIR.search(os.path.basename(os.path.normpath(path))):
+        step = read_deepspeed(path)
+        if as_json:
+            _emit_json(view.deepspeed_inspect_json(step))
+        else:
+            _render(lambda console: view.print_deepspeed_inspect(step, console))
+        ok = step.partitions_complete and not step.problems
+        return EXIT_OK if ok else EXIT_FAIL
+    print(
+        f"pyaudit inspect: {path}: is a directory (use `pyaudit scan`; inspect reads a weights "
+        "file, a DCP folder with .metadata, or a DeepSpeed global_step* folder)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
 
 
 def _jobs(value: str) -> int:

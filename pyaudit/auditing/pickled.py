@@ -68,6 +68,8 @@ def read_pickled(ckpt: CheckpointDir, jobs: int | None = None) -> PickledFiles |
             strict=True,
         )
     )
+    if ckpt.has_weights:  # a sharded state beside weights is not what loads: not read
+        return PickledFiles(bins)
     dcp: dict[str, DcpCheckpoint] = {}
     for folder in _dcp_folders(ckpt):
         dcp[folder] = read_dcp(ckpt.path if folder == "." else ckpt.path / folder)
@@ -80,6 +82,8 @@ def pickled_inputs(ckpt: CheckpointDir) -> list[str]:
     """The files (relative to the checkpoint) :func:`read_pickled` opens: what a remote
     scan must fetch for it (a DCP's ``*.distcp`` files are only asked their size)."""
     names = list(ckpt.bin_weights)
+    if ckpt.has_weights:
+        return names
     names += [METADATA if f == "." else f"{f}/{METADATA}" for f in _dcp_folders(ckpt)]
     if ckpt.zero_dirs:
         names += [
