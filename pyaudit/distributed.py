@@ -129,10 +129,12 @@ def audit_chunk(
     """The task: one chunk's headers read in one native batch, each checkpoint audited,
     as a local sweep does. Returns (this worker's pyaudit version, the reports in order)."""
     from pyaudit.auditing.cache import AuditCache
+    from pyaudit.oracle import OracleSession
     from pyaudit.sweep import audit_batch, read_batch
 
-    cache = AuditCache(fast=options.fast_path)  # this task's own: nothing shared between tasks
-    with _client_directory(cwd, chunk):
+    # This task's own memo tables and oracle worker: nothing shared between tasks.
+    with OracleSession() as oracle, _client_directory(cwd, chunk):
+        cache = AuditCache(fast=options.fast_path, oracle=oracle)
         reads = read_batch(chunk, jobs, options.verify_data)
         reports = list(audit_batch(chunk, reads, options, base_expected, cache))
     return __version__, reports

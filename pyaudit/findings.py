@@ -54,6 +54,12 @@ CODES: dict[str, Severity] = {
     # the run's training type was force-loaded from an earlier run's saved arguments
     # (ms-swift load_args) and it saved adapters only: the message names the source and fix
     "args-inherited": "warning",
+    # no spec for the family: the expected tensors came from the installed transformers
+    "oracle-manifest": "info",
+    # a checkpoint lacks tensors (or disagrees in shape/dtype with) what the other
+    # checkpoints of the scan sharing its config.json hold (no spec, no oracle)
+    "consensus-missing": "error",
+    "consensus-mismatch": "error",
 }
 
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")  # worst first: the one order

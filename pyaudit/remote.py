@@ -65,6 +65,7 @@ from pyaudit.discover import is_url as is_url
 from pyaudit.expected import Expected
 from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
+from pyaudit.oracle import OracleSession
 from pyaudit.runs import PREFETCH_BYTES
 
 log = logging.getLogger("pyaudit.remote")
@@ -742,10 +743,11 @@ def scan_tree(
     workdir = Path(tempfile.mkdtemp(prefix="pyaudit-remote-", dir=_scratch()))
     name = posixpath.basename(tree.root.rstrip("/")) or "root"
     mirror_root = workdir / "m" / name
+    oracle = OracleSession()  # this store's transformers oracle: a worker on first need
     try:
         mirror_root.mkdir(parents=True)
         tree.make_mirror(mirror_root)
-        scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path))
+        scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path, oracle=oracle))
         given = str(mirror_root / tree.single) if tree.single else str(mirror_root)
         checkpoints = discover(given)
         window = WINDOW * tree.client.in_flight
@@ -769,6 +771,7 @@ def scan_tree(
             files_ahead -= max(1, len(pending.headers))
             yield scan.audit(pending, options, base_expected)
     finally:
+        oracle.close()
         tree.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
