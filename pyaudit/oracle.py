@@ -687,7 +687,7 @@ class OracleSession:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
         try:
-            rc = proc.wait(timeout=2)
+            rc = proc.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             _kill(proc)
             rc = proc.wait()
