@@ -74,3 +74,14 @@ def test_bench_remote_quick(tmp_path: Path) -> None:
     out = run_quick("bench_remote.py", tmp_path)
     rows = [r for r in out.splitlines() if r.startswith("| 0 ms |")]
     assert len(rows) == 1, out  # one row: D = 0, pyaudit and the careful script
+
+
+@pytest.mark.skipif(
+    find_spec("torch") is None or find_spec("transformers") is None,
+    reason="needs torch and transformers (the oracle)",
+)
+def test_bench_oracle_quick(tmp_path: Path) -> None:
+    out = run_quick("bench_oracle.py", tmp_path)
+    rows = table_rows(out)
+    assert any(r.startswith("| `pyaudit scan --json`, cold cache | ") for r in rows), out
+    assert any(r.startswith("| `pyaudit scan --json`, warm cache | ") for r in rows), out
