@@ -455,22 +455,22 @@ def unknown_architecture(
 ) -> Finding:
     """``unknown-architecture``: why, what was checked and what was not, and how to get the
     rest checked. ``oracle_state``: ``off`` (--no-oracle), ``not-installed``, ``failed``."""
-    base = "or pass --base DIR, a checkpoint of this config known to be complete"
+    base = "pass --base DIR, a checkpoint of this config known to be complete"
     if config is None:
         how = f"To check them: {base}."
     elif oracle_state == "off":
         reason += "; the transformers oracle is off (--no-oracle)"
-        how = f"To check them: run without --no-oracle (needs torch and transformers), {base}."
+        how = f"To check them: run without --no-oracle (needs torch and transformers), or {base}."
     elif oracle_state == "not-installed":
         reason += "; no transformers oracle (torch and transformers are not installed)"
         how = (
             "To check them: pip install 'pyaudit[hf]' (torch, transformers; the oracle then "
-            f"runs by default), {base}."
+            f"runs by default), or {base}."
         )
     else:
         how = (
             "To check them: a transformers release that builds this model "
-            f"(pip install -U transformers), {base}."
+            f"(pip install -U transformers), or {base}."
         )
     message = Message.of(
         UNKNOWN_TEMPLATE,
