@@ -208,6 +208,9 @@ def _precheck(config: dict[str, Any]) -> OracleUnavailable | None:
             "quantized config: the oracle builds the unquantized model, whose tensors differ",
             "unsupported",
         )
+    implausible = _implausible(config)
+    if implausible is not None:
+        return OracleUnavailable(implausible, "unsupported")
     quoted = json.dumps(model_type)
     texts = []
     for path in sorted((Path(spec.origin).parent / "models" / "auto").glob("*.py")):
@@ -222,6 +225,32 @@ def _precheck(config: dict[str, Any]) -> OracleUnavailable | None:
             f"the installed transformers does not know model_type {model_type!r}",
             "unknown-architecture",
         )
+    return None
+
+
+#: A count of layers, experts or heads above this is refused before any worker is asked: the
+#: build would enumerate that many modules (a hostile config.json must not cost the timeout).
+MAX_COUNT = 1 << 16
+_COUNTED = ("layer", "expert", "head")
+
+
+def _implausible(config: Any, path: str = "", depth: int = 0) -> str | None:
+    """Why ``config`` (its sub-configs too) asks for an implausible model, or None."""
+    if not isinstance(config, dict) or depth > 8:
+        return None
+    for key, value in config.items():
+        where = f"{path}{key}"
+        if isinstance(value, dict):
+            found = _implausible(value, where + ".", depth + 1)
+            if found is not None:
+                return found
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and value > MAX_COUNT
+            and any(word in str(key).lower() for word in _COUNTED)
+        ):
+            return f"config.json {where} = {value}: more than {MAX_COUNT}; refusing to build it"
     return None
 
 

@@ -460,6 +460,17 @@ def test_quantized_config_is_unsupported() -> None:
     assert info.value.kind == "unsupported"
 
 
+def test_an_implausible_config_is_refused_before_any_worker() -> None:
+    import pyaudit.oracle as oracle_module
+
+    config = {**TINY_LLAMA, "text_config": {"num_hidden_layers": 10**9}}
+    assert oracle_module._precheck(config) is not None  # no worker asked: refused here
+    with pytest.raises(OracleUnavailable) as info:
+        oracle_manifest(config)
+    assert info.value.kind == "unsupported"
+    assert "text_config.num_hidden_layers = 1000000000" in str(info.value)
+
+
 def test_timeout_kills_the_worker() -> None:
     config = {**TINY_LLAMA, "vocab_size": 97}  # not cached
     started = time.monotonic()
