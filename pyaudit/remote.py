@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pyaudit.auditing.cache import AuditCache
+from pyaudit.auditing.consensus import Consensus
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import (
@@ -591,6 +592,7 @@ class _Pending:
     ckpt: CheckpointDir
     headers: list[tuple[str, int, concurrent.futures.Future[Any]]] = field(default_factory=list)
     indexes: list[tuple[str, concurrent.futures.Future[Any]]] = field(default_factory=list)
+    read: dict[str, Header] = field(default_factory=dict)  # the headers, once audited
 
 
 class _Scan:
@@ -677,6 +679,7 @@ class _Scan:
                 headers[name] = Header(local, cast(Any, core))
             else:
                 headers[name] = parse_header_bytes(data, size, local)
+        pending.read = headers
         report = audit_checkpoint(ckpt, headers, options, base_expected, cache=self.cache)
         extra = []
         # Files that could not be read, of this directory and of those above it whose
@@ -744,6 +747,7 @@ def scan_tree(
     name = posixpath.basename(tree.root.rstrip("/")) or "root"
     mirror_root = workdir / "m" / name
     oracle = OracleSession()  # this store's transformers oracle: a worker on first need
+    consensus = Consensus(options.fail_on)  # checkpoints no manifest knows, held together
     try:
         mirror_root.mkdir(parents=True)
         tree.make_mirror(mirror_root)
@@ -769,7 +773,10 @@ def scan_tree(
                 break
             pending = ahead.popleft()
             files_ahead -= max(1, len(pending.headers))
-            yield scan.audit(pending, options, base_expected)
+            report = scan.audit(pending, options, base_expected)
+            if not consensus.hold(pending.ckpt, pending.read, None, report):
+                yield report
+        yield from consensus.finish()  # before the mirror (the configs hashed) is removed
     finally:
         oracle.close()
         tree.close()
