@@ -235,3 +235,19 @@ def test_a_worker_that_dies_is_a_finding_not_a_hang(
         assert "boom: the worker fell over" in note["message"]
     oracle = doc["summary"]["oracle"]
     assert (oracle["builds"], oracle["failures"], oracle["worker_starts"]) == (2, 2, 2)
+
+
+def test_python_api_reports_what_the_oracle_did(granite: Path) -> None:
+    import pyaudit
+
+    off = pyaudit.scan(granite, oracle=None)
+    assert [f.code for _, f in off.findings()] == ["unknown-architecture"]
+    assert off.summary.oracle is None
+    on = pyaudit.scan(granite)
+    assert on.ok and [f.code for _, f in on.findings()] == ["oracle-manifest"]
+    assert on.summary.oracle is not None and on.summary.oracle["builds"] == 1
+    again = pyaudit.scan(granite)
+    assert again.summary.oracle is not None
+    assert (again.summary.oracle["builds"], again.summary.oracle["cache_hits"]) == (0, 1)
+    with pytest.raises(ValueError, match="oracle"):
+        pyaudit.scan(granite, oracle="torch")  # type: ignore[arg-type]
