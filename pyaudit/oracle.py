@@ -17,6 +17,11 @@ so an older layout survives the round trip.
 torch and transformers are optional: they are imported only in a subprocess
 (:mod:`pyaudit._oracle_worker`), with a timeout and an address-space cap, so a missing or
 broken install, a hang, a crash or a huge allocation becomes :class:`OracleUnavailable`.
+
+Two ways to ask: :func:`oracle_manifests` (a batch in a worker of its own, answers kept for
+the life of the process), and :class:`OracleSession`, what a scan uses: one long-lived worker
+for the whole scan, started on first need, each answer kept on disk
+(``$PYAUDIT_CACHE_DIR/oracle``) so that a second scan starts no worker at all.
 """
 
 from __future__ import annotations
@@ -698,6 +703,8 @@ class OracleSession:
             garbage = f"oracle worker wrote garbage: {line[:200]!r}"
             return {"ok": False, "kind": "error", "error": garbage}
         reply["seconds"] = round(time.monotonic() - start, 3)
+        if not reply.get("ok") and str(reply.get("error", "")).startswith("MemoryError"):
+            self._stop(kill=True)  # its address-space cap is spent: the next build starts anew
         return reply
 
     def _tail(self) -> str:
