@@ -259,6 +259,16 @@ def _implausible(config: Any, path: str = "", depth: int = 0) -> str | None:
     return None
 
 
+def _plausible(result: OracleResult) -> bool:
+    """Every dtype one safetensors has, every dimension a count (a cache file is input)."""
+    from pyaudit.manifest.dtypes import DTYPE_BYTES
+
+    return all(
+        dtype in DTYPE_BYTES and all(0 <= d < 1 << 62 for d in shape)
+        for shape, dtype in result.tensors.values()
+    )
+
+
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -578,7 +588,9 @@ class OracleSession:
             result = _from_reply(doc)
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None  # absent, corrupt or foreign: built again
-        return result if isinstance(result, OracleResult) else None
+        if not isinstance(result, OracleResult) or not _plausible(result):
+            return None
+        return result
 
     def _store(self, path: Path, reply: dict[str, Any]) -> None:
         doc = {**reply, "format": CACHE_FORMAT}

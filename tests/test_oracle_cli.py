@@ -127,7 +127,16 @@ def test_a_corrupt_cache_file_is_built_again(
 ) -> None:
     scan_json(capsys, str(granite))
     (kept,) = cache_dir.iterdir()
-    for garbage in (b'{"format": 1, "ok": true, "tensors": [["x"', b"[1, 2]", b"\xff\x00"):
+    good = json.loads(kept.read_text())
+    odd_dtype = {**good, "tensors": [[n, shape, "F7"] for n, shape, _ in good["tensors"]]}
+    negative = {**good, "tensors": [[n, [-1], dt] for n, _, dt in good["tensors"]]}
+    for garbage in (
+        b'{"format": 1, "ok": true, "tensors": [["x"',
+        b"[1, 2]",
+        b"\xff\x00",
+        json.dumps(odd_dtype).encode(),
+        json.dumps(negative).encode(),
+    ):
         kept.write_bytes(garbage)
         code, doc = scan_json(capsys, str(granite))
         assert code == 0 and doc["checkpoints"][0]["status"] == "pass"
