@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pyaudit import __version__
+from pyaudit.auditing.consensus import Consensus
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import CheckpointDir, discover
 from pyaudit.expected import Expected
@@ -231,6 +232,7 @@ def scan(
             for i, part in enumerate(parts)
         }
         pending = set(futures)
+        consensus = Consensus(options.fail_on)
         done: dict[int, list[CheckpointReport]] = {}
         following = 0
         try:
@@ -251,15 +253,36 @@ def scan(
                         "install the same version on both"
                     )
                 if not ordered:
-                    yield from reports
+                    yield from _unheld(consensus, parts[i], reports, jobs)
                     continue
                 done[i] = reports
                 while following in done:
-                    yield from done.pop(following)
+                    yield from _unheld(consensus, parts[following], done.pop(following), jobs)
                     following += 1
+            yield from consensus.finish()
         finally:
             if pending:
                 client.cancel(list(pending))
+
+
+def _unheld(
+    consensus: Consensus,
+    part: list[CheckpointDir],
+    reports: list[CheckpointReport],
+    jobs: int | None,
+) -> Iterator[CheckpointReport]:
+    """A chunk's reports, but those the consensus pass keeps back for the scan's end (their
+    headers read again here, on the client: the store is on a filesystem both see)."""
+    from pyaudit.auditing.structure import header_files
+    from pyaudit.headers import read_headers
+
+    for ckpt, report in zip(part, reports, strict=True):
+        if consensus.wants(ckpt, report):
+            read = read_headers(header_files(ckpt), jobs=jobs)
+            headers = dict(zip(ckpt.safetensors, read, strict=True))
+            if consensus.hold(ckpt, headers, None, report):
+                continue
+        yield report
 
 
 def until_error(

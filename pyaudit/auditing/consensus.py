@@ -17,8 +17,9 @@ valid):
 A checkpoint alone with its config gets no consensus claim, and the unknown-architecture
 message says so. Checkpoints with another config are never held against each other.
 
-The pass runs after the audits (:class:`Consensus`, fed by :func:`pyaudit.sweep.scan`): the
-reports it may amend are held back until the scan's end, then given in discovery order.
+The pass runs after the audits (:class:`Consensus`, fed by :func:`pyaudit.sweep.scan`,
+:func:`pyaudit.remote.scan_paths` and :func:`pyaudit.distributed.scan`): the reports it may
+amend are held back until the scan's end, then given in discovery order.
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ class Consensus:
         self._tables: dict[tuple[object, ...], Table] = {}  # identical headers share one
         self._seen = 0
 
+    @staticmethod
+    def wants(ckpt: CheckpointDir, report: CheckpointReport) -> bool:
+        """Whether a consensus may amend ``report``: full weights, a config.json, and no
+        manifest (unknown-architecture); only then are its headers needed."""
+        return (
+            report.kind == "full"
+            and ckpt.has_config
+            and any(f.code == "unknown-architecture" for f in report.findings)
+        )
+
     def hold(
         self,
         ckpt: CheckpointDir,
@@ -69,11 +80,7 @@ class Consensus:
     ) -> bool:
         """Keep ``report`` back when a consensus may amend it (True), else let it go."""
         self._seen += 1
-        if (
-            report.kind != "full"
-            or not ckpt.has_config
-            or not any(f.code == "unknown-architecture" for f in report.findings)
-        ):
+        if not self.wants(ckpt, report):
             return False
         base = [n for n in ckpt.safetensors if not is_adapter_file(n)]
         if not base or not all(headers[n].ok for n in base):
