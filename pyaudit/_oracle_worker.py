@@ -1,9 +1,10 @@
 """Subprocess side of :mod:`pyaudit.oracle`; never imported by pyaudit itself.
 
 Run as a script (``python -c "import runpy; runpy.run_path(<this file>)"``) so that it
-imports neither pyaudit nor anything next to it. Protocol: stdin holds one JSON object
-``{"requests": [{"config": {...}, "dtype": "bfloat16"}, ...]}``; stdout gets one JSON line per
-request, in order, as each is done: ``{"ok": true, "tensors": [[name, shape, dtype], ...],
+imports neither pyaudit nor anything next to it. Protocol, line-delimited JSON: each stdin line
+is a batch ``{"requests": [{"config": {...}, "dtype": "bfloat16"}, ...]}`` or one request
+``{"config": {...}, "dtype": ...}``; stdout gets one JSON line per request, in order, as each
+is done: ``{"ok": true, "tensors": [[name, shape, dtype], ...],
 ...}`` or ``{"ok": false, "kind": ..., "error": ...}``. Everything else the process prints
 (transformers' logging, progress bars, prints) goes to stderr.
 
@@ -296,42 +297,62 @@ def _import() -> dict[str, Any]:
     return modules
 
 
+def _answer(one: Any, modules: dict[str, Any]) -> dict[str, Any]:
+    try:
+        if not isinstance(one, dict):
+            raise _Fail("error", "a request must be a JSON object")
+        return _one(one, modules)
+    except _Fail as e:
+        return {"ok": False, "kind": e.kind, "error": str(e)}
+    except MemoryError:
+        error = "MemoryError: the model allocated real memory"
+        return {"ok": False, "kind": "error", "error": error}
+    except Exception as e:
+        lines = traceback.format_exc().rstrip().splitlines()
+        head = " ".join(f"{type(e).__name__}: {e}".split())[:400]
+        tail = "\n".join(lines[-_TRACEBACK_LINES:])
+        return {"ok": False, "kind": "error", "error": f"{head}\n{tail}"}
+
+
 def main() -> None:
+    """Reads stdin line by line until it closes. Each line is one JSON object: a batch
+    ``{"requests": [...]}`` (one reply line per request) or one request ``{"config": ...}``
+    (one reply line). torch and transformers are imported once, before the first answer, so
+    a long-lived worker (:class:`pyaudit.oracle.OracleSession`) pays for them once."""
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # stray prints, at C level too, go to stderr
     sys.stdout = sys.stderr
-    request = json.load(sys.stdin)
-    requests = request.get("requests") or []
 
     def reply(obj: dict[str, Any]) -> None:
         out.write(json.dumps(obj) + "\n")
         out.flush()
 
-    try:
-        modules = _import()
-    except _Fail as e:
-        for _ in requests:
-            reply({"ok": False, "kind": e.kind, "error": str(e)})
-        return
-    _limit_memory(int(request.get("memory_bytes") or 4 << 30))
-    for one in requests:
+    modules: dict[str, Any] | None = None
+    failed: _Fail | None = None
+    for line in sys.stdin:
+        if not line.strip():
+            continue
         try:
-            reply(_one(one, modules))
-        except _Fail as e:
-            reply({"ok": False, "kind": e.kind, "error": str(e)})
-        except MemoryError:
-            reply(
-                {
-                    "ok": False,
-                    "kind": "error",
-                    "error": "MemoryError: the model allocated real memory",
-                }
-            )
-        except Exception as e:
-            lines = traceback.format_exc().rstrip().splitlines()
-            head = " ".join(f"{type(e).__name__}: {e}".split())[:400]
-            tail = "\n".join(lines[-_TRACEBACK_LINES:])
-            reply({"ok": False, "kind": "error", "error": f"{head}\n{tail}"})
+            message = json.loads(line)
+        except ValueError as e:
+            reply({"ok": False, "kind": "error", "error": f"not a JSON line: {e}"})
+            continue
+        batch = isinstance(message, dict) and "requests" in message
+        requests = (message.get("requests") or []) if batch else [message]
+        if modules is None and failed is None:
+            try:
+                modules = _import()
+            except _Fail as e:
+                failed = e
+            else:
+                memory = message.get("memory_bytes") if isinstance(message, dict) else None
+                _limit_memory(int(memory or 4 << 30))
+        for one in requests:
+            if modules is None:
+                assert failed is not None
+                reply({"ok": False, "kind": failed.kind, "error": str(failed)})
+            else:
+                reply(_answer(one, modules))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pyaudit.auditing.results import AuditOptions, CheckpointReport, ScanSummary
 from pyaudit.discover import is_url
 from pyaudit.expected import Expected
 from pyaudit.findings import Finding
+from pyaudit.oracle import OracleSession
 from pyaudit.sweep import load_base
 
 Expect = Literal["auto", "full", "adapter"]
@@ -54,13 +55,16 @@ def reports(
     *,
     dask: Any = None,
     ordered: bool = True,
+    oracle: OracleSession | None = None,
 ) -> Iterator[CheckpointReport]:
     """The one scan entry of :func:`scan` and ``pyaudit scan``: every checkpoint under
     ``paths`` audited, as its report, in discovery order (``ordered=False``: on a Dask
     cluster, as chunks finish). Local PATHs through :func:`pyaudit.sweep.scan`, URLs
     (``s3://...``) through :func:`pyaudit.remote.scan_paths` (listed before this returns),
     ``dask`` (a scheduler address, ``"local"``, a ``distributed.Client``) through
-    :func:`pyaudit.distributed.scan`."""
+    :func:`pyaudit.distributed.scan`. ``oracle``: the transformers oracle's session for a
+    local scan (the caller owns it: its statistics, its worker stopped on close); default:
+    the scan's own."""
     if dask is not None:
         from pyaudit import distributed
 
@@ -73,7 +77,7 @@ def reports(
         return scan_paths(paths, options, jobs, base_expected)
     from pyaudit.sweep import scan as local_scan
 
-    return local_scan(paths, options, jobs, base_expected)
+    return local_scan(paths, options, jobs, base_expected, oracle=oracle)
 
 
 def scan(
@@ -84,7 +88,7 @@ def scan(
     verify_data: bool = False,
     fail_on: Literal["error", "warning"] = "error",
     jobs: int | None = None,
-    oracle: Literal["transformers"] | None = None,
+    oracle: Literal["auto", "transformers"] | None = "auto",
     dask: Any = None,
 ) -> Report:
     """Audit every checkpoint under ``paths``. Raises FileNotFoundError for a PATH that
@@ -92,7 +96,12 @@ def scan(
 
     ``dask``: audit on a Dask cluster (a scheduler address, ``"local"``, or a
     ``distributed.Client``): the same report; see :mod:`pyaudit.distributed` for its
-    errors (``DaskUnavailable`` is an ImportError, ``ClusterError`` a RuntimeError)."""
+    errors (``DaskUnavailable`` is an ImportError, ``ClusterError`` a RuntimeError).
+
+    ``oracle``: a family without a spec gets its manifest from the installed transformers
+    (``"auto"``, the default, when torch and transformers are installed; ``"transformers"``;
+    ``None``: never), answers cached on disk (``$PYAUDIT_CACHE_DIR/oracle``, else
+    ``~/.cache/pyaudit/oracle``); ``report.summary.oracle`` says what it did."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     strs = [os.fspath(p) for p in paths]
@@ -103,6 +112,8 @@ def scan(
         raise ValueError(f"expect must be 'auto', 'full' or 'adapter', not {expect!r}")
     if fail_on not in ("error", "warning"):
         raise ValueError(f"fail_on must be 'error' or 'warning', not {fail_on!r}")
+    if oracle not in ("auto", "transformers", None):
+        raise ValueError(f"oracle must be 'auto', 'transformers' or None, not {oracle!r}")
     options = AuditOptions(
         expect=expect,
         base=Path(base) if base is not None else None,
@@ -113,11 +124,14 @@ def scan(
     base_expected = load_base(options.base, jobs) if options.base is not None else None
     start = time.perf_counter()
     report = Report()
-    audited = reports(strs, options, jobs, base_expected, dask=dask)
-    for checkpoint in audited:
-        report.summary.add(checkpoint)
-        report.checkpoints.append(checkpoint)
+    with OracleSession() as session:
+        audited = reports(strs, options, jobs, base_expected, dask=dask, oracle=session)
+        for checkpoint in audited:
+            report.summary.add(checkpoint)
+            report.checkpoints.append(checkpoint)
     report.summary.seconds = time.perf_counter() - start
+    if session.used:
+        report.summary.oracle = session.stats.to_json()
     transfer = getattr(audited, "transfer", None)  # remote stores: requests and bytes
     if transfer is not None:
         report.summary.remote = transfer.to_json()
@@ -131,7 +145,7 @@ def audit(
     base: str | os.PathLike[str] | None = None,
     verify_data: bool = False,
     fail_on: Literal["error", "warning"] = "error",
-    oracle: Literal["transformers"] | None = None,
+    oracle: Literal["auto", "transformers"] | None = "auto",
 ) -> Report:
     """Audit one checkpoint (or every checkpoint under one PATH)."""
     return scan(

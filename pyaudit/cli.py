@@ -213,19 +213,27 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     summary = ScanSummary()
+    from pyaudit.oracle import OracleSession
     from pyaudit.report.json_report import checkpoint_line
     from pyaudit.report.table import keep_for_table
 
     reports = []
     lines: list[str] = []  # --json: each report as its JSON line, not as an object
+    oracle = OracleSession()  # its worker starts on first need, and stops below
     sweep = scan_reports(
-        args.paths, options, args.jobs, base_expected, dask=args.dask, ordered=not args.jsonl
+        args.paths,
+        options,
+        args.jobs,
+        base_expected,
+        dask=args.dask,
+        ordered=not args.jsonl,
+        oracle=oracle,
     )
     if args.dask:
         sweep = distributed.until_error(cluster_errors, sweep)
     table = not (args.json or args.jsonl or args.markdown or args.html)
     passes_kept = 0
-    with SweepProgress(SweepProgress.wanted(args.json or args.jsonl)) as progress:
+    with oracle, SweepProgress(SweepProgress.wanted(args.json or args.jsonl)) as progress:
         for report in sweep:
             summary.add(report)
             progress.advance(report.status)
@@ -248,6 +256,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     transfer = getattr(sweep, "transfer", None)  # remote stores: requests and bytes
     if transfer is not None:
         summary.remote = transfer.to_json()
+    if oracle.used:
+        summary.oracle = oracle.stats.to_json()
     if not summary.checkpoints:
         # Nothing audited is not a pass: a mistyped path, an empty folder. The machine
         # outputs still get a valid (empty) document.
@@ -397,10 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify-data", action="store_true",
         help="also read tensor bytes (streamed, flat memory): NaN / Inf / all-zero tensors",
     )
-    scan.add_argument(
-        "--oracle", choices=("transformers",), default=None,
+    oracle = scan.add_mutually_exclusive_group()
+    oracle.add_argument(
+        "--oracle", choices=("transformers",), default="auto",
         help="for a family without a spec, build the manifest with the installed transformers "
-        "(meta device, no weights, in a subprocess with a timeout)",
+        "(meta device, no weights, one worker process per scan, answers cached on disk in "
+        "$PYAUDIT_CACHE_DIR/oracle or ~/.cache/pyaudit/oracle); the default when torch and "
+        "transformers are installed",
+    )
+    oracle.add_argument(
+        "--no-oracle", dest="oracle", action="store_const", const=None,
+        help="never ask transformers: a family without a spec gets the structural checks and "
+        "a consensus with the checkpoints sharing its config.json",
     )
     scan.add_argument(
         "--fail-on", choices=("error", "warning"), default="error",

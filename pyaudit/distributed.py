@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pyaudit import __version__
+from pyaudit.auditing.consensus import Consensus
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import CheckpointDir, discover
 from pyaudit.expected import Expected
@@ -129,10 +130,12 @@ def audit_chunk(
     """The task: one chunk's headers read in one native batch, each checkpoint audited,
     as a local sweep does. Returns (this worker's pyaudit version, the reports in order)."""
     from pyaudit.auditing.cache import AuditCache
+    from pyaudit.oracle import OracleSession
     from pyaudit.sweep import audit_batch, read_batch
 
-    cache = AuditCache(fast=options.fast_path)  # this task's own: nothing shared between tasks
-    with _client_directory(cwd, chunk):
+    # This task's own memo tables and oracle worker: nothing shared between tasks.
+    with OracleSession() as oracle, _client_directory(cwd, chunk):
+        cache = AuditCache(fast=options.fast_path, oracle=oracle)
         reads = read_batch(chunk, jobs, options.verify_data)
         reports = list(audit_batch(chunk, reads, options, base_expected, cache))
     return __version__, reports
@@ -229,6 +232,7 @@ def scan(
             for i, part in enumerate(parts)
         }
         pending = set(futures)
+        consensus = Consensus(options.fail_on)
         done: dict[int, list[CheckpointReport]] = {}
         following = 0
         try:
@@ -249,15 +253,36 @@ def scan(
                         "install the same version on both"
                     )
                 if not ordered:
-                    yield from reports
+                    yield from _unheld(consensus, parts[i], reports, jobs)
                     continue
                 done[i] = reports
                 while following in done:
-                    yield from done.pop(following)
+                    yield from _unheld(consensus, parts[following], done.pop(following), jobs)
                     following += 1
+            yield from consensus.finish()
         finally:
             if pending:
                 client.cancel(list(pending))
+
+
+def _unheld(
+    consensus: Consensus,
+    part: list[CheckpointDir],
+    reports: list[CheckpointReport],
+    jobs: int | None,
+) -> Iterator[CheckpointReport]:
+    """A chunk's reports, but those the consensus pass keeps back for the scan's end (their
+    headers read again here, on the client: the store is on a filesystem both see)."""
+    from pyaudit.auditing.structure import header_files
+    from pyaudit.headers import read_headers
+
+    for ckpt, report in zip(part, reports, strict=True):
+        if consensus.wants(ckpt, report):
+            read = read_headers(header_files(ckpt), jobs=jobs)
+            headers = dict(zip(ckpt.safetensors, read, strict=True))
+            if consensus.hold(ckpt, headers, None, report):
+                continue
+        yield report
 
 
 def until_error(

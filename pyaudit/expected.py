@@ -12,11 +12,11 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyaudit.auditing.cache import AuditCache
 from pyaudit.discover import CheckpointDir
-from pyaudit.findings import Finding, finding
+from pyaudit.findings import Finding, Message, finding
 from pyaudit.headers import Header
 from pyaudit.manifest import (
     ExpectedTensor,
@@ -29,7 +29,11 @@ from pyaudit.manifest import (
 )
 from pyaudit.manifest.dtypes import DTYPE_BYTES, config_dtype
 from pyaudit.memo import Identity
+from pyaudit.oracle import oracle_installed
 from pyaudit.runs import RunArgs, read_json, resolve_model
+
+if TYPE_CHECKING:
+    from pyaudit.oracle import OracleResult, OracleSession
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Expected:
     shapes_known: bool = True
     quantization: str | None = None
     total_bytes: int | None = None
+    oracle: str | None = None  # from the transformers oracle: what it built, and how
     # on-disk name in any layout -> (layout index, canonical position); built lazily
     _where: dict[str, tuple[int, int]] | None = None
 
@@ -142,55 +147,134 @@ def _from_config_key(key: str, source: str) -> Expected:
 
 def from_oracle(
     config: dict[str, Any],
-    source: str = "transformers oracle",
+    source: str | None = None,
     *,
     source_names: Iterable[str] | None = None,
     timeout: float = 120.0,
     cache: AuditCache | None = None,
+    session: OracleSession | None = None,
 ) -> Expected:
     """What the installed transformers' ``save_pretrained`` writes for ``config``
-    (:func:`pyaudit.oracle.oracle_manifest`), as one layout; with ``cache``, one per config
-    (and names). The oracle keeps its own answers for the life of the process.
+    (:func:`pyaudit.oracle.oracle_manifest`); with ``cache``, once per config.
 
-    ``source_names``: the audited checkpoint's tensor names, to get the layout transformers
-    keeps when it loads such a checkpoint and saves it again (older layouts survive a round
-    trip). Raises :class:`ManifestUnavailable` when the oracle cannot answer (torch or
-    transformers missing, unknown model type, quantized config, timeout, worker error).
+    Asked through ``session`` (else the cache's, else one of its own for this call): one
+    worker, answers kept on disk. ``source`` defaults to ``"transformers <version> oracle"``,
+    with ``" (cached)"`` when the answer came from the disk cache.
+
+    ``source_names`` (the audited checkpoint's tensor names) only pick among layouts the
+    oracle builds, and never shrink what is expected: the first layout is what transformers
+    writes for a model built fresh from ``config`` (asked once per config, whatever the
+    names). Only when some names are not in it (an older layout) is the round trip asked
+    too (the model as ``from_pretrained`` leaves it after loading those names, then saved),
+    and it is kept as a second layout only when it holds the same bytes as the fresh build
+    (the same model under other names), placed first when more of the names fit it. A
+    broken checkpoint's names (a layer dropped) therefore never make a smaller
+    expectation. Raises :class:`ManifestUnavailable` when the oracle cannot answer.
     """
-    names = None if source_names is None else tuple(sorted(set(source_names)))
+    names = None if source_names is None else frozenset(source_names)
     key = _config_key(config)
+    asked = session if session is not None else cache.oracle_session if cache else None
+
+    def fresh() -> Expected:
+        return _from_oracle_key(key, source, None, timeout, asked)
+
+    first = fresh() if cache is None else cache.oracle.get((key, source, None), fresh)
+    if not names:
+        return first
+    outside = names - first.default.tensors.keys() - first.default.tied.keys()
+    if not outside:
+        return first
+
+    def both() -> Expected:
+        return _with_round_trip(first, key, source, names, timeout, asked)
+
     if cache is None:
-        return _from_oracle_key(key, source, names, timeout)
-    return cache.oracle.get(
-        (key, source, names, timeout), lambda: _from_oracle_key(key, source, names, timeout)
-    )
+        return both()
+    return cache.oracle.get((key, source, names), both)
 
 
-def _from_oracle_key(
-    key: str, source: str, names: tuple[str, ...] | None, timeout: float
-) -> Expected:
-    from pyaudit.oracle import OracleUnavailable, oracle_manifest
+def _oracle_answer(
+    key: str, names: frozenset[str] | None, timeout: float, session: OracleSession | None
+) -> tuple[OracleResult, bool]:
+    from pyaudit.oracle import OracleSession, OracleUnavailable
 
     config = json.loads(key)
     try:
-        result = oracle_manifest(config, timeout=timeout, source_names=names)
+        if session is not None:
+            return session.manifest(config, names)
+        with OracleSession(timeout=timeout) as own:
+            return own.manifest(config, names)
     except OracleUnavailable as e:
         raise ManifestUnavailable(model_type_of(config), f"transformers oracle: {e}") from None
-    dtype = config_dtype(config)
+
+
+def _oracle_layout(result: OracleResult, name: str) -> LayoutTensors:
     tensors: dict[str, ExpectedTensor] = {}
-    for name, (shape, st_dtype) in result.tensors.items():
+    for tensor, (shape, st_dtype) in result.tensors.items():
         nbytes = DTYPE_BYTES[st_dtype]
         for d in shape:
             nbytes *= d
-        tensors[name] = ExpectedTensor(shape, st_dtype, nbytes)
-    layout = f"as transformers {result.transformers_version} saves {result.architecture}"
+        tensors[tensor] = ExpectedTensor(shape, st_dtype, nbytes)
+    return LayoutTensors(name, tensors, tied=dict(result.tied))
+
+
+def _from_oracle_key(
+    key: str,
+    source: str | None,
+    names: frozenset[str] | None,
+    timeout: float,
+    session: OracleSession | None,
+) -> Expected:
+    result, cached = _oracle_answer(key, names, timeout, session)
+    version = result.transformers_version
+    if source is None:
+        source = f"transformers {version} oracle" + (" (cached)" if cached else "")
+    layout = _oracle_layout(result, f"as transformers {version} saves {result.architecture}")
+    how = "answer read from the disk cache" if cached else "built on the meta device"
     return Expected(
         source=source,
         model_type=result.model_type,
-        dtype=dtype,
-        layouts=[LayoutTensors(layout, tensors, tied=dict(result.tied))],
+        dtype=config_dtype(json.loads(key)),
+        layouts=[layout],
         shapes_known=True,
-        total_bytes=sum(t.nbytes or 0 for t in tensors.values()),
+        total_bytes=result.total_bytes,
+        oracle=f"what transformers {version} writes for {result.architecture} ({how})",
+    )
+
+
+def _with_round_trip(
+    first: Expected,
+    key: str,
+    source: str | None,
+    names: frozenset[str],
+    timeout: float,
+    session: OracleSession | None,
+) -> Expected:
+    """``first`` (the fresh build), with the round trip of ``names`` as a second layout when
+    it is the same model under other names (same bytes); ``first`` itself otherwise."""
+    try:
+        result, _ = _oracle_answer(key, names, timeout, session)
+    except ManifestUnavailable:
+        return first
+    fresh = first.default
+    if set(result.tensors) == set(fresh.tensors) or result.total_bytes != first.total_bytes:
+        return first
+    version = result.transformers_version
+    trip = _oracle_layout(
+        result, f"as transformers {version} saves {result.architecture} loaded from these names"
+    )
+    if len(names & trip.tensors.keys()) > len(names & fresh.tensors.keys()):
+        lays = [trip, fresh]
+    else:
+        lays = [fresh, trip]
+    return Expected(
+        source=first.source,
+        model_type=first.model_type,
+        dtype=first.dtype,
+        layouts=lays,
+        shapes_known=True,
+        total_bytes=first.total_bytes,
+        oracle=first.oracle,
     )
 
 
@@ -276,7 +360,8 @@ def expectation_for(
     found_names: Callable[[], Iterable[str]] = tuple,
 ) -> Expectation:
     """The first source that answers: ``--base`` (``base_expected``), the checkpoint's
-    config.json (then, with ``oracle="transformers"``, the installed transformers), the
+    config.json (then, with ``oracle`` ``"auto"`` or ``"transformers"`` and torch and
+    transformers installed, the transformers oracle: its note an ``oracle-manifest``), the
     model the run's files name (found locally), the index (``index``: its weight_map,
     total_size and name) alone."""
     if base_expected is not None:
@@ -284,6 +369,7 @@ def expectation_for(
     findings: list[Finding] = []
     model_type: str | None = None
     unavailable: ManifestUnavailable | None = None
+    oracle_state = "off"
     if config is not None:
         try:
             return Expectation(from_config(config, "config.json", cache))
@@ -295,12 +381,23 @@ def expectation_for(
         except ManifestUnavailable as e:
             unavailable = e
             model_type = e.model_type
-        if oracle == "transformers":
-            try:
-                found = from_oracle(config, source_names=found_names(), cache=cache)
-                return Expectation(found, model_type)
-            except ManifestUnavailable as e:
-                unavailable = ManifestUnavailable(e.model_type, f"{unavailable}; {e}")
+        if oracle in ("auto", "transformers"):
+            if oracle_installed():
+                try:
+                    found = from_oracle(config, source_names=found_names(), cache=cache)
+                    note = finding(
+                        "oracle-manifest",
+                        f"{unavailable}: the expected tensors are {found.oracle}, from "
+                        "config.json",
+                    )
+                    return Expectation(found, model_type, (note,))
+                except ManifestUnavailable as e:
+                    unavailable = ManifestUnavailable(e.model_type, f"{unavailable}; {e}")
+                    oracle_state = "failed"
+            else:
+                oracle_state = "not-installed"
+        else:
+            oracle_state = "off"
     # The model the run's own files name, found locally.
     references: list[tuple[str, str]] = []
     base_ref = adapter_config.get("base_model_name_or_path") if adapter_config else None
@@ -341,20 +438,49 @@ def expectation_for(
             if index
             else "each file's header and extents (no index to list the tensors)"
         )
-        how = (
-            ""
-            if oracle == "transformers"
-            else "; to check every tensor's name, shape and dtype, run with --oracle transformers "
-            "(needs `pip install torch transformers`)"
-        )
-        findings.append(
-            finding(
-                "unknown-architecture",
-                f"{unavailable}: only structural checks ran ({checked}); no tensor was checked "
-                f"against what the model holds, so a missing layer can go unnoticed{how}",
-            )
-        )
+        findings.append(unknown_architecture(str(unavailable), checked, oracle_state, config))
     return Expectation(_from_index(index), model_type, tuple(findings))
+
+
+#: The unknown-architecture message; ``consensus`` is filled in by the sweep's consensus
+#: pass (:mod:`pyaudit.auditing.consensus`), which rebuilds the message from its values.
+UNKNOWN_TEMPLATE = (
+    "{reason}: only structural checks ran. Checked: {checked}{consensus}. Not checked: each "
+    "tensor's name, shape and dtype against what the model holds, so {gap}. {how}"
+)
+
+
+def unknown_architecture(
+    reason: str, checked: str, oracle_state: str, config: dict[str, Any] | None
+) -> Finding:
+    """``unknown-architecture``: why, what was checked and what was not, and how to get the
+    rest checked. ``oracle_state``: ``off`` (--no-oracle), ``not-installed``, ``failed``."""
+    base = "pass --base DIR, a checkpoint of this config known to be complete"
+    if config is None:
+        how = f"To check them: {base}."
+    elif oracle_state == "off":
+        reason += "; the transformers oracle is off (--no-oracle)"
+        how = f"To check them: run without --no-oracle (needs torch and transformers), or {base}."
+    elif oracle_state == "not-installed":
+        reason += "; no transformers oracle (torch and transformers are not installed)"
+        how = (
+            "To check them: pip install 'pyaudit[hf]' (torch, transformers; the oracle then "
+            f"runs by default), or {base}."
+        )
+    else:
+        how = (
+            "To check them: a transformers release that builds this model "
+            f"(pip install -U transformers), or {base}."
+        )
+    message = Message.of(
+        UNKNOWN_TEMPLATE,
+        reason=reason,
+        checked=checked,
+        consensus="",
+        gap="a missing layer can go unnoticed",
+        how=how,
+    )
+    return finding("unknown-architecture", message)
 
 
 def _from_index(index: dict[str, Any] | None) -> Expected | None:

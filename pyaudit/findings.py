@@ -61,6 +61,12 @@ CODES: dict[str, Severity] = {
     # a sharded training state (FSDP DCP, DeepSpeed ZeRO) in place of weights: complete
     # against the model, with the command that consolidates it; else what it lacks
     "unconsolidated": "warning",
+    # no spec for the family: the expected tensors came from the installed transformers
+    "oracle-manifest": "info",
+    # a checkpoint lacks tensors (or disagrees in shape/dtype with) what the other
+    # checkpoints of the scan sharing its config.json hold (no spec, no oracle)
+    "consensus-missing": "error",
+    "consensus-mismatch": "error",
 }
 
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")  # worst first: the one order

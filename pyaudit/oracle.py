@@ -17,6 +17,11 @@ so an older layout survives the round trip.
 torch and transformers are optional: they are imported only in a subprocess
 (:mod:`pyaudit._oracle_worker`), with a timeout and an address-space cap, so a missing or
 broken install, a hang, a crash or a huge allocation becomes :class:`OracleUnavailable`.
+
+Two ways to ask: :func:`oracle_manifests` (a batch in a worker of its own, answers kept for
+the life of the process), and :class:`OracleSession`, what a scan uses: one long-lived worker
+for the whole scan, started on first need, each answer kept on disk
+(``$PYAUDIT_CACHE_DIR/oracle``) so that a second scan starts no worker at all.
 """
 
 from __future__ import annotations
@@ -39,7 +44,15 @@ from typing import Any
 
 from pyaudit.manifest.dtypes import config_dtype
 
-__all__ = ["OracleResult", "OracleUnavailable", "oracle_manifest", "oracle_manifests"]
+__all__ = [
+    "OracleResult",
+    "OracleSession",
+    "OracleStats",
+    "OracleUnavailable",
+    "oracle_installed",
+    "oracle_manifest",
+    "oracle_manifests",
+]
 
 _WORKER = Path(__file__).with_name("_oracle_worker.py")
 _ST_TO_TORCH = {
@@ -200,6 +213,9 @@ def _precheck(config: dict[str, Any]) -> OracleUnavailable | None:
             "quantized config: the oracle builds the unquantized model, whose tensors differ",
             "unsupported",
         )
+    implausible = _implausible(config)
+    if implausible is not None:
+        return OracleUnavailable(implausible, "unsupported")
     quoted = json.dumps(model_type)
     texts = []
     for path in sorted((Path(spec.origin).parent / "models" / "auto").glob("*.py")):
@@ -215,6 +231,42 @@ def _precheck(config: dict[str, Any]) -> OracleUnavailable | None:
             "unknown-architecture",
         )
     return None
+
+
+#: A count of layers, experts or heads above this is refused before any worker is asked: the
+#: build would enumerate that many modules (a hostile config.json must not cost the timeout).
+MAX_COUNT = 1 << 16
+_COUNTED = ("layer", "expert", "head")
+
+
+def _implausible(config: Any, path: str = "", depth: int = 0) -> str | None:
+    """Why ``config`` (its sub-configs too) asks for an implausible model, or None."""
+    if not isinstance(config, dict) or depth > 8:
+        return None
+    for key, value in config.items():
+        where = f"{path}{key}"
+        if isinstance(value, dict):
+            found = _implausible(value, where + ".", depth + 1)
+            if found is not None:
+                return found
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and value > MAX_COUNT
+            and any(word in str(key).lower() for word in _COUNTED)
+        ):
+            return f"config.json {where} = {value}: more than {MAX_COUNT}; refusing to build it"
+    return None
+
+
+def _plausible(result: OracleResult) -> bool:
+    """Every dtype one safetensors has, every dimension a count (a cache file is input)."""
+    from pyaudit.manifest.dtypes import DTYPE_BYTES
+
+    return all(
+        dtype in DTYPE_BYTES and all(0 <= d < 1 << 62 for d in shape)
+        for shape, dtype in result.tensors.values()
+    )
 
 
 def _worker_env() -> dict[str, str]:
@@ -374,3 +426,328 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
+
+
+# --- one worker for a whole scan, answers kept on disk -------------------------------------------
+
+#: The format of a cache file; a change makes every older file a miss (rebuilt, never misread).
+CACHE_FORMAT = 1
+CACHE_ENV = "PYAUDIT_CACHE_DIR"
+
+
+def oracle_installed() -> bool:
+    """torch and transformers can be imported (found, not imported: no torch here)."""
+    return _installed("torch") and _installed("transformers")
+
+
+def transformers_version() -> str | None:
+    """The installed transformers' version, from its metadata (nothing imported)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("transformers")
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+def default_cache_dir() -> Path:
+    """Where oracle answers are kept: ``$PYAUDIT_CACHE_DIR/oracle``, else
+    ``$XDG_CACHE_HOME/pyaudit/oracle``, else ``~/.cache/pyaudit/oracle``."""
+    own = os.environ.get(CACHE_ENV)
+    if own:
+        return Path(own) / "oracle"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "pyaudit" / "oracle"
+
+
+def request_digest(request: dict[str, Any]) -> str:
+    """sha256 of a request's canonical JSON (sorted keys, no spaces): its cache key."""
+    import hashlib
+
+    text = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class OracleStats:
+    """What one session did: answers built by the worker, answers read from the disk cache,
+    failures, worker starts, and the worker's wall time per build (the first includes its
+    imports of torch and transformers)."""
+
+    builds: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    worker_starts: int = 0
+    build_seconds: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        first = self.build_seconds[0] if self.build_seconds else None
+        rest = self.build_seconds[1:]
+        return {
+            "builds": self.builds,
+            "cache_hits": self.cache_hits,
+            "failures": self.failures,
+            "worker_starts": self.worker_starts,
+            "first_build_seconds": None if first is None else round(first, 3),
+            "mean_build_seconds_after_first": round(sum(rest) / len(rest), 3) if rest else None,
+        }
+
+
+class OracleSession:
+    """The transformers oracle for one scan: one long-lived worker process, started on the
+    first answer not already known and stopped by :meth:`close` (a context manager: the scan
+    owns it and passes it in), answers kept on disk.
+
+    Each answer is asked at most once per session and, when ``cache_dir`` is not None, at
+    most once per (request, transformers version, :data:`CACHE_FORMAT`): a file
+    ``<sha256 of the request's canonical JSON>-transformers-<version>-f<format>.json`` in
+    ``cache_dir``, written atomically (temporary file, then rename). A file that cannot be read
+    or parsed is a miss: the answer is built again and the file replaced. Failures are not
+    kept. Each request has ``timeout`` seconds (the first also pays the imports); a worker that
+    times out is killed, one that dies is reported with its last lines of stderr, and either
+    is started again for the next request.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path | str | None = None,
+        *,
+        use_cache: bool = True,
+        timeout: float = 120.0,
+    ) -> None:
+        if not use_cache:
+            self.cache_dir: Path | None = None
+        else:
+            self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.timeout = timeout
+        self.stats = OracleStats()
+        self._answers: dict[str, OracleResult | OracleUnavailable] = {}
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lines: queue.Queue[bytes | None] | None = None
+        self._reader: threading.Thread | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._err_path: str | None = None
+        self._version: str | None = None  # read on first need
+
+    def __enter__(self) -> OracleSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def used(self) -> bool:
+        return bool(self._answers)
+
+    def manifest(
+        self, config: dict[str, Any], source_names: Iterable[str] | None = None
+    ) -> tuple[OracleResult, bool]:
+        """:func:`oracle_manifest` of ``config`` through this session: the answer, and whether
+        it came from the disk cache. Raises :class:`OracleUnavailable`."""
+        if not isinstance(config, dict):
+            raise OracleUnavailable(f"config must be a dict, got {type(config).__name__}")
+        request: dict[str, Any] = {
+            "config": config,
+            "dtype": _ST_TO_TORCH.get(config_dtype(config), "float32"),
+        }
+        if source_names is not None:
+            request["source_names"] = sorted({str(n) for n in source_names})
+        key = request_digest(request)
+        with self._lock:
+            known = self._answers.get(key)
+            if known is None:
+                known = self._answer(key, request, config)
+                self._answers[key] = known
+        if isinstance(known, OracleUnavailable):
+            raise known
+        return known, bool(known.extra.get("cached"))
+
+    # -- the disk cache --
+
+    def _transformers(self) -> str | None:
+        if self._version is None:
+            self._version = transformers_version()
+        return self._version
+
+    def _cache_path(self, key: str) -> Path | None:
+        version = self._transformers()
+        if self.cache_dir is None or version is None:
+            return None
+        safe = "".join(c if c.isalnum() or c in ".-_+" else "_" for c in version)
+        return self.cache_dir / f"{key}-transformers-{safe}-f{CACHE_FORMAT}.json"
+
+    def _load(self, path: Path) -> OracleResult | None:
+        try:
+            with open(path, "rb") as f:
+                doc = json.loads(f.read())
+            version = doc.get("transformers_version")
+            if doc.get("format") != CACHE_FORMAT or version != self._transformers():
+                return None
+            result = _from_reply(doc)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None  # absent, corrupt or foreign: built again
+        if not isinstance(result, OracleResult) or not _plausible(result):
+            return None
+        return result
+
+    def _store(self, path: Path, reply: dict[str, Any]) -> None:
+        doc = {**reply, "format": CACHE_FORMAT}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(doc, f, separators=(",", ":"))
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            pass  # a cache that cannot be written costs a build next time, nothing else
+
+    # -- answers --
+
+    def _answer(
+        self, key: str, request: dict[str, Any], config: dict[str, Any]
+    ) -> OracleResult | OracleUnavailable:
+        early = _precheck(config)
+        if early is not None:
+            return early
+        path = self._cache_path(key)
+        if path is not None:
+            hit = self._load(path)
+            if hit is not None:
+                self.stats.cache_hits += 1
+                hit.extra["cached"] = True
+                return hit
+        reply = self._ask(request)
+        self.stats.builds += 1
+        result = _from_reply(reply)
+        if isinstance(result, OracleUnavailable):
+            self.stats.failures += 1
+            return result
+        self.stats.build_seconds.append(result.seconds)
+        if path is not None:
+            self._store(path, reply)
+        return result
+
+    def _start(self) -> None:
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="pyaudit-oracle-")
+            self._err_path = os.path.join(self._scratch.name, "stderr.txt")
+        assert self._err_path is not None
+        code = f"import runpy; runpy.run_path({str(_WORKER)!r}, run_name='__main__')"
+        with open(self._err_path, "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=self._scratch.name,  # sys.path[0] of `-c`: an empty directory
+                env=_worker_env(),
+                start_new_session=True,  # its own process group, killed as one
+            )
+        lines: queue.Queue[bytes | None] = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    lines.put(line)
+            except (OSError, ValueError):
+                pass
+            finally:
+                lines.put(None)
+                with contextlib.suppress(OSError):
+                    proc.stdout.close()
+
+        reader = threading.Thread(target=pump, name="pyaudit-oracle-reader", daemon=True)
+        reader.start()
+        self._proc, self._lines, self._reader = proc, lines, reader
+        self.stats.worker_starts += 1
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request to the worker (started if need be): its reply, or a failure reply."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._stop()
+            try:
+                self._start()
+            except OSError as e:
+                return {"ok": False, "kind": "crashed", "error": f"cannot start the worker: {e}"}
+        assert self._proc is not None and self._proc.stdin is not None
+        assert self._lines is not None
+        start = time.monotonic()
+        try:
+            self._proc.stdin.write((json.dumps(request, default=str) + "\n").encode())
+            self._proc.stdin.flush()
+        except OSError:
+            pass  # it died: the reader says so below
+        try:
+            line = self._lines.get(timeout=max(self.timeout, 0.0))
+        except queue.Empty:
+            self._stop(kill=True)
+            tail = self._tail()
+            return {
+                "ok": False,
+                "kind": "timeout",
+                "error": f"the transformers oracle timed out after {self.timeout:g} s"
+                + (f"; its last lines:\n{tail}" if tail else ""),
+            }
+        if line is None:
+            rc = self._stop()
+            how = f"killed by signal {-rc}" if rc is not None and rc < 0 else f"exit status {rc}"
+            tail = self._tail()
+            return {
+                "ok": False,
+                "kind": "crashed",
+                "error": f"the transformers oracle worker died ({how})"
+                + (f":\n{tail}" if tail else ""),
+            }
+        try:
+            reply = json.loads(line)
+            if not isinstance(reply, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._stop(kill=True)
+            garbage = f"oracle worker wrote garbage: {line[:200]!r}"
+            return {"ok": False, "kind": "error", "error": garbage}
+        reply["seconds"] = round(time.monotonic() - start, 3)
+        if not reply.get("ok") and str(reply.get("error", "")).startswith("MemoryError"):
+            self._stop(kill=True)  # its address-space cap is spent: the next build starts anew
+        return reply
+
+    def _tail(self) -> str:
+        return _tail(self._err_path) if self._err_path is not None else ""
+
+    def _stop(self, kill: bool = False) -> int | None:
+        """Stop the worker (if any): close its stdin (it exits at the end of its input), and
+        kill its process group if it has not exited soon after (or at once, ``kill``)."""
+        proc, reader = self._proc, self._reader
+        self._proc, self._lines, self._reader = None, None, None
+        if proc is None:
+            return None
+        if kill:
+            _kill(proc)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            rc = proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            rc = proc.wait()
+        if reader is not None:
+            reader.join(timeout=5)  # it closes the worker's stdout at end of file
+        return rc
+
+    def close(self) -> None:
+        """Stop the worker and remove its scratch directory; the session can still answer
+        from what it knows (a new worker would be started for anything else)."""
+        with self._lock:
+            self._stop()
+            if self._scratch is not None:
+                self._scratch.cleanup()
+                self._scratch, self._err_path = None, None

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pyaudit.auditing.cache import AuditCache
+from pyaudit.auditing.consensus import Consensus
 from pyaudit.auditing.pickled import pickled_inputs, read_pickled
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
@@ -66,6 +67,7 @@ from pyaudit.discover import is_url as is_url
 from pyaudit.expected import Expected
 from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
+from pyaudit.oracle import OracleSession
 from pyaudit.runs import PREFETCH_BYTES
 
 log = logging.getLogger("pyaudit.remote")
@@ -594,6 +596,7 @@ class _Pending:
     # Pickle-era files read whole (each small enough), so that they are audited as on a
     # local disk; None: some are too large to fetch, and they are not read.
     pickled: list[tuple[str, concurrent.futures.Future[Any]]] | None = None
+    read: dict[str, Header] = field(default_factory=dict)  # the headers, once audited
 
 
 class _Scan:
@@ -685,6 +688,7 @@ class _Scan:
                 headers[name] = Header(local, cast(Any, core))
             else:
                 headers[name] = parse_header_bytes(data, size, local)
+        pending.read = headers
         pickled = None
         if pending.pickled is not None:
             for rel, future in pending.pickled:
@@ -759,10 +763,12 @@ def scan_tree(
     workdir = Path(tempfile.mkdtemp(prefix="pyaudit-remote-", dir=_scratch()))
     name = posixpath.basename(tree.root.rstrip("/")) or "root"
     mirror_root = workdir / "m" / name
+    oracle = OracleSession()  # this store's transformers oracle: a worker on first need
+    consensus = Consensus(options.fail_on)  # checkpoints no manifest knows, held together
     try:
         mirror_root.mkdir(parents=True)
         tree.make_mirror(mirror_root)
-        scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path))
+        scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path, oracle=oracle))
         given = str(mirror_root / tree.single) if tree.single else str(mirror_root)
         checkpoints = discover(given)
         window = WINDOW * tree.client.in_flight
@@ -784,8 +790,12 @@ def scan_tree(
                 break
             pending = ahead.popleft()
             files_ahead -= max(1, len(pending.headers))
-            yield scan.audit(pending, options, base_expected)
+            report = scan.audit(pending, options, base_expected)
+            if not consensus.hold(pending.ckpt, pending.read, None, report):
+                yield report
+        yield from consensus.finish()  # before the mirror (the configs hashed) is removed
     finally:
+        oracle.close()
         tree.close()
         shutil.rmtree(workdir, ignore_errors=True)
 

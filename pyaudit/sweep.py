@@ -7,6 +7,7 @@ checkpoints, the native core reads the next batch's headers on its own threads
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from pyaudit import _core
 from pyaudit.auditing.cache import AuditCache
+from pyaudit.auditing.consensus import Consensus
 from pyaudit.auditing.pickled import read_pickled
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
@@ -25,6 +27,7 @@ from pyaudit.data import verify_data as verify_data_files
 from pyaudit.discover import CheckpointDir, discover
 from pyaudit.expected import Expected, base_expectation
 from pyaudit.headers import CACHED_READ, Header, read_headers, reading_threads
+from pyaudit.oracle import OracleSession
 from pyaudit.runs import PREFETCH_BYTES
 
 BATCH_FILES = 512  # headers per native batch: enough to keep the threads busy
@@ -127,27 +130,68 @@ def scan(
     jobs: int | None = None,
     base_expected: Expected | None = None,
     cache: AuditCache | None = None,
+    oracle: OracleSession | None = None,
 ) -> Iterator[CheckpointReport]:
     """Audit every checkpoint under ``paths``, yielding reports in discovery order.
-    ``cache``: the memo tables the audits share (default: this sweep's own)."""
+    ``cache``: the memo tables the audits share (default: this sweep's own).
+    ``oracle``: the transformers oracle's session (default: this sweep's own, its worker
+    started on first need and stopped when the sweep ends).
+
+    Checkpoints that nothing could say the contents of (``unknown-architecture``: no spec,
+    no oracle) are held against the others sharing their config.json
+    (:mod:`pyaudit.auditing.consensus`): their reports come after the others', at the end."""
     options = options or AuditOptions()
-    if cache is None:
-        cache = AuditCache(fast=options.fast_path)
+    with contextlib.ExitStack() as stack:
+        if oracle is None and (cache is None or cache.oracle_session is None):
+            oracle = stack.enter_context(OracleSession())
+        if cache is None:
+            cache = AuditCache(fast=options.fast_path, oracle=oracle)
+        elif cache.oracle_session is None:
+            cache.oracle_session = oracle
+        yield from _scan(paths, options, jobs, base_expected, cache)
+
+
+def _scan(
+    paths: Iterable[str],
+    options: AuditOptions,
+    jobs: int | None,
+    base_expected: Expected | None,
+    cache: AuditCache,
+) -> Iterator[CheckpointReport]:
     if options.base is not None and base_expected is None:
         base_expected = load_base(options.base, jobs)
     checkpoints = (ckpt for path in paths for ckpt in discover(path))
     threads = _Threads(jobs)
+    consensus = Consensus(options.fail_on)
     pending: _Ahead | None = None
     pending_batch: list[CheckpointDir] = []
     for batch in batches(checkpoints):
         ahead = _Ahead(batch, threads.next(), options.verify_data, cache)
         if pending is not None:
             reads = threads.saw(pending)
-            yield from audit_batch(pending_batch, reads, options, base_expected, cache)
+            yield from _unheld(
+                consensus, pending_batch, reads, options, base_expected, cache
+            )
         pending, pending_batch = ahead, batch
     if pending is not None:
         reads = threads.saw(pending)
-        yield from audit_batch(pending_batch, reads, options, base_expected, cache)
+        yield from _unheld(consensus, pending_batch, reads, options, base_expected, cache)
+    yield from consensus.finish()
+
+
+def _unheld(
+    consensus: Consensus,
+    batch: list[CheckpointDir],
+    reads: list[_Read],
+    options: AuditOptions,
+    base_expected: Expected | None,
+    cache: AuditCache,
+) -> Iterator[CheckpointReport]:
+    """A batch's reports, but those the consensus pass keeps back for the scan's end."""
+    audited = audit_batch(batch, reads, options, base_expected, cache)
+    for ckpt, read, report in zip(batch, reads, audited, strict=True):
+        if not consensus.hold(ckpt, read.headers, read.digests, report):
+            yield report
 
 
 class _Threads:

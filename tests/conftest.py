@@ -60,12 +60,30 @@ else:
     )
 
 
+_CACHE_DIR: str | None = None
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # The transformers oracle keeps its answers on disk ($PYAUDIT_CACHE_DIR/oracle): in a
+    # directory of this test session's own, never the user's cache (subprocesses inherit it).
+    # Tests about the cache itself give each scan a directory of their own.
+    import tempfile
+
+    global _CACHE_DIR
+    _CACHE_DIR = tempfile.mkdtemp(prefix="pyaudit-test-cache-")
+    os.environ["PYAUDIT_CACHE_DIR"] = _CACHE_DIR
     # Hypothesis imports libcst (when installed) to suggest a patch for a failing
     # example; libcst's import warns, and filterwarnings=error would hide the failure.
     config.addinivalue_line(
         "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if _CACHE_DIR is not None:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 class SafetensorsKit:

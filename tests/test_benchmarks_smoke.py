@@ -78,6 +78,17 @@ def test_bench_remote_quick(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(
     find_spec("torch") is None or find_spec("transformers") is None,
+    reason="needs torch and transformers (the oracle)",
+)
+def test_bench_oracle_quick(tmp_path: Path) -> None:
+    out = run_quick("bench_oracle.py", tmp_path)
+    rows = table_rows(out)
+    assert any(r.startswith("| `pyaudit scan --json`, cold cache | ") for r in rows), out
+    assert any(r.startswith("| `pyaudit scan --json`, warm cache | ") for r in rows), out
+
+
+@pytest.mark.skipif(
+    find_spec("torch") is None or find_spec("transformers") is None,
     reason="needs torch and transformers (to write the .bin store, and the peer)",
 )
 def test_bench_bin_quick(tmp_path: Path) -> None:

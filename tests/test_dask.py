@@ -94,6 +94,25 @@ def test_cli_json_identical(
     assert len(dist.chunks(list(discover("store")), 2)) > 4  # several chunks, put back in order
 
 
+def test_consensus_identical(
+    cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A family nothing knows and no oracle: the checkpoints sharing a config are held against
+    each other on a cluster as in a local scan (here the one lacking a layer fails)."""
+    config = {**json.loads((QWEN_VL / "config.json").read_text()), "model_type": "qwen9_vl"}
+    tensors = manifest_tensors(json.loads((QWEN_VL / "config.json").read_text()))
+    for step in (1, 2, 3):
+        held = {n: t for n, t in tensors.items() if step != 2 or ".layers.1." not in n}
+        write_checkpoint(tmp_path / "run" / f"checkpoint-{step}", config, held)
+    rc, here = _scan(["--json", "--no-oracle", str(tmp_path)], capsys)
+    rc_dask, there = _scan(
+        ["--json", "--no-oracle", "--dask", cluster.scheduler.address, str(tmp_path)], capsys
+    )
+    assert (rc_dask, there) == (rc, here)
+    codes = [sorted(f["code"] for f in c["findings"]) for c in here["checkpoints"]]
+    assert rc == 1 and codes.count(["consensus-missing", "unknown-architecture"]) == 1
+
+
 def test_cli_base_and_verify_data_identical(
     cluster: Any, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -460,6 +460,17 @@ def test_quantized_config_is_unsupported() -> None:
     assert info.value.kind == "unsupported"
 
 
+def test_an_implausible_config_is_refused_before_any_worker() -> None:
+    import pyaudit.oracle as oracle_module
+
+    config = {**TINY_LLAMA, "text_config": {"num_hidden_layers": 10**9}}
+    assert oracle_module._precheck(config) is not None  # no worker asked: refused here
+    with pytest.raises(OracleUnavailable) as info:
+        oracle_manifest(config)
+    assert info.value.kind == "unsupported"
+    assert "text_config.num_hidden_layers = 1000000000" in str(info.value)
+
+
 def test_timeout_kills_the_worker() -> None:
     config = {**TINY_LLAMA, "vocab_size": 97}  # not cached
     started = time.monotonic()
@@ -533,7 +544,7 @@ def test_from_oracle_builds_one_layout(oracle: Any) -> None:
     result = _get(oracle, "tiny-qwen2", "fresh")
     cache = AuditCache()
     expected = from_oracle(TINY_QWEN2, cache=cache)
-    assert expected.source == "transformers oracle"
+    assert expected.source == f"transformers {result.transformers_version} oracle"
     assert expected.model_type == "qwen2" and expected.dtype == "F16" and expected.shapes_known
     (layout,) = expected.layouts
     assert {n: (t.shape, t.dtype) for n, t in layout.tensors.items()} == result.tensors
@@ -562,3 +573,23 @@ def test_from_oracle_unavailable_is_manifest_unavailable() -> None:
         from_oracle({"model_type": "no_such_family"})
     assert info.value.model_type == "no_such_family"
     assert "transformers oracle" in str(info.value)
+
+
+# -- pyaudit.oracle.OracleSession: one worker for a scan ------------------------------------------
+
+
+def test_session_times_out_then_starts_a_new_worker(tmp_path: Path) -> None:
+    from pyaudit.oracle import OracleSession
+
+    with OracleSession(tmp_path, timeout=0.2) as session:
+        with pytest.raises(OracleUnavailable) as info:
+            session.manifest({**TINY_LLAMA, "vocab_size": 89})  # the imports alone take longer
+        assert info.value.kind == "timeout"
+        session.timeout = 120
+        result, cached = session.manifest({**TINY_LLAMA, "vocab_size": 87})
+        assert not cached and result.architecture == "LlamaForCausalLM"
+        again, _ = session.manifest({**TINY_LLAMA, "vocab_size": 85})
+        assert again.tensors["model.embed_tokens.weight"][0] == (85, 32)
+        stats = session.stats
+        assert (stats.builds, stats.failures, stats.worker_starts) == (3, 1, 2)
+    assert [p.name.endswith("-f1.json") for p in tmp_path.iterdir()] == [True, True]

@@ -396,6 +396,26 @@ def test_file_url_same_as_local(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert _scan_json(out.as_uri(), capsys) == local
 
 
+def test_file_url_consensus_same_as_local(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A family nothing knows, no transformers: the checkpoints of a remote store that share
+    a config.json are held against each other as a local scan's are."""
+    pytest.importorskip("fsspec")
+    import pyaudit.oracle as oracle
+
+    monkeypatch.setattr(oracle, "_installed", lambda module: False)
+    out = tmp_path / "store"
+    config = {**_config("Qwen3-4B_qwen3"), "model_type": "qwen9_next"}
+    tensors = manifest_tensors(_config("Qwen3-4B_qwen3"))
+    for step in (1, 2, 3):
+        held = {n: t for n, t in tensors.items() if step != 2 or ".layers.1." not in n}
+        write_checkpoint(out / "run" / f"checkpoint-{step}", config, held)
+    local = _scan_json(str(out), capsys)
+    assert local[0] == 1 and local[1].count('"consensus-missing"') == 1
+    assert _scan_json(out.as_uri(), capsys) == local
+
+
 def test_http_single_file(s3: tuple[str, Served], store: Path) -> None:
     """http(s):// names one file (no listing): its header alone, by range requests."""
     pytest.importorskip("aiohttp")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pyaudit.auditing.structure import FileTable
     from pyaudit.expected import Expected
     from pyaudit.findings import Finding
+    from pyaudit.oracle import OracleSession
 
 TABLE_SIZE = 64  # entries per table: a batch's worth of distinct files and configs
 
@@ -35,10 +36,16 @@ class AuditCache:
 
     ``fast``: the native fast path (:mod:`pyaudit.auditing.match`) may settle a checkpoint
     from counts; with ``fast=False`` every checkpoint takes the reference path, which the
-    test suite holds equal to the fast one."""
+    test suite holds equal to the fast one. ``oracle``: the sweep's
+    :class:`~pyaudit.oracle.OracleSession` (the sweep starts and closes it)."""
 
-    def __init__(self, fast: bool = True, size: int = TABLE_SIZE) -> None:
+    def __init__(
+        self, fast: bool = True, size: int = TABLE_SIZE, oracle: OracleSession | None = None
+    ) -> None:
         self.fast = fast
+        # The transformers oracle of the sweep (its worker and disk cache), owned by the
+        # sweep; None: each question to the oracle gets a session of its own.
+        self.oracle_session = oracle
         # Run files (config, index, adapter config, args), parsed once per content.
         self.json: LRU[dict[str, Any] | str] = LRU(4 * size)  # a document, or why not
         # What to expect: per config object handed out by ``json``, per config content,

@@ -22,7 +22,10 @@ class AuditOptions:
     base: Path | None = None
     fail_on: str = "error"  # error | warning
     verify_data: bool = False  # also stream tensor bytes: NaN / Inf / all-zero
-    oracle: str | None = None  # "transformers": manifests for families without a spec
+    # A family without a spec: "auto" (default) asks the transformers oracle when torch and
+    # transformers are installed; "transformers" asks it (and says why not when it cannot);
+    # None (--no-oracle) never asks.
+    oracle: str | None = "auto"
     # False: the native fast path (auditing.match) never settles a checkpoint, every one
     # takes the reference path (the tests hold the two equal; `scan --no-fast-path`).
     fast_path: bool = True
@@ -157,6 +160,7 @@ class ScanSummary:
     failed: int = 0
     seconds: float = 0.0
     remote: dict[str, int] | None = None  # what remote stores were asked (pyaudit.remote)
+    oracle: dict[str, object] | None = None  # what the transformers oracle did (when asked)
 
     def add(self, report: CheckpointReport) -> None:
         self.checkpoints += 1
@@ -177,4 +181,6 @@ class ScanSummary:
         }
         if self.remote is not None:
             doc["remote"] = self.remote
+        if self.oracle is not None:
+            doc["oracle"] = self.oracle
         return doc
