@@ -280,7 +280,7 @@ def check_bin_index(
             explained.update(lost)
         unread = {f for f in placed.values() if f in ckpt.bin_weights} - contents.readable
         explained.update(t for t, f in placed.items() if f in unread)
-        held = {**{t: f.file for t, f in contents.base.items()}}
+        held = {t: f.file for t, f in contents.base.items()}
         misplaced = [
             t for t, f in placed.items()
             if f in contents.readable and held.get(t) != f
@@ -333,13 +333,8 @@ def dcp_states(ckpt: CheckpointDir, pickled: PickledFiles) -> list[ShardedState]
         target = ckpt.display if folder == "." else f"{ckpt.display}/{folder}"
         findings: list[Finding] = []
         if reading.metadata.rule != "ok":
-            findings += [
-                f if f.code != "corrupt-pickle" else finding(
-                    "corrupt-pickle", f"{where}.metadata: {reading.metadata.rule}: "
-                    f"{reading.metadata.message}"
-                )
-                for f in file_findings(f"{folder}/.metadata", reading.metadata)
-            ]  # fmt: skip
+            name = METADATA if folder == "." else f"{folder}/{METADATA}"
+            findings += file_findings(name, reading.metadata)
         elif reading.rule != "ok":
             findings.append(
                 finding(
@@ -351,8 +346,10 @@ def dcp_states(ckpt: CheckpointDir, pickled: PickledFiles) -> list[ShardedState]
         else:
             missing = [p for p in reading.problems if p.rule == "storage-missing"]
             short = [p for p in reading.problems if p.rule == "storage-truncated"]
-            bad = [p for p in reading.problems if p.rule not in ("storage-missing",
-                                                                 "storage-truncated")]
+            bad = [
+                p for p in reading.problems
+                if p.rule not in ("storage-missing", "storage-truncated")
+            ]  # fmt: skip
             if missing:
                 findings.append(
                     finding(
@@ -388,7 +385,7 @@ def dcp_states(ckpt: CheckpointDir, pickled: PickledFiles) -> list[ShardedState]
              for n, e in table.tensors.items()}
             if table is not None else {}
         )  # fmt: skip
-        shards = sum(1 for rel in reading.file_sizes)
+        shards = len(reading.file_sizes)
         command = (
             f"accelerate merge-weights {target} OUTPUT_DIR"
             if reading.ok and not findings
@@ -469,7 +466,7 @@ def zero_state(ckpt: CheckpointDir, pickled: PickledFiles) -> ShardedState | Non
                 ):
                     found[key.split(".", 2)[2]] = Found("", value, 0, tag)
             dtypes_known = False
-    optim = [n for n in step.optim_files.values()]
+    optim = list(step.optim_files.values())
     usable = step.partitions_complete and not findings
     command = None
     if usable and optim:
