@@ -159,6 +159,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="18 checkpoints, D = 0 (smoke test)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--servers", type=int, default=2, help="moto processes behind the proxy")
+    ap.add_argument(
+        "--server", choices=("moto", "static"), default="moto",
+        help="the S3 fake: moto processes behind the proxy, or the proxy answering from the "
+        "store on disk itself (pyaudit.testing.static_s3: a small cost a request, so the "
+        "client and the latency are measured, not the fake)",
+    )
+    ap.add_argument(
+        "--pyaudit-jobs", type=int, default=None,
+        help="pass --jobs N to pyaudit (8 N requests in flight; default: 64 in flight)",
+    )
     ap.add_argument("--script", help=argparse.SUPPRESS)  # the careful script, as a child
     args = ap.parse_args()
     if args.script:
@@ -185,17 +195,28 @@ def main() -> int:
     # The S3 server: `--servers` moto processes (ThreadedMotoServer each), every one holding
     # the store, the proxy sending each connection to the next: one moto process serves
     # ~100 requests/s on this machine, and the latency, not the server, is to be measured.
-    servers = [_moto_process() for _ in range(args.servers)]
-    endpoints = [endpoint for _, endpoint in servers]
-    with ThreadPoolExecutor(len(endpoints)) as pool:
-        objects = max(pool.map(lambda e: upload(e, local, "store"), endpoints))
+    served = None
+    if args.server == "static":
+        servers, endpoints = [], []
+        served = args.store / "static"
+        (served / BUCKET).mkdir(parents=True, exist_ok=True)
+        link = served / BUCKET / "store"
+        if not link.exists():
+            link.symlink_to(local.resolve(), target_is_directory=True)
+        objects = sum(1 for p in local.rglob("*") if p.is_file())
+    else:
+        servers = [_moto_process() for _ in range(args.servers)]
+        endpoints = [endpoint for _, endpoint in servers]
+        with ThreadPoolExecutor(len(endpoints)) as pool:
+            objects = max(pool.map(lambda e: upload(e, local, "store"), endpoints))
     url = f"s3://{BUCKET}/store"
     print(f"store: {n} checkpoints, {objects} objects; headers {headers:,} B + run files "
           f"{runs:,} B needed", flush=True)
     rows, results = [], []
     proxy_proc = subprocess.Popen(
         [sys.executable, "-m", "pyaudit.testing.proxy",
-         *[x for e in endpoints for x in ("--upstream", e)]],
+         *([("--serve"), str(served)] if served is not None else
+           [x for e in endpoints for x in ("--upstream", e)])],
         stdout=subprocess.PIPE, text=True, env=env,
     )
     try:
@@ -209,6 +230,8 @@ def main() -> int:
                 return doc
 
         pyaudit_cmd = [sys.executable, "-m", "pyaudit", "scan", "--json", url]
+        if args.pyaudit_jobs:
+            pyaudit_cmd[-1:-1] = ["--jobs", str(args.pyaudit_jobs)]
         script_cmd = [sys.executable, str(Path(__file__).resolve()), "--script", url]
         timed(pyaudit_cmd, env)  # untimed: bytecode caches, moto's first requests
         local_wall, local_cpu, _ = timed([sys.executable, "-m", "pyaudit", "scan", "--json",

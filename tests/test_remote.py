@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -613,3 +614,27 @@ def test_gcs_and_azure_without_their_driver(url: str, driver: str) -> None:
     assert done.returncode == 2, done.stderr
     assert driver in done.stderr and "pip install 'pyaudit[remote]'" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_static_s3_fake_same_report_as_local(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The benchmarks' light S3 fake (pyaudit.testing.static_s3, served by the proxy): the
+    store scanned through it reports as the local scan does, listed in pages of 1,000
+    (here 7 keys a page) as S3 lists."""
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 7)
+    local_status, local = _scan_json(str(store), capsys)
+    with LatencyProxy(serve=str(root)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        remote_status, remote = _scan_json(f"s3://{BUCKET}/store", capsys)
+        kinds = proxy.stats.kinds
+    assert (remote_status, remote) == (local_status, local)
+    objects = sum(1 for p in store.rglob("*") if p.is_file())
+    assert kinds["get-list"] >= objects // 7  # paged
+    assert kinds["get-range"] > 0

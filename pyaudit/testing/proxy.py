@@ -3,6 +3,12 @@ in front of loopback servers (an S3 fake such as moto's; several: connections in
 what a remote store looks like
 from far away, for tests (faults) and benchmarks (latency). Loopback only, no TLS.
 
+Or, with ``serve=DIR`` instead of upstreams, it answers the few S3 requests a sweep makes
+itself, from ``DIR/BUCKET/KEY`` on disk (:mod:`pyaudit.testing.static_s3`: ListObjectsV2,
+GET with or without a Range, HEAD): an S3 fake whose own cost is small beside a round trip,
+so that a benchmark measures the client and the latency, not the fake (moto answers
+~100-200 requests a second a process on a 2-core machine).
+
 Each request waits ``delay`` seconds before it is forwarded (the round trip a distant
 store adds); ``faults(method, path, n)`` (``n``: how many times that method and path have
 been asked, from 1) may answer instead ``"slowdown"`` (S3's 503 SlowDown), ``"error"``
@@ -22,6 +28,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from pyaudit.testing import static_s3
 
 Faults = Callable[[str, str, int], "str | None"]
 
@@ -63,10 +71,17 @@ class LatencyProxy:
     """``with LatencyProxy("http://127.0.0.1:PORT", delay=0.1) as proxy: proxy.url``"""
 
     def __init__(
-        self, upstream: str | list[str], delay: float = 0.0, faults: Faults | None = None
+        self,
+        upstream: str | list[str] | None = None,
+        delay: float = 0.0,
+        faults: Faults | None = None,
+        serve: str | None = None,
     ) -> None:
         self.upstreams: list[tuple[str, int]] = []
-        for url in [upstream] if isinstance(upstream, str) else upstream:
+        self.serve = serve
+        if serve is None and not upstream:
+            raise ValueError("the proxy needs an upstream server or a directory to serve")
+        for url in [upstream] if isinstance(upstream, str) else upstream or []:
             parts = urlsplit(url)
             if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
                 raise ValueError(f"{url}: the proxy forwards to loopback servers only")
@@ -133,7 +148,7 @@ class LatencyProxy:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats = self.stats
-        upstream = self.upstreams[self._next % len(self.upstreams)]
+        upstream = self.upstreams[self._next % len(self.upstreams)] if self.upstreams else None
         self._next += 1
         stats.open += 1
         stats.connections += 1
@@ -181,14 +196,20 @@ class LatencyProxy:
                     )
                     await writer.drain()
                     continue
-                if up is None:
-                    up = await asyncio.open_connection(*upstream, limit=1 << 20)
-                up[1].write(head + body)
-                await up[1].drain()
-                status_line, out_headers, out_body, keep = await _response(up[0], method)
-                if not keep:
-                    up[1].close()
-                    up = None
+                if self.serve is not None:
+                    status_line, out_headers, out_body = static_s3.answer(
+                        self.serve, method, target, headers
+                    )
+                else:
+                    assert upstream is not None
+                    if up is None:
+                        up = await asyncio.open_connection(*upstream, limit=1 << 20)
+                    up[1].write(head + body)
+                    await up[1].drain()
+                    status_line, out_headers, out_body, keep = await _response(up[0], method)
+                    if not keep:
+                        up[1].close()
+                        up = None
                 stats.body_bytes += len(out_body)
                 if kind.startswith("get") and kind != "get-list":
                     stats.object_bytes += len(out_body)
@@ -266,10 +287,13 @@ def main() -> None:
     prints the proxy's URL, then serves until killed (a process of its own, so that
     its event loop never waits for the server's GIL)."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--upstream", required=True, action="append", help="repeat: round robin")
+    ap.add_argument("--upstream", action="append", default=[], help="repeat: round robin")
+    ap.add_argument("--serve", help="answer S3 requests from DIR/BUCKET/KEY instead")
     ap.add_argument("--delay-ms", type=float, default=0.0)
     args = ap.parse_args()
-    proxy = LatencyProxy(args.upstream, args.delay_ms / 1000)
+    if bool(args.upstream) == bool(args.serve):
+        ap.error("give --upstream URL (repeatable) or --serve DIR")
+    proxy = LatencyProxy(args.upstream, args.delay_ms / 1000, serve=args.serve)
     print(proxy.start(), flush=True)
     while True:
         time.sleep(3600)

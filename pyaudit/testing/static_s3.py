@@ -1,0 +1,124 @@
+"""The S3 requests a sweep makes, answered from a directory (``ROOT/BUCKET/KEY``), for
+benchmarks behind :class:`pyaudit.testing.proxy.LatencyProxy` (``serve=ROOT``).
+
+Path-style URLs, no authentication (signatures are not checked), as the S3 API documents
+them: ``GET /BUCKET?list-type=2`` (ListObjectsV2: ``prefix``, ``max-keys`` up to 1,000,
+``continuation-token``, ``start-after``; no ``delimiter``), ``GET /BUCKET/KEY`` with or without
+a ``Range: bytes=A-B`` (206 Partial Content), ``HEAD /BUCKET/KEY``, ``HEAD /BUCKET``. Anything
+else is 501. Files are read per request (a few KB: headers); listings are built by walking
+the bucket's directory once per request (benchmark stores: a few thousand objects).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+from xml.sax.saxutils import escape
+
+Answer = tuple[str, list[tuple[str, str]], bytes]
+MAX_KEYS = 1000
+
+
+def _error(status: str, code: str, message: str) -> Answer:
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{escape(message)}</Message><RequestId>static</RequestId></Error>"
+    ).encode()
+    return f"HTTP/1.1 {status}", [("Content-Type", "application/xml")], body
+
+
+def _objects(bucket: Path) -> list[tuple[str, os.stat_result]]:
+    out = []
+    for dirpath, _dirs, files in os.walk(bucket, followlinks=True):  # a store linked in
+        for name in files:
+            path = os.path.join(dirpath, name)
+            out.append((os.path.relpath(path, bucket).replace(os.sep, "/"), os.stat(path)))
+    return sorted(out)
+
+
+def _etag(key: str, st: os.stat_result) -> str:
+    return '"' + hashlib.md5(f"{key}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest() + '"'
+
+
+def _list(bucket_name: str, bucket: Path, query: dict[str, list[str]]) -> Answer:
+    prefix = query.get("prefix", [""])[0]
+    max_keys = min(int(query.get("max-keys", [str(MAX_KEYS)])[0]), MAX_KEYS)
+    after = query.get("continuation-token", query.get("start-after", [""]))[0]
+    keys = [(k, st) for k, st in _objects(bucket) if k.startswith(prefix) and k > after]
+    page, truncated = keys[:max_keys], len(keys) > max_keys
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+        f"<Name>{escape(bucket_name)}</Name><Prefix>{escape(prefix)}</Prefix>",
+        f"<KeyCount>{len(page)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
+    ]
+    if truncated:
+        parts.append(f"<NextContinuationToken>{escape(page[-1][0])}</NextContinuationToken>")
+    for key, st in page:
+        iso = _iso(st.st_mtime)
+        parts.append(
+            f"<Contents><Key>{escape(key)}</Key><LastModified>{iso}</LastModified>"
+            f"<ETag>{escape(_etag(key, st))}</ETag><Size>{st.st_size}</Size>"
+            "<StorageClass>STANDARD</StorageClass></Contents>"
+        )
+    parts.append("</ListBucketResult>")
+    return "HTTP/1.1 200 OK", [("Content-Type", "application/xml")], "".join(parts).encode()
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(seconds))
+
+
+def answer(root: str, method: str, target: str, headers: dict[str, str]) -> Answer:
+    """The response (status line, headers, body) to one request; ``headers`` lower-cased."""
+    parts = urlsplit(target)
+    segments = parts.path.lstrip("/").split("/", 1)
+    bucket_name = unquote(segments[0])
+    key = unquote(segments[1]) if len(segments) > 1 else ""
+    bucket = Path(root) / bucket_name
+    if not bucket_name or not bucket.is_dir():
+        return _error("404 Not Found", "NoSuchBucket", f"{bucket_name}: no such bucket")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if not key:
+        if method == "HEAD":
+            return "HTTP/1.1 200 OK", [], b""
+        if method == "GET" and query.get("list-type") == ["2"] and "delimiter" not in query:
+            return _list(bucket_name, bucket, query)
+        return _error("501 Not Implemented", "NotImplemented", f"{method} {target}")
+    path = bucket / key
+    if ".." in Path(key).parts or not path.is_file():
+        return _error("404 Not Found", "NoSuchKey", f"{key}: no such key")
+    st = path.stat()
+    common = [
+        ("ETag", _etag(key, st)),
+        ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
+        ("Accept-Ranges", "bytes"),
+    ]
+    if method == "HEAD":
+        return "HTTP/1.1 200 OK", [*common, ("Content-Length", str(st.st_size))], b""
+    if method != "GET":
+        return _error("501 Not Implemented", "NotImplemented", f"{method} {target}")
+    spec = headers.get("range", "")
+    if not spec:
+        return "HTTP/1.1 200 OK", common, path.read_bytes()
+    try:
+        first_s, last_s = spec.removeprefix("bytes=").split("-", 1)
+        first = int(first_s) if first_s else max(0, st.st_size - int(last_s))
+        last = min(int(last_s), st.st_size - 1) if first_s and last_s else st.st_size - 1
+    except ValueError:
+        return _error("400 Bad Request", "InvalidArgument", f"range {spec!r}")
+    if first >= st.st_size or first > last:
+        return _error("416 Requested Range Not Satisfiable", "InvalidRange", spec)
+    with open(path, "rb") as f:
+        f.seek(first)
+        data = f.read(last - first + 1)
+    return (
+        "HTTP/1.1 206 Partial Content",
+        [*common, ("Content-Range", f"bytes {first}-{last}/{st.st_size}")],
+        data,
+    )
