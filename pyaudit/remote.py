@@ -212,9 +212,8 @@ class _S3Ranges:
         if key not in self._proxies:
             proxies = urllib.request.getproxies_environment()
             host = parts.hostname or ""
-            bypass = bool(proxies.get("no")) and urllib.request.proxy_bypass_environment(
-                host, proxies
-            )
+            # (on Linux proxy_bypass is the environment's NO_PROXY test)
+            bypass = bool(proxies.get("no")) and bool(urllib.request.proxy_bypass(host))
             self._proxies[key] = None if bypass else proxies.get(parts.scheme)
         return self._proxies[key]
 

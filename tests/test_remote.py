@@ -638,3 +638,17 @@ def test_static_s3_fake_same_report_as_local(
     objects = sum(1 for p in store.rglob("*") if p.is_file())
     assert kinds["get-list"] >= objects // 7  # paged
     assert kinds["get-range"] > 0
+
+
+def test_proxy_environment_read_once_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP(S)_PROXY and NO_PROXY are honoured (the session no longer trusts the environment
+    on every request: it is asked once a host)."""
+    from pyaudit.remote import _S3Ranges
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "skip.example")
+    ranges = _S3Ranges(fs=None, in_flight=4)
+    assert ranges._proxy("http://bucket.s3.example/k?X-Amz=1") == "http://proxy.example:3128"
+    assert ranges._proxy("http://skip.example/k") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://other.example:1")  # looked up once: kept
+    assert ranges._proxy("http://bucket.s3.example/other") == "http://proxy.example:3128"
