@@ -32,6 +32,7 @@ from pyaudit.formats.deepspeed import (
     DeepSpeedStep,
     read_deepspeed,
 )
+from pyaudit.formats.table import Problem
 from pyaudit.formats.torch_pickle import TorchCheckpoint, read_torch_files
 from pyaudit.runs import read_json
 from pyaudit.units import plural
@@ -43,6 +44,8 @@ _TRUNCATED_RULES = frozenset({"zip-truncated", "pickle-truncated", "storage-trun
 # wrapper the comparison reports).
 STATE_DICT_KEYS = ("state_dict", "model_state_dict")
 DCP_MODEL_DIR = re.compile(r"pytorch_model_fsdp_\d+$")
+# A DCP folder's problems, as the finding a user acts on (any other: corrupt-pickle).
+_DCP_CODES = {"storage-missing": "shard-missing", "storage-truncated": "shard-truncated"}
 
 
 @dataclass(frozen=True)
@@ -344,38 +347,18 @@ def dcp_states(ckpt: CheckpointDir, pickled: PickledFiles) -> list[ShardedState]
                 )
             )
         else:
-            missing = [p for p in reading.problems if p.rule == "storage-missing"]
-            short = [p for p in reading.problems if p.rule == "storage-truncated"]
-            bad = [
-                p for p in reading.problems
-                if p.rule not in ("storage-missing", "storage-truncated")
-            ]  # fmt: skip
-            if missing:
+            by_code: dict[str, list[Problem]] = {}
+            for p in reading.problems:
+                code = _DCP_CODES.get(p.rule, "corrupt-pickle")
+                by_code.setdefault(code, []).append(p)
+            for code, problems in by_code.items():
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 findings.append(
                     finding(
-                        "shard-missing",
-                        f"FSDP state in {where}: {missing[0].message}"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
-                        tensors=[p.tensor for p in missing if p.tensor],
-                        count=len(missing),
-                    )
-                )
-            if short:
-                findings.append(
-                    finding(
-                        "shard-truncated",
-                        f"FSDP state in {where}: {short[0].message}",
-                        tensors=[p.tensor for p in short if p.tensor],
-                        count=len(short),
-                    )
-                )
-            if bad:
-                findings.append(
-                    finding(
-                        "corrupt-pickle",
-                        f"FSDP state in {where}: {bad[0].message}",
-                        tensors=[p.tensor for p in bad if p.tensor],
-                        count=len(bad),
+                        code,
+                        f"FSDP state in {where}: {problems[0].message}{more}",
+                        tensors=[p.tensor for p in problems if p.tensor],
+                        count=len(problems),
                     )
                 )
         prefix = reading.prefix() if reading.rule == "ok" else ""

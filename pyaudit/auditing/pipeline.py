@@ -175,10 +175,7 @@ def audit_checkpoint(
         ) if unread else frozenset()
         comparison = clean or _compare_memo(contents, expected, explained, cache)
         layout = comparison.layout
-        tensors["expected"] = comparison.expected
-        sizes["expected"] = comparison.expected_bytes
-        tensors["missing"] = comparison.missing
-        tensors["unexpected"] = comparison.unexpected
+        _take_counts(comparison, tensors, sizes)
         findings += comparison.findings
         if contents.adapter_count:
             findings += _check_adapter_memo(
@@ -381,6 +378,16 @@ def _check_adapter_memo(
 
 
 
+def _take_counts(
+    comparison: Comparison, tensors: dict[str, int | None], sizes: dict[str, int | None]
+) -> None:
+    """A comparison's counts into a report's ``tensors`` and ``sizes``."""
+    tensors["expected"] = comparison.expected
+    sizes["expected"] = comparison.expected_bytes
+    tensors["missing"] = comparison.missing
+    tensors["unexpected"] = comparison.unexpected
+
+
 def _audit_bins(
     ckpt: CheckpointDir,
     bins: pickled_mod.BinContents,
@@ -408,10 +415,7 @@ def _audit_bins(
     if kind == "full" and expected is not None:
         comparison = compare_full(bins.base, expected, explained)
         layout = comparison.layout
-        tensors["expected"] = comparison.expected
-        sizes["expected"] = comparison.expected_bytes
-        tensors["missing"] = comparison.missing
-        tensors["unexpected"] = comparison.unexpected
+        _take_counts(comparison, tensors, sizes)
         findings += comparison.findings
         if bins.adapter:
             findings += check_adapter(bins.adapter, adapter_config, expected)
@@ -475,10 +479,7 @@ def _audit_sharded(
             sizes["found"] = sum(f.nbytes for f in state.found.values()) or None
             if expected is not None:
                 comparison = compare_full(state.found, expected)
-                tensors["expected"] = comparison.expected
-                sizes["expected"] = comparison.expected_bytes
-                tensors["missing"] = comparison.missing
-                tensors["unexpected"] = comparison.unexpected
+                _take_counts(comparison, tensors, sizes)
                 findings += comparison.findings
                 complete = complete and not any(
                     f.severity == "error" for f in comparison.findings
