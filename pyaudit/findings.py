@@ -54,6 +54,9 @@ CODES: dict[str, Severity] = {
     # the run's training type was force-loaded from an earlier run's saved arguments
     # (ms-swift load_args) and it saved adapters only: the message names the source and fix
     "args-inherited": "warning",
+    # full weights from an ms-swift SFT run that recorded --adapters with train_type/tuner_type
+    # full: ms-swift loads adapters only for adapter types, so they were not trained from
+    "adapters-ignored": "warning",
     # pickle-era files (.bin, DCP .metadata, DeepSpeed records), read as data, never unpickled
     "corrupt-pickle": "error",  # not a readable torch file / DCP metadata, or a broken record
     "unsafe-pickle": "error",  # names globals that would run code if unpickled (os.system ...)

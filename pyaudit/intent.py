@@ -68,6 +68,9 @@ def check_intent(
     if inherited is not None and not by_user and (declared is None or declared.kind == "adapter"):
         # Nothing declared but the run's own record, and that record was inherited.
         findings.append(lineage.inherited_finding(inherited, ckpt, Bytes(found_bytes)))
+    ignored = lineage.adapters_ignored_finding(run, ckpt) if kind == "full" else None
+    if ignored is not None:
+        findings.append(ignored)
     if declared is None:
         return Intent(None, tuple(findings))
     if declared.kind == "full" and kind == "adapter":
@@ -101,14 +104,16 @@ def check_intent(
         template += " {cause}"
         values["cause"] = (
             lineage.cause(inherited, ckpt) if inherited is not None
-            else lineage.parent_adapter_cause(run, ckpt) or _generic_cause(run, recorded, ckpt)
+            else lineage.parent_adapter_cause(run, ckpt)
+            or lineage.resume_cause(run, ckpt)
+            or _generic_cause(run, recorded, ckpt)
         )  # fmt: skip
         findings.append(finding("intent-mismatch", Message.of(template, **values)))
     elif declared.kind == "adapter" and kind == "full":
         if ckpt.path.name.endswith("-merged") and declared.source != "--expect":
             # (--expect-run PATTERN=adapter names a run: its merged export is not held to it)
             # an ms-swift merged export: full weights under the adapter run's args
-            return Intent(declared.describe())
+            return Intent(declared.describe(), tuple(findings))
         findings.append(
             finding(
                 "intent-mismatch",

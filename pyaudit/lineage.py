@@ -22,8 +22,10 @@ from pyaudit.runs import (
     kind_of_train_type,
     read_json,
     swift_full_flags,
+    swift_ignored_adapters,
     swift_inherited,
     swift_major,
+    swift_resumed,
     type_field,
 )  # fmt: skip
 
@@ -59,10 +61,10 @@ def cause(found: Inherited, ckpt: CheckpointDir) -> str:
     version = f"ms-swift {found.major}.x" if found.major else "ms-swift"
     what = f"{found.rlhf_type} run" if found.rlhf_type else "run"
     return (
-        f"Cause: this {what} was started with load_args=true on {found.source}, which holds an "
+        f"Cause: this {what} was started with load_args=true on {found.named}, which holds an "
         f"earlier run's saved arguments; {version} force-loads {found.key} from them over the "
         f"command line, so it trained {found.key}={found.value} ({parent}; its log says only "
-        f"'Successfully loaded .../args.json'). Fix: rerun with {found.fix}."
+        f"'Successfully loaded .../args.json'). Fix: {found.fix}."
     )
 
 
@@ -104,4 +106,78 @@ def parent_adapter_cause(run: RunArgs, ckpt: CheckpointDir) -> str | None:
     return (
         f"Likely cause: {how}, and load_args={load_args!r} made this run re-read those saved "
         f"arguments, keeping {key}={value}. Fix: rerun with {flags} (or delete that args.json)."
+    )
+
+
+def resume_cause(run: RunArgs, ckpt: CheckpointDir) -> str | None:
+    """An adapter-only checkpoint held to full training, of an ms-swift run that resumed an
+    adapter checkpoint (``resume_from_checkpoint``): the cause, and the way to full weights.
+
+    ms-swift 3.12.6 cannot turn an adapter checkpoint into full training by resuming it (seen
+    in real runs): ``--train_type full --resume_from_checkpoint LORA`` stops before its first
+    step (transformers' Trainer finds no full weights there: "Can't find a checkpoint
+    index"); with ``--resume_only_model true`` ms-swift makes the adapter folder the
+    ``--model`` and loading it fails ("Unrecognized model"). Neither saves a checkpoint."""
+    if run.args is None:
+        return None
+    resumed = swift_resumed(run.args, ckpt.path, ckpt.scan_root)
+    if resumed is None:
+        return None
+    own = type_field(run.args)
+    if resumed.parent_kind == "adapter" and resumed.parent_type is not None:
+        what = f"a {resumed.parent_type[0]}={resumed.parent_type[1]} checkpoint"
+        if resumed.parent is not None and str(resumed.parent) != resumed.source:
+            what += f": {_shown(resumed.parent, ckpt)}/args.json"
+    elif resumed.parent is None and own is not None and kind_of_train_type(own[1]) == "adapter":
+        what = "not in the scanned tree"
+    else:
+        return None
+    major = swift_major(run.args)
+    flags = swift_full_flags(major, load_args=False)
+    trained = (
+        f"and its args.json says {own[0]}={own[1]}: it went on training the adapter"
+        if own is not None and kind_of_train_type(own[1]) == "adapter"
+        else f"and saved adapter weights although its args.json says {own[0]}={own[1]}"
+        if own is not None
+        else "and saved adapter weights"
+    )
+    version = f"ms-swift {major}.x" if major else "ms-swift"
+    return (
+        f"Likely cause: this run resumed {resumed.source} (resume_from_checkpoint; {what}), "
+        f"{trained}. Resuming an adapter checkpoint cannot give full weights: {version} started "
+        f"with {flags} on it stops before the first step (the Trainer finds no full weights "
+        "there). Fix: merge the adapter first (swift export --adapters "
+        f"{resumed.source} --merge_lora true), then train with {flags} --model "
+        f"{resumed.source}-merged, without --resume_from_checkpoint."
+    )
+
+
+def adapters_ignored_finding(run: RunArgs, ckpt: CheckpointDir) -> Finding | None:
+    """Full weights from an ms-swift SFT run whose args.json records ``adapters`` with
+    ``train_type``/``tuner_type`` full: ms-swift did not load them (:func:`swift_ignored_adapters`),
+    so the weights hold no trace of the adapters' training. Never a silent PASS."""
+    if run.args is None or run.args_path is None:
+        return None
+    adapters = swift_ignored_adapters(run.args)
+    if not adapters:
+        return None
+    found = type_field(run.args)
+    assert found is not None  # swift_ignored_adapters checked it
+    major = swift_major(run.args)
+    version = f"ms-swift {major}.x" if major else "ms-swift"
+    first = adapters[0]
+    model = run.model or "the --model"
+    lora = {3: "--train_type", 4: "--tuner_type"}.get(major or 4, "--tuner_type")
+    return finding(
+        "adapters-ignored",
+        Message.of(
+            "full weights were saved, and {args_path} records adapters={adapters} with "
+            "{key}={value}: {version} loads --adapters only when training an adapter type, so "
+            "this run trained model={model} alone and the adapters' training is not in these "
+            "weights (its log does not say so). If continuing them was meant: merge first "
+            "(swift export --adapters {first} --merge_lora true) and train full with --model "
+            "{first}-merged, or keep training the adapter with {lora} lora --adapters {first}.",
+            args_path=str(run.args_path), adapters=str(adapters), key=found[0], value=found[1],
+            version=version, model=model, first=first, lora=lora,
+        ),
     )

@@ -369,10 +369,27 @@ class Inherited:
     parent_value: str | None  # what the parent's args.json says (None: parent not found)
     major: int | None  # ms-swift major version that wrote the run
     rlhf_type: str | None
+    via: str = "model"  # the argument that named ckpt_dir: model, adapters, resume_from_checkpoint
+
+    @property
+    def named(self) -> str:
+        """``ckpt_dir`` as the run's arguments named it (``--adapters X``)."""
+        return f"--{self.via} {self.source}"
 
     @property
     def fix(self) -> str:
-        return swift_full_flags(self.major, load_args=True)
+        """The rerun that trains full weights. A ``ckpt_dir`` named by ``--adapters`` (or a
+        resumed checkpoint) is an adapter: turning load_args off alone would train the
+        ``--model`` and leave the adapter unloaded (:func:`swift_ignored_adapters`), so it
+        is merged first."""
+        flags = swift_full_flags(self.major, load_args=True)
+        if self.via == "model":
+            return f"rerun with {flags}"
+        return (
+            f"merge the adapter (swift export --adapters {self.source} --merge_lora true), then "
+            f"rerun with {flags} --model {self.source}-merged ({self.major or 4}.x loads "
+            "--adapters only for adapter training)"
+        )
 
     def explain(self) -> str:
         """The mechanism, in the words of the version that wrote the run."""
@@ -465,7 +482,72 @@ def swift_inherited(
         parent_value = parent_found[1]
     rlhf = args.get("rlhf_type")
     rlhf_type = rlhf if isinstance(rlhf, str) else None
-    return Inherited(key, value, source, parent, parent_value, major, rlhf_type)
+    via = _ckpt_via(args, source)
+    return Inherited(key, value, source, parent, parent_value, major, rlhf_type, via)
+
+
+def _ckpt_via(args: Mapping[str, Any], source: str) -> str:
+    """Which argument named an ms-swift run's ``ckpt_dir``: ``adapters`` (they come first),
+    ``resume_from_checkpoint`` (with ``resume_only_model``, ms-swift 3.12 / 4.6 copy it into
+    ``model`` or ``adapters``), else ``model``."""
+    adapters = args.get("adapters")
+    if args.get("resume_from_checkpoint") == source and is_true(args.get("resume_only_model")):
+        return "resume_from_checkpoint"
+    if isinstance(adapters, list) and source in adapters:
+        return "adapters"
+    return "model"
+
+
+def swift_str_list(value: object) -> list[str]:
+    """An ms-swift list argument (``adapters``) as recorded: a list of strings, or one string."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v]
+    return []
+
+
+def swift_ignored_adapters(args: Mapping[str, Any]) -> list[str]:
+    """The ``adapters`` an ms-swift SFT run recorded but did not train from.
+
+    ms-swift 3.12.6 (``swift/llm/train/tuner.py``) and 4.6.0 (``swift/pipelines/train/tuner.py``)
+    load ``--adapters`` (and an adapter ``--resume_from_checkpoint``) only inside
+    ``prepare_model``'s adapter branch (``train_type``/``tuner_type`` other than ``full``): a
+    full run with ``--adapters X`` trains the ``--model`` alone (seen in a 3.12.6 run: its
+    weights equal, tensor for tensor, those of a plain full run from the same base). RLHF
+    runs use ``adapters`` for the reference model too: not claimed here."""
+    found = type_field(args)
+    if found is None or found[0] not in ("tuner_type", "train_type") or found[1] != "full":
+        return []
+    if swift_major(args) not in (3, 4) or args.get("rlhf_type"):
+        return []
+    return swift_str_list(args.get("adapters"))
+
+
+@dataclass
+class Resumed:
+    """An ms-swift run that resumed a checkpoint (``resume_from_checkpoint``), and what that
+    checkpoint's own args.json says it trained (None: not found here)."""
+
+    source: str
+    parent: Path | None
+    parent_type: tuple[str, str] | None
+
+    @property
+    def parent_kind(self) -> Kind | None:
+        return kind_of_train_type(self.parent_type[1]) if self.parent_type else None
+
+
+def swift_resumed(args: Mapping[str, Any], relative_to: Path, stop: Path | None) -> Resumed | None:
+    """The checkpoint an ms-swift run resumed, found where the recorded path points or by
+    its tail inside the scanned tree (ms-swift writes args.json into every checkpoint-N)."""
+    source = args.get("resume_from_checkpoint")
+    if swift_major(args) is None or not (isinstance(source, str) and source):
+        return None
+    parent = find_parent_run(source, relative_to, stop)
+    parent_args = read_json(parent / "args.json") if parent is not None else None
+    parent_type = type_field(parent_args) if parent_args is not None else None
+    return Resumed(source, parent, parent_type)
 
 
 # --- expectations per run ------------------------------------------------------------------
