@@ -158,6 +158,192 @@ def test_swift4_load_args_off_is_not_inheritance(
     assert rc == 0 and verdicts(doc)[SEED] == ("pass", "adapter")
 
 
+# --- ms-swift 3.12.6: the seed story in 3.x's flags, resumes, --adapters ------------------------
+
+SWIFT3 = FRAMEWORKS / "ms-swift-3.12.6"
+SWIFT3_VERDICTS = {
+    "tiny/qwen2": ("pass", "full"),
+    "sft-lora/v0/checkpoint-2": ("pass", "adapter"),
+    "sft-lora/v0/checkpoint-2-merged": ("pass", "full"),
+    # swift rlhf --train_type full --load_args true on the merged export: LoRA re-read
+    "grpo-load-args-true/v0/checkpoint-2": ("warn", "adapter"),
+    "grpo-load-args-false/v0/checkpoint-2": ("pass", "full"),
+    "grpo-default/v0/checkpoint-2": ("pass", "full"),  # load_args defaults to false in 3.12
+    "sft-full/v0/checkpoint-2": ("pass", "full"),
+    "resume-lora/v0/checkpoint-2": ("pass", "adapter"),
+    "resume-full/v0/checkpoint-2": ("pass", "full"),
+    # --resume_from_checkpoint with the type the checkpoint was trained with: saves checkpoint-4
+    "lora-resumed-lora/v0/checkpoint-4": ("pass", "adapter"),
+    "full-resumed-full/v0/checkpoint-4": ("pass", "full"),
+    # --adapters LORA --train_type full: ms-swift trains the base alone, the adapter unloaded
+    "adapters-full/v0/checkpoint-2": ("warn", "full"),
+    # the same with --load_args true: train_type=lora re-read from the adapter's args.json
+    "adapters-full-load-args/v0/checkpoint-2": ("warn", "adapter"),
+}
+SEED3 = "grpo-load-args-true/v0/checkpoint-2"
+SWIFT3_FIX = "--load_args false --train_type full"
+
+
+def test_swift3_every_checkpoint_default_mode(tmp_path: Path, scan: Any) -> None:
+    rc, doc = scan(copied(SWIFT3, tmp_path))
+    assert rc == 0
+    assert verdicts(doc) == SWIFT3_VERDICTS
+    got = by_run(doc)
+    warned = {SEED3: "args-inherited", "adapters-full-load-args/v0/checkpoint-2": "args-inherited",
+              "adapters-full/v0/checkpoint-2": "adapters-ignored"}  # fmt: skip
+    for path, c in got.items():
+        above_info = [f["code"] for f in c["findings"] if f["severity"] != "info"]
+        assert above_info == ([warned[path]] if path in warned else []), path
+    message = scan.the(got[SEED3], "args-inherited")["message"]
+    # 3.x's key and flags (3.x has no --tuner_type), the parent found by the tail of the
+    # relative path the run recorded, inside the copied tree
+    assert "load_args=true on --model out/sft-lora/v0-" in message
+    assert "ms-swift 3.x force-loads train_type" in message
+    assert "checkpoint-2-merged/args.json says train_type=lora" in message
+    assert f"Fix: rerun with {SWIFT3_FIX}." in message
+    assert "tuner_type" not in message
+    # the resumes that changed the type stopped before saving anything (ms-swift's own
+    # refusals, tests/frameworks/README.md): their folders hold args.json only, no checkpoint
+    for failed in ("lora-resumed-full", "full-resumed-lora"):
+        assert not any(p.startswith(failed + "/") for p in got)
+        (run,) = (SWIFT3 / failed).iterdir()
+        assert sorted(f.name for f in run.iterdir()) == ["args.json", "logging.jsonl"]
+
+
+def test_swift3_seed_story_expect_full(tmp_path: Path, scan: Any) -> None:
+    rc, doc = scan(copied(SWIFT3, tmp_path), "--expect", "full")
+    assert rc == 1
+    got = by_run(doc)
+    adapters = {p for p, (_, kind) in SWIFT3_VERDICTS.items() if kind == "adapter"}
+    assert {p for p, c in got.items() if c["status"] == "fail"} == adapters
+    seed = got[SEED3]
+    assert scan.codes(seed) == ["adapter-only", "base-weights-missing", "intent-mismatch"]
+    message = scan.the(seed, "intent-mismatch")["message"]
+    assert "says train_type=lora" in message and "force-loads train_type" in message
+    assert f"Fix: rerun with {SWIFT3_FIX}." in message and "tuner_type" not in message
+    # a LoRA run with nothing inherited: its own train_type, fixed in 3.x's flags
+    lora = scan.the(got["sft-lora/v0/checkpoint-2"], "intent-mismatch")["message"]
+    assert "train_type=lora in" in lora and "(--train_type full)" in lora
+    assert "load_args" not in lora
+
+
+def test_swift3_seed_run_alone(tmp_path: Path, scan: Any) -> None:
+    """Only the GRPO run was copied: its parent is nowhere, its own record still tells."""
+    (run,) = (SWIFT3 / "grpo-load-args-true").iterdir()
+    shutil.copytree(run, tmp_path / "store" / run.name, symlinks=True)
+    rc, doc = scan(tmp_path / "store")
+    assert rc == 0
+    (seed,) = doc["checkpoints"]
+    assert (seed["status"], seed["kind"]) == ("warn", "adapter")
+    message = scan.the(seed, "args-inherited")["message"]
+    assert "is not in the scanned tree" in message and "records load_args=true" in message
+    assert f"Fix: rerun with {SWIFT3_FIX}." in message
+    rc, doc = scan(tmp_path / "store", "--expect", "full")
+    assert rc == 1
+    assert f"Fix: rerun with {SWIFT3_FIX}." in (
+        scan.the(doc["checkpoints"][0], "intent-mismatch")["message"]
+    )
+
+
+def test_swift3_inherited_through_adapters(tmp_path: Path, scan: Any) -> None:
+    """--adapters LORA --train_type full --load_args true: ckpt_dir is the adapter, whose
+    args.json gives train_type=lora back. The fix merges first: load_args off alone would
+    train the base and leave the adapter unloaded (the adapters-full run shows it)."""
+    _, doc = scan(copied(SWIFT3, tmp_path))
+    message = scan.the(by_run(doc)["adapters-full-load-args/v0/checkpoint-2"], "args-inherited")[
+        "message"
+    ]
+    assert "load_args=true on --adapters /work/fwrun/swift3/out/resume-lora/v0-" in message
+    assert "resume-lora/v0-20261205-061204/checkpoint-2/args.json says train_type=lora" in message
+    assert (
+        "Fix: merge the adapter (swift export --adapters /work/fwrun/swift3/out/resume-lora/"
+        "v0-20261205-061204/checkpoint-2 --merge_lora true), then rerun with "
+        f"{SWIFT3_FIX} --model /work/fwrun/swift3/out/resume-lora/v0-20261205-061204/"
+        "checkpoint-2-merged"
+    ) in message
+
+
+def test_swift3_adapters_ignored_by_full_training(tmp_path: Path, scan: Any) -> None:
+    """swift sft --train_type full --adapters LORA saved full weights equal, tensor for
+    tensor, to a plain full run's from the same base (resume-full: same seed, data, steps):
+    ms-swift 3.12.6 loads --adapters only for adapter types. Not a silent PASS."""
+    from safetensors import safe_open
+
+    def tensors(run: str) -> dict[str, bytes]:
+        (path,) = (SWIFT3 / run).glob("v*/checkpoint-2/model.safetensors")
+        with safe_open(str(path), "np") as f:  # the evidence for the claim, not the audit
+            return {k: f.get_tensor(k).tobytes() for k in f.keys()}  # noqa: SIM118
+
+    assert tensors("adapters-full") == tensors("resume-full")
+    root = copied(SWIFT3, tmp_path)
+    _, doc = scan(root)
+    c = by_run(doc)["adapters-full/v0/checkpoint-2"]
+    assert c["declared"] == "args.json says train_type=full"
+    message = scan.the(c, "adapters-ignored")["message"]
+    assert "records adapters=['/work/fwrun/swift3/out/resume-lora/v0-" in message
+    assert "ms-swift 3.x loads --adapters only when training an adapter type" in message
+    assert "trained model=tiny/qwen2 alone" in message
+    assert "or keep training the adapter with --train_type lora --adapters" in message
+    # --expect full: the kind matches, the warning stays
+    _, doc = scan(root, "--expect", "full")
+    assert by_run(doc)["adapters-full/v0/checkpoint-2"]["status"] == "warn"
+    # the record without adapters (a plain full run): PASS
+    import json
+
+    for args in (root / "adapters-full").rglob("args.json"):
+        record = json.loads(args.read_text())
+        args.write_text(json.dumps(record | {"adapters": []}))
+    _, doc = scan(root)
+    assert verdicts(doc)["adapters-full/v0/checkpoint-2"] == ("pass", "full")
+
+
+def test_swift3_resumed_runs(tmp_path: Path, scan: Any) -> None:
+    """Resumes with the checkpoint's own type PASS, also held to it per run; a resumed LoRA
+    run meant full fails with the resumed checkpoint as the cause and the way that works
+    (merge, then train full from the export: resuming it as full stops at start)."""
+    root = copied(SWIFT3, tmp_path)
+    rc, doc = scan(root, "--expect-run", "lora-resumed-lora=adapter",
+                   "--expect-run", "full-resumed-full=full")  # fmt: skip
+    assert rc == 0
+    got = by_run(doc)
+    for path in ("lora-resumed-lora/v0/checkpoint-4", "full-resumed-full/v0/checkpoint-4"):
+        assert got[path]["status"] == "pass" and got[path]["declared"].startswith("--expect-run")
+    rc, doc = scan(root, "--expect-run", "lora-resumed-lora=full")
+    assert rc == 1
+    c = by_run(doc)["lora-resumed-lora/v0/checkpoint-4"]
+    assert c["status"] == "fail"
+    message = scan.the(c, "intent-mismatch")["message"]
+    assert (
+        "this run resumed /work/fwrun/swift3/out/resume-lora/v0-20261205-061204/checkpoint-2 "
+        "(resume_from_checkpoint; a train_type=lora checkpoint: "
+        "resume-lora/v0-20261205-061204/checkpoint-2/args.json)"
+    ) in message
+    assert "it went on training the adapter" in message
+    assert "then train with --train_type full --model /work/fwrun/swift3/out/resume-lora/" in (
+        message
+    )
+
+
+def test_swift3_resumed_adapter_record_says_full(tmp_path: Path, scan: Any) -> None:
+    """The record of the LoRA->full resume (train_type full, resume_from_checkpoint the LoRA
+    checkpoint; ms-swift stopped before saving) beside adapter weights, as a store that mixed
+    them would hold: the run's own record declares full, the weights are an adapter: FAIL,
+    the resumed adapter checkpoint named."""
+    root = copied(SWIFT3, tmp_path)
+    (failed,) = (root / "lora-resumed-full").iterdir()
+    (resumed,) = (root / "lora-resumed-lora").glob("v*/checkpoint-4")
+    shutil.copy(failed / "args.json", resumed / "args.json")
+    rc, doc = scan(root)
+    assert rc == 1
+    c = by_run(doc)["lora-resumed-lora/v0/checkpoint-4"]
+    assert c["status"] == "fail" and c["declared"] == "args.json says train_type=full"
+    assert scan.codes(c) == ["adapter-only", "base-weights-missing", "intent-mismatch"]
+    message = scan.the(c, "intent-mismatch")["message"]
+    assert "a train_type=lora checkpoint: resume-lora/v0-20261205-061204/checkpoint-2/" in message
+    assert "saved adapter weights although its args.json says train_type=full" in message
+    assert "Fix: merge the adapter first (swift export --adapters " in message
+
+
 # --- transformers Trainer + PEFT, TRL, accelerate FSDP2 ------------------------------------------
 
 HF = FRAMEWORKS / "transformers-5.25.0-peft-0.21.2"

@@ -171,6 +171,43 @@ def test_inheritance_needs_load_args_and_the_parents_type(tmp_path: Path) -> Non
     assert swift_inherited(args, run, tmp_path) is None
 
 
+def _swift3(case: str, where: str = ".") -> dict[str, Any]:
+    import realdata
+
+    run = next((realdata.FRAMEWORKS / "ms-swift-3.12.6" / case).iterdir())
+    return dict(realdata.load(run / where / "args.json"))
+
+
+def test_swift3_real_records_adapters_and_resume(tmp_path: Path) -> None:
+    """What ms-swift 3.12.6 recorded (load_args false by default for sft/rlhf, no
+    swift_version), and which argument named ckpt_dir."""
+    from pyaudit.runs import swift_ignored_adapters, swift_inherited, swift_major, swift_resumed
+
+    default = _swift3("grpo-default")
+    assert swift_major(default) == 3 and default["load_args"] is False
+    assert "swift_version" not in default
+    full = _swift3("adapters-full", "checkpoint-2")
+    assert swift_ignored_adapters(full) == full["adapters"] != []
+    assert swift_ignored_adapters(full | {"train_type": "lora"}) == []
+    assert swift_ignored_adapters(full | {"rlhf_type": "grpo"}) == []  # adapters: the ref model
+    assert swift_ignored_adapters(full | {"adapters": "x/checkpoint-2"}) == ["x/checkpoint-2"]
+    v4 = {k: v for k, v in full.items() if k != "train_type"} | {"tuner_type": "full"}
+    assert swift_ignored_adapters(v4) == full["adapters"]  # 4.6.0's tuner.py: the same branch
+    assert swift_ignored_adapters({"sft_type": "full", "adapters": ["x"]}) == []  # 2.x: not read
+    inherited = _swift3("adapters-full-load-args", "checkpoint-2")
+    found = swift_inherited(inherited, tmp_path, None)
+    assert found is not None and found.via == "adapters"
+    assert found.named == f"--adapters {inherited['ckpt_dir']}"
+    # resume_only_model copies the checkpoint into adapters: it is named as the resume
+    resume = {"resume_from_checkpoint": inherited["ckpt_dir"], "resume_only_model": True}
+    only_model = inherited | resume
+    found = swift_inherited(only_model, tmp_path, None)
+    assert found is not None and found.via == "resume_from_checkpoint"
+    resumed = swift_resumed(_swift3("lora-resumed-lora", "checkpoint-4"), tmp_path, None)
+    assert resumed is not None and resumed.parent is None and resumed.parent_kind is None
+    assert swift_resumed(default, tmp_path, None) is None
+
+
 def test_find_by_tail_stays_inside_the_scanned_tree(tmp_path: Path) -> None:
     from pyaudit.runs import find_by_tail
 
