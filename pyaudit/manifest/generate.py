@@ -82,7 +82,7 @@ _SKIP = re.compile(
     r"(dropout|_eps$|epsilon|^eps$|initializer|init_std|_range$|theta|token_id|_id$|_ids$|"
     r"scale|scaling|factor|temperature|use_cache|^output_|^return_|torchscript|chunk_size|"
     r"^rope|rope_theta|rope_scaling|sliding_window$|window_size|threshold|capacity|aux_loss|jitter|noise|coef|loss|"
-    r"softcap|freq|norm_topk|per_tok|top_k$|topk|n_group|^transformers_version$|"
+    r"softcap|freq(?!uency)|norm_topk|per_tok|top_k$|topk|n_group|^transformers_version$|"
     r"^is_encoder_decoder$|^tie_encoder_decoder$|label|problem_type|pruned|bad_words|"
     r"^dtype$|torch_dtype|_act$|activation|^use_return_dict$|image_token|video_token|"
     r"audio_token|boi_|eoi_|_index$|seq_length$|^pad_|^bos_|^eos_|^sep_|^cls_|^mask_|"
@@ -231,7 +231,7 @@ def fields_of(env: dict[str, Any]) -> list[Path_]:
 
     def walk(d: dict[str, Any], base: Path_) -> None:
         for k, v in d.items():
-            if _SKIP.search(k):
+            if k.startswith("_") or _SKIP.search(k):
                 continue
             if isinstance(v, dict):
                 if not base and k in SUBCONFIGS:
@@ -1059,7 +1059,8 @@ class Deriver:
             for d in range(ranks.pop())
         ]
         self.solved += [(tpl, d) for d in dims if not d.isdigit()]
-        entry: dict[str, Any] = {"name": rel, "shape": ", ".join(dims)}
+        # a scalar (an activation's learned beta) is the empty tuple
+        entry: dict[str, Any] = {"name": rel, "shape": ", ".join(dims) if dims else "()"}
         if when:
             entry["when"] = when
         if len(dtypes) != 1:
