@@ -830,7 +830,7 @@ class Deriver:
             if all(_numeric(v) for v in vec):
                 atoms[f] = vec
             elif all(isinstance(v, list) for v in vec):
-                atoms[f"len({f})"] = tuple(len(v) for v in vec)
+                atoms[f"len({f})"] = tuple(len(v) if isinstance(v, list) else 0 for v in vec)
         return atoms
 
     def expr(
