@@ -632,6 +632,15 @@ def condition_library(
         ]
         for f, g in itertools.permutations(ints, 2):
             texts += [f"{loop} < {f} - {g}", f"{loop} >= {f} - {g}"]
+    # two sizes that are equal or not (OPT's project_in/out exist when word_embed_proj_dim
+    # differs from hidden_size); last, so a simpler explanation wins
+    sizes = [
+        f
+        for f in fields
+        if all(isinstance(s.get(f), int) and not isinstance(s.get(f), bool) for s in samples)
+    ]
+    for f, g in itertools.combinations(sizes, 2):
+        texts += [f"{f} != {g}", f"{f} == {g}"]
     out: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
     for t in texts:
         out.append((t, _truth(compile_expr(t))))
