@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The transformers oracle as the fallback of a store no spec knows (issue 9, item 5).
 
-A store of ``--configs`` distinct configs x ``--per-config`` checkpoints of gpt_neox (a
+A store of ``--configs`` distinct configs x ``--per-config`` checkpoints of falcon (a
 family transformers has and pyaudit has no spec for), tiny dims, each checkpoint one
 safetensors file with the real header (names, shapes, dtypes as transformers writes them)
 and the data left as a hole, plus config.json. Measured, each a ``pyaudit scan --json``
@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, md_table
 
 BASE: dict[str, Any] = {
-    "model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"], "hidden_size": 32,
-    "intermediate_size": 64, "num_attention_heads": 4, "rotary_pct": 0.25,
-    "max_position_embeddings": 128, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "model_type": "falcon", "architectures": ["FalconForCausalLM"], "hidden_size": 32,
+    "num_attention_heads": 4, "max_position_embeddings": 128, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
 }  # fmt: skip
 
 
@@ -58,7 +58,7 @@ def make_store(root: Path, n_configs: int, per_config: int) -> Path:
     from pyaudit.oracle import OracleSession
     from pyaudit.testing.stores import write_checkpoint
 
-    store = root / f"gpt_neox-{n_configs}x{per_config}"
+    store = root / f"falcon-{n_configs}x{per_config}"
     if (store / "done").exists():
         return store
     shutil.rmtree(store, ignore_errors=True)
@@ -185,7 +185,7 @@ def main() -> int:
         "mean build after the first",
         "checkpoints",
     ]
-    print(f"\n### {args.configs} configs x {args.per_config} checkpoints of gpt_neox (no spec)\n")
+    print(f"\n### {args.configs} configs x {args.per_config} checkpoints of falcon (no spec)\n")
     print(md_table(head, rows))
     return 0 if ok else 1
 

@@ -354,3 +354,12 @@ def test_gpt_oss_mxfp4_overlay_composes_with_the_derived_spec() -> None:
     assert m.tensors[e + "gate_up_proj_bias"].dtype == "BF16"
     assert e + "gate_up_proj" not in m.tensors
     assert m.tensors["model.layers.0.self_attn.q_proj.weight"].dtype == "BF16"
+
+
+def test_readme_states_the_derived_count_and_version() -> None:
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    versions = sorted({_data(m)["derived_from"]["transformers"] for m in DERIVED})
+    assert len(versions) == 1, versions
+    assert (
+        f"{len(DERIVED)} model types have a spec derived from transformers {versions[0]}" in readme
+    ), "README's Families section: say how many model types are derived, from which version"

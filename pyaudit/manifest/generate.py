@@ -82,7 +82,7 @@ _SKIP = re.compile(
     r"(dropout|_eps$|epsilon|^eps$|initializer|init_std|_range$|theta|token_id|_id$|_ids$|"
     r"scale|scaling|factor|temperature|use_cache|^output_|^return_|torchscript|chunk_size|"
     r"^rope|rope_theta|rope_scaling|sliding_window$|window_size|threshold|capacity|aux_loss|jitter|noise|coef|loss|"
-    r"softcap|freq|norm_topk|per_tok|top_k$|topk|n_group|^transformers_version$|"
+    r"softcap|freq(?!uency)|norm_topk|per_tok|top_k$|topk|n_group|^transformers_version$|"
     r"^is_encoder_decoder$|^tie_encoder_decoder$|label|problem_type|pruned|bad_words|"
     r"^dtype$|torch_dtype|_act$|activation|^use_return_dict$|image_token|video_token|"
     r"audio_token|boi_|eoi_|_index$|seq_length$|^pad_|^bos_|^eos_|^sep_|^cls_|^mask_|"
@@ -231,7 +231,7 @@ def fields_of(env: dict[str, Any]) -> list[Path_]:
 
     def walk(d: dict[str, Any], base: Path_) -> None:
         for k, v in d.items():
-            if _SKIP.search(k):
+            if k.startswith("_") or _SKIP.search(k):
                 continue
             if isinstance(v, dict):
                 if not base and k in SUBCONFIGS:
@@ -384,6 +384,13 @@ def collect_points(
                 continue
             if saved.tensors != base.tensors or _structural_delta(saved.env, benv):
                 points.append(Point(fname(path), kwargs, saved, path))
+                if new == [] and isinstance(value, list) and len(value) >= 2:
+                    # emptying a list changed the save: whether it follows the list's
+                    # length (a module per item) or only its emptiness, a shorter list says
+                    shorter = _merge_kwargs(base_kwargs, kwargs_for(base_cfg, path, value[1:]))
+                    got = _try(env, model_type, cls, shorter)
+                    if got is not None:
+                        points.append(Point(fname(path), shorter, got, path))
             break
     # Tensors the base does not have (biases behind a flag, dense layers of an MoE): their
     # sizes and conditions are seen at one point only, so the sweep is repeated from there.
@@ -599,17 +606,20 @@ def condition_library(
                     f"({loop} + 1) % {f} != 0",
                     f"{loop} % {f} != 0",
                 ]
-        elif loop and all(isinstance(v, list) for v in vals if v is not None):
-            texts += [f"{loop} in {f}", f"{loop} not in {f}"]
-            items = {x for v in vals if v for x in v}
-            for x in sorted(items, key=str):
-                if isinstance(x, str):
-                    texts += [
-                        f"{f}[{loop}] == {json.dumps(x)}",
-                        f"{f}[{loop}] != {json.dumps(x)}",
-                    ]
-            if items and all(isinstance(x, bool) for x in items):
-                texts += [f"{f}[{loop}]", f"not {f}[{loop}]"]
+        elif all(isinstance(v, list) for v in vals if v is not None):
+            if loop:
+                texts += [f"{loop} in {f}", f"{loop} not in {f}"]
+                items = {x for v in vals if v for x in v}
+                for x in sorted(items, key=str):
+                    if isinstance(x, str):
+                        texts += [
+                            f"{f}[{loop}] == {json.dumps(x)}",
+                            f"{f}[{loop}] != {json.dumps(x)}",
+                        ]
+                if items and all(isinstance(x, bool) for x in items):
+                    texts += [f"{f}[{loop}]", f"not {f}[{loop}]"]
+            # a list's truth is refused by the evaluator: its emptiness is asked by len()
+            texts += [f"len({f}) > 0", f"len({f}) == 0"]
         if all(v is None or isinstance(v, (int, float, str, list)) for v in vals) and any(
             v is None for v in vals
         ):
@@ -622,6 +632,15 @@ def condition_library(
         ]
         for f, g in itertools.permutations(ints, 2):
             texts += [f"{loop} < {f} - {g}", f"{loop} >= {f} - {g}"]
+    # two sizes that are equal or not (OPT's project_in/out exist when word_embed_proj_dim
+    # differs from hidden_size); last, so a simpler explanation wins
+    sizes = [
+        f
+        for f in fields
+        if all(isinstance(s.get(f), int) and not isinstance(s.get(f), bool) for s in samples)
+    ]
+    for f, g in itertools.combinations(sizes, 2):
+        texts += [f"{f} != {g}", f"{f} == {g}"]
     out: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
     for t in texts:
         out.append((t, _truth(compile_expr(t))))
@@ -629,7 +648,11 @@ def condition_library(
 
 
 def _truth(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], bool]:
-    return lambda env: bool(fn(env))
+    """A candidate condition judged as the evaluator judges it (a list or string is refused
+    there, so a candidate testing one's truth raises here and is never chosen)."""
+    from .expr import truth
+
+    return lambda env: truth(fn(env))
 
 
 def solve_condition(
@@ -815,6 +838,8 @@ class Deriver:
             vec = tuple(self.envs[pi].get(f) for pi, _ in samples)
             if all(_numeric(v) for v in vec):
                 atoms[f] = vec
+            elif all(isinstance(v, list) for v in vec):
+                atoms[f"len({f})"] = tuple(len(v) if isinstance(v, list) else 0 for v in vec)
         return atoms
 
     def expr(
@@ -1043,7 +1068,8 @@ class Deriver:
             for d in range(ranks.pop())
         ]
         self.solved += [(tpl, d) for d in dims if not d.isdigit()]
-        entry: dict[str, Any] = {"name": rel, "shape": ", ".join(dims)}
+        # a scalar (an activation's learned beta) is the empty tuple
+        entry: dict[str, Any] = {"name": rel, "shape": ", ".join(dims) if dims else "()"}
         if when:
             entry["when"] = when
         if len(dtypes) != 1:
@@ -1340,6 +1366,21 @@ def candidates(env: Env) -> list[str]:
     return sorted(n for n in names if n in env.cauto.CONFIG_MAPPING_NAMES)
 
 
+def _report(report: Path, failures: dict[str, str], tried: Sequence[str]) -> None:
+    """FAILED.txt: the earlier failures of types not tried again, and this run's (written
+    after each failure, so a run stopped part-way still leaves its failures listed)."""
+    old: dict[str, str] = {}
+    if report.exists():
+        for line in report.read_text().splitlines():
+            k, _, v = line.partition(": ")
+            old[k] = v
+    for mt in tried:
+        old.pop(mt, None)
+    old.update(failures)
+    if old or report.exists():
+        report.write_text("".join(f"{k}: {v}\n" for k, v in sorted(old.items())))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m pyaudit.manifest.generate",
@@ -1378,6 +1419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
             failures[mt] = msg
             print(f"{mt}: FAILED {msg}", file=sys.stderr, flush=True)
+            if not args.check:
+                _report(args.out / "FAILED.txt", failures, todo[: todo.index(mt) + 1])
             if path.exists() and not args.check and not args.model_types:
                 path.unlink()
             continue
@@ -1388,17 +1431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             path.write_text(text)
         print(f"{mt}: ok {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
-    if failures and not args.check:
-        report = args.out / "FAILED.txt"
-        old = {}
-        if report.exists() and args.model_types:
-            for line in report.read_text().splitlines():
-                k, _, v = line.partition(": ")
-                old[k] = v
-        for mt in todo:
-            old.pop(mt, None)
-        old.update(failures)
-        report.write_text("".join(f"{k}: {v}\n" for k, v in sorted(old.items())))
+    if not args.check:
+        _report(args.out / "FAILED.txt", failures, todo)
     if drift:
         print("drifted: " + ", ".join(drift), file=sys.stderr)
         return 1
