@@ -64,13 +64,8 @@ def read_pickled(ckpt: CheckpointDir, jobs: int | None = None) -> PickledFiles |
     none. Never raises for a bad file: each reading carries its rule."""
     if not (ckpt.bin_weights or ckpt.fsdp_files or ckpt.zero_dirs):
         return None
-    bins = dict(
-        zip(
-            ckpt.bin_weights,
-            read_torch_files([ckpt.file(n) for n in ckpt.bin_weights], jobs),
-            strict=True,
-        )
-    )
+    names = _bins_read(ckpt)
+    bins = dict(zip(names, read_torch_files([ckpt.file(n) for n in names], jobs), strict=True))
     if ckpt.has_weights:  # a sharded state beside weights is not what loads: not read
         return PickledFiles(bins)
     dcp: dict[str, DcpCheckpoint] = {}
@@ -84,7 +79,7 @@ def read_pickled(ckpt: CheckpointDir, jobs: int | None = None) -> PickledFiles |
 def pickled_inputs(ckpt: CheckpointDir) -> list[str]:
     """The files (relative to the checkpoint) :func:`read_pickled` opens: what a remote
     scan must fetch for it (a DCP's ``*.distcp`` files are only asked their size)."""
-    names = list(ckpt.bin_weights)
+    names = _bins_read(ckpt)
     if ckpt.has_weights:
         return names
     names += [METADATA if f == "." else f"{f}/{METADATA}" for f in _dcp_folders(ckpt)]
@@ -96,6 +91,12 @@ def pickled_inputs(ckpt: CheckpointDir) -> list[str]:
         if "latest" in ckpt.other_files:
             names.append("latest")
     return names
+
+
+def _bins_read(ckpt: CheckpointDir) -> list[str]:
+    """The .bin weight files the audit holds against the model: none beside .safetensors
+    (from_pretrained loads those; the .bin files are only named, shapes-unverified)."""
+    return [] if ckpt.safetensors else list(ckpt.bin_weights)
 
 
 def _dcp_folders(ckpt: CheckpointDir) -> list[str]:

@@ -191,16 +191,9 @@ def audit_checkpoint(
         findings += _check_adapter_memo(
             adapter_tensors, tensor_keys, adapter_config, expected, cache
         )
-        if expected is not None:
-            tensors["missing"] = tensors["expected"]
-        adapter = AdapterSummary(
-            tensors=len(adapter_tensors),
-            bytes=contents.found_bytes,
-            base_found=0,  # an adapter checkpoint holds no base tensor (else its kind is full)
-            base_expected=len(expected.default.tensors) if expected is not None else None,
-            base_bytes_expected=expected.total_bytes if expected is not None else None,
+        adapter, note = _adapter_kind(
+            intended, expected, adapter_tensors, contents.found_bytes, tensors
         )
-        note = _adapter_only(intended, expected, adapter_tensors, contents.found_bytes)
         if note is not None:
             findings.append(note)
     elif (
@@ -247,6 +240,27 @@ def audit_checkpoint(
         findings=tuple(findings),
         adapter=adapter,
     )
+
+
+def _adapter_kind(
+    intent: Declared | None,
+    expected: Expected | None,
+    adapter_tensors: Mapping[str, Found],
+    found_bytes: int,
+    tensors: dict[str, int | None],
+) -> tuple[AdapterSummary, Finding | None]:
+    """An adapter checkpoint's summary and its adapter-only note (or, where full training
+    was declared, every base tensor missing); ``tensors`` updated: the base is all missing."""
+    if expected is not None:
+        tensors["missing"] = tensors["expected"]
+    summary = AdapterSummary(
+        tensors=len(adapter_tensors),
+        bytes=found_bytes,
+        base_found=0,  # an adapter checkpoint holds no base tensor (else its kind is full)
+        base_expected=len(expected.default.tensors) if expected is not None else None,
+        base_bytes_expected=expected.total_bytes if expected is not None else None,
+    )
+    return summary, _adapter_only(intent, expected, adapter_tensors, found_bytes)
 
 
 def _adapter_only(
@@ -422,16 +436,9 @@ def _audit_bins(
     elif kind == "adapter":
         adapter_tensors: Mapping[str, Found] = bins.adapter or {n: bins.base[n] for n in peft}
         findings += check_adapter(adapter_tensors, adapter_config, expected)
-        if expected is not None:
-            tensors["missing"] = tensors["expected"]
-        adapter = AdapterSummary(
-            tensors=len(adapter_tensors),
-            bytes=bins.found_bytes,
-            base_found=0,
-            base_expected=len(expected.default.tensors) if expected is not None else None,
-            base_bytes_expected=expected.total_bytes if expected is not None else None,
+        adapter, note = _adapter_kind(
+            intended, expected, adapter_tensors, bins.found_bytes, tensors
         )
-        note = _adapter_only(intended, expected, adapter_tensors, bins.found_bytes)
         if note is not None:
             findings.append(note)
     elif not bins.readable and not findings:  # (a file that is not read always has a finding)
