@@ -9,12 +9,13 @@ headers), the directory's ``config.json``, the model the run's files name
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyaudit.auditing.cache import AuditCache
+from pyaudit.auditing.repeats import block_lists, incomplete_blocks
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Finding, Message, finding
 from pyaudit.headers import Header
@@ -358,12 +359,16 @@ def expectation_for(
     base_expected: Expected | None,
     cache: AuditCache,
     found_names: Callable[[], Iterable[str]] = tuple,
+    found_shapes: Callable[[], Mapping[str, tuple[int, ...]]] = dict,
 ) -> Expectation:
     """The first source that answers: ``--base`` (``base_expected``), the checkpoint's
     config.json (then, with ``oracle`` ``"auto"`` or ``"transformers"`` and torch and
     transformers installed, the transformers oracle: its note an ``oracle-manifest``), the
     model the run's files name (found locally), the index (``index``: its weight_map,
-    total_size and name) alone."""
+    total_size and name) alone. Where none says what the model holds (no spec or oracle
+    answer: ``unknown-architecture``; nothing at all: ``no-manifest``), the checkpoint's
+    numbered blocks (``found_shapes``) are held against one another
+    (:mod:`pyaudit.auditing.repeats`)."""
     if base_expected is not None:
         return Expectation(base_expected)
     findings: list[Finding] = []
@@ -432,13 +437,24 @@ def expectation_for(
                         "consistency was checked; pass --base DIR to check it against the base",
                     )
                 )
-    if unavailable is not None:
+    unguided = unavailable is None and config is None and not ckpt.has_adapter_config
+    if unavailable is not None or (unguided and ckpt.has_weights):
+        blocks = block_lists(found_shapes())
         checked = (
             "the index's tensor names and total_size, each file's header and extents"
             if index
             else "each file's header and extents (no index to list the tensors)"
         )
-        findings.append(unknown_architecture(str(unavailable), checked, oracle_state, config))
+        described = blocks.described()
+        if described:
+            checked += f", {described}"
+        findings += incomplete_blocks(blocks, config)
+        if unavailable is not None:
+            findings.append(
+                unknown_architecture(str(unavailable), checked, oracle_state, config, described)
+            )
+        else:
+            findings.append(no_manifest(references, checked, described))
     return Expectation(_from_index(index), model_type, tuple(findings))
 
 
@@ -450,11 +466,52 @@ UNKNOWN_TEMPLATE = (
 )
 
 
+def _gap(blocks_checked: str) -> str:
+    if blocks_checked:
+        return (
+            "a tensor missing from every block of a list alike, a block missing at a list's "
+            "end, or a tensor outside the numbered blocks can go unnoticed"
+        )
+    return "a missing layer can go unnoticed"
+
+
+def no_manifest(
+    references: list[tuple[str, str]], checked: str, blocks_checked: str = ""
+) -> Finding:
+    """``no-manifest``: full weights and nothing that says what the model must hold (no
+    config.json, no ``--base``, no base model the run's files name found locally)."""
+    if references:
+        what, ref = references[0]
+        reason = (
+            f"no config.json beside the weights, and the model {ref!r} ({what}) is not "
+            "available locally (path, $HF_HOME hub cache, ModelScope cache)"
+        )
+    else:
+        reason = "no config.json beside the weights, and no --base or run record names the model"
+    message = Message.of(
+        UNKNOWN_TEMPLATE,
+        reason=reason,
+        checked=checked,
+        consensus="",
+        gap=_gap(blocks_checked),
+        how=(
+            "To check them: put the model's config.json beside the weights, or pass --base "
+            "DIR, a checkpoint of the same model known to be complete."
+        ),
+    )
+    return finding("no-manifest", message)
+
+
 def unknown_architecture(
-    reason: str, checked: str, oracle_state: str, config: dict[str, Any] | None
+    reason: str,
+    checked: str,
+    oracle_state: str,
+    config: dict[str, Any] | None,
+    blocks_checked: str = "",
 ) -> Finding:
     """``unknown-architecture``: why, what was checked and what was not, and how to get the
-    rest checked. ``oracle_state``: ``off`` (--no-oracle), ``not-installed``, ``failed``."""
+    rest checked. ``oracle_state``: ``off`` (--no-oracle), ``not-installed``, ``failed``;
+    ``blocks_checked``: what the repeated-blocks check covered ("" when nothing)."""
     base = "pass --base DIR, a checkpoint of this config known to be complete"
     if config is None:
         how = f"To check them: {base}."
@@ -477,7 +534,7 @@ def unknown_architecture(
         reason=reason,
         checked=checked,
         consensus="",
-        gap="a missing layer can go unnoticed",
+        gap=_gap(blocks_checked),
         how=how,
     )
     return finding("unknown-architecture", message)

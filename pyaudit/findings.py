@@ -70,6 +70,8 @@ CODES: dict[str, Severity] = {
     # checkpoints of the scan sharing its config.json hold (no spec, no oracle)
     "consensus-missing": "error",
     "consensus-mismatch": "error",
+    "no-manifest": "warning",
+    "layer-incomplete": "error",
 }
 
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")  # worst first: the one order

@@ -112,10 +112,20 @@ def audit_checkpoint(
     findings += index_findings
     sizes["found"] = contents.found_bytes
 
+    bins = (
+        pickled_mod.bin_contents(ckpt, pickled)
+        if pickled is not None and pickled.bins and not ckpt.safetensors
+        else None
+    )
+
+    def found_base() -> Mapping[str, Found]:  # (contents.base is built when first asked)
+        return bins.base if bins is not None else contents.base
+
     # What to expect, and from where.
     expectation = expectation_for(
         ckpt, config, adapter_config, run, index, options.oracle, base_expected, cache,
-        found_names=lambda: contents.base.keys(),
+        found_names=lambda: found_base().keys(),
+        found_shapes=lambda: {n: f.shape for n, f in found_base().items()},
     )
     findings += expectation.findings
     model_type = expectation.model_type
@@ -150,11 +160,6 @@ def audit_checkpoint(
         keys[n] for n in ckpt.safetensors if is_adapter_file(n) and n in contents.readable
     )
 
-    bins = (
-        pickled_mod.bin_contents(ckpt, pickled)
-        if pickled is not None and pickled.bins and not ckpt.safetensors
-        else None
-    )
     files = list(contents.files)
 
     # Contents against the expectation.
