@@ -28,7 +28,7 @@ from pyaudit.manifest import (
     layouts,
     model_type_of,
 )
-from pyaudit.manifest.dtypes import DTYPE_BYTES, config_dtype
+from pyaudit.manifest.dtypes import DTYPE_BYTES, declared_dtype
 from pyaudit.memo import Identity
 from pyaudit.oracle import oracle_installed
 from pyaudit.runs import RunArgs, read_json, resolve_model
@@ -130,10 +130,12 @@ def _from_config_key(key: str, source: str) -> Expected:
     except (ManifestError, KeyError, TypeError, ValueError, ZeroDivisionError) as e:
         raise ConfigInvalid(model_type, f"not a valid {model_type} config: {e}") from None
     first = manifests[0]
+    # A config that names no dtype meant none: the files' own dtype is what loads.
+    meant = first.dtype if declared_dtype(config) is not None or first.quantization else None
     return Expected(
         source=source,
         model_type=first.model_type,
-        dtype=first.dtype,
+        dtype=meant,
         layouts=[
             LayoutTensors(
                 m.layout, m.tensors, dict(m.optional), dict(m.tied), dict(m.groups), m.total_bytes
@@ -235,7 +237,7 @@ def _from_oracle_key(
     return Expected(
         source=source,
         model_type=result.model_type,
-        dtype=config_dtype(json.loads(key)),
+        dtype=declared_dtype(json.loads(key)),
         layouts=[layout],
         shapes_known=True,
         total_bytes=result.total_bytes,

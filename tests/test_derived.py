@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from pyaudit.api import scan
-from pyaudit.manifest import UnknownArchitecture, _build, build_manifest, spec_of
+from pyaudit.manifest import UnknownArchitecture, _build, build_manifest, layouts, spec_of
 from pyaudit.manifest.derived import GENERATED_DIR, derived_model_types, derived_spec
 from pyaudit.manifest.specs import SPECS
 
@@ -118,8 +118,17 @@ def test_derived_spec_matches_a_real_index(model_dir: Path) -> None:
     index = json.loads((model_dir / "model.safetensors.index.json").read_text())
     spec = spec_of(config["model_type"])
     assert spec is not None and spec.origin.startswith("derived from transformers")
-    m = build_manifest(config)
-    assert set(m.tensors) == set(index["weight_map"])
+    names = set(index["weight_map"])
+    # the layout transformers wrote them in (the default, or one it still loads)
+    matched = [
+        lay.name
+        for lay in layouts(config)
+        if set(build_manifest(config, lay.name).tensors) == names
+    ]
+    assert matched, [lay.name for lay in layouts(config)]
+    if "dtype" not in config and "torch_dtype" not in config:
+        config = {**config, "dtype": "bfloat16"}  # (SOURCE.txt: the files hold bfloat16)
+    m = build_manifest(config, matched[0])
     assert m.total_bytes == index["metadata"]["total_size"]
 
 
@@ -363,3 +372,63 @@ def test_readme_states_the_derived_count_and_version() -> None:
     assert (
         f"{len(DERIVED)} model types have a spec derived from transformers {versions[0]}" in readme
     ), "README's Families section: say how many model types are derived, from which version"
+
+
+def test_real_bloom_index_laid_out_full_size_passes_and_a_layer_lost_fails(tmp_path: Path) -> None:
+    """bigscience/bloom's own layout at full size (352 GB of holes): the names its index
+    gives (saved by BloomModel: no ``transformer.`` prefix), the config's ``n_embed``
+    spelling, bfloat16 data. PASS; with layer 35 gone from its shard, FAIL naming it."""
+    from pyaudit.testing.stores import manifest_tensors, write_checkpoint
+
+    real = REAL / "bloom_bloom"
+    config = json.loads((real / "config.json").read_text())
+    index = json.loads((real / "model.safetensors.index.json").read_text())
+    [base] = [lay.name for lay in layouts(config) if lay.name.startswith("base model")]
+    tensors = manifest_tensors({**config, "dtype": "bfloat16"}, base)
+    assert set(tensors) == set(index["weight_map"])
+    healthy = tmp_path / "healthy"
+    write_checkpoint(healthy, config, tensors, weight_map=index["weight_map"])
+    (c,) = scan([healthy]).checkpoints
+    assert c.status == "pass", [(f.code, f.message) for f in c.findings]
+    assert c.layout == base and c.bytes.get("found") == index["metadata"]["total_size"]
+
+    broken = tmp_path / "broken"
+    kept = {n: t for n, t in tensors.items() if not n.startswith("h.35.")}
+    weight_map = {n: f for n, f in index["weight_map"].items() if n in kept}
+    write_checkpoint(broken, config, kept, weight_map=weight_map)
+    (c,) = scan([broken]).checkpoints
+    assert c.status == "fail"
+    missing = [f for f in c.findings if f.code == "base-weights-missing"]
+    assert missing and missing[0].count == 12 and "h.35" in missing[0].message
+
+
+def test_loading_rules_are_what_the_installed_transformers_gives() -> None:
+    """pyaudit/manifest/loading.json (config spellings, base-model prefixes) against the
+    installed transformers (skipped when it is not the version the file records)."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from pyaudit.manifest import generate_loading
+    from pyaudit.manifest.derived import LOADING_FILE
+
+    recorded = json.loads(LOADING_FILE.read_text())
+    if recorded["derived_from"]["transformers"] != transformers.__version__:
+        pytest.skip(f"loading.json is from transformers {recorded['derived_from']}")
+    assert generate_loading.dump(generate_loading.derive_all()) == LOADING_FILE.read_text()
+    # what the real bigscience/bloom config needs
+    assert recorded["families"]["bloom"]["aliases"]["n_embed"] == "hidden_size"
+    assert recorded["families"]["bloom"]["base_model_prefix"] == "transformer"
+
+
+def test_a_config_naming_no_dtype_holds_no_dtype_against_the_files(tmp_path: Path) -> None:
+    """transformers 5 loads such a checkpoint in its files' own dtype: no dtype-drift; the
+    same files under a config that names float32 do drift."""
+    from pyaudit.testing.stores import manifest_tensors, write_checkpoint
+
+    config = json.loads((REAL / "bloom_bloom" / "config.json").read_text())
+    small = {**config, "n_embed": 64, "n_layer": 3, "vocab_size": 128}
+    tensors = manifest_tensors({**small, "dtype": "bfloat16"})
+    write_checkpoint(tmp_path / "none", small, tensors)
+    write_checkpoint(tmp_path / "fp32", {**small, "dtype": "float32"}, tensors)
+    by_name = {Path(c.path).name: c for c in scan([tmp_path]).checkpoints}
+    assert by_name["none"].status == "pass", by_name["none"].findings
+    assert [f.code for f in by_name["fp32"].findings] == ["dtype-drift"]

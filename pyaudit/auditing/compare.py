@@ -272,7 +272,8 @@ def compare_full(
             else:
                 shape_bad.append(name)
             continue
-        if want.dtype and f.dtype and f.dtype != want.dtype:  # '': not recorded
+        # '': not recorded; expected.dtype None: the config meant no dtype (none declared)
+        if want.dtype and f.dtype and f.dtype != want.dtype and expected.dtype is not None:
             key = (f.dtype, want.dtype)
             drift[key].append(name)
             drift_bytes[key][0] += f.nbytes

@@ -27,6 +27,7 @@ from .spec import Entry, Layout, Repeat, Scope, Spec, T
 
 __all__ = [
     "GENERATED_DIR",
+    "LOADING_FILE",
     "architectures_markdown",
     "derived_model_types",
     "derived_spec",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 GENERATED_DIR = Path(__file__).with_name("generated")
+#: How transformers reads each family's files (other spellings of config fields, the
+#: base-model prefix): written by :mod:`pyaudit.manifest.generate_loading`.
+LOADING_FILE = Path(__file__).with_name("loading.json")
 
 
 @lru_cache(maxsize=1)
@@ -51,7 +55,26 @@ def derived_spec(model_type: str) -> Spec | None:
         return None
     with (GENERATED_DIR / f"{model_type}.json").open("rb") as f:
         data = json.load(f)
-    return spec_from_data(data)
+    return spec_from_data(data, _loading().get(model_type, {}))
+
+
+@cache
+def _loading() -> dict[str, dict[str, Any]]:
+    if not LOADING_FILE.is_file():
+        return {}
+    with LOADING_FILE.open("rb") as f:
+        families: dict[str, dict[str, Any]] = json.load(f).get("families", {})
+    return families
+
+
+def _names_start(entries: list[dict[str, Any]], head: str) -> bool:
+    for e in entries:
+        if "repeat" in e:
+            if str(e.get("prefix", "")).startswith(head) or _names_start(e["tensors"], head):
+                return True
+        elif str(e["name"]).startswith(head):
+            return True
+    return False
 
 
 def _entries(raw: list[dict[str, Any]]) -> list[Entry]:
@@ -89,8 +112,12 @@ def _entries(raw: list[dict[str, Any]]) -> list[Entry]:
     return out
 
 
-def spec_from_data(data: dict[str, Any]) -> Spec:
-    """A :class:`Spec` from one generated file's contents."""
+def spec_from_data(data: dict[str, Any], loading: dict[str, Any] | None = None) -> Spec:
+    """A :class:`Spec` from one generated file's contents; ``loading``: how transformers
+    reads the family (``aliases``: other spellings of its config's fields, ``n_embed`` ->
+    ``hidden_size``; ``base_model_prefix``: names without it are a healthy layout)."""
+    loading = loading or {}
+    aliases: dict[str, str] = loading.get("aliases", {})
     model_type = str(data["model_type"])
     version = data.get("derived_from", {}).get("transformers", "?")
     requires: list[tuple[str, str]] = []
@@ -112,11 +139,19 @@ def spec_from_data(data: dict[str, Any]) -> Spec:
     layouts = [Layout("default")]
     for lay in data.get("layouts", []):
         layouts.append(Layout(lay["name"], tuple((a, b) for a, b in lay["renames"])))
+    prefix = loading.get("base_model_prefix")
+    if isinstance(prefix, str) and prefix and _names_start(data["tensors"], prefix + "."):
+        layouts.append(Layout(f"base model (no {prefix}. prefix)", ((prefix + ".", ""),)))
     return Spec(
         model_type=model_type,
         tensors=_entries(data["tensors"]),
         scopes={
-            "text": Scope(sources=("",), defaults=data.get("defaults", {}), let=data.get("let", {}))
+            "text": Scope(
+                sources=("",),
+                defaults=data.get("defaults", {}),
+                let=data.get("let", {}),
+                aliases=aliases or {},
+            )
         },
         layouts=tuple(layouts),
         architectures=(str(data["architecture"]),),

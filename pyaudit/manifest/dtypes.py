@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DTYPE_BYTES", "config_dtype", "safetensors_dtype"]
+__all__ = ["DTYPE_BYTES", "config_dtype", "declared_dtype", "safetensors_dtype"]
 
 #: Bytes per element of each safetensors dtype.
 DTYPE_BYTES: dict[str, int] = {
@@ -57,6 +57,19 @@ def safetensors_dtype(name: Any, default: str = "F32") -> str:
     if key.upper() in DTYPE_BYTES:
         return key.upper()
     return _TORCH_TO_ST.get(key.lower(), default)
+
+
+def declared_dtype(config: dict[str, Any]) -> str | None:
+    """The dtype a config declares (as :func:`config_dtype` reads it), or None when it names
+    none: transformers 5 then loads the checkpoint in the dtype its files hold (``dtype``
+    ``"auto"``), so no dtype was meant and none is held against the files."""
+    for src in (config, config.get("text_config")):
+        if isinstance(src, dict):
+            for key in ("dtype", "torch_dtype"):
+                value = src.get(key)
+                if isinstance(value, str) and value != "auto":
+                    return safetensors_dtype(value)
+    return None
 
 
 def config_dtype(config: dict[str, Any]) -> str:

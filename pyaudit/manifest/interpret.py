@@ -77,7 +77,17 @@ def scope_env(
             for key, value in part.items():
                 env[key] = _merged(env.get(key), value)
             for alias, name in sc.aliases.items():
-                if alias in part and name not in part:
+                if "." in alias:  # a sub-config's field: "text_config.n_embed"
+                    sub, _, inner = alias.partition(".")
+                    field_name = name.partition(".")[2]
+                    nested = part.get(sub)
+                    if isinstance(nested, dict) and inner in nested and field_name not in nested:
+                        current = env.get(sub)
+                        env[sub] = {
+                            **(current if isinstance(current, dict) else {}),
+                            field_name: nested[inner],
+                        }
+                elif alias in part and name not in part:
                     env[name] = part[alias]
     for key, ref in sc.uses.items():
         other, _, source = ref.partition(":")
