@@ -18,10 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .derived import derived_model_types, derived_spec
+from .derived import derived_model_types, derived_spec, loading_rules, num_labels_default
 from .dtypes import DTYPE_BYTES, config_dtype
 from .expr import ExprError, compile_expr
 from .groups import Universe, group_names, group_names_in
+from .heads import apply_head, head_env
 from .interpret import ManifestError, Rec, run_spec, scope_env
 from .quant import QuantConfigError, apply_quantization, detect_quantization
 from .spec import Layout, Spec
@@ -146,7 +147,16 @@ def _spec_for(config: dict[str, Any]) -> Spec:
     spec = spec_of(mt) if mt is not None else None
     if spec is None:
         raise UnknownArchitecture(mt)
-    if spec.origin != "hand-written":
+    head = _head_rule(spec.model_type, config)
+    if head is not None:
+        if "refused" in head:
+            raise UnknownArchitecture(
+                mt,
+                f"{mt}: this config's architecture {config['architectures'][0]} saves the "
+                f"{mt} body under another head, which could not be derived from transformers "
+                f"({head['refused']})",
+            )
+    elif spec.origin != "hand-written":
         archs = config.get("architectures")
         if (
             isinstance(archs, list)
@@ -160,6 +170,16 @@ def _spec_for(config: dict[str, Any]) -> Spec:
                 f"this config's architecture is {archs[0]}",
             )
     return spec
+
+
+def _head_rule(model_type: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The derived rule of the head class this config names (:mod:`.heads`), if it names
+    one of the family's head classes rather than its primary."""
+    archs = config.get("architectures")
+    if not (isinstance(archs, list) and archs and isinstance(archs[0], str)):
+        return None
+    rule = loading_rules(model_type).get("heads", {}).get(archs[0])
+    return rule if isinstance(rule, dict) else None
 
 
 def layouts(config: dict[str, Any]) -> list[Layout]:
@@ -258,6 +278,11 @@ def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manif
     if info is not None and info.method == "mxfp4" and not _declares_dtype(config):
         dtype = "BF16"  # gpt-oss releases declare none; what is not MXFP4 is bfloat16
     records, tied = run_spec(spec, config, dtype)
+    head = _head_rule(spec.model_type, config)
+    if head is not None and "refused" not in head:
+        prefix = str(loading_rules(spec.model_type).get("base_model_prefix", ""))
+        env = head_env(config, num_labels_default())
+        records, tied = apply_head(records, tied, head, prefix, env, dtype)
     if lay.omit:
         records = [rec for rec in records if rec.section not in lay.omit]
     if lay.dtypes:

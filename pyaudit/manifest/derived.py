@@ -31,6 +31,8 @@ __all__ = [
     "architectures_markdown",
     "derived_model_types",
     "derived_spec",
+    "loading_rules",
+    "num_labels_default",
     "spec_from_data",
 ]
 
@@ -59,12 +61,29 @@ def derived_spec(model_type: str) -> Spec | None:
 
 
 @cache
-def _loading() -> dict[str, dict[str, Any]]:
+def _loading_file() -> dict[str, Any]:
     if not LOADING_FILE.is_file():
         return {}
     with LOADING_FILE.open("rb") as f:
-        families: dict[str, dict[str, Any]] = json.load(f).get("families", {})
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def _loading() -> dict[str, dict[str, Any]]:
+    families: dict[str, dict[str, Any]] = _loading_file().get("families", {})
     return families
+
+
+def loading_rules(model_type: str) -> dict[str, Any]:
+    """How transformers reads ``model_type``'s files (``loading.json``): ``aliases``,
+    ``base_model_prefix``, ``heads`` (class -> rule, or ``{"refused": reason}``)."""
+    return _loading().get(model_type, {})
+
+
+def num_labels_default() -> int:
+    """``PretrainedConfig().num_labels`` of the transformers ``loading.json`` came from."""
+    value = _loading_file().get("num_labels_default")
+    return value if isinstance(value, int) else 2
 
 
 def _names_start(entries: list[dict[str, Any]], head: str) -> bool:

@@ -102,9 +102,12 @@ def family_aliases(model_type: str) -> dict[str, str]:
     return out
 
 
-def derive_all() -> dict[str, Any]:
+def derive_all(log: Any = None) -> dict[str, Any]:
     import transformers
 
+    from pyaudit.manifest.generate import Env
+
+    env = Env()
     families: dict[str, dict[str, Any]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -117,15 +120,29 @@ def derive_all() -> dict[str, Any]:
             if aliases:
                 entry["aliases"] = aliases
             with (GENERATED_DIR / f"{mt}.json").open("rb") as f:
-                architecture = json.load(f)["architecture"]
+                data = json.load(f)
+            architecture = data["architecture"]
             prefix = getattr(getattr(transformers, architecture, None), "base_model_prefix", "")
-            if isinstance(prefix, str) and prefix:
+            prefix = prefix if isinstance(prefix, str) else ""
+            if prefix:
                 entry["base_model_prefix"] = prefix
+            heads: dict[str, Any] = {}
+            for head in _head_classes(env, mt, architecture):
+                try:
+                    heads[head] = derive_head(env, mt, architecture, head, data["defaults"], prefix)
+                except Exception as e:  # not derivable: the runtime refuses the class
+                    reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+                    heads[head] = {"refused": reason}
+                    if log is not None:
+                        log(f"{mt} {head}: {reason}")
+            if heads:
+                entry["heads"] = heads
             if entry:
                 families[mt] = entry
     return {
         "schema": 1,
         "derived_from": {"transformers": transformers.__version__},
+        "num_labels_default": transformers.PretrainedConfig().num_labels,
         "families": families,
     }
 
@@ -139,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=LOADING_FILE)
     ap.add_argument("--check", action="store_true", help="exit 1 when the file differs")
     args = ap.parse_args(argv)
-    text = dump(derive_all())
+    text = dump(derive_all(log=lambda m: print(m, file=sys.stderr)))
     if args.check:
         same = args.out.is_file() and args.out.read_text() == text
         if not same:
@@ -147,6 +164,120 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if same else 1
     args.out.write_text(text)
     return 0
+
+
+# -- head classes ----------------------------------------------------------------------------
+
+#: transformers' auto tables of the classes that save a family's body under another head
+#: (or none): the ``architectures`` a real config.json may name besides the primary class.
+HEAD_TABLES = (
+    "MODEL_MAPPING_NAMES",
+    "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+)
+
+
+def _head_classes(env: Any, model_type: str, primary: str) -> list[str]:
+    out: list[str] = []
+    for table in HEAD_TABLES:
+        names = getattr(env.auto, table, {}).get(model_type)
+        for name in names if isinstance(names, (list, tuple)) else [names]:
+            if isinstance(name, str) and name != primary and name not in out:
+                out.append(name)
+    return out
+
+
+def _saves(env: Any, model_type: str, cls: type[Any], points: list[dict[str, Any]]) -> list[Any]:
+    return [env.save(cls, env.config(model_type, kw)) for kw in points]
+
+
+def derive_head(
+    env: Any, model_type: str, primary: str, head: str, defaults: dict[str, Any], prefix: str
+) -> dict[str, Any]:
+    """How ``head``'s save differs from ``primary``'s, as a rule the runtime applies to the
+    primary manifest: ``strip_prefix`` (names saved without the base-model prefix), ``drop``
+    (the primary's head tensors, absent), ``add`` (the head's own tensors: name, shape as
+    expressions over the config, dtype ``null`` for the config's). Raises ValueError when
+    the difference is not that simple (the runtime then refuses the class)."""
+    p_cls = getattr(env.transformers, primary)
+    h_cls = getattr(env.transformers, head)
+    base = {k: v for k, v in defaults.items() if v is not None}  # (None: the class computes it)
+    points = [base, {**base, "num_labels": 3}, {**base, "num_labels": 5}]  # (see _dim_expr)
+    primary_saves = _saves(env, model_type, p_cls, points[:1])
+    head_saves = _saves(env, model_type, h_cls, points)
+    p = primary_saves[0].tensors
+    h0 = head_saves[0].tensors
+    strip = (
+        bool(prefix)
+        and not any(n.startswith(prefix + ".") for n in h0)
+        and any(n.startswith(prefix + ".") for n in p)
+    )
+
+    def moved(name: str) -> str:
+        return name[len(prefix) + 1 :] if strip and name.startswith(prefix + ".") else name
+
+    body = {moved(n): v for n, v in p.items()}
+    drop = sorted(n for n, m in ((n, moved(n)) for n in p) if m not in h0)
+    if any(any(t.isdigit() for t in n.split(".")) for n in drop):
+        raise ValueError(f"{head}: drops numbered tensors {drop[:3]}")
+    for n, (shape, dt) in h0.items():
+        if n in body and body[n] != (shape, dt):
+            raise ValueError(f"{head}: {n} is {shape} {dt}, the primary's {body[n]}")
+    added = [n for n in h0 if n not in body]
+    if any(any(t.isdigit() for t in n.split(".")) for n in added):
+        raise ValueError(f"{head}: adds numbered tensors {added[:3]}")
+    add: list[dict[str, Any]] = []
+    for name in added:
+        shapes = [s.tensors[name][0] if name in s.tensors else None for s in head_saves]
+        if any(s is None or len(s) != len(shapes[0]) for s in shapes):  # type: ignore[arg-type]
+            raise ValueError(f"{head}: {name} is not saved at every point")
+        dims: list[str] = []
+        for d in range(len(shapes[0])):  # type: ignore[arg-type]
+            values = [s[d] for s in shapes]  # type: ignore[index]
+            dims.append(_dim_expr(env, model_type, h_cls, name, d, values, base))
+        dtype = h0[name][1]
+        add.append({"name": name, "shape": dims, "dtype": None if dtype == "BF16" else dtype})
+    return {"strip_prefix": strip, "drop": drop, "add": add}
+
+
+def _dim_expr(
+    env: Any,
+    model_type: str,
+    cls: type[Any],
+    name: str,
+    d: int,
+    values: list[int],
+    base: dict[str, Any],
+) -> str:
+    """The config field a head tensor's dimension follows: ``num_labels`` (varied by the
+    points), else the one top-level int field equal to it whose doubling doubles it, else
+    (no field moves it) the constant (``qa_outputs``: start and end logits, 2)."""
+    labels = [env.config(model_type, base).num_labels, 3, 5]
+    if values == labels:
+        return "num_labels"
+    if len(set(values)) != 1:
+        raise ValueError(f"{name} dim {d}: {values} follows neither num_labels nor a constant")
+    value = values[0]
+    cfg = env.config(model_type, base).to_dict()
+    found: list[str] = []
+    for field_name, v in cfg.items():
+        if field_name.startswith("_") or isinstance(v, bool) or not isinstance(v, int):
+            continue
+        if v != value:
+            continue
+        try:
+            saved = env.save(cls, env.config(model_type, {**base, field_name: v * 2}))
+        except Exception:
+            continue
+        shape = saved.tensors.get(name, ((),))[0]
+        if len(shape) > d and shape[d] == value * 2:
+            found.append(field_name)
+    if len(found) == 1:
+        return found[0]
+    if not found:  # the same at every point, and no field that equals it moves it
+        return str(value)
+    raise ValueError(f"{name} dim {d} = {value}: followed by {found}")
 
 
 if __name__ == "__main__":
