@@ -490,18 +490,23 @@ def no_manifest(
         )
     else:
         reason = "no config.json beside the weights, and no --base or run record names the model"
-    message = Message.of(
+    how = (
+        "To check them: put the model's config.json beside the weights, or pass --base "
+        "DIR, a checkpoint of the same model known to be complete."
+    )
+    return finding("no-manifest", _unchecked(reason, checked, blocks_checked, how))
+
+
+def _unchecked(reason: str, checked: str, blocks_checked: str, how: str) -> Message:
+    """The message of a checkpoint nothing said the tensors of (:data:`UNKNOWN_TEMPLATE`)."""
+    return Message.of(
         UNKNOWN_TEMPLATE,
         reason=reason,
         checked=checked,
         consensus="",
         gap=_gap(blocks_checked),
-        how=(
-            "To check them: put the model's config.json beside the weights, or pass --base "
-            "DIR, a checkpoint of the same model known to be complete."
-        ),
+        how=how,
     )
-    return finding("no-manifest", message)
 
 
 def unknown_architecture(
@@ -531,15 +536,7 @@ def unknown_architecture(
             "To check them: a transformers release that builds this model "
             f"(pip install -U transformers), or {base}."
         )
-    message = Message.of(
-        UNKNOWN_TEMPLATE,
-        reason=reason,
-        checked=checked,
-        consensus="",
-        gap=_gap(blocks_checked),
-        how=how,
-    )
-    return finding("unknown-architecture", message)
+    return finding("unknown-architecture", _unchecked(reason, checked, blocks_checked, how))
 
 
 def _from_index(index: dict[str, Any] | None) -> Expected | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rewrite import rewrite_without
 
 from pyaudit.api import scan
 from pyaudit.manifest import UnknownArchitecture, _build, build_manifest, layouts, spec_of
@@ -147,32 +148,7 @@ def _status(path: Path) -> tuple[str, list[str]]:
 def _rewrite_without(path: Path, drop: Any) -> list[str]:
     """Write ``path``'s model.safetensors again without the tensors ``drop(name)`` selects
     (header and data rewritten consistently, as a writer that lost them would)."""
-    import struct
-
-    f = path / "model.safetensors"
-    blob = f.read_bytes()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8 : 8 + n])
-    data = blob[8 + n :]
-    meta = header.pop("__metadata__", None)
-    kept: dict[str, Any] = {}
-    chunks: list[bytes] = []
-    offset = 0
-    removed = []
-    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        if drop(name):
-            removed.append(name)
-            continue
-        a, b = info["data_offsets"]
-        chunks.append(data[a:b])
-        kept[name] = {**info, "data_offsets": [offset, offset + b - a]}
-        offset += b - a
-    if meta is not None:
-        kept["__metadata__"] = meta
-    text = json.dumps(kept, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    f.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(chunks))
-    return removed
+    return rewrite_without(path / "model.safetensors", drop)
 
 
 @pytest.mark.parametrize("family", TINY)

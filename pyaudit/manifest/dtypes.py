@@ -78,10 +78,4 @@ def config_dtype(config: dict[str, Any]) -> str:
     The top level wins; nested ``text_config`` is a fallback (some VL re-saves only keep it
     there). Defaults to float32, as transformers does.
     """
-    for src in (config, config.get("text_config")):
-        if isinstance(src, dict):
-            for key in ("dtype", "torch_dtype"):
-                value = src.get(key)
-                if isinstance(value, str) and value != "auto":
-                    return safetensors_dtype(value)
-    return "F32"
+    return declared_dtype(config) or "F32"

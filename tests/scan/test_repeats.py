@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rewrite import rewrite_without
 
 from pyaudit.api import scan
 from pyaudit.auditing.repeats import block_lists, declared_heterogeneous, incomplete_blocks
@@ -331,33 +332,8 @@ def test_real_saves_without_config_warn_healthy_and_fail_broken(
     target = next(i for i in sorted(blocks)[1:] if frozenset(blocks[i]) == common)
     lost = f"model.layers.{target}.{sorted(common)[0]}"
     broken = _save_without_config(save, tmp_path / "broken")
-    _rewrite_without(broken / "model.safetensors", lambda n: n == lost)
+    rewrite_without(broken / "model.safetensors", lambda n: n == lost)
     c = scan([broken]).checkpoints[0]
     assert c.status == "fail"
     [f] = [f for f in c.findings if f.code == "layer-incomplete"]
     assert f.tensors == (lost,)
-
-
-def _rewrite_without(path: Path, drop: Any) -> None:
-    """Rewrite a real safetensors file without the tensors ``drop(name)`` selects (header and
-    data consistent, as a writer that lost them would)."""
-    blob = path.read_bytes()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8 : 8 + n])
-    data = blob[8 + n :]
-    meta = header.pop("__metadata__", None)
-    kept: dict[str, Any] = {}
-    chunks: list[bytes] = []
-    offset = 0
-    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        if drop(name):
-            continue
-        a, b = info["data_offsets"]
-        chunks.append(data[a:b])
-        kept[name] = {**info, "data_offsets": [offset, offset + b - a]}
-        offset += b - a
-    if meta is not None:
-        kept["__metadata__"] = meta
-    text = json.dumps(kept, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(chunks))
