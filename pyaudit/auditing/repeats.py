@@ -97,7 +97,7 @@ def declared_heterogeneous(config: Mapping[str, Any] | None, counts: Iterable[in
             elif isinstance(value, str) and len(value) in sizes and len(set(value)) > 1:
                 return where
             elif isinstance(value, list) and value:
-                if len(value) in sizes and _distinct(value) > 1:
+                if len(value) in sizes and any(v != value[0] for v in value):
                     return where
                 ints = [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
                 if (
@@ -109,14 +109,6 @@ def declared_heterogeneous(config: Mapping[str, Any] | None, counts: Iterable[in
         return None
 
     return walk(config, "", 0)
-
-
-def _distinct(values: list[Any]) -> int:
-    seen: list[Any] = []
-    for v in values:
-        if v not in seen:
-            seen.append(v)
-    return len(seen)
 
 
 def incomplete_blocks(blocks: BlockLists, config: Mapping[str, Any] | None) -> list[Finding]:

@@ -169,7 +169,7 @@ def spec_from_data(data: dict[str, Any], loading: dict[str, Any] | None = None) 
                 sources=("",),
                 defaults=data.get("defaults", {}),
                 let=data.get("let", {}),
-                aliases=aliases or {},
+                aliases=aliases,
             )
         },
         layouts=tuple(layouts),

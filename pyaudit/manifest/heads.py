@@ -21,11 +21,9 @@ from dataclasses import replace
 from typing import Any
 
 from .expr import compile_expr
-from .interpret import ManifestError, Rec
+from .interpret import ManifestError, Rec, shape_of
 
 __all__ = ["apply_head", "head_env"]
-
-MAX_DIM = 1 << 40  # a dimension beyond this is a config's error, not a model
 
 
 def head_env(config: Mapping[str, Any], num_labels_default: int) -> dict[str, Any]:
@@ -44,7 +42,7 @@ def apply_head(
     tied: dict[str, str],
     rule: Mapping[str, Any],
     prefix: str,
-    env: Mapping[str, Any],
+    env: dict[str, Any],
     dtype: str,
 ) -> tuple[list[Rec], dict[str, str]]:
     """The records and ties of the head class ``rule`` describes, from the primary's."""
@@ -60,8 +58,10 @@ def apply_head(
     out_tied = {moved(k): moved(v) for k, v in tied.items() if k not in drop and v not in drop}
     section = out[-1].section if out else "text"
     for entry in rule.get("add", ()):
-        shape = tuple(int(compile_expr(str(e))(dict(env))) for e in entry["shape"])
-        if any(d < 0 or d > MAX_DIM for d in shape):
-            raise ManifestError(f"{entry['name']}: shape {shape} from the config is impossible")
+        dims = tuple(compile_expr(str(e))(env) for e in entry["shape"])
+        try:
+            shape = shape_of(dims)
+        except ValueError as e:
+            raise ManifestError(f"{entry['name']}: shape {dims} from the config: {e}") from None
         out.append(Rec(entry["name"], shape, entry.get("dtype") or dtype, section))
     return out, out_tied

@@ -11,7 +11,30 @@ from typing import Any
 from .expr import Expr, ExprError, compile_expr, truth
 from .spec import TOP, Entry, Group, Linear, Repeat, Spec, T
 
-__all__ = ["ManifestError", "Rec", "run_spec", "scope_env"]
+__all__ = ["ManifestError", "Rec", "run_spec", "scope_env", "shape_of"]
+
+
+class ShapeOutOfRange(ValueError):
+    """A shape of more than :data:`MAX_ELEMENTS` elements."""
+
+
+def shape_of(dims: tuple[Any, ...]) -> tuple[int, ...]:
+    """Values a config gave as a tensor's dimensions, as a shape: non-negative ints (a float
+    that is integral counts); ValueError for any other, :class:`ShapeOutOfRange` beyond
+    :data:`MAX_ELEMENTS` elements."""
+    shape: list[int] = []
+    for d in dims:
+        if isinstance(d, float) and d.is_integer():
+            d = int(d)
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise ValueError(f"{d!r} is not a dimension")
+        shape.append(d)
+    elements = 1
+    for d in shape:
+        elements *= d
+    if elements > MAX_ELEMENTS:
+        raise ShapeOutOfRange(f"{elements} elements, out of range")
+    return tuple(shape)
 
 
 class ManifestError(ValueError):
@@ -175,21 +198,12 @@ class _Walker:
 
     def _shape(self, src: str, env: dict[str, Any], scope: str, name: str) -> tuple[int, ...]:
         v = self._eval(src, env, scope, f"shape of {name}")
-        dims = v if isinstance(v, tuple) else (v,)
-        shape: list[int] = []
-        for d in dims:
-            if isinstance(d, float) and d.is_integer():
-                d = int(d)
-            if isinstance(d, bool) or not isinstance(d, int) or d < 0:
-                raise self._fail(f"shape of {name}", src, env, scope)
-            shape.append(d)
-        elements = 1
-        for d in shape:
-            elements *= d
-        if elements > MAX_ELEMENTS:
-            what = f"shape of {name} ({elements} elements, out of range)"
-            raise self._fail(what, src, env, scope)
-        return tuple(shape)
+        try:
+            return shape_of(v if isinstance(v, tuple) else (v,))
+        except ShapeOutOfRange as e:
+            raise self._fail(f"shape of {name} ({e})", src, env, scope) from None
+        except ValueError:
+            raise self._fail(f"shape of {name}", src, env, scope) from None
 
     def _cond(self, src: str | None, env: dict[str, Any], scope: str) -> bool:
         if src is None:
