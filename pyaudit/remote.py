@@ -38,6 +38,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import heapq
 import logging
 import os
@@ -75,6 +76,7 @@ log = logging.getLogger("pyaudit.remote")
 IN_FLIGHT = 64  # requests in flight by default (--jobs N: 8 x N)
 FIRST_GUESS = 4 * 1024  # bytes first asked of a .safetensors whose kind of header is not seen yet
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
+MAX_LISTING_BYTES = 64 * 1024 * 1024  # a listing page is read up to this (1,000 keys: ~0.3 MB)
 RUN_WHOLE_MAX = PREFETCH_BYTES  # a run or index file larger than this is not read
 GLOBAL_RUN_FILES = (CONFIG, ADAPTER_CONFIG, "args.json", "training_args.yaml")
 ATTEMPTS = 5  # tries of one request
@@ -231,13 +233,18 @@ class _S3Ranges:
             )
         return self._http
 
-    async def get(self, path: str, start: int, end: int) -> bytes:
-        bucket, key, _ = self.fs.split_path(path)
+    async def _presign(self, bucket: str, operation: str, params: dict[str, Any]) -> str:
         await self.fs.set_session()
         client = await self.fs.get_s3(bucket)
-        params = {"Bucket": bucket, "Key": key, **(getattr(self.fs, "req_kw", None) or {})}
-        url = await client.generate_presigned_url("get_object", Params=params, ExpiresIn=3600)
-        headers = {"Range": f"bytes={start}-{end - 1}"}
+        params = {**params, **(getattr(self.fs, "req_kw", None) or {})}
+        url: str = await client.generate_presigned_url(operation, Params=params, ExpiresIn=3600)
+        return url
+
+    async def _fetch(self, url: str, start: int, end: int | None) -> bytes:
+        """The body of a GET (bytes ``[start, end)`` by a Range; ``end`` None: all of it, up
+        to ``MAX_LISTING_BYTES``); HTTP errors as the exceptions the retries tell apart."""
+        headers = {"Range": f"bytes={start}-{end - 1}"} if end is not None else {}
+        limit = end - start if end is not None else MAX_LISTING_BYTES
         async with self._session().get(
             url, headers=headers, allow_redirects=False, proxy=self._proxy(url)
         ) as resp:
@@ -246,13 +253,13 @@ class _S3Ranges:
                     raise OSError("the server ignored the Range of the request")
                 # Never more than asked for, whatever the server sends (a 200: all of it).
                 parts, got = [], 0
-                while got < end - start:
-                    part = await resp.content.read(end - start - got)
+                while got < limit:
+                    part = await resp.content.read(limit - got)
                     if not part:
                         break
                     parts.append(part)
                     got += len(part)
-                if resp.status == 200:
+                if resp.status == 200 and end is not None:
                     resp.close()  # the rest is not wanted: the connection goes
                 return b"".join(parts)
             if resp.status == 416:  # the object is shorter than when it was listed
@@ -266,6 +273,23 @@ class _S3Ranges:
                 raise PermissionError(message)
             raise OSError(f"HTTP {resp.status} {message}")
 
+    async def get(self, path: str, start: int, end: int) -> bytes:
+        bucket, key, _ = self.fs.split_path(path)
+        url = await self._presign(bucket, "get_object", {"Bucket": bucket, "Key": key})
+        return await self._fetch(url, start, end)
+
+    async def list_page(
+        self, bucket: str, prefix: str, token: str | None
+    ) -> tuple[list[tuple[str, int]], str | None]:
+        """One ListObjectsV2 page: (key, size) of its objects, and the token of the next
+        page (None after the last). Read by ElementTree: botocore's parser spent ~0.1 s of
+        the event loop's thread on each page of 1,000 keys (most of it parsing dates)."""
+        params = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            params["ContinuationToken"] = token
+        url = await self._presign(bucket, "list_objects_v2", params)
+        return _parse_listing(await self._fetch(url, 0, None))
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
@@ -275,6 +299,42 @@ def _xml_field(text: str, name: str) -> str | None:
     start = text.find(f"<{name}>")
     stop = text.find(f"</{name}>", start + 1)
     return text[start + len(name) + 2 : stop] if 0 <= start < stop else None
+
+
+def _parse_listing(body: bytes) -> tuple[list[tuple[str, int]], str | None]:
+    """A ListObjectsV2 response: (key, size) of each object, and the next page's token.
+    Keys are URL-decoded when the response says ``EncodingType`` url (botocore asks for
+    it when it presigns the request, and decodes the keys as this does)."""
+    from urllib.parse import unquote_plus
+    from xml.etree.ElementTree import ParseError, fromstring
+
+    try:
+        root = fromstring(body)
+    except ParseError as e:  # a body cut short: asking again may do
+        raise OSError(f"a listing that is not XML: {e}") from None
+    items: list[tuple[str, int]] = []
+    fields: dict[str, str] = {}
+    for child in root:
+        tag = child.tag.rpartition("}")[2]
+        if tag == "Contents":
+            key, size = None, 0
+            for part in child:
+                name = part.tag.rpartition("}")[2]
+                if name == "Key":
+                    key = part.text or ""
+                elif name == "Size":
+                    with contextlib.suppress(TypeError, ValueError):
+                        size = max(0, int(part.text or 0))
+            if key is not None:
+                items.append((key, size))
+        else:
+            fields[tag] = (child.text or "").strip()
+    if fields.get("EncodingType") == "url":
+        items = [(unquote_plus(key), size) for key, size in items]
+    token = fields.get("NextContinuationToken") or None
+    if fields.get("IsTruncated", "false").lower() != "true":
+        token = None
+    return items, token
 
 
 def _transient(e: BaseException) -> bool:
@@ -432,7 +492,17 @@ class _Client:
         fs = self.fs
         if S3_PAGES and _is_plain_s3(fs):
             bucket, key, _ = fs.split_path(root)
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{key}/" if key else ""}
+            prefix = f"{key}/" if key else ""
+            s3 = self.s3
+            if s3 is not None:  # presigned, over the session of the range GETs
+                token: str | None = None
+                while True:
+                    page_of = functools.partial(s3.list_page, bucket, prefix, token)
+                    items, token = await self._retrying(root, page_of)
+                    yield [(f"{bucket}/{k}", size) for k, size in items]
+                    if not token:
+                        return
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
             kwargs.update(getattr(fs, "req_kw", {}) or {})
             while True:
                 page = await self._retrying(root, lambda: fs._call_s3("list_objects_v2", **kwargs))
