@@ -60,7 +60,9 @@ from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import (
     ADAPTER_CONFIG,
+    BIN_INDEX_SUFFIX,
     CONFIG,
+    INDEX_SUFFIX,
     CheckpointDir,
     discover,
 )
@@ -557,14 +559,38 @@ class RemoteTree:
         self.root_url = url.rstrip("/")  # the URL of the mirrored root
         self.http = any(p in ("http", "https") for p in _protocols(self.fs))  # no listing
         self.run_files: dict[str, concurrent.futures.Future[Any]] = {}  # rel -> bytes | error
+        # Header and index files requested as the listing names them, ahead of discovery
+        # (which waits for the whole listing): rel -> the request's future, taken by the
+        # scan; at most ``WINDOW`` x in-flight of them.
+        self.headers: dict[str, concurrent.futures.Future[Any]] = {}
+        self.indexes: dict[str, concurrent.futures.Future[Any]] = {}
+        self._ahead = WINDOW * in_flight
+        self._prefetch = True
+        # The listing runs on the loop; this returns once its first page is in (a URL
+        # that cannot be listed fails here), the rest arrives while the scan starts.
+        self._first: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._listing = asyncio.run_coroutine_threadsafe(self._list(), self.client.loop)
+        concurrent.futures.wait((self._first, self._listing),
+                                return_when=concurrent.futures.FIRST_COMPLETED)
+        if not self._first.done():
+            try:
+                self._listing.result()
+            except RemoteError:
+                self.client.close()
+                raise
+            except Exception as e:
+                self.client.close()
+                raise RemoteError(f"{url}: cannot list: {_one_line(e)}") from None
+
+    def listed(self) -> str | None:
+        """Wait for the rest of the listing: None, or why it stopped short (what was listed
+        by then is scanned)."""
         try:
-            self.client.call(self._list)
-        except RemoteError:
-            self.client.close()
-            raise
+            self._listing.result()
         except Exception as e:
-            self.client.close()
-            raise RemoteError(f"{url}: cannot list: {_one_line(e)}") from None
+            log.warning("%s: cannot list all of it: %s", self.url, _one_line(e))
+            return f"cannot be listed past {len(self.files)} files: {_one_line(e)}"
+        return None
 
     def key(self, rel: str) -> str:
         """The filesystem path of a file given relative to the mirrored root."""
@@ -584,8 +610,11 @@ class RemoteTree:
                 for path, size in page:
                     if path.startswith(prefix):
                         self._add(path[len(prefix) :], size)
+                if self.files and not self._first.done():
+                    self._first.set_result(None)
         except FileNotFoundError:
-            pass
+            if self.files:  # gone while listed: what was listed is scanned, and said
+                raise
         if self.files:
             return
         try:
@@ -599,6 +628,7 @@ class RemoteTree:
 
     async def _list_single(self, info: dict[str, Any]) -> None:
         """The URL names one file: its directory is the checkpoint, as for a local file."""
+        self._prefetch = False  # that file's header only, requested by the scan
         name = posixpath.basename(self.root)
         parent = posixpath.dirname(self.root)
         self.single, self.root = name, parent
@@ -622,8 +652,19 @@ class RemoteTree:
             log.warning("%s/%s: a name no directory can hold: not scanned", self.root_url, rel)
             return
         self.files[rel] = size
-        if posixpath.basename(rel) in GLOBAL_RUN_FILES and not _hidden(rel):
+        if _hidden(rel):
+            return
+        name = posixpath.basename(rel)
+        if name in GLOBAL_RUN_FILES:
             self.run_files[rel] = self._fetch_small(rel, size, 0)
+        elif self._prefetch and self._ahead > 0:
+            if name.endswith(".safetensors"):
+                self._ahead -= 1
+                key = self.key(rel)
+                self.headers[rel] = self.client.submit(2, lambda: self.client.header(key, size))
+            elif name.endswith((INDEX_SUFFIX, BIN_INDEX_SUFFIX)):
+                self._ahead -= 1
+                self.indexes[rel] = self._fetch_small(rel, size, 1)
 
     def _fetch_small(self, rel: str, size: int, priority: int) -> concurrent.futures.Future[Any]:
         if size > RUN_WHOLE_MAX:
@@ -710,13 +751,18 @@ class _Scan:
         for name in [*ckpt.indexes, *ckpt.bin_indexes]:
             rel = self.rel(ckpt, name)
             if rel in tree.files:
-                pending.indexes.append((rel, tree._fetch_small(rel, tree.files[rel], 1)))
+                ahead = tree.indexes.pop(rel, None)
+                pending.indexes.append(
+                    (rel, ahead or tree._fetch_small(rel, tree.files[rel], 1))
+                )
         for name in ckpt.safetensors:
             rel = self.rel(ckpt, name)
             size = tree.files.get(rel, 0)
-            key = tree.key(rel)
-            job = (lambda k, s: lambda: client.header(k, s))(key, size)
-            pending.headers.append((name, size, client.submit(2, job)))
+            future = tree.headers.pop(rel, None)
+            if future is None:
+                key = tree.key(rel)
+                future = client.submit(2, (lambda k, s: lambda: client.header(k, s))(key, size))
+            pending.headers.append((name, size, future))
         inputs = [self.rel(ckpt, name) for name in pickled_inputs(ckpt)]
         if inputs and all(tree.files.get(rel, 0) <= RUN_WHOLE_MAX for rel in inputs):
             pending.pickled = [
@@ -857,7 +903,11 @@ def scan_tree(
     consensus = Consensus(options.fail_on)  # checkpoints no manifest knows, held together
     try:
         mirror_root.mkdir(parents=True)
+        short = tree.listed()  # requests of the first pages are in flight meanwhile
         tree.make_mirror(mirror_root)
+        if short is not None:
+            root = CheckpointDir(path=mirror_root, display=tree.root_url, unlisted=short)
+            yield audit_checkpoint(root, {}, options, base_expected)
         scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path, oracle=oracle))
         given = str(mirror_root / tree.single) if tree.single else str(mirror_root)
         checkpoints = discover(given)

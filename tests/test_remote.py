@@ -200,10 +200,10 @@ def _write_store(out: Path) -> None:
     write_checkpoint(out / ".cache" / "tmp", qwen3, q3, shards=1, sparse=False)
 
 
-def _upload(local: Path, prefix: str) -> None:
+def _upload(local: Path, prefix: str, endpoint: str | None = None) -> None:
     import boto3
 
-    client = boto3.client("s3")
+    client = boto3.client("s3", endpoint_url=endpoint)  # (the proxy does not forward PUTs)
     for path in sorted(local.rglob("*")):
         if path.is_file():
             client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(local).as_posix()}")
@@ -340,14 +340,25 @@ def test_single_file_url(
     assert "shard-truncated" in remote
 
 
-def test_object_gone_after_listing_is_unreadable(s3: tuple[str, Served], store: Path) -> None:
+def test_object_gone_after_listing_is_unreadable(
+    s3: tuple[str, Served], proxied: Any, store: Path
+) -> None:
+    """An object deleted between the listing and its read (here: as its GET arrives)."""
     import boto3
 
     from pyaudit import remote
 
-    _upload(store / "llama", "gone")
+    endpoint, _ = s3
+    _upload(store / "llama", "gone", endpoint)
+    victim = "gone/model-00002-of-00003.safetensors"
+
+    def faults(method: str, path: str, n: int) -> str | None:
+        if method == "GET" and path.endswith(victim) and n == 1:
+            boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket=BUCKET, Key=victim)
+        return None
+
+    proxied.faults = faults
     tree = remote.RemoteTree(f"s3://{BUCKET}/gone")
-    boto3.client("s3").delete_object(Bucket=BUCKET, Key="gone/model-00002-of-00003.safetensors")
     (report,) = remote.scan_tree(tree, AuditOptions())
     assert report.status == "fail"
     (finding,) = [f for f in report.findings if f.code == "unreadable"]
