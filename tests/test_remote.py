@@ -651,6 +651,70 @@ def test_static_s3_fake_same_report_as_local(
     assert kinds["get-range"] > 0
 
 
+def test_static_s3_keys_url_encoded_and_decoded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names with a space, a '+' and non-ASCII letters: listed URL-encoded (as S3 lists when
+    asked, and botocore asks), decoded back, read by their own names, reported as locally."""
+    pytest.importorskip("s3fs")
+    from pyaudit.testing.proxy import LatencyProxy
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                 "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
+        monkeypatch.setenv(k, v)
+    root = tmp_path / "served"
+    out = root / BUCKET / "store"
+    qwen3 = _config("Qwen3-4B_qwen3")
+    tensors = manifest_tensors(qwen3)
+    paths = write_checkpoint(out / "run a+b" / "checkpoint-5 é", qwen3, tensors, shards=2)
+    paths[0].write_bytes(paths[0].read_bytes()[:-10])
+    local_status, local = _scan_json(str(out), capsys)
+    with LatencyProxy(serve=str(root)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        remote_status, remote = _scan_json(f"s3://{BUCKET}/store", capsys)
+    assert (remote_status, remote) == (local_status, local)
+    (ckpt,) = json.loads(remote)["checkpoints"]
+    assert ckpt["path"] == "run a+b/checkpoint-5 é" and "shard-truncated" in remote
+    assert TRANSFER[f"s3://{BUCKET}/store"]["failed"] == 0
+
+
+def test_listing_cut_short_is_a_finding(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listing whose later pages fail on every try: the scan ends, the root says it could
+    not be listed past what was, and the checkpoints listed by then are audited."""
+    from pyaudit import remote
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 7)
+    monkeypatch.setattr(remote, "BACKOFF", 0.01)
+
+    def faults(method: str, path: str, n: int) -> str | None:
+        return "error" if path == f"/{BUCKET}" and n > 1 else None  # pages after the first
+
+    with LatencyProxy(serve=str(root), faults=faults) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        status, text = _scan_json(f"s3://{BUCKET}/store", capsys)
+        assert proxy.stats.faults["error"] == remote.ATTEMPTS
+    doc = json.loads(text)
+    assert status == 1
+    first = doc["checkpoints"][0]
+    assert first["path"] == "ROOT" and first["status"] == "fail"
+    (finding,) = first["findings"]
+    assert finding["code"] == "unreadable"
+    assert "cannot be listed past 7 files" in finding["message"]
+    assert "InternalError" in finding["message"]
+    listed = sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())[:7]
+    assert len(doc["checkpoints"]) > 1
+    for c in doc["checkpoints"][1:]:
+        assert any(rel.startswith(c["path"] + "/") for rel in listed), c["path"]
+
+
 def test_proxy_environment_read_once_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP(S)_PROXY and NO_PROXY are honoured (the session no longer trusts the environment
     on every request: it is asked once a host)."""
