@@ -679,12 +679,21 @@ class RemoteTree:
     def make_mirror(self, mirror_root: Path) -> None:
         """Every listed file as a sparse placeholder of its size (discovery and the audit
         ask which files exist, and how large); contents are written as they are read."""
+        root = str(mirror_root)
+        made = {""}  # directories made, relative to the root
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         for rel, size in self.files.items():
-            path = mirror_root / rel
+            parent = posixpath.dirname(rel)
+            path = f"{root}/{rel}"
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "wb") as f:
-                    f.truncate(size)
+                if parent not in made:
+                    os.makedirs(f"{root}/{parent}", exist_ok=True)
+                    made.add(parent)
+                fd = os.open(path, flags, 0o600)
+                try:
+                    os.ftruncate(fd, size)
+                finally:
+                    os.close(fd)
             except OSError as e:
                 log.warning("%s/%s: %s: not scanned", self.root_url, rel, e.strerror or e)
 
