@@ -51,13 +51,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from pyaudit.auditing.cache import AuditCache
-from pyaudit.auditing.consensus import Consensus
-from pyaudit.auditing.pickled import pickled_inputs, read_pickled
-from pyaudit.auditing.pipeline import audit_checkpoint
-from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import (
     ADAPTER_CONFIG,
     BIN_INDEX_SUFFIX,
@@ -67,11 +62,15 @@ from pyaudit.discover import (
     discover,
 )
 from pyaudit.discover import is_url as is_url
-from pyaudit.expected import Expected
 from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
-from pyaudit.oracle import OracleSession
-from pyaudit.runs import PREFETCH_BYTES
+
+# The audit's modules are imported once the listing is under way (start(), then the
+# imports, overlap the first round trips): ~0.1 s of a remote scan's start.
+if TYPE_CHECKING:
+    from pyaudit.auditing.cache import AuditCache
+    from pyaudit.auditing.results import AuditOptions, CheckpointReport
+    from pyaudit.expected import Expected
 
 log = logging.getLogger("pyaudit.remote")
 
@@ -79,7 +78,8 @@ IN_FLIGHT = 64  # requests in flight by default (--jobs N: 8 x N)
 FIRST_GUESS = 4 * 1024  # bytes first asked of a .safetensors whose kind of header is not seen yet
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
 MAX_LISTING_BYTES = 64 * 1024 * 1024  # a listing page is read up to this (1,000 keys: ~0.3 MB)
-RUN_WHOLE_MAX = PREFETCH_BYTES  # a run or index file larger than this is not read
+RUN_WHOLE_MAX = 16 * 1024 * 1024  # a run or index file larger than this is not read
+# (pyaudit.runs.PREFETCH_BYTES, what a local sweep digests; not imported: see above)
 GLOBAL_RUN_FILES = (CONFIG, ADAPTER_CONFIG, "args.json", "training_args.yaml")
 ATTEMPTS = 5  # tries of one request
 BACKOFF = 0.2  # seconds before the first retry; doubles, jittered, up to BACKOFF_MAX
@@ -550,7 +550,7 @@ def _safe_rel(rel: str) -> bool:
 class RemoteTree:
     """One URL: its listing (run files requested while it arrives) and its local mirror."""
 
-    def __init__(self, url: str, in_flight: int = IN_FLIGHT) -> None:
+    def __init__(self, url: str, in_flight: int = IN_FLIGHT, wait: bool = True) -> None:
         self.url = url
         self.fs, self.root = _filesystem(url, in_flight)
         self.client = _Client(self.fs, in_flight)
@@ -566,10 +566,15 @@ class RemoteTree:
         self.indexes: dict[str, concurrent.futures.Future[Any]] = {}
         self._ahead = WINDOW * in_flight
         self._prefetch = True
-        # The listing runs on the loop; this returns once its first page is in (a URL
-        # that cannot be listed fails here), the rest arrives while the scan starts.
+        # The listing runs on the loop; the tree is ready once its first page is in (a URL
+        # that cannot be listed fails there), the rest arrives while the scan starts.
         self._first: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._listing = asyncio.run_coroutine_threadsafe(self._list(), self.client.loop)
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait for the listing's first page; :class:`RemoteError` if there is none."""
         concurrent.futures.wait((self._first, self._listing),
                                 return_when=concurrent.futures.FIRST_COMPLETED)
         if not self._first.done():
@@ -580,7 +585,7 @@ class RemoteTree:
                 raise
             except Exception as e:
                 self.client.close()
-                raise RemoteError(f"{url}: cannot list: {_one_line(e)}") from None
+                raise RemoteError(f"{self.url}: cannot list: {_one_line(e)}") from None
 
     def listed(self) -> str | None:
         """Wait for the rest of the listing: None, or why it stopped short (what was listed
@@ -772,6 +777,8 @@ class _Scan:
                 key = tree.key(rel)
                 future = client.submit(2, (lambda k, s: lambda: client.header(k, s))(key, size))
             pending.headers.append((name, size, future))
+        from pyaudit.auditing.pickled import pickled_inputs
+
         inputs = [self.rel(ckpt, name) for name in pickled_inputs(ckpt)]
         if inputs and all(tree.files.get(rel, 0) <= RUN_WHOLE_MAX for rel in inputs):
             pending.pickled = [
@@ -812,6 +819,9 @@ class _Scan:
     def audit(
         self, pending: _Pending, options: AuditOptions, base_expected: Expected | None
     ) -> CheckpointReport:
+        from pyaudit.auditing.pickled import read_pickled
+        from pyaudit.auditing.pipeline import audit_checkpoint
+
         ckpt, tree = pending.ckpt, self.tree
         if self.needs_all(ckpt):
             own = [] if self.all_written else list(tree.run_files)
@@ -905,6 +915,11 @@ def scan_tree(
     base_expected: Expected | None = None,
 ) -> Iterator[CheckpointReport]:
     """Audit every checkpoint of one listed URL, in discovery order."""
+    from pyaudit.auditing.cache import AuditCache
+    from pyaudit.auditing.consensus import Consensus
+    from pyaudit.auditing.pipeline import audit_checkpoint
+    from pyaudit.oracle import OracleSession
+
     workdir = Path(tempfile.mkdtemp(prefix="pyaudit-remote-", dir=_scratch()))
     name = posixpath.basename(tree.root.rstrip("/")) or "root"
     mirror_root = workdir / "m" / name
@@ -981,21 +996,48 @@ def _in_flight(jobs: int | None) -> int:
     return 8 * jobs if jobs else IN_FLIGHT
 
 
-def prepare(paths: Iterable[str], verify_data: bool = False, jobs: int | None = None) -> None:
-    """List every URL among ``paths`` now (kept for :func:`scan_paths`): a URL that cannot
-    be listed, a missing driver or an option remote PATHs cannot honour raises
-    :class:`RemoteError` before anything is audited. The run files are requested
-    while the listing arrives."""
-    urls = [p for p in paths if is_url(p)]
-    if urls and verify_data:
-        raise RemoteUsage("--verify-data reads tensor data: not available for remote PATHs")
-    for url in urls:
+def start_listing(paths: Iterable[str], jobs: int | None = None) -> None:
+    """Start listing every URL among ``paths`` (kept for :func:`prepare` and
+    :func:`scan_paths`) and return: the caller's own imports then overlap the first round
+    trips. A missing driver or a malformed URL raises :class:`RemoteError` here."""
+    for url in [p for p in paths if is_url(p)]:
         with _LISTED_LOCK:
             if url in _LISTED:
                 continue
-        tree = RemoteTree(url, _in_flight(jobs))
+        tree = RemoteTree(url, _in_flight(jobs), wait=False)
         with _LISTED_LOCK:
             _LISTED[url] = tree
+
+
+def discard(paths: Iterable[str]) -> None:
+    """Forget the listings of ``paths`` (a scan that will not run)."""
+    for p in paths:
+        with _LISTED_LOCK:
+            tree = _LISTED.pop(p, None)
+        if tree is not None:
+            tree.close()
+
+
+def prepare(paths: Iterable[str], verify_data: bool = False, jobs: int | None = None) -> None:
+    """List every URL among ``paths`` (kept for :func:`scan_paths`; started by
+    :func:`start_listing` or now) until its first page: a URL that cannot be listed, a missing
+    driver or an option remote PATHs cannot honour raises :class:`RemoteError` before
+    anything is audited. Run and header files are requested while the listing arrives."""
+    urls = [p for p in paths if is_url(p)]
+    if urls and verify_data:
+        raise RemoteUsage("--verify-data reads tensor data: not available for remote PATHs")
+    start_listing(urls, jobs)
+    for url in urls:
+        with _LISTED_LOCK:
+            tree = _LISTED.get(url)
+        if tree is None:
+            continue
+        try:
+            tree.ready()
+        except RemoteError:
+            with _LISTED_LOCK:
+                _LISTED.pop(url, None)
+            raise
 
 
 def scan_paths(
@@ -1010,6 +1052,7 @@ def scan_paths(
     driver, raises :class:`RemoteError` here, before any report. The iterator returned
     has a ``transfer`` (:class:`Transfer`): requests and bytes, once iterated.
     """
+    from pyaudit.auditing.results import AuditOptions
     from pyaudit.sweep import load_base
     from pyaudit.sweep import scan as sweep
 

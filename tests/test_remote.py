@@ -372,6 +372,12 @@ def test_usage_errors_exit_2(
     assert "no such file or directory" in capsys.readouterr().err
     assert main(["scan", "--verify-data", f"s3://{BUCKET}/store/llama"]) == 2
     assert "--verify-data" in capsys.readouterr().err
+    # A usage error found after the listing started: the listing is not kept for later.
+    from pyaudit import remote, runs
+
+    assert main(["scan", "--base", str(store / "no-such-base"), f"s3://{BUCKET}/store"]) == 2
+    assert "--base" in capsys.readouterr().err and not remote._LISTED
+    assert remote.RUN_WHOLE_MAX == runs.PREFETCH_BYTES  # the same bound as a local sweep's
     import pyaudit
 
     with pytest.raises(FileNotFoundError):
