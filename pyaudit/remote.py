@@ -339,6 +339,29 @@ def _parse_listing(body: bytes) -> tuple[list[tuple[str, int]], str | None]:
     return items, token
 
 
+def _read_range(fs: Any, path: str, start: int, end: int, size: int | None) -> bytes:
+    """Bytes ``[start, end)`` from a synchronous filesystem. Where its ``cat_file`` is
+    fsspec's own (it opens a buffered file: HfFileSystem, most), the file is opened with no
+    cache and the listed size: the default cache reads a block ahead (HfFileSystem: the
+    first read of a header fetched up to 5 MB of tensor data behind it) and the size would
+    be asked of the store again."""
+    from fsspec.spec import AbstractFileSystem  # type: ignore[import-untyped]
+
+    if type(fs).cat_file is AbstractFileSystem.cat_file:
+        options: dict[str, Any] = {"cache_type": "none"}
+        if size is not None:
+            options["size"] = size
+        try:
+            f = fs.open(path, "rb", **options)
+        except TypeError:  # a file class that takes neither: as the filesystem reads
+            pass
+        else:
+            with f:
+                f.seek(start)
+                return bytes(f.read(end - start))
+    return bytes(fs.cat_file(path, start=start, end=end))
+
+
 def _transient(e: BaseException) -> bool:
     """Whether asking again may succeed (throttled, dropped, timed out, server error)."""
     return not isinstance(e, _PERMANENT) or isinstance(e, TimeoutError)
@@ -449,8 +472,8 @@ class _Client:
     async def _sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
 
-    async def get(self, path: str, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of ``path``."""
+    async def get(self, path: str, start: int, end: int, size: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of ``path`` (``size``: the object's, as listed)."""
 
         async def once() -> bytes:
             if self.s3 is not None:
@@ -458,7 +481,7 @@ class _Client:
             elif self.is_async:
                 data = await self.fs._cat_file(path, start=start, end=end)
             else:
-                data = await self._sync(self.fs.cat_file, path, start=start, end=end)
+                data = await self._sync(_read_range, self.fs, path, start, end, size)
             return bytes(data)
 
         data: bytes = await self._retrying(path, once)
@@ -473,19 +496,19 @@ class _Client:
         name = posixpath.basename(path)
         known = self._spans.get(name) or self._span
         guess = known + known // 8 if known else FIRST_GUESS
-        data = await self.get(path, 0, min(size, max(guess, 8)))
+        data = await self.get(path, 0, min(size, max(guess, 8)), size)
         if len(data) >= 8:
             span = header_span(data[:8])
             if 0 < span <= MAX_HEADER_BYTES:
                 self._spans[name] = self._span = span
             if len(data) < span <= min(size, MAX_HEADER_BYTES):
-                data += await self.get(path, len(data), span)
+                data += await self.get(path, len(data), span, size)
             elif span and len(data) > span:
                 data = data[:span]
         return data
 
     async def whole(self, path: str, size: int) -> bytes:
-        return await self.get(path, 0, size) if size > 0 else b""
+        return await self.get(path, 0, size, size) if size > 0 else b""
 
     # Listing (on the loop thread, outside the slots) --------------------------------------
 

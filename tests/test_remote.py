@@ -612,6 +612,60 @@ def test_unreachable_hub_is_one_line_without_the_token(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def _hf_scan(hub_url: str, url: str, home: Path, token: str) -> subprocess.CompletedProcess[str]:
+    """`pyaudit scan --json URL` in a child (huggingface_hub reads HF_ENDPOINT on import)."""
+    code = f"from pyaudit.cli import main\nraise SystemExit(main(['scan', '--json', {url!r}]))\n"
+    env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_TOKEN": token, "HF_HOME": str(home),
+           "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_hf_hub_same_report_as_local_header_bytes_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hf:// through huggingface_hub's HfFileSystem, against a local fake of the Hub's
+    endpoints it calls (pyaudit.testing.fake_hub; the tree listed in pages of 5): the
+    report of a local scan; each .safetensors read by at most two range requests, never
+    the tensor data behind its header; the token sent as HfFileSystem sends it, never shown."""
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("fsspec")
+    from pyaudit.testing.fake_hub import FakeHub
+
+    served = tmp_path / "hub"
+    out = served / "pyaudit-test" / "store"
+    _write_store(out)
+    local_status, local = _scan_json(str(out), capsys)
+    token = "hf_secretvalue123456"
+    url = "hf://pyaudit-test/store"
+    with FakeHub(served, page_size=5) as hub:
+        done = _hf_scan(hub.url, url, tmp_path / "home", token)
+        missing = _hf_scan(hub.url, "hf://pyaudit-test/none-such", tmp_path / "home", token)
+    assert done.returncode == local_status == 1, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    doc["summary"].pop("seconds")
+    transfer = doc["summary"].pop("remote")
+    assert json.dumps(doc, indent=1).replace(url, "ROOT") == local
+    assert hub.kinds["tree"] > 5  # paged
+    assert hub.tokens == {f"Bearer {token}"}
+    assert token not in done.stdout + done.stderr
+    assert missing.returncode == 2 and "no such file or directory" in missing.stderr
+    assert token not in missing.stdout + missing.stderr
+    files = {
+        f"pyaudit-test/store/{p.relative_to(out).as_posix()}": p
+        for p in out.rglob("*.safetensors")
+        if not p.relative_to(out).as_posix().startswith(".")
+    }
+    for key, path in files.items():
+        ranges = hub.ranges.get(key, [])
+        assert 1 <= len(ranges) <= 2 and all(r is not None for r in ranges), (key, ranges)
+        assert hub.sent[key] <= max(_span(path), 4096) + 4096, (key, hub.sent[key])
+    total = sum(p.stat().st_size for p in files.values())
+    assert sum(hub.sent[k] for k in files) < total / 10
+    assert transfer["bytes"] == hub.file_bytes and transfer["failed"] == 0
+
+
 @pytest.mark.parametrize(
     ("url", "driver"), [("gs://bucket/store", "gcsfs"), ("az://c/store", "adlfs")]
 )
