@@ -76,6 +76,7 @@ log = logging.getLogger("pyaudit.remote")
 
 IN_FLIGHT = 64  # requests in flight by default (--jobs N: 8 x N)
 FIRST_GUESS = 4 * 1024  # bytes first asked of a .safetensors whose kind of header is not seen yet
+GUESS_MAX = 64 * 1024  # a new file name's first read is at most this (+1/8), whatever was seen
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
 MAX_LISTING_BYTES = 64 * 1024 * 1024  # a listing page is read up to this (1,000 keys: ~0.3 MB)
 RUN_WHOLE_MAX = 16 * 1024 * 1024  # a run or index file larger than this is not read
@@ -393,8 +394,11 @@ class _Client:
         self._running = 0
         self._closed = False
         self.s3 = _S3Ranges(fs, in_flight) if S3_DIRECT and _is_plain_s3(fs) else None
-        self._spans: dict[str, int] = {}  # file name -> the last header span seen
-        self._span = 0  # the last header span seen, of any file
+        # The largest header span seen of each file name, and of any: the next first read
+        # (+1/8). The largest, not the last: where one name holds headers of several sizes
+        # (model.safetensors of several families), the last fell short for 1 in 25.
+        self._spans: dict[str, int] = {}
+        self._span = 0
 
     # Scheduling (called on the loop thread) ------------------------------------------------
 
@@ -494,13 +498,14 @@ class _Client:
         if size <= 0:
             return b""
         name = posixpath.basename(path)
-        known = self._spans.get(name) or self._span
+        known = self._spans.get(name) or min(self._span, GUESS_MAX)
         guess = known + known // 8 if known else FIRST_GUESS
         data = await self.get(path, 0, min(size, max(guess, 8)), size)
         if len(data) >= 8:
             span = header_span(data[:8])
-            if 0 < span <= MAX_HEADER_BYTES:
-                self._spans[name] = self._span = span
+            if 0 < span <= min(size, MAX_HEADER_BYTES):  # (a file that holds it)
+                self._spans[name] = max(span, self._spans.get(name, 0))
+                self._span = max(span, self._span)
             if len(data) < span <= min(size, MAX_HEADER_BYTES):
                 data += await self.get(path, len(data), span, size)
             elif span and len(data) > span:
