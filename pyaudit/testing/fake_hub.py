@@ -12,10 +12,12 @@ files (read from huggingface_hub's own source: ``HfApi.repo_info``,
 - ``POST /api/models/NS/NAME/paths-info/REV`` (form or JSON ``paths``): those entries;
 - ``GET|HEAD /NS/NAME/resolve/REV/PATH``, with or without a ``Range``: the bytes.
 
-Anything else is a 404 with the Hub's ``X-Error-Code``. No authentication is checked; the
-``Authorization`` header of each request is recorded (``tokens``) so a test can see that the
-token went where it should and nowhere else. Counted: requests by kind, and for each file
-the Range of each GET and the bytes sent.
+Anything else is a 404 with the Hub's ``X-Error-Code``, and recorded (``unknown``;
+huggingface_hub 2.4 also asks ``GET /api/agent-harnesses`` once, and takes the 404).
+No authentication is checked; the ``Authorization`` header of each request is recorded
+(``tokens``) so a test can see that the token went where it should and nowhere else.
+Counted: requests by kind, and for each file the Range of each GET and the bytes sent;
+connections accepted.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class FakeHub:
         self.ranges: dict[str, list[str | None]] = {}  # "NS/NAME/PATH" -> Range of each GET
         self.sent: Counter[str] = Counter()  # "NS/NAME/PATH" -> file bytes sent
         self.tokens: set[str | None] = set()
+        self.connections = 0  # accepted, in all
+        self.unknown: list[str] = []  # requests this fake does not answer (a 404 each)
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -107,6 +111,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.fake.lock:
+            self.fake.connections += 1
+
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None,
               head: bool = False) -> None:
         self.send_response(status)
@@ -157,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(found)
             return
         self._count("other")
+        with self.fake.lock:
+            self.fake.unknown.append(f"POST {self.path}")
         self._missing("EntryNotFound", f"POST {parts.path}")
 
     def _answer(self, head: bool) -> None:
@@ -206,6 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._file(repo / rel, head, f"{seg[0]}/{seg[1]}/{rel}")
             return
         self._count("other")
+        with fake.lock:
+            fake.unknown.append(f"{self.command} {self.path}")
         self._missing("EntryNotFound", f"GET {parts.path}")
 
     def _file(self, path: Path, head: bool, name: str) -> None:
