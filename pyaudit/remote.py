@@ -87,6 +87,8 @@ BACKOFF = 0.2  # seconds before the first retry; doubles, jittered, up to BACKOF
 BACKOFF_MAX = 5.0
 TIMEOUT = 60.0  # seconds one try may take
 WINDOW = 8  # header files requested ahead of the audit, per request in flight
+AHEAD_BYTES = 64 * 1024 * 1024  # ... and while a listing arrives, more up to this held
+AHEAD_FILES = 16384  # ... and this many files
 INSTALL_HINT = "pip install 'pyaudit[remote]'"
 S3_DIRECT = True  # S3 range GETs by presigned URL over aiohttp (False: s3fs's _cat_file)
 S3_PAGES = True  # S3: list page by page (False: fsspec's generic _find, as gcsfs and adlfs are)
@@ -400,6 +402,11 @@ class _Client:
         self._spans: dict[str, int] = {}
         self._span = 0
 
+    @property
+    def largest_span(self) -> int:
+        """The largest header span seen so far (0: none yet)."""
+        return self._span
+
     # Scheduling (called on the loop thread) ------------------------------------------------
 
     def _push(self, priority: int, job: Callable[[], Awaitable[None]]) -> None:
@@ -589,10 +596,13 @@ class RemoteTree:
         self.run_files: dict[str, concurrent.futures.Future[Any]] = {}  # rel -> bytes | error
         # Header and index files requested as the listing names them, ahead of discovery
         # (which waits for the whole listing): rel -> the request's future, taken by the
-        # scan; at most ``WINDOW`` x in-flight of them.
+        # scan. ``WINDOW`` x in-flight of them, and more while what they hold stays under
+        # ``AHEAD_BYTES`` (headers of the largest span seen so far, index files as listed),
+        # so that the slots stay busy through a listing of many pages.
         self.headers: dict[str, concurrent.futures.Future[Any]] = {}
         self.indexes: dict[str, concurrent.futures.Future[Any]] = {}
-        self._ahead = WINDOW * in_flight
+        self._window = WINDOW * in_flight
+        self._index_bytes = 0
         self._prefetch = True
         # The listing runs on the loop; the tree is ready once its first page is in (a URL
         # that cannot be listed fails there), the rest arrives while the scan starts.
@@ -690,14 +700,21 @@ class RemoteTree:
         name = posixpath.basename(rel)
         if name in GLOBAL_RUN_FILES:
             self.run_files[rel] = self._fetch_small(rel, size, 0)
-        elif self._prefetch and self._ahead > 0:
+        elif self._prefetch and self._may_prefetch():
             if name.endswith(".safetensors"):
-                self._ahead -= 1
                 key = self.key(rel)
                 self.headers[rel] = self.client.submit(2, lambda: self.client.header(key, size))
-            elif name.endswith((INDEX_SUFFIX, BIN_INDEX_SUFFIX)):
-                self._ahead -= 1
+            elif name.endswith((INDEX_SUFFIX, BIN_INDEX_SUFFIX)) and size <= RUN_WHOLE_MAX:
+                self._index_bytes += size
                 self.indexes[rel] = self._fetch_small(rel, size, 1)
+
+    def _may_prefetch(self) -> bool:
+        ahead = len(self.headers) + len(self.indexes)
+        if ahead < self._window:
+            return True
+        span = max(self.client.largest_span, FIRST_GUESS)
+        held = len(self.headers) * (span + span // 8) + self._index_bytes
+        return ahead < AHEAD_FILES and held < AHEAD_BYTES
 
     def _fetch_small(self, rel: str, size: int, priority: int) -> concurrent.futures.Future[Any]:
         if size > RUN_WHOLE_MAX:

@@ -739,6 +739,48 @@ def test_static_s3_keys_url_encoded_and_decoded(
     assert TRANSFER[f"s3://{BUCKET}/store"]["failed"] == 0
 
 
+def test_headers_requested_while_the_listing_arrives(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Header requests go out as the listing names their files, before its last page; past
+    the window (one request in flight: 8 files), as long as what they hold is small; the
+    scan takes them (no header asked again); the report is the local one."""
+    from pyaudit import remote
+    from pyaudit.sweep import scan
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    seen: list[tuple[str, str]] = []
+
+    def record(method: str, path: str, n: int) -> None:
+        seen.append((method, path))
+
+    local = json.dumps([r.to_json() for r in scan([str(store)], AuditOptions())])
+    shards = {p.relative_to(store).as_posix() for p in store.rglob("*.safetensors")}
+    shards = {rel for rel in shards if not rel.startswith(".")}
+    url = f"s3://{BUCKET}/store"
+    for in_flight, keys in ((1, 7), (8, 3)):
+        seen.clear()
+        monkeypatch.setattr(static_s3, "MAX_KEYS", keys)
+        with LatencyProxy(serve=str(root), delay=0.02, faults=record) as proxy:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+            tree = remote.RemoteTree(url, in_flight=in_flight)
+            assert tree.listed() is None
+            prefetched = set(tree.headers)
+            got = [r.to_json() for r in remote.scan_tree(tree, AuditOptions())]
+        assert json.dumps(got).replace(url, "ROOT") == local.replace(str(store), "ROOT")
+        assert prefetched == shards and len(shards) > remote.WINDOW * 1
+        assert not tree.headers  # every one taken by the scan, none asked again
+        for rel in shards:  # (two: the first read fell short of the header)
+            assert 1 <= [p for _, p in seen].count(f"/{BUCKET}/store/{rel}") <= 2, rel
+    # (8 in flight: the run files, asked first, leave slots to headers before the end)
+    pages = [i for i, (_, path) in enumerate(seen) if path == f"/{BUCKET}"]
+    first_header = min(i for i, (_, path) in enumerate(seen) if path.endswith(".safetensors"))
+    assert len(pages) >= 10 and first_header < pages[-1], seen
+
+
 def test_listing_cut_short_is_a_finding(
     s3: tuple[str, Served], store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
