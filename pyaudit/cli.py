@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_jobs,
         default=None,
         help="threads reading headers (default: chosen per batch: cores - 1 when headers "
-        "are in the page cache, up to 4 x cores when they are read from disk)",
+        "are in the page cache, up to 4 x cores when they are read from disk); for a "
+        "remote PATH, 8 x N requests in flight (default: 128)",
     )
     scan.add_argument(
         "--expect", choices=("auto", "full", "adapter"), default="auto",

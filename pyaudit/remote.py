@@ -5,19 +5,26 @@ The scan is one pipeline whose every stage overlaps the others, with a bounded n
 requests in flight (``IN_FLIGHT``, or 8 x ``--jobs``; the filesystem's connection pool is
 sized to it) and no stage waiting on a round trip of another:
 
-1. **Listing**, page by page (S3: each ``list_objects_v2`` page as it arrives). Every small
-   run file it names (config.json, adapter_config.json, args.json, training_args.yaml) is
-   requested as soon as its page arrives, ahead of any header: any checkpoint's audit may
-   read any of them (an adapter's base model, a run's arguments above it).
-2. **Discovery**: the listing becomes a local mirror of the tree (every directory, every
-   file as a sparse placeholder of its listed size) walked by :func:`pyaudit.discover.discover`
+1. **Listing**, page by page, on the event loop's thread while the scan starts (the CLI
+   starts it before importing the audit, and waits for the first page only: a URL that
+   cannot be listed is a usage error). S3: a presigned ``ListObjectsV2`` over the range
+   GETs' session, read by ElementTree. Every small run file a page names (config.json,
+   adapter_config.json, args.json, training_args.yaml) is requested as the page arrives,
+   ahead of any header: any checkpoint's audit may read any of them (an adapter's base
+   model, a run's arguments above it). So are its ``.safetensors`` headers and index files,
+   up to a window of files (``WINDOW`` per request in flight, more while what they would
+   hold stays under ``AHEAD_BYTES``): the slots are busy from the first page on.
+2. **Discovery**, once the listing is complete (a directory's entries are known only
+   then): the listing becomes a local mirror of the tree (every directory, every file as a
+   sparse placeholder of its listed size) walked by :func:`pyaudit.discover.discover`
    itself, so remote and local stores are classified by the same code.
-3. **Headers and index files**, requested in discovery order, a window of checkpoints
-   ahead of the audit. A header costs one range request of a size learnt from the store
-   (the span of the last header of the same file name, plus 1/8), or two when the
-   guess falls short (then exactly the rest of the header). Tensor data is never asked
-   for beyond that slack. Headers are validated by
-   :func:`pyaudit.headers.parse_header_bytes`, the validator local files go through.
+3. **Headers and index files** not asked for yet, requested in discovery order, a window
+   of files ahead of the audit. A header costs one range request of a size learnt from the
+   store (the largest span seen of the same file name, plus 1/8), or two when the guess
+   falls short (then exactly the rest of the header). Tensor data is never asked for
+   beyond that slack. Sizes come from the listing (no HEAD, no ``info`` a file). Headers
+   are validated by :func:`pyaudit.headers.parse_header_bytes`, the validator local files
+   go through.
 4. **Audit**, by :func:`pyaudit.auditing.pipeline.audit_checkpoint` over the mirror, exactly as
    a local checkpoint, as soon as that checkpoint's own files are in.
 
@@ -74,7 +81,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyaudit.remote")
 
-IN_FLIGHT = 64  # requests in flight by default (--jobs N: 8 x N)
+IN_FLIGHT = 128  # requests in flight by default (--jobs N: 8 x N); see benchmarks/README.md
 FIRST_GUESS = 4 * 1024  # bytes first asked of a .safetensors whose kind of header is not seen yet
 GUESS_MAX = 64 * 1024  # a new file name's first read is at most this (+1/8), whatever was seen
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
