@@ -755,6 +755,7 @@ class RemoteTree:
                 log.warning("%s/%s: %s: not scanned", self.root_url, rel, e.strerror or e)
 
     def close(self) -> None:
+        self._listing.cancel()  # a scan given up (or done) lists no further
         self.client.close()
 
 

@@ -781,6 +781,28 @@ def test_headers_requested_while_the_listing_arrives(
     assert len(pages) >= 10 and first_header < pages[-1], seen
 
 
+def test_a_scan_given_up_lists_no_further(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a tree whose listing is still arriving (pages of 3 keys, 50 ms a request)
+    cancels the listing: its later pages are not asked for."""
+    from pyaudit import remote
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 3)
+    objects = sum(1 for p in store.rglob("*") if p.is_file())
+    with LatencyProxy(serve=str(root), delay=0.05) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        tree = remote.RemoteTree(f"s3://{BUCKET}/store", in_flight=4)
+        tree.close()
+        assert tree._listing.cancelled()
+        assert tree.listed() is not None  # (said to be cut short, were it scanned)
+        assert proxy.stats.kinds["get-list"] < objects // 3
+
+
 def test_listing_cut_short_is_a_finding(
     s3: tuple[str, Served], store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
