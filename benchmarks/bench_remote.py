@@ -167,7 +167,7 @@ def main() -> int:
     )
     ap.add_argument(
         "--pyaudit-jobs", type=int, default=None,
-        help="pass --jobs N to pyaudit (8 N requests in flight; default: 64 in flight)",
+        help="pass --jobs N to pyaudit (8 N requests in flight; default: 128 in flight)",
     )
     ap.add_argument("--script", help=argparse.SUPPRESS)  # the careful script, as a child
     args = ap.parse_args()

@@ -149,10 +149,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from pyaudit.api import reports as scan_reports
-    from pyaudit.auditing.results import AuditOptions, ScanSummary
     from pyaudit.discover import is_url
-    from pyaudit.sweep import load_base
 
     missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
     if missing:
@@ -178,18 +175,31 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if urls:
             print(f"pyaudit scan: --dask: {urls[0]}: scan URLs without --dask", file=sys.stderr)
             return EXIT_USAGE
+    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
+        print(f"pyaudit scan: --html {args.html}: no such directory", file=sys.stderr)
+        return EXIT_USAGE
     if remote:
-        from pyaudit.remote import RemoteError, prepare
+        from pyaudit.remote import RemoteError, discard, prepare, start_listing
 
         try:
-            # Each URL is listed now: one that cannot be is a usage error.
+            # Listings first: the imports below overlap their first round trips.
+            if not args.verify_data:
+                start_listing(args.paths, args.jobs)
+        except RemoteError as e:
+            print(f"pyaudit scan: {e}", file=sys.stderr)
+            return EXIT_USAGE
+
+    from pyaudit.api import reports as scan_reports
+    from pyaudit.auditing.results import AuditOptions, ScanSummary
+    from pyaudit.sweep import load_base
+
+    if remote:
+        try:
+            # Each URL is listed now (its first page): one that cannot be is a usage error.
             prepare(args.paths, args.verify_data, args.jobs)
         except RemoteError as e:
             print(f"pyaudit scan: {e}", file=sys.stderr)
             return EXIT_USAGE
-    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
-        print(f"pyaudit scan: --html {args.html}: no such directory", file=sys.stderr)
-        return EXIT_USAGE
     options = AuditOptions(
         expect=args.expect,
         base=Path(args.base) if args.base else None,
@@ -201,13 +211,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     )
     base_expected = None
     if options.base is not None:
+        error = None
         if not options.base.is_dir():
-            print(f"pyaudit scan: --base {options.base}: not a directory", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            base_expected = load_base(options.base, args.jobs)
-        except ValueError as e:
-            print(f"pyaudit scan: {e}", file=sys.stderr)
+            error = f"--base {options.base}: not a directory"
+        else:
+            try:
+                base_expected = load_base(options.base, args.jobs)
+            except ValueError as e:
+                error = str(e)
+        if error is not None:
+            if remote:
+                discard(args.paths)  # listed for nothing: not kept for a later scan
+            print(f"pyaudit scan: {error}", file=sys.stderr)
             return EXIT_USAGE
     from pyaudit.report.progress import SweepProgress
 
@@ -388,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_jobs,
         default=None,
         help="threads reading headers (default: chosen per batch: cores - 1 when headers "
-        "are in the page cache, up to 4 x cores when they are read from disk)",
+        "are in the page cache, up to 4 x cores when they are read from disk); for a "
+        "remote PATH, 8 x N requests in flight (default: 128)",
     )
     scan.add_argument(
         "--expect", choices=("auto", "full", "adapter"), default="auto",

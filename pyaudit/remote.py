@@ -5,19 +5,26 @@ The scan is one pipeline whose every stage overlaps the others, with a bounded n
 requests in flight (``IN_FLIGHT``, or 8 x ``--jobs``; the filesystem's connection pool is
 sized to it) and no stage waiting on a round trip of another:
 
-1. **Listing**, page by page (S3: each ``list_objects_v2`` page as it arrives). Every small
-   run file it names (config.json, adapter_config.json, args.json, training_args.yaml) is
-   requested as soon as its page arrives, ahead of any header: any checkpoint's audit may
-   read any of them (an adapter's base model, a run's arguments above it).
-2. **Discovery**: the listing becomes a local mirror of the tree (every directory, every
-   file as a sparse placeholder of its listed size) walked by :func:`pyaudit.discover.discover`
+1. **Listing**, page by page, on the event loop's thread while the scan starts (the CLI
+   starts it before importing the audit, and waits for the first page only: a URL that
+   cannot be listed is a usage error). S3: a presigned ``ListObjectsV2`` over the range
+   GETs' session, read by ElementTree. Every small run file a page names (config.json,
+   adapter_config.json, args.json, training_args.yaml) is requested as the page arrives,
+   ahead of any header: any checkpoint's audit may read any of them (an adapter's base
+   model, a run's arguments above it). So are its ``.safetensors`` headers and index files,
+   up to a window of files (``WINDOW`` per request in flight, more while what they would
+   hold stays under ``AHEAD_BYTES``): the slots are busy from the first page on.
+2. **Discovery**, once the listing is complete (a directory's entries are known only
+   then): the listing becomes a local mirror of the tree (every directory, every file as a
+   sparse placeholder of its listed size) walked by :func:`pyaudit.discover.discover`
    itself, so remote and local stores are classified by the same code.
-3. **Headers and index files**, requested in discovery order, a window of checkpoints
-   ahead of the audit. A header costs one range request of a size learnt from the store
-   (the span of the last header of the same file name, plus 1/8), or two when the
-   guess falls short (then exactly the rest of the header). Tensor data is never asked
-   for beyond that slack. Headers are validated by
-   :func:`pyaudit.headers.parse_header_bytes`, the validator local files go through.
+3. **Headers and index files** not asked for yet, requested in discovery order, a window
+   of files ahead of the audit. A header costs one range request of a size learnt from the
+   store (the largest span seen of the same file name, plus 1/8), or two when the guess
+   falls short (then exactly the rest of the header). Tensor data is never asked for
+   beyond that slack. Sizes come from the listing (no HEAD, no ``info`` a file). Headers
+   are validated by :func:`pyaudit.headers.parse_header_bytes`, the validator local files
+   go through.
 4. **Audit**, by :func:`pyaudit.auditing.pipeline.audit_checkpoint` over the mirror, exactly as
    a local checkpoint, as soon as that checkpoint's own files are in.
 
@@ -38,6 +45,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import heapq
 import logging
 import os
@@ -50,38 +58,44 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from pyaudit.auditing.cache import AuditCache
-from pyaudit.auditing.consensus import Consensus
-from pyaudit.auditing.pickled import pickled_inputs, read_pickled
-from pyaudit.auditing.pipeline import audit_checkpoint
-from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.discover import (
     ADAPTER_CONFIG,
+    BIN_INDEX_SUFFIX,
     CONFIG,
+    INDEX_SUFFIX,
     CheckpointDir,
     discover,
 )
 from pyaudit.discover import is_url as is_url
-from pyaudit.expected import Expected
 from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
-from pyaudit.oracle import OracleSession
-from pyaudit.runs import PREFETCH_BYTES
+
+# The audit's modules are imported once the listing is under way (start(), then the
+# imports, overlap the first round trips): ~0.1 s of a remote scan's start.
+if TYPE_CHECKING:
+    from pyaudit.auditing.cache import AuditCache
+    from pyaudit.auditing.results import AuditOptions, CheckpointReport
+    from pyaudit.expected import Expected
 
 log = logging.getLogger("pyaudit.remote")
 
-IN_FLIGHT = 64  # requests in flight by default (--jobs N: 8 x N)
+IN_FLIGHT = 128  # requests in flight by default (--jobs N: 8 x N); see benchmarks/README.md
 FIRST_GUESS = 4 * 1024  # bytes first asked of a .safetensors whose kind of header is not seen yet
+GUESS_MAX = 64 * 1024  # a new file name's first read is at most this (+1/8), whatever was seen
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
-RUN_WHOLE_MAX = PREFETCH_BYTES  # a run or index file larger than this is not read
+MAX_LISTING_BYTES = 64 * 1024 * 1024  # a listing page is read up to this (1,000 keys: ~0.3 MB)
+RUN_WHOLE_MAX = 16 * 1024 * 1024  # a run or index file larger than this is not read
+# (pyaudit.runs.PREFETCH_BYTES, what a local sweep digests; not imported: see above)
 GLOBAL_RUN_FILES = (CONFIG, ADAPTER_CONFIG, "args.json", "training_args.yaml")
 ATTEMPTS = 5  # tries of one request
 BACKOFF = 0.2  # seconds before the first retry; doubles, jittered, up to BACKOFF_MAX
 BACKOFF_MAX = 5.0
 TIMEOUT = 60.0  # seconds one try may take
 WINDOW = 8  # header files requested ahead of the audit, per request in flight
+AHEAD_BYTES = 64 * 1024 * 1024  # ... and while a listing arrives, more up to this held
+AHEAD_FILES = 16384  # ... and this many files
 INSTALL_HINT = "pip install 'pyaudit[remote]'"
 S3_DIRECT = True  # S3 range GETs by presigned URL over aiohttp (False: s3fs's _cat_file)
 S3_PAGES = True  # S3: list page by page (False: fsspec's generic _find, as gcsfs and adlfs are)
@@ -231,13 +245,18 @@ class _S3Ranges:
             )
         return self._http
 
-    async def get(self, path: str, start: int, end: int) -> bytes:
-        bucket, key, _ = self.fs.split_path(path)
+    async def _presign(self, bucket: str, operation: str, params: dict[str, Any]) -> str:
         await self.fs.set_session()
         client = await self.fs.get_s3(bucket)
-        params = {"Bucket": bucket, "Key": key, **(getattr(self.fs, "req_kw", None) or {})}
-        url = await client.generate_presigned_url("get_object", Params=params, ExpiresIn=3600)
-        headers = {"Range": f"bytes={start}-{end - 1}"}
+        params = {**params, **(getattr(self.fs, "req_kw", None) or {})}
+        url: str = await client.generate_presigned_url(operation, Params=params, ExpiresIn=3600)
+        return url
+
+    async def _fetch(self, url: str, start: int, end: int | None) -> bytes:
+        """The body of a GET (bytes ``[start, end)`` by a Range; ``end`` None: all of it, up
+        to ``MAX_LISTING_BYTES``); HTTP errors as the exceptions the retries tell apart."""
+        headers = {"Range": f"bytes={start}-{end - 1}"} if end is not None else {}
+        limit = end - start if end is not None else MAX_LISTING_BYTES
         async with self._session().get(
             url, headers=headers, allow_redirects=False, proxy=self._proxy(url)
         ) as resp:
@@ -246,13 +265,13 @@ class _S3Ranges:
                     raise OSError("the server ignored the Range of the request")
                 # Never more than asked for, whatever the server sends (a 200: all of it).
                 parts, got = [], 0
-                while got < end - start:
-                    part = await resp.content.read(end - start - got)
+                while got < limit:
+                    part = await resp.content.read(limit - got)
                     if not part:
                         break
                     parts.append(part)
                     got += len(part)
-                if resp.status == 200:
+                if resp.status == 200 and end is not None:
                     resp.close()  # the rest is not wanted: the connection goes
                 return b"".join(parts)
             if resp.status == 416:  # the object is shorter than when it was listed
@@ -266,6 +285,23 @@ class _S3Ranges:
                 raise PermissionError(message)
             raise OSError(f"HTTP {resp.status} {message}")
 
+    async def get(self, path: str, start: int, end: int) -> bytes:
+        bucket, key, _ = self.fs.split_path(path)
+        url = await self._presign(bucket, "get_object", {"Bucket": bucket, "Key": key})
+        return await self._fetch(url, start, end)
+
+    async def list_page(
+        self, bucket: str, prefix: str, token: str | None
+    ) -> tuple[list[tuple[str, int]], str | None]:
+        """One ListObjectsV2 page: (key, size) of its objects, and the token of the next
+        page (None after the last). Read by ElementTree: botocore's parser spent ~0.1 s of
+        the event loop's thread on each page of 1,000 keys (most of it parsing dates)."""
+        params = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            params["ContinuationToken"] = token
+        url = await self._presign(bucket, "list_objects_v2", params)
+        return _parse_listing(await self._fetch(url, 0, None))
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
@@ -275,6 +311,65 @@ def _xml_field(text: str, name: str) -> str | None:
     start = text.find(f"<{name}>")
     stop = text.find(f"</{name}>", start + 1)
     return text[start + len(name) + 2 : stop] if 0 <= start < stop else None
+
+
+def _parse_listing(body: bytes) -> tuple[list[tuple[str, int]], str | None]:
+    """A ListObjectsV2 response: (key, size) of each object, and the next page's token.
+    Keys are URL-decoded when the response says ``EncodingType`` url (botocore asks for
+    it when it presigns the request, and decodes the keys as this does)."""
+    from urllib.parse import unquote_plus
+    from xml.etree.ElementTree import ParseError, fromstring
+
+    try:
+        root = fromstring(body)
+    except ParseError as e:  # a body cut short: asking again may do
+        raise OSError(f"a listing that is not XML: {e}") from None
+    items: list[tuple[str, int]] = []
+    fields: dict[str, str] = {}
+    for child in root:
+        tag = child.tag.rpartition("}")[2]
+        if tag == "Contents":
+            key, size = None, 0
+            for part in child:
+                name = part.tag.rpartition("}")[2]
+                if name == "Key":
+                    key = part.text or ""
+                elif name == "Size":
+                    with contextlib.suppress(TypeError, ValueError):
+                        size = max(0, int(part.text or 0))
+            if key is not None:
+                items.append((key, size))
+        else:
+            fields[tag] = (child.text or "").strip()
+    if fields.get("EncodingType") == "url":
+        items = [(unquote_plus(key), size) for key, size in items]
+    token = fields.get("NextContinuationToken") or None
+    if fields.get("IsTruncated", "false").lower() != "true":
+        token = None
+    return items, token
+
+
+def _read_range(fs: Any, path: str, start: int, end: int, size: int | None) -> bytes:
+    """Bytes ``[start, end)`` from a synchronous filesystem. Where its ``cat_file`` is
+    fsspec's own (it opens a buffered file: HfFileSystem, most), the file is opened with no
+    cache and the listed size: the default cache reads a block ahead (HfFileSystem: the
+    first read of a header fetched up to 5 MB of tensor data behind it) and the size would
+    be asked of the store again."""
+    from fsspec.spec import AbstractFileSystem  # type: ignore[import-untyped]
+
+    if type(fs).cat_file is AbstractFileSystem.cat_file:
+        options: dict[str, Any] = {"cache_type": "none"}
+        if size is not None:
+            options["size"] = size
+        try:
+            f = fs.open(path, "rb", **options)
+        except TypeError:  # a file class that takes neither: as the filesystem reads
+            pass
+        else:
+            with f:
+                f.seek(start)
+                return bytes(f.read(end - start))
+    return bytes(fs.cat_file(path, start=start, end=end))
 
 
 def _transient(e: BaseException) -> bool:
@@ -308,8 +403,16 @@ class _Client:
         self._running = 0
         self._closed = False
         self.s3 = _S3Ranges(fs, in_flight) if S3_DIRECT and _is_plain_s3(fs) else None
-        self._spans: dict[str, int] = {}  # file name -> the last header span seen
-        self._span = 0  # the last header span seen, of any file
+        # The largest header span seen of each file name, and of any: the next first read
+        # (+1/8). The largest, not the last: where one name holds headers of several sizes
+        # (model.safetensors of several families), the last fell short for 1 in 25.
+        self._spans: dict[str, int] = {}
+        self._span = 0
+
+    @property
+    def largest_span(self) -> int:
+        """The largest header span seen so far (0: none yet)."""
+        return self._span
 
     # Scheduling (called on the loop thread) ------------------------------------------------
 
@@ -387,8 +490,8 @@ class _Client:
     async def _sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
 
-    async def get(self, path: str, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of ``path``."""
+    async def get(self, path: str, start: int, end: int, size: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of ``path`` (``size``: the object's, as listed)."""
 
         async def once() -> bytes:
             if self.s3 is not None:
@@ -396,7 +499,7 @@ class _Client:
             elif self.is_async:
                 data = await self.fs._cat_file(path, start=start, end=end)
             else:
-                data = await self._sync(self.fs.cat_file, path, start=start, end=end)
+                data = await self._sync(_read_range, self.fs, path, start, end, size)
             return bytes(data)
 
         data: bytes = await self._retrying(path, once)
@@ -409,21 +512,22 @@ class _Client:
         if size <= 0:
             return b""
         name = posixpath.basename(path)
-        known = self._spans.get(name) or self._span
+        known = self._spans.get(name) or min(self._span, GUESS_MAX)
         guess = known + known // 8 if known else FIRST_GUESS
-        data = await self.get(path, 0, min(size, max(guess, 8)))
+        data = await self.get(path, 0, min(size, max(guess, 8)), size)
         if len(data) >= 8:
             span = header_span(data[:8])
-            if 0 < span <= MAX_HEADER_BYTES:
-                self._spans[name] = self._span = span
+            if 0 < span <= min(size, MAX_HEADER_BYTES):  # (a file that holds it)
+                self._spans[name] = max(span, self._spans.get(name, 0))
+                self._span = max(span, self._span)
             if len(data) < span <= min(size, MAX_HEADER_BYTES):
-                data += await self.get(path, len(data), span)
+                data += await self.get(path, len(data), span, size)
             elif span and len(data) > span:
                 data = data[:span]
         return data
 
     async def whole(self, path: str, size: int) -> bytes:
-        return await self.get(path, 0, size) if size > 0 else b""
+        return await self.get(path, 0, size, size) if size > 0 else b""
 
     # Listing (on the loop thread, outside the slots) --------------------------------------
 
@@ -432,7 +536,17 @@ class _Client:
         fs = self.fs
         if S3_PAGES and _is_plain_s3(fs):
             bucket, key, _ = fs.split_path(root)
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{key}/" if key else ""}
+            prefix = f"{key}/" if key else ""
+            s3 = self.s3
+            if s3 is not None:  # presigned, over the session of the range GETs
+                token: str | None = None
+                while True:
+                    page_of = functools.partial(s3.list_page, bucket, prefix, token)
+                    items, token = await self._retrying(root, page_of)
+                    yield [(f"{bucket}/{k}", size) for k, size in items]
+                    if not token:
+                        return
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
             kwargs.update(getattr(fs, "req_kw", {}) or {})
             while True:
                 page = await self._retrying(root, lambda: fs._call_s3("list_objects_v2", **kwargs))
@@ -478,7 +592,7 @@ def _safe_rel(rel: str) -> bool:
 class RemoteTree:
     """One URL: its listing (run files requested while it arrives) and its local mirror."""
 
-    def __init__(self, url: str, in_flight: int = IN_FLIGHT) -> None:
+    def __init__(self, url: str, in_flight: int = IN_FLIGHT, wait: bool = True) -> None:
         self.url = url
         self.fs, self.root = _filesystem(url, in_flight)
         self.client = _Client(self.fs, in_flight)
@@ -487,14 +601,46 @@ class RemoteTree:
         self.root_url = url.rstrip("/")  # the URL of the mirrored root
         self.http = any(p in ("http", "https") for p in _protocols(self.fs))  # no listing
         self.run_files: dict[str, concurrent.futures.Future[Any]] = {}  # rel -> bytes | error
+        # Header and index files requested as the listing names them, ahead of discovery
+        # (which waits for the whole listing): rel -> the request's future, taken by the
+        # scan. ``WINDOW`` x in-flight of them, and more while what they hold stays under
+        # ``AHEAD_BYTES`` (headers of the largest span seen so far, index files as listed),
+        # so that the slots stay busy through a listing of many pages.
+        self.headers: dict[str, concurrent.futures.Future[Any]] = {}
+        self.indexes: dict[str, concurrent.futures.Future[Any]] = {}
+        self._window = WINDOW * in_flight
+        self._index_bytes = 0
+        self._prefetch = True
+        # The listing runs on the loop; the tree is ready once its first page is in (a URL
+        # that cannot be listed fails there), the rest arrives while the scan starts.
+        self._first: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._listing = asyncio.run_coroutine_threadsafe(self._list(), self.client.loop)
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait for the listing's first page; :class:`RemoteError` if there is none."""
+        concurrent.futures.wait((self._first, self._listing),
+                                return_when=concurrent.futures.FIRST_COMPLETED)
+        if not self._first.done():
+            try:
+                self._listing.result()
+            except RemoteError:
+                self.client.close()
+                raise
+            except Exception as e:
+                self.client.close()
+                raise RemoteError(f"{self.url}: cannot list: {_one_line(e)}") from None
+
+    def listed(self) -> str | None:
+        """Wait for the rest of the listing: None, or why it stopped short (what was listed
+        by then is scanned)."""
         try:
-            self.client.call(self._list)
-        except RemoteError:
-            self.client.close()
-            raise
+            self._listing.result()
         except Exception as e:
-            self.client.close()
-            raise RemoteError(f"{url}: cannot list: {_one_line(e)}") from None
+            log.warning("%s: cannot list all of it: %s", self.url, _one_line(e))
+            return f"cannot be listed past {len(self.files)} files: {_one_line(e)}"
+        return None
 
     def key(self, rel: str) -> str:
         """The filesystem path of a file given relative to the mirrored root."""
@@ -514,8 +660,11 @@ class RemoteTree:
                 for path, size in page:
                     if path.startswith(prefix):
                         self._add(path[len(prefix) :], size)
+                if self.files and not self._first.done():
+                    self._first.set_result(None)
         except FileNotFoundError:
-            pass
+            if self.files:  # gone while listed: what was listed is scanned, and said
+                raise
         if self.files:
             return
         try:
@@ -529,6 +678,7 @@ class RemoteTree:
 
     async def _list_single(self, info: dict[str, Any]) -> None:
         """The URL names one file: its directory is the checkpoint, as for a local file."""
+        self._prefetch = False  # that file's header only, requested by the scan
         name = posixpath.basename(self.root)
         parent = posixpath.dirname(self.root)
         self.single, self.root = name, parent
@@ -552,8 +702,26 @@ class RemoteTree:
             log.warning("%s/%s: a name no directory can hold: not scanned", self.root_url, rel)
             return
         self.files[rel] = size
-        if posixpath.basename(rel) in GLOBAL_RUN_FILES and not _hidden(rel):
+        if _hidden(rel):
+            return
+        name = posixpath.basename(rel)
+        if name in GLOBAL_RUN_FILES:
             self.run_files[rel] = self._fetch_small(rel, size, 0)
+        elif self._prefetch and self._may_prefetch():
+            if name.endswith(".safetensors"):
+                key = self.key(rel)
+                self.headers[rel] = self.client.submit(2, lambda: self.client.header(key, size))
+            elif name.endswith((INDEX_SUFFIX, BIN_INDEX_SUFFIX)) and size <= RUN_WHOLE_MAX:
+                self._index_bytes += size
+                self.indexes[rel] = self._fetch_small(rel, size, 1)
+
+    def _may_prefetch(self) -> bool:
+        ahead = len(self.headers) + len(self.indexes)
+        if ahead < self._window:
+            return True
+        span = max(self.client.largest_span, FIRST_GUESS)
+        held = len(self.headers) * (span + span // 8) + self._index_bytes
+        return ahead < AHEAD_FILES and held < AHEAD_BYTES
 
     def _fetch_small(self, rel: str, size: int, priority: int) -> concurrent.futures.Future[Any]:
         if size > RUN_WHOLE_MAX:
@@ -568,16 +736,26 @@ class RemoteTree:
     def make_mirror(self, mirror_root: Path) -> None:
         """Every listed file as a sparse placeholder of its size (discovery and the audit
         ask which files exist, and how large); contents are written as they are read."""
+        root = str(mirror_root)
+        made = {""}  # directories made, relative to the root
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         for rel, size in self.files.items():
-            path = mirror_root / rel
+            parent = posixpath.dirname(rel)
+            path = f"{root}/{rel}"
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "wb") as f:
-                    f.truncate(size)
+                if parent not in made:
+                    os.makedirs(f"{root}/{parent}", exist_ok=True)
+                    made.add(parent)
+                fd = os.open(path, flags, 0o600)
+                try:
+                    os.ftruncate(fd, size)
+                finally:
+                    os.close(fd)
             except OSError as e:
                 log.warning("%s/%s: %s: not scanned", self.root_url, rel, e.strerror or e)
 
     def close(self) -> None:
+        self._listing.cancel()  # a scan given up (or done) lists no further
         self.client.close()
 
 
@@ -640,13 +818,20 @@ class _Scan:
         for name in [*ckpt.indexes, *ckpt.bin_indexes]:
             rel = self.rel(ckpt, name)
             if rel in tree.files:
-                pending.indexes.append((rel, tree._fetch_small(rel, tree.files[rel], 1)))
+                ahead = tree.indexes.pop(rel, None)
+                pending.indexes.append(
+                    (rel, ahead or tree._fetch_small(rel, tree.files[rel], 1))
+                )
         for name in ckpt.safetensors:
             rel = self.rel(ckpt, name)
             size = tree.files.get(rel, 0)
-            key = tree.key(rel)
-            job = (lambda k, s: lambda: client.header(k, s))(key, size)
-            pending.headers.append((name, size, client.submit(2, job)))
+            future = tree.headers.pop(rel, None)
+            if future is None:
+                key = tree.key(rel)
+                future = client.submit(2, (lambda k, s: lambda: client.header(k, s))(key, size))
+            pending.headers.append((name, size, future))
+        from pyaudit.auditing.pickled import pickled_inputs
+
         inputs = [self.rel(ckpt, name) for name in pickled_inputs(ckpt)]
         if inputs and all(tree.files.get(rel, 0) <= RUN_WHOLE_MAX for rel in inputs):
             pending.pickled = [
@@ -687,6 +872,9 @@ class _Scan:
     def audit(
         self, pending: _Pending, options: AuditOptions, base_expected: Expected | None
     ) -> CheckpointReport:
+        from pyaudit.auditing.pickled import read_pickled
+        from pyaudit.auditing.pipeline import audit_checkpoint
+
         ckpt, tree = pending.ckpt, self.tree
         if self.needs_all(ckpt):
             own = [] if self.all_written else list(tree.run_files)
@@ -780,6 +968,11 @@ def scan_tree(
     base_expected: Expected | None = None,
 ) -> Iterator[CheckpointReport]:
     """Audit every checkpoint of one listed URL, in discovery order."""
+    from pyaudit.auditing.cache import AuditCache
+    from pyaudit.auditing.consensus import Consensus
+    from pyaudit.auditing.pipeline import audit_checkpoint
+    from pyaudit.oracle import OracleSession
+
     workdir = Path(tempfile.mkdtemp(prefix="pyaudit-remote-", dir=_scratch()))
     name = posixpath.basename(tree.root.rstrip("/")) or "root"
     mirror_root = workdir / "m" / name
@@ -787,7 +980,11 @@ def scan_tree(
     consensus = Consensus(options.fail_on)  # checkpoints no manifest knows, held together
     try:
         mirror_root.mkdir(parents=True)
+        short = tree.listed()  # requests of the first pages are in flight meanwhile
         tree.make_mirror(mirror_root)
+        if short is not None:
+            root = CheckpointDir(path=mirror_root, display=tree.root_url, unlisted=short)
+            yield audit_checkpoint(root, {}, options, base_expected)
         scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path, oracle=oracle))
         given = str(mirror_root / tree.single) if tree.single else str(mirror_root)
         checkpoints = discover(given)
@@ -852,21 +1049,48 @@ def _in_flight(jobs: int | None) -> int:
     return 8 * jobs if jobs else IN_FLIGHT
 
 
-def prepare(paths: Iterable[str], verify_data: bool = False, jobs: int | None = None) -> None:
-    """List every URL among ``paths`` now (kept for :func:`scan_paths`): a URL that cannot
-    be listed, a missing driver or an option remote PATHs cannot honour raises
-    :class:`RemoteError` before anything is audited. The run files are requested
-    while the listing arrives."""
-    urls = [p for p in paths if is_url(p)]
-    if urls and verify_data:
-        raise RemoteUsage("--verify-data reads tensor data: not available for remote PATHs")
-    for url in urls:
+def start_listing(paths: Iterable[str], jobs: int | None = None) -> None:
+    """Start listing every URL among ``paths`` (kept for :func:`prepare` and
+    :func:`scan_paths`) and return: the caller's own imports then overlap the first round
+    trips. A missing driver or a malformed URL raises :class:`RemoteError` here."""
+    for url in [p for p in paths if is_url(p)]:
         with _LISTED_LOCK:
             if url in _LISTED:
                 continue
-        tree = RemoteTree(url, _in_flight(jobs))
+        tree = RemoteTree(url, _in_flight(jobs), wait=False)
         with _LISTED_LOCK:
             _LISTED[url] = tree
+
+
+def discard(paths: Iterable[str]) -> None:
+    """Forget the listings of ``paths`` (a scan that will not run)."""
+    for p in paths:
+        with _LISTED_LOCK:
+            tree = _LISTED.pop(p, None)
+        if tree is not None:
+            tree.close()
+
+
+def prepare(paths: Iterable[str], verify_data: bool = False, jobs: int | None = None) -> None:
+    """List every URL among ``paths`` (kept for :func:`scan_paths`; started by
+    :func:`start_listing` or now) until its first page: a URL that cannot be listed, a missing
+    driver or an option remote PATHs cannot honour raises :class:`RemoteError` before
+    anything is audited. Run and header files are requested while the listing arrives."""
+    urls = [p for p in paths if is_url(p)]
+    if urls and verify_data:
+        raise RemoteUsage("--verify-data reads tensor data: not available for remote PATHs")
+    start_listing(urls, jobs)
+    for url in urls:
+        with _LISTED_LOCK:
+            tree = _LISTED.get(url)
+        if tree is None:
+            continue
+        try:
+            tree.ready()
+        except RemoteError:
+            with _LISTED_LOCK:
+                _LISTED.pop(url, None)
+            raise
 
 
 def scan_paths(
@@ -881,6 +1105,7 @@ def scan_paths(
     driver, raises :class:`RemoteError` here, before any report. The iterator returned
     has a ``transfer`` (:class:`Transfer`): requests and bytes, once iterated.
     """
+    from pyaudit.auditing.results import AuditOptions
     from pyaudit.sweep import load_base
     from pyaudit.sweep import scan as sweep
 

@@ -200,10 +200,10 @@ def _write_store(out: Path) -> None:
     write_checkpoint(out / ".cache" / "tmp", qwen3, q3, shards=1, sparse=False)
 
 
-def _upload(local: Path, prefix: str) -> None:
+def _upload(local: Path, prefix: str, endpoint: str | None = None) -> None:
     import boto3
 
-    client = boto3.client("s3")
+    client = boto3.client("s3", endpoint_url=endpoint)  # (the proxy does not forward PUTs)
     for path in sorted(local.rglob("*")):
         if path.is_file():
             client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(local).as_posix()}")
@@ -241,7 +241,7 @@ def _span(path: Path) -> int:
 def test_same_report_as_local_and_no_tensor_data(
     s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pyaudit.remote import FIRST_GUESS
+    from pyaudit.remote import FIRST_GUESS, IN_FLIGHT
 
     _, served = s3
     local_status, local = _scan_json(str(store), capsys)
@@ -296,7 +296,7 @@ def test_same_report_as_local_and_no_tensor_data(
     requests = sum(len(r) for r in served.gets.values()) + served.lists
     assert transfer["requests"] == requests and transfer["retries"] == 0
     assert transfer["bytes"] == sum(served.bytes.values())
-    assert transfer["failed"] == 0 and transfer["in_flight"] == 64
+    assert transfer["failed"] == 0 and transfer["in_flight"] == IN_FLIGHT == 128
 
 
 def test_long_headers_take_a_second_range(
@@ -340,14 +340,25 @@ def test_single_file_url(
     assert "shard-truncated" in remote
 
 
-def test_object_gone_after_listing_is_unreadable(s3: tuple[str, Served], store: Path) -> None:
+def test_object_gone_after_listing_is_unreadable(
+    s3: tuple[str, Served], proxied: Any, store: Path
+) -> None:
+    """An object deleted between the listing and its read (here: as its GET arrives)."""
     import boto3
 
     from pyaudit import remote
 
-    _upload(store / "llama", "gone")
+    endpoint, _ = s3
+    _upload(store / "llama", "gone", endpoint)
+    victim = "gone/model-00002-of-00003.safetensors"
+
+    def faults(method: str, path: str, n: int) -> str | None:
+        if method == "GET" and path.endswith(victim) and n == 1:
+            boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket=BUCKET, Key=victim)
+        return None
+
+    proxied.faults = faults
     tree = remote.RemoteTree(f"s3://{BUCKET}/gone")
-    boto3.client("s3").delete_object(Bucket=BUCKET, Key="gone/model-00002-of-00003.safetensors")
     (report,) = remote.scan_tree(tree, AuditOptions())
     assert report.status == "fail"
     (finding,) = [f for f in report.findings if f.code == "unreadable"]
@@ -361,6 +372,12 @@ def test_usage_errors_exit_2(
     assert "no such file or directory" in capsys.readouterr().err
     assert main(["scan", "--verify-data", f"s3://{BUCKET}/store/llama"]) == 2
     assert "--verify-data" in capsys.readouterr().err
+    # A usage error found after the listing started: the listing is not kept for later.
+    from pyaudit import remote, runs
+
+    assert main(["scan", "--base", str(store / "no-such-base"), f"s3://{BUCKET}/store"]) == 2
+    assert "--base" in capsys.readouterr().err and not remote._LISTED
+    assert remote.RUN_WHOLE_MAX == runs.PREFETCH_BYTES  # the same bound as a local sweep's
     import pyaudit
 
     with pytest.raises(FileNotFoundError):
@@ -595,6 +612,60 @@ def test_unreachable_hub_is_one_line_without_the_token(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def _hf_scan(hub_url: str, url: str, home: Path, token: str) -> subprocess.CompletedProcess[str]:
+    """`pyaudit scan --json URL` in a child (huggingface_hub reads HF_ENDPOINT on import)."""
+    code = f"from pyaudit.cli import main\nraise SystemExit(main(['scan', '--json', {url!r}]))\n"
+    env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_TOKEN": token, "HF_HOME": str(home),
+           "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_hf_hub_same_report_as_local_header_bytes_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hf:// through huggingface_hub's HfFileSystem, against a local fake of the Hub's
+    endpoints it calls (pyaudit.testing.fake_hub; the tree listed in pages of 5): the
+    report of a local scan; each .safetensors read by at most two range requests, never
+    the tensor data behind its header; the token sent as HfFileSystem sends it, never shown."""
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("fsspec")
+    from pyaudit.testing.fake_hub import FakeHub
+
+    served = tmp_path / "hub"
+    out = served / "pyaudit-test" / "store"
+    _write_store(out)
+    local_status, local = _scan_json(str(out), capsys)
+    token = "hf_secretvalue123456"
+    url = "hf://pyaudit-test/store"
+    with FakeHub(served, page_size=5) as hub:
+        done = _hf_scan(hub.url, url, tmp_path / "home", token)
+        missing = _hf_scan(hub.url, "hf://pyaudit-test/none-such", tmp_path / "home", token)
+    assert done.returncode == local_status == 1, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    doc["summary"].pop("seconds")
+    transfer = doc["summary"].pop("remote")
+    assert json.dumps(doc, indent=1).replace(url, "ROOT") == local
+    assert hub.kinds["tree"] > 5  # paged
+    assert hub.tokens == {f"Bearer {token}"}
+    assert token not in done.stdout + done.stderr
+    assert missing.returncode == 2 and "no such file or directory" in missing.stderr
+    assert token not in missing.stdout + missing.stderr
+    files = {
+        f"pyaudit-test/store/{p.relative_to(out).as_posix()}": p
+        for p in out.rglob("*.safetensors")
+        if not p.relative_to(out).as_posix().startswith(".")
+    }
+    for key, path in files.items():
+        ranges = hub.ranges.get(key, [])
+        assert 1 <= len(ranges) <= 2 and all(r is not None for r in ranges), (key, ranges)
+        assert hub.sent[key] <= max(_span(path), 4096) + 4096, (key, hub.sent[key])
+    total = sum(p.stat().st_size for p in files.values())
+    assert sum(hub.sent[k] for k in files) < total / 10
+    assert transfer["bytes"] == hub.file_bytes and transfer["failed"] == 0
+
+
 @pytest.mark.parametrize(
     ("url", "driver"), [("gs://bucket/store", "gcsfs"), ("az://c/store", "adlfs")]
 )
@@ -638,6 +709,134 @@ def test_static_s3_fake_same_report_as_local(
     objects = sum(1 for p in store.rglob("*") if p.is_file())
     assert kinds["get-list"] >= objects // 7  # paged
     assert kinds["get-range"] > 0
+
+
+def test_static_s3_keys_url_encoded_and_decoded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names with a space, a '+' and non-ASCII letters: listed URL-encoded (as S3 lists when
+    asked, and botocore asks), decoded back, read by their own names, reported as locally."""
+    pytest.importorskip("s3fs")
+    from pyaudit.testing.proxy import LatencyProxy
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                 "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
+        monkeypatch.setenv(k, v)
+    root = tmp_path / "served"
+    out = root / BUCKET / "store"
+    qwen3 = _config("Qwen3-4B_qwen3")
+    tensors = manifest_tensors(qwen3)
+    paths = write_checkpoint(out / "run a+b" / "checkpoint-5 é", qwen3, tensors, shards=2)
+    paths[0].write_bytes(paths[0].read_bytes()[:-10])
+    local_status, local = _scan_json(str(out), capsys)
+    with LatencyProxy(serve=str(root)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        remote_status, remote = _scan_json(f"s3://{BUCKET}/store", capsys)
+    assert (remote_status, remote) == (local_status, local)
+    (ckpt,) = json.loads(remote)["checkpoints"]
+    assert ckpt["path"] == "run a+b/checkpoint-5 é" and "shard-truncated" in remote
+    assert TRANSFER[f"s3://{BUCKET}/store"]["failed"] == 0
+
+
+def test_headers_requested_while_the_listing_arrives(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Header requests go out as the listing names their files, before its last page; past
+    the window (one request in flight: 8 files), as long as what they hold is small; the
+    scan takes them (no header asked again); the report is the local one."""
+    from pyaudit import remote
+    from pyaudit.sweep import scan
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    seen: list[tuple[str, str]] = []
+
+    def record(method: str, path: str, n: int) -> None:
+        seen.append((method, path))
+
+    local = json.dumps([r.to_json() for r in scan([str(store)], AuditOptions())])
+    shards = {p.relative_to(store).as_posix() for p in store.rglob("*.safetensors")}
+    shards = {rel for rel in shards if not rel.startswith(".")}
+    url = f"s3://{BUCKET}/store"
+    for in_flight, keys in ((1, 7), (8, 3)):
+        seen.clear()
+        monkeypatch.setattr(static_s3, "MAX_KEYS", keys)
+        with LatencyProxy(serve=str(root), delay=0.02, faults=record) as proxy:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+            tree = remote.RemoteTree(url, in_flight=in_flight)
+            assert tree.listed() is None
+            prefetched = set(tree.headers)
+            got = [r.to_json() for r in remote.scan_tree(tree, AuditOptions())]
+        assert json.dumps(got).replace(url, "ROOT") == local.replace(str(store), "ROOT")
+        assert prefetched == shards and len(shards) > remote.WINDOW * 1
+        assert not tree.headers  # every one taken by the scan, none asked again
+        for rel in shards:  # (two: the first read fell short of the header)
+            assert 1 <= [p for _, p in seen].count(f"/{BUCKET}/store/{rel}") <= 2, rel
+    # (8 in flight: the run files, asked first, leave slots to headers before the end)
+    pages = [i for i, (_, path) in enumerate(seen) if path == f"/{BUCKET}"]
+    first_header = min(i for i, (_, path) in enumerate(seen) if path.endswith(".safetensors"))
+    assert len(pages) >= 10 and first_header < pages[-1], seen
+
+
+def test_a_scan_given_up_lists_no_further(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a tree whose listing is still arriving (pages of 3 keys, 50 ms a request)
+    cancels the listing: its later pages are not asked for."""
+    from pyaudit import remote
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 3)
+    objects = sum(1 for p in store.rglob("*") if p.is_file())
+    with LatencyProxy(serve=str(root), delay=0.05) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        tree = remote.RemoteTree(f"s3://{BUCKET}/store", in_flight=4)
+        tree.close()
+        assert tree._listing.cancelled()
+        assert tree.listed() is not None  # (said to be cut short, were it scanned)
+        assert proxy.stats.kinds["get-list"] < objects // 3
+
+
+def test_listing_cut_short_is_a_finding(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listing whose later pages fail on every try: the scan ends, the root says it could
+    not be listed past what was, and the checkpoints listed by then are audited."""
+    from pyaudit import remote
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 7)
+    monkeypatch.setattr(remote, "BACKOFF", 0.01)
+
+    def faults(method: str, path: str, n: int) -> str | None:
+        return "error" if path == f"/{BUCKET}" and n > 1 else None  # pages after the first
+
+    with LatencyProxy(serve=str(root), faults=faults) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        status, text = _scan_json(f"s3://{BUCKET}/store", capsys)
+        assert proxy.stats.faults["error"] == remote.ATTEMPTS
+    doc = json.loads(text)
+    assert status == 1
+    first = doc["checkpoints"][0]
+    assert first["path"] == "ROOT" and first["status"] == "fail"
+    (finding,) = first["findings"]
+    assert finding["code"] == "unreadable"
+    assert "cannot be listed past 7 files" in finding["message"]
+    assert "InternalError" in finding["message"]
+    listed = sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())[:7]
+    assert len(doc["checkpoints"]) > 1
+    for c in doc["checkpoints"][1:]:
+        assert any(rel.startswith(c["path"] + "/") for rel in listed), c["path"]
 
 
 def test_proxy_environment_read_once_a_host(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,8 @@ benchmarks behind :class:`pyaudit.testing.proxy.LatencyProxy` (``serve=ROOT``).
 
 Path-style URLs, no authentication (signatures are not checked), as the S3 API documents
 them: ``GET /BUCKET?list-type=2`` (ListObjectsV2: ``prefix``, ``max-keys`` up to 1,000,
-``continuation-token``, ``start-after``; no ``delimiter``), ``GET /BUCKET/KEY`` with or without
+``continuation-token``, ``start-after``, ``encoding-type=url``; no ``delimiter``),
+``GET /BUCKET/KEY`` with or without
 a ``Range: bytes=A-B`` (206 Partial Content), ``HEAD /BUCKET/KEY``, ``HEAD /BUCKET``. Anything
 else is 501. Files are read per request (a few KB: headers); listings are built by walking
 the bucket's directory once per request (benchmark stores: a few thousand objects).
@@ -16,7 +17,7 @@ import os
 import time
 from email.utils import formatdate
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote_plus, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
@@ -59,10 +60,14 @@ def _list(bucket_name: str, bucket: Path, query: dict[str, list[str]]) -> Answer
     ]
     if truncated:
         parts.append(f"<NextContinuationToken>{escape(page[-1][0])}</NextContinuationToken>")
+    encoded = query.get("encoding-type") == ["url"]
+    if encoded:  # keys URL-encoded, as S3 does when asked (botocore asks when it presigns)
+        parts.append("<EncodingType>url</EncodingType>")
     for key, st in page:
         iso = _iso(st.st_mtime)
+        shown = quote_plus(key, safe="/") if encoded else key
         parts.append(
-            f"<Contents><Key>{escape(key)}</Key><LastModified>{iso}</LastModified>"
+            f"<Contents><Key>{escape(shown)}</Key><LastModified>{iso}</LastModified>"
             f"<ETag>{escape(_etag(key, st))}</ETag><Size>{st.st_size}</Size>"
             "<StorageClass>STANDARD</StorageClass></Contents>"
         )
