@@ -309,8 +309,22 @@ def kwargs_for(base_cfg: Any, path: Path_, value: Any) -> dict[str, Any]:
         raise ValueError(f"no sub-config {path[0]}")
     d = dict(sub.to_diff_dict())
     d.pop("transformers_version", None)
+    # lists the sub-config class fills in itself (None by default: llama4's moe_layers,
+    # one item per layer) are left for it to fill again, as at the top level: passed back
+    # as they were, they would no longer fit another layer count
+    for k in _self_filled_lists(type(sub)):
+        if k != path[1] and isinstance(d.get(k), list):
+            d.pop(k)
     d[path[1]] = value
     return {path[0]: d}
+
+
+def _self_filled_lists(config_class: type[Any]) -> set[str]:
+    import dataclasses
+
+    if not dataclasses.is_dataclass(config_class):
+        return set()
+    return {f.name for f in dataclasses.fields(config_class) if f.default is None}
 
 
 @dataclass
@@ -1503,6 +1517,111 @@ def verify(
     return problems
 
 
+_HIDDEN_KWARG = re.compile(r"""kwargs\.(?:pop|get)\(\s*["'](\w+)["']\s*,\s*(\d+)\s*\)""")
+
+
+def derive_fill(env: Env, model_type: str, field: str) -> tuple[str, dict[str, Any]] | None:
+    """How transformers fills in the per-layer list ``field`` when a config leaves it out,
+    as an expression (``[A if cond else B for i in range(num_hidden_layers)]``) and the
+    defaults it reads; None when sampling the config class cannot pin it down.
+
+    The config class is built without ``field`` at many points: the layer count, each int
+    field and each int keyword its ``__post_init__`` reads (``full_attention_interval``,
+    popped, never stored) varied; the list it fills in is explained by a count field and a
+    per-index condition from :func:`condition_library`, and the expression must give the
+    very list at every point."""
+    import inspect
+
+    from .expr import compile_expr
+
+    config_class = env.cauto.CONFIG_MAPPING[model_type]
+    try:
+        source = inspect.getsource(config_class.__post_init__)
+    except (OSError, TypeError, AttributeError):
+        source = ""
+    hidden = {k: int(v) for k, v in _HIDDEN_KWARG.findall(source)}
+    default = env.config(model_type, {}).to_dict()
+    if not isinstance(default.get(field), list):
+        return None
+    ints = [
+        p[0] for p in fields_of(default) if len(p) == 1 and _int_valued(default.get(p[0]))
+    ]
+    tries: list[dict[str, Any]] = [{}]
+    for layers in (1, 2, 3, 5, 8, 12):
+        tries.append({"num_hidden_layers": layers})
+        for k in hidden:
+            for v in (1, 2, 3, 5):
+                tries.append({"num_hidden_layers": layers, k: v})
+    for f in ints:
+        for v in variations(default[f], default):
+            tries.append({f: v})
+    rows: list[tuple[dict[str, Any], list[Any]]] = []
+    seen: dict[str, list[Any]] = {}  # kwargs (as JSON) -> the list filled in there
+    for kwargs in tries:
+        try:
+            cfg = env.config(model_type, kwargs).to_dict()
+        except Exception:
+            continue
+        filled = cfg.get(field)
+        if not isinstance(filled, list):
+            return None
+        seen[json.dumps(kwargs, sort_keys=True)] = filled
+        flat = {k: v for k, v in cfg.items() if not isinstance(v, dict)}
+        flat.pop(field, None)
+        for k, v in hidden.items():
+            flat[k] = kwargs.get(k, v)
+        rows.append((flat, filled))
+    if len(rows) < 4:
+        return None
+    counts = [
+        f
+        for f in [*ints, *hidden]
+        if all(_int_valued(e.get(f)) and e.get(f) == len(lst) for e, lst in rows)
+    ]
+    if not counts:
+        return None
+    count = "num_hidden_layers" if "num_hidden_layers" in counts else counts[0]
+    items = sorted({x for _, lst in rows for x in lst}, key=str)
+    if not items or not all(isinstance(x, str) for x in items) or len(items) > 2:
+        return None
+    first = json.dumps(items[0])
+    if len(items) == 1:
+        text = f"[{first} for i in range({count})]"
+    else:
+        samples, exists = [], []
+        for e, lst in rows:
+            for i, x in enumerate(lst):
+                samples.append({**e, "i": i})
+                exists.append(x == items[0])
+        fields = sorted(f for f in {*ints, *hidden} if f != "i")
+        cond = solve_condition(samples, exists, fields, "i")
+        if cond is None:
+            return None
+        text = f"[{first} if {cond} else {json.dumps(items[1])} for i in range({count})]"
+    fn = compile_expr(text)
+    for e, lst in rows:
+        if fn(_nest(e)) != lst:
+            return None
+    used = fn.names - {"i"}
+    # every field the fill reads must change the list when varied on its own (else it
+    # only happens to agree: "i % hidden_size == 0" for a first dense layer)
+    for f in used - {count}:
+        changed = False
+        for key, lst in seen.items():
+            kw = json.loads(key)
+            if f not in kw:
+                continue
+            ref = {k: v for k, v in kw.items() if k != f}
+            other = seen.get(json.dumps(ref, sort_keys=True))
+            if other is not None and other != lst:
+                changed = True
+                break
+        if not changed:
+            return None
+    defaults = {k: (hidden[k] if k in hidden else default.get(k)) for k in sorted(used)}
+    return f"{field} if {field} is not None else {text}", defaults
+
+
 def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The spec data of ``model_type``, checked against every save it was derived from."""
     cls = env.buildable_class(model_type)
@@ -1519,6 +1638,16 @@ def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print)
         points, fp16, default, lambda kwargs: env.save(cls, env.config(model_type, kwargs))
     )
     extra: dict[str, Saved] = spec.pop("extra_saves")
+    for field in list(spec["required"]):
+        # a per-layer list transformers fills in: computed the way it computes it, when
+        # sampling its config class pins that down; else it stays required
+        fill = derive_fill(env, model_type, field) if "." not in field else None
+        if fill is not None:
+            spec["required"].remove(field)
+            spec["let"][field] = fill[0]
+            spec["defaults"][field] = None
+            for k, v in fill[1].items():
+                spec["defaults"].setdefault(k, v)
     data = {
         "schema": SCHEMA,
         "model_type": model_type,
