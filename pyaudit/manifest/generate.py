@@ -1543,9 +1543,7 @@ def derive_fill(env: Env, model_type: str, field: str) -> tuple[str, dict[str, A
     default = env.config(model_type, {}).to_dict()
     if not isinstance(default.get(field), list):
         return None
-    ints = [
-        p[0] for p in fields_of(default) if len(p) == 1 and _int_valued(default.get(p[0]))
-    ]
+    ints = [p[0] for p in fields_of(default) if len(p) == 1 and _int_valued(default.get(p[0]))]
     tries: list[dict[str, Any]] = [{}]
     for layers in (1, 2, 3, 5, 8, 12):
         tries.append({"num_hidden_layers": layers})
