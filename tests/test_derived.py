@@ -138,8 +138,8 @@ def _copy_save(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _status(path: Path) -> tuple[str, list[str]]:
-    report = scan([path])
+def _status(path: Path, oracle: Any = "auto") -> tuple[str, list[str]]:
+    report = scan([path], oracle=oracle)
     assert len(report.checkpoints) == 1
     c = report.checkpoints[0]
     return c.status, [f.code for f in c.findings]
@@ -158,14 +158,19 @@ def test_tiny_real_save_pass_and_fail(tmp_path: Path, family: str) -> None:
     assert status == "pass", codes
 
     one = _copy_save(SAVES / family, tmp_path / "tensor")
-    removed = _rewrite_without(
-        one,
-        lambda n: (
+    picked: list[str] = []
+
+    def first_norm(n: str) -> bool:  # one tensor: the first such (llama4's text, not vision)
+        if picked or not (
             n.endswith("layers.1.post_attention_layernorm.weight")
             or n.endswith("h.1.ln_2.weight")
             or n.endswith("layer.1.output.dense.weight")
-        ),
-    )
+        ):
+            return False
+        picked.append(n)
+        return True
+
+    removed = _rewrite_without(one, first_norm)
     assert len(removed) == 1, removed
     status, codes = _status(one)
     assert status == "fail" and "base-weights-missing" in codes, codes
@@ -177,6 +182,22 @@ def test_tiny_real_save_pass_and_fail(tmp_path: Path, family: str) -> None:
     assert len(removed) > 3
     status, codes = _status(layer)
     assert status == "fail" and "base-weights-missing" in codes, codes
+
+    # a field the spec needs and transformers fills in itself when a config leaves it out
+    # (a per-layer list): the same healthy save whose config lacks it is never a PASS
+    required = _data(family)["required"] if family in DERIVED else []
+    if required:
+        lacking = _copy_save(SAVES / family, tmp_path / "lacking")
+        config = json.loads((lacking / "config.json").read_text())
+        for name in required:  # "text_config.moe_layers": a member of a nested config
+            *outer, leaf = name.split(".")
+            holder = config
+            for part in outer:
+                holder = holder.get(part, {})
+            holder.pop(leaf, None)
+        (lacking / "config.json").write_text(json.dumps(config))
+        status, codes = _status(lacking, oracle=None)  # as without torch
+        assert status != "pass" and "unknown-architecture" in codes, codes
 
 
 # -- with torch and transformers -------------------------------------------------------------
@@ -205,34 +226,55 @@ def tf() -> Any:
 
 def _other_points(tf: Any, model_type: str) -> list[dict[str, Any]]:
     """Two configs the generator never saw: several fields changed at once."""
-    from pyaudit.manifest.generate import _COUNT, fields_of, get, kwargs_for
+    return [alts[0] for alts in _other_point_choices(tf, model_type)]
+
+
+def _other_point_choices(tf: Any, model_type: str) -> list[list[dict[str, Any]]]:
+    """For each of the two unseen points, its config and, after it, the same with one count
+    field left at its default (for a family transformers cannot build with every count
+    equal: gemma3n's KV-shared layers must be fewer than its layers)."""
+    from pyaudit.manifest.generate import _COUNT, fields_of, get
 
     default = tf.config(model_type, {}).to_dict()
-    fields = fields_of(default)
     counts = [
         p
-        for p in fields
+        for p in fields_of(default)
         if _COUNT.search(p[-1])
         and isinstance(get(default, p), int)
         and not isinstance(get(default, p), bool)
         and get(default, p) > 1
     ]
-    flips = [p for p in fields if p[-1] == "tie_word_embeddings"]
     out = []
     for n, flip in ((3, True), (5, False)):
-        kwargs: dict[str, Any] = {}
-        try:
-            for p in counts:
-                cfg = tf.config(model_type, kwargs)
-                kwargs = _merge(kwargs, kwargs_for(cfg, p, n))
-            if flip:
-                for p in flips:
-                    cfg = tf.config(model_type, kwargs)
-                    kwargs = _merge(kwargs, kwargs_for(cfg, p, not get(default, p)))
-        except Exception:
-            continue
-        out.append(kwargs)
+        alts = []
+        for keep in [None, *counts]:
+            varied = [p for p in counts if p != keep]
+            kwargs = _point_kwargs(tf, model_type, default, varied, n, flip)
+            if kwargs is not None and kwargs not in alts:
+                alts.append(kwargs)
+        if alts:
+            out.append(alts)
     return out
+
+
+def _point_kwargs(
+    tf: Any, model_type: str, default: dict[str, Any], counts: list[Any], n: int, flip: bool
+) -> dict[str, Any] | None:
+    from pyaudit.manifest.generate import fields_of, get, kwargs_for
+
+    flips = [p for p in fields_of(default) if p[-1] == "tie_word_embeddings"]
+    kwargs: dict[str, Any] = {}
+    try:
+        for p in counts:
+            cfg = tf.config(model_type, kwargs)
+            kwargs = _merge(kwargs, kwargs_for(cfg, p, n))
+        if flip:
+            for p in flips:
+                cfg = tf.config(model_type, kwargs)
+                kwargs = _merge(kwargs, kwargs_for(cfg, p, not get(default, p)))
+    except Exception:
+        return None
+    return kwargs
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -249,18 +291,29 @@ def test_manifest_is_what_transformers_saves(tf: Any, model_type: str) -> None:
     data = _data(model_type)
     cls = getattr(tf.transformers, data["architecture"])
     saves = [("class defaults", tf.save(cls, tf.config(model_type, {})))]
-    for kwargs in _other_points(tf, model_type):
-        try:
-            cfg = tf.config(model_type, kwargs)
-            saves.append((json.dumps(kwargs, default=str)[:200], tf.save(cls, cfg)))
-        except Exception:
-            continue
+    for alts in _other_point_choices(tf, model_type):
+        for kwargs in alts:
+            try:
+                cfg = tf.config(model_type, kwargs)
+                saves.append((json.dumps(kwargs, default=str)[:200], tf.save(cls, cfg)))
+            except Exception:
+                continue
+            break
     assert verify(data, saves) == []
     # and through the public entry point (hand-written specs excepted: they may pick
     # another healthy layout first)
     if model_type not in SPECS:
         for _, saved in saves:
             m = build_manifest(point_config(saved.env))
+            assert {n: (t.shape, t.dtype) for n, t in m.tensors.items()} == saved.tensors
+    # a per-layer list the spec fills in as transformers does (a config.json without it,
+    # as Qwen3-Next's own): the same manifest
+    fills = [f for f, text in data["let"].items() if " for i in range(" in text]
+    for _, saved in saves:
+        for field in fills:
+            config = point_config(saved.env)
+            config.pop(field, None)
+            m = build_manifest(config)
             assert {n: (t.shape, t.dtype) for n, t in m.tensors.items()} == saved.tensors
     assert len(saves) >= 2
 

@@ -1054,7 +1054,15 @@ def test_expr_evaluates() -> None:
         "getattr(x, 'y')",
         "_private",
         "(lambda: 1)()",
-        "[i for i in range(3)]",
+        "[i for i in x]",
+        "[i for i in range(3) if i]",
+        "[i for i in range(2) for j in range(2)]",
+        "[i for i in range(2 ** 30)]",
+        "[i for i in range(-1)]",
+        "[_i for _i in range(3)]",
+        "[i for i in range(y, 3)]",
+        "{i: 1 for i in range(3)}",
+        "(i for i in range(3))",
         "{'a': 1}",
         "{1, 2}",
         "f'{x}'",
@@ -1074,6 +1082,23 @@ def test_expr_evaluates() -> None:
 def test_expr_rejects_unsafe_or_unsupported(source: str) -> None:
     with pytest.raises(ExprError):
         evaluate(source, {"x": [1, 2], "y": 2, "hidden_size": 4})
+
+
+def test_expr_list_comprehension_fills_a_per_layer_list() -> None:
+    # how transformers fills qwen3_next's layer_types when a config leaves it out
+    fill = (
+        "layer_types if layer_types is not None else "
+        '["full_attention" if (i + 1) % full_attention_interval == 0 else "linear_attention" '
+        "for i in range(num_hidden_layers)]"
+    )
+    env = {"num_hidden_layers": 5, "full_attention_interval": 2}
+    assert evaluate(fill, env) == ["linear_attention", "full_attention"] * 2 + ["linear_attention"]
+    assert evaluate(fill, {**env, "layer_types": ["x"]}) == ["x"]
+    assert evaluate(fill, {"full_attention_interval": 2}) is None  # no layer count: no list
+    assert evaluate("[i for i in range(n)]", {"n": 0}) == []
+    # the variable is seen by the item only, and shadows a field of the same name there
+    assert evaluate("[i * k for i in range(3)]", {"k": 2, "i": 9}) == [0, 2, 4]
+    assert evaluate("i", {"i": 9}) == 9
 
 
 def test_expr_version_helper() -> None:

@@ -22,7 +22,9 @@ Semantics
 * Calls only to the whitelisted helpers below: ``min max cdiv len int bool version``
   (``version("5.24.0.dev0")`` is ``(5, 24, 0)``, comparable with a tuple such as ``(5,)``;
   ``None`` for anything that does not start with a number).
-* Tuples ``a, b`` (used for shapes).
+* Tuples ``a, b`` (used for shapes); lists ``[a, b]``, and ``[item for k in range(n)]`` (one
+  ``for`` over ``range`` of one argument, no ``if``; ``n`` an int in [0, 2**20]; ``k`` is seen
+  by ``item`` only): a per-layer list transformers fills in when a config leaves it out.
 * Dotted names ``text_config.hidden_size`` read a member of a mapping (a nested config);
   ``None`` when the value is not a mapping or lacks the member. Nothing else of Python's
   attribute access is reachable.
@@ -45,6 +47,7 @@ __all__ = ["Expr", "ExprError", "compile_expr", "evaluate", "truth"]
 MAX_SOURCE_LEN = 1000
 MAX_POW_EXPONENT = 64
 MAX_MAGNITUDE = 2**63  # no count, size or dimension of a real model comes near it
+MAX_LIST = 2**20  # items a list comprehension may build
 
 Env = Mapping[str, Any]
 _Fn = Callable[[Env], Any]
@@ -244,6 +247,37 @@ class _Compiler:
         items = [self.compile(e) for e in node.elts]
         return lambda env: [f(env) for f in items]
 
+    def _c_ListComp(self, node: ast.ListComp) -> _Fn:
+        if len(node.generators) != 1:
+            raise ExprError("a list comprehension takes one 'for'")
+        gen = node.generators[0]
+        if gen.ifs or gen.is_async or not isinstance(gen.target, ast.Name):
+            raise ExprError("a list comprehension takes 'for NAME in range(n)' and no 'if'")
+        it = gen.iter
+        if not (
+            isinstance(it, ast.Call)
+            and isinstance(it.func, ast.Name)
+            and it.func.id == "range"
+            and len(it.args) == 1
+            and not it.keywords
+            and not isinstance(it.args[0], ast.Starred)
+        ):
+            raise ExprError("a list comprehension iterates over range(n) only")
+        var = gen.target.id
+        _check_name(var)
+        count = self.compile(it.args[0])
+        item = self.compile(node.elt)
+
+        def listcomp(env: Env) -> Any:
+            n = count(env)
+            if n is None:
+                return None
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_LIST:
+                raise ExprError(f"range() takes an int in [0, {MAX_LIST}], not {_short(n)}")
+            return [item(_Bound(env, var, k)) for k in range(n)]
+
+        return listcomp
+
     def _c_BinOp(self, node: ast.BinOp) -> _Fn:
         op = _BINOPS.get(type(node.op))
         if op is None:
@@ -359,6 +393,28 @@ class _Compiler:
                 raise ExprError("starred arguments are not allowed")
             args.append(self.compile(a))
         return lambda env: fn(*(f(env) for f in args))
+
+
+class _Bound(Mapping[str, Any]):
+    """``env`` with one more name bound (a list comprehension's variable)."""
+
+    __slots__ = ("_env", "_name", "_value")
+
+    def __init__(self, env: Env, name: str, value: Any) -> None:
+        self._env, self._name, self._value = env, name, value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._value if key == self._name else self._env[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._value if key == self._name else self._env.get(key, default)
+
+    def __iter__(self) -> Any:
+        yield self._name
+        yield from (k for k in self._env if k != self._name)
+
+    def __len__(self) -> int:
+        return len(self._env) + (self._name not in self._env)
 
 
 class Expr:

@@ -82,10 +82,10 @@ _SKIP = re.compile(
     r"(dropout|_eps$|epsilon|^eps$|initializer|init_std|_range$|theta|token_id|_id$|_ids$|"
     r"scale|scaling|factor|temperature|use_cache|^output_|^return_|torchscript|chunk_size|"
     r"^rope|rope_theta|rope_scaling|sliding_window$|window_size|threshold|capacity|aux_loss|jitter|noise|coef|loss|"
-    r"softcap|freq(?!uency)|norm_topk|per_tok|top_k$|topk|n_group|^transformers_version$|"
+    r"softcap|freq(?!uency)|norm_topk|per_tok|top_k$|topk|^n_group$|^transformers_version$|"
     r"^is_encoder_decoder$|^tie_encoder_decoder$|label|problem_type|pruned|bad_words|"
     r"^dtype$|torch_dtype|_act$|activation|^use_return_dict$|image_token|video_token|"
-    r"audio_token|boi_|eoi_|_index$|seq_length$|^pad_|^bos_|^eos_|^sep_|^cls_|^mask_|"
+    r"audio_token|boi_|eoi_|(?<!_start)(?<!_end)_index$|seq_length$|^pad_|^bos_|^eos_|^sep_|^cls_|^mask_|"
     r"^use_bfloat16$|tf_legacy|gradient_checkpointing|_attn_implementation|layer_norm_eps|"
     r"router_z|jitter|routing|max_length|min_length|num_beams|^do_sample$|top_p|"
     r"repetition_penalty|length_penalty|no_repeat|early_stopping|diversity|forced_|"
@@ -135,6 +135,12 @@ class Env:
         }
 
     def model_class(self, model_type: str) -> tuple[type[Any], str] | None:
+        found = self.model_classes(model_type)
+        return found[0] if found else None
+
+    def model_classes(self, model_type: str) -> list[tuple[type[Any], str]]:
+        """The classes of :data:`AUTO_ORDER`'s tables for ``model_type``, in order."""
+        out: list[tuple[type[Any], str]] = []
         for table in AUTO_ORDER:
             names = getattr(self.auto, table, {})
             name = names.get(model_type)
@@ -142,8 +148,25 @@ class Env:
                 name = name[0] if name else None
             if isinstance(name, str):
                 cls = getattr(self.transformers, name, None)
-                if isinstance(cls, type):
-                    return cls, table
+                if isinstance(cls, type) and all(cls is not c for c, _ in out):
+                    out.append((cls, table))
+        return out
+
+    def buildable_class(self, model_type: str) -> type[Any] | None:
+        """The first of :meth:`model_classes` that takes this model type's config: one
+        written for a sub-config (llama4's causal-LM class takes the text config only) is
+        passed over when it cannot be built from the class-default config."""
+        config_class = self.cauto.CONFIG_MAPPING[model_type]
+        found = self.model_classes(model_type)
+        for n, (cls, _) in enumerate(found):
+            own = getattr(cls, "config_class", None)
+            if n == len(found) - 1 or own is None or issubclass(config_class, own):
+                return cls
+            try:
+                self.save(cls, self.config(model_type, {}))
+            except Exception:
+                continue
+            return cls
         return None
 
     def config(self, model_type: str, kwargs: dict[str, Any]) -> Any:
@@ -268,7 +291,9 @@ def variations(value: Any, env: dict[str, Any]) -> list[Any]:
         if all(isinstance(x, bool) for x in value):
             return [[not x for x in value]]
         if all(isinstance(x, int) for x in value):
-            return [[], [value[0] + 1] if len(value) == 1 else value[1:]]
+            # last: every item doubled, for a per-layer list whose length is fixed by the
+            # layer count (gemma3n's intermediate_size, one per layer)
+            return [[], [value[0] + 1] if len(value) == 1 else value[1:], [x * 2 for x in value]]
         distinct = sorted(set(value), key=str)
         if len(distinct) > 1:
             return [list(reversed(value)), value[1:] + value[:1]]
@@ -284,8 +309,22 @@ def kwargs_for(base_cfg: Any, path: Path_, value: Any) -> dict[str, Any]:
         raise ValueError(f"no sub-config {path[0]}")
     d = dict(sub.to_diff_dict())
     d.pop("transformers_version", None)
+    # lists the sub-config class fills in itself (None by default: llama4's moe_layers,
+    # one item per layer) are left for it to fill again, as at the top level: passed back
+    # as they were, they would no longer fit another layer count
+    for k in _self_filled_lists(type(sub)):
+        if k != path[1] and isinstance(d.get(k), list):
+            d.pop(k)
     d[path[1]] = value
     return {path[0]: d}
+
+
+def _self_filled_lists(config_class: type[Any]) -> set[str]:
+    import dataclasses
+
+    if not dataclasses.is_dataclass(config_class):
+        return set()
+    return {f.name for f in dataclasses.fields(config_class) if f.default is None}
 
 
 @dataclass
@@ -365,6 +404,20 @@ def collect_points(
                 and ("hidden_size" in holder and "num_attention_heads" in holder)
             ):
                 fields.append((*sub, probe))
+    inert: list[tuple[Path_, list[Any]]] = []  # varied without changing the base's save
+    # int fields transformers sets from the layer count (ernie's moe_layer_end_index = layers
+    # - 1): their first variation (up) may change nothing, a later one (down) does
+    shrunk = {fname(p) for p in fields_of(base_kwargs)} | {
+        f"{k}.{k2}" for k, v in base_kwargs.items() if isinstance(v, dict) for k2 in v
+    }
+    follows_count = {
+        path
+        for path in fields
+        if fname(path) not in shrunk
+        and isinstance(get(benv, path), int)
+        and not isinstance(get(benv, path), bool)
+        and get(denv, path) != get(benv, path)
+    }
     for path in fields:
         value = get(benv, path)
         if value is None and path[-1] in PROBES:
@@ -382,6 +435,10 @@ def collect_points(
                 saved = env.save(cls, cfg)
             except Exception:
                 continue
+            if not (saved.tensors != base.tensors or _structural_delta(saved.env, benv)):
+                if path in follows_count and new != tries[-1]:
+                    continue
+                inert.append((path, [new]))
             if saved.tensors != base.tensors or _structural_delta(saved.env, benv):
                 points.append(Point(fname(path), kwargs, saved, path))
                 if new == [] and isinstance(value, list) and len(value) >= 2:
@@ -412,6 +469,17 @@ def collect_points(
             if got is not None:
                 label = f"{fname(enabling.varied or ())}+{fname(other.varied)}"
                 points.append(Point(label, kwargs, got, other.varied))
+        # a field that changed nothing at the base may size what only exists here (the
+        # dense MLP of an all-MoE base: intermediate_size): varied from here too, and kept
+        # where it changes this save
+        for path, news in inert:
+            if enabling.varied is None:
+                break
+            kwargs = _merge_kwargs(enabling.kwargs, kwargs_for(base_cfg, path, news[0]))
+            got = _try(env, model_type, cls, kwargs)
+            if got is not None and got.tensors != enabling.saved.tensors:
+                label = f"{fname(enabling.varied)}+{fname(path)}"
+                points.append(Point(label, kwargs, got, path))
     log(f"  {len(points)} points")
     return points, default
 
@@ -581,13 +649,76 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
     return None
 
 
+def synthesize_sum(
+    atoms: dict[str, Vec], target: Vec, loop: str | None = None, max_terms: int = 3
+) -> list[str]:
+    """A sum of up to ``max_terms`` products of one or two fields, each with a small
+    coefficient, equal to ``target`` wherever it is known: the sizes of fused projections
+    (``2 * key_heads * key_dim + value_heads * value_dim``, a Mamba block's
+    ``2 * expand * hidden + 2 * groups * state + heads``), too long for :func:`synthesize`.
+    The fewest terms win. Every sum with that few terms that fits is returned (at most
+    six): fields varied one at a time cannot tell ``2 * a * b + c * d`` from ``a * d + 2 * b
+    * c`` when a = d at the base, so more than one answer is ambiguous, for the caller to
+    settle at a point where two of the fields change together."""
+    known = [j for j, t in enumerate(target) if t is not None]
+    if not known:
+        return []
+    ints: dict[str, tuple[int, ...]] = {}
+    for name, vec in sorted(atoms.items()):
+        if name == loop:
+            continue
+        if all(
+            (isinstance(vec[j], int) and not isinstance(vec[j], bool))
+            or (isinstance(vec[j], float) and vec[j].is_integer())
+            for j in known
+        ):
+            ints[name] = tuple(int(vec[j]) for j in known)
+    if len(ints) > 10:
+        return []
+    want = tuple(int(target[j]) for j in known)
+    monos: dict[tuple[int, ...], str] = {}
+    names = sorted(ints)
+    for a in names:
+        monos.setdefault(ints[a], a)
+    for a, b in itertools.combinations(names, 2):
+        vec = tuple(x * y for x, y in zip(ints[a], ints[b], strict=True))
+        monos.setdefault(vec, f"{a} * {b}")
+    items = [(text, vec) for vec, text in monos.items() if any(vec)]
+    coeffs = (1, 2, 3, 4)
+    for k in range(1, max_terms + 1):
+        found: list[str] = []
+        for combo in itertools.combinations(items, k):
+            for cs in itertools.product(coeffs, repeat=k):
+                vec = tuple(
+                    sum(c * m[1][j] for c, m in zip(cs, combo, strict=True))
+                    for j in range(len(want))
+                )
+                if vec == want:
+                    found.append(
+                        " + ".join(
+                            m[0] if c == 1 else f"{m[0]} * {c}"
+                            for c, m in zip(cs, combo, strict=True)
+                        )
+                    )
+                    if len(found) > 6:
+                        return found
+        if found:
+            return found
+    return []
+
+
 # -- conditions -------------------------------------------------------------------------------
 
 
 def condition_library(
-    samples: list[dict[str, Any]], fields: Sequence[str], loop: str | None
+    samples: list[dict[str, Any]],
+    fields: Sequence[str],
+    loop: str | None,
+    known: Sequence[str] = (),
 ) -> list[tuple[str, Callable[[dict[str, Any]], bool]]]:
-    """Candidate existence conditions over ``fields`` (and the loop variable)."""
+    """Candidate existence conditions over ``fields`` (and the loop variable); ``known``:
+    conditions already solved for other tensors (a bias exists where its weight does and
+    the bias flag is set), tried last."""
     from .expr import compile_expr
 
     texts: list[str] = []
@@ -641,6 +772,7 @@ def condition_library(
     ]
     for f, g in itertools.combinations(sizes, 2):
         texts += [f"{f} != {g}", f"{f} == {g}"]
+    texts += [k for k in known if k not in texts]
     out: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
     for t in texts:
         out.append((t, _truth(compile_expr(t))))
@@ -660,13 +792,14 @@ def solve_condition(
     exists: list[bool],
     fields: Sequence[str],
     loop: str | None,
+    known: Sequence[str] = (),
 ) -> str | None:
     """The simplest conjunction of library conditions that holds exactly where ``exists``."""
     if all(exists):
         return ""
     if not any(exists):
         return None
-    lib = condition_library(samples, fields, loop)
+    lib = condition_library(samples, fields, loop, known)
     nested = [_nest(s) for s in samples]
     necessary = []
     for text, fn in lib:
@@ -679,7 +812,7 @@ def solve_condition(
     for k in (1, 2, 3):
         for combo in itertools.combinations(necessary, k):
             if all(not all(c[1][j] for c in combo) for j, e in enumerate(exists) if not e):
-                return " and ".join(c[0] for c in combo)
+                return " and ".join(f"({c[0]})" if " or " in c[0] else c[0] for c in combo)
     # or-combinations of two
     for (ta, va), (tb, vb) in itertools.combinations(lib_values(lib, nested), 2):
         if all((a or b) == e for a, b, e in zip(va, vb, exists, strict=True)):
@@ -758,8 +891,16 @@ Sample = tuple[int, tuple[int, ...]]  # (point index, loop indices)
 class Deriver:
     """Explains the saves at every point by one spec (see the module docstring)."""
 
-    def __init__(self, points: list[Point], fp16: Saved | None, default: Saved) -> None:
+    def __init__(
+        self,
+        points: list[Point],
+        fp16: Saved | None,
+        default: Saved,
+        build: Callable[[dict[str, Any]], Saved] | None = None,
+    ) -> None:
         self.points = points
+        self.build = build  # saves one more config (kwargs) on demand: see _settle
+        self.extra: dict[str, Saved] = {}  # those saves, by label
         self.default = default
         self.fp16 = fp16
         self.probes = {
@@ -776,6 +917,7 @@ class Deriver:
             if p.varied is not None and "+" not in p.label:
                 self.derived |= d - {fname(p.varied)}
         self.used: set[str] = set()
+        self.conds: list[tuple[str, str]] = []  # (template, its condition), as solved
         self.solved: list[tuple[str, str]] = []  # (template, dimension expression)
 
     # -- names ----------------------------------------------------------------------------
@@ -856,7 +998,15 @@ class Deriver:
             text = self._borrow(samples, values, what, loop)
             if text is not None:
                 return text
-        text = synthesize(atoms, target)
+        text = None
+        if what.startswith("count of "):
+            # transformers loops over range(num_hidden_layers): a count is a scalar field's
+            # where one fits, not the length of a per-layer list that happens to agree
+            scalars = {k: v for k, v in atoms.items() if not k.startswith("len(")}
+            if len(scalars) < len(atoms):
+                text = synthesize(scalars, target)
+        if text is None:
+            text = synthesize(atoms, target)
         if text is None and loop is not None:
             # per-index sizes: a list field indexed by the loop variable
             for f in sorted({k for e in self.envs for k, v in e.items() if isinstance(v, list)}):
@@ -873,11 +1023,56 @@ class Deriver:
         if text is None:
             text = self._borrow(samples, values, what, loop)
         if text is None:
+            sums = synthesize_sum(atoms, target, loop)
+            text = sums[0] if len(sums) == 1 else self._settle(sums, samples, what, loop)
+        if text is None:
             raise DeriveError(
                 f"no expression for {what}: over {sorted(atoms)} values {sorted(set(values))[:8]}"
             )
         self._note(text, atoms)
         return text
+
+    def _settle(
+        self, candidates: list[str], samples: list[Sample], what: str, loop: str | None
+    ) -> str | None:
+        """The one of several expressions that fit every sample that also holds where two of
+        the fields they read change together (transformers saves such points on demand,
+        through ``self.build``; they are verified with the others)."""
+        from .expr import compile_expr
+
+        if len(candidates) < 2 or self.build is None or " dim " not in what:
+            return None
+        tpl, _, dim_text = what.rpartition(" dim ")
+        dim = int(dim_text)
+        fields = sorted(set().union(*(compile_expr(c).names for c in candidates)) - {loop})
+        single = {
+            fname(p.varied): p for p in self.points if p.varied is not None and "+" not in p.label
+        }
+        left = list(candidates)
+        for a, b in itertools.combinations([f for f in fields if f in single], 2):
+            kwargs = _merge_kwargs(single[a].kwargs, single[b].kwargs)
+            label = f"{a}+{b}"
+            saved = self.extra.get(label)
+            if saved is None:
+                try:
+                    saved = self.build(kwargs)
+                except Exception:
+                    continue
+                self.extra[label] = saved
+            env = _nest(flat_env(saved.env, self.probes))
+            seen = False
+            for _, o in samples:
+                got = saved.tensors.get(_render(tpl, o))
+                if got is None or len(got[0]) <= dim:
+                    continue
+                seen = True
+                e = dict(env)
+                if loop is not None and o:
+                    e[loop] = o[-1]
+                left = [c for c in left if compile_expr(c)(e) == got[0][dim]]
+            if seen and len(left) <= 1:
+                return left[0] if left else None
+        return None
 
     def _borrow(
         self, samples: list[Sample], values: list[int], what: str, loop: str | None
@@ -962,8 +1157,28 @@ class Deriver:
             flat.append(one)
         text = solve_condition(flat, exists, sorted(dep), loop)
         if text is None:
+            # with a condition solved for a sibling (in the same repeat) as a candidate
+            known = [c for w, c in self.conds if w.rsplit(".", 1)[0] == what.rsplit(".", 1)[0]]
+            known += [c for w, c in self.conds if c not in known and _loop_of(c) == loop]
+            # and a last index that is inclusive (ernie's moe_layer_end_index)
+            ints = [f for f in sorted(dep) if all(_int_valued(e.get(f)) for e in flat)]
+            if loop is not None:
+                known += [t for f in ints for t in (f"{loop} <= {f}", f"{loop} > {f}")]
+            if known:
+                text = solve_condition(flat, exists, sorted(dep), loop, known)
+                if text is not None:
+                    dep |= {f for c in known if c in text for f in _names(c)}
+            if text is None and known:
+                # where it is absent may be the simpler statement (a dense MLP: every layer
+                # that is not an MoE layer, itself three conditions)
+                absent = solve_condition(flat, [not e for e in exists], sorted(dep), loop, known)
+                if absent:
+                    text = f"not ({absent})"
+                    dep |= {f for c in known if c in absent for f in _names(c)}
+        if text is None:
             raise DeriveError(f"no condition for {what} over {sorted(dep)}")
         self._note(text, dep)
+        self.conds.append((what, text))
         return text
 
     # -- the tree -------------------------------------------------------------------------
@@ -1167,6 +1382,22 @@ class Deriver:
         return defaults, lets, required
 
 
+def _int_valued(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _names(text: str) -> set[str]:
+    from .expr import compile_expr
+
+    return set(compile_expr(text).names)
+
+
+def _loop_of(text: str) -> str | None:
+    """The loop variable a condition reads (a single letter of :data:`VARS`), if any."""
+    found = [n for n in _names(text) if len(n) == 1 and n in VARS]
+    return found[0] if len(found) == 1 else None
+
+
 def _common(a: str, b: str) -> int:
     n = 0
     for x, y in zip(a.split("."), b.split("."), strict=False):
@@ -1196,8 +1427,13 @@ def _render(tpl: str, idx: tuple[int, ...]) -> str:
     return ".".join(str(next(it)) if t == "#" else t for t in tpl.split("."))
 
 
-def solve(points: list[Point], fp16: Saved | None, default: Saved) -> dict[str, Any]:
-    d = Deriver(points, fp16, default)
+def solve(
+    points: list[Point],
+    fp16: Saved | None,
+    default: Saved,
+    build: Callable[[dict[str, Any]], Saved] | None = None,
+) -> dict[str, Any]:
+    d = Deriver(points, fp16, default, build)
     spec = d.derive()
 
     # biases: their module's in/out come from the weight entry
@@ -1238,8 +1474,9 @@ def solve(points: list[Point], fp16: Saved | None, default: Saved) -> dict[str, 
         "let": lets,
         "required": required,
         "requires": requires,
-        "points": [p.label for p in points],
+        "points": [p.label for p in points] + sorted(d.extra),
         "tensors": spec["tensors"],
+        "extra_saves": d.extra,
     }
 
 
@@ -1280,12 +1517,114 @@ def verify(
     return problems
 
 
+_HIDDEN_KWARG = re.compile(r"""kwargs\.(?:pop|get)\(\s*["'](\w+)["']\s*,\s*(\d+)\s*\)""")
+
+
+def derive_fill(env: Env, model_type: str, field: str) -> tuple[str, dict[str, Any]] | None:
+    """How transformers fills in the per-layer list ``field`` when a config leaves it out,
+    as an expression (``[A if cond else B for i in range(num_hidden_layers)]``) and the
+    defaults it reads; None when sampling the config class cannot pin it down.
+
+    The config class is built without ``field`` at many points: the layer count, each int
+    field and each int keyword its ``__post_init__`` reads (``full_attention_interval``,
+    popped, never stored) varied; the list it fills in is explained by a count field and a
+    per-index condition from :func:`condition_library`, and the expression must give the
+    very list at every point."""
+    import inspect
+
+    from .expr import compile_expr
+
+    config_class = env.cauto.CONFIG_MAPPING[model_type]
+    try:
+        source = inspect.getsource(config_class.__post_init__)
+    except (OSError, TypeError, AttributeError):
+        source = ""
+    hidden = {k: int(v) for k, v in _HIDDEN_KWARG.findall(source)}
+    default = env.config(model_type, {}).to_dict()
+    if not isinstance(default.get(field), list):
+        return None
+    ints = [p[0] for p in fields_of(default) if len(p) == 1 and _int_valued(default.get(p[0]))]
+    tries: list[dict[str, Any]] = [{}]
+    for layers in (1, 2, 3, 5, 8, 12):
+        tries.append({"num_hidden_layers": layers})
+        for k in hidden:
+            for v in (1, 2, 3, 5):
+                tries.append({"num_hidden_layers": layers, k: v})
+    for f in ints:
+        for v in variations(default[f], default):
+            tries.append({f: v})
+    rows: list[tuple[dict[str, Any], list[Any]]] = []
+    seen: dict[str, list[Any]] = {}  # kwargs (as JSON) -> the list filled in there
+    for kwargs in tries:
+        try:
+            cfg = env.config(model_type, kwargs).to_dict()
+        except Exception:
+            continue
+        filled = cfg.get(field)
+        if not isinstance(filled, list):
+            return None
+        seen[json.dumps(kwargs, sort_keys=True)] = filled
+        flat = {k: v for k, v in cfg.items() if not isinstance(v, dict)}
+        flat.pop(field, None)
+        for k, v in hidden.items():
+            flat[k] = kwargs.get(k, v)
+        rows.append((flat, filled))
+    if len(rows) < 4:
+        return None
+    counts = [
+        f
+        for f in [*ints, *hidden]
+        if all(_int_valued(e.get(f)) and e.get(f) == len(lst) for e, lst in rows)
+    ]
+    if not counts:
+        return None
+    count = "num_hidden_layers" if "num_hidden_layers" in counts else counts[0]
+    items = sorted({x for _, lst in rows for x in lst}, key=str)
+    if not items or not all(isinstance(x, str) for x in items) or len(items) > 2:
+        return None
+    first = json.dumps(items[0])
+    if len(items) == 1:
+        text = f"[{first} for i in range({count})]"
+    else:
+        samples, exists = [], []
+        for e, lst in rows:
+            for i, x in enumerate(lst):
+                samples.append({**e, "i": i})
+                exists.append(x == items[0])
+        fields = sorted(f for f in {*ints, *hidden} if f != "i")
+        cond = solve_condition(samples, exists, fields, "i")
+        if cond is None:
+            return None
+        text = f"[{first} if {cond} else {json.dumps(items[1])} for i in range({count})]"
+    fn = compile_expr(text)
+    for e, lst in rows:
+        if fn(_nest(e)) != lst:
+            return None
+    used = fn.names - {"i"}
+    # every field the fill reads must change the list when varied on its own (else it
+    # only happens to agree: "i % hidden_size == 0" for a first dense layer)
+    for f in used - {count}:
+        changed = False
+        for key, lst in seen.items():
+            kw = json.loads(key)
+            if f not in kw:
+                continue
+            ref = {k: v for k, v in kw.items() if k != f}
+            other = seen.get(json.dumps(ref, sort_keys=True))
+            if other is not None and other != lst:
+                changed = True
+                break
+        if not changed:
+            return None
+    defaults = {k: (hidden[k] if k in hidden else default.get(k)) for k in sorted(used)}
+    return f"{field} if {field} is not None else {text}", defaults
+
+
 def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The spec data of ``model_type``, checked against every save it was derived from."""
-    found = env.model_class(model_type)
-    if found is None:
+    cls = env.buildable_class(model_type)
+    if cls is None:
         raise DeriveError("no causal-LM / image-text / seq2seq / speech / masked-LM class")
-    cls = found[0]
     points, default = collect_points(env, model_type, cls, log)
     if not points[0].saved.tensors:
         raise DeriveError("save_pretrained wrote no tensor")
@@ -1293,7 +1632,20 @@ def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print)
         fp16 = env.save(cls, env.config(model_type, points[0].kwargs), "float16")
     except Exception:
         fp16 = None
-    spec = solve(points, fp16, default)
+    spec = solve(
+        points, fp16, default, lambda kwargs: env.save(cls, env.config(model_type, kwargs))
+    )
+    extra: dict[str, Saved] = spec.pop("extra_saves")
+    for field in list(spec["required"]):
+        # a per-layer list transformers fills in: computed the way it computes it, when
+        # sampling its config class pins that down; else it stays required
+        fill = derive_fill(env, model_type, field) if "." not in field else None
+        if fill is not None:
+            spec["required"].remove(field)
+            spec["let"][field] = fill[0]
+            spec["defaults"][field] = None
+            for k, v in fill[1].items():
+                spec["defaults"].setdefault(k, v)
     data = {
         "schema": SCHEMA,
         "model_type": model_type,
@@ -1302,6 +1654,7 @@ def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print)
         **spec,
     }
     saves = [("class defaults", default)] + [(p.label, p.saved) for p in points]
+    saves += sorted(extra.items())
     problems = verify(data, saves)
     if fp16 is not None:
         problems += verify(data, [("default, float16", fp16)], "F16")

@@ -31,6 +31,29 @@ FAMILIES = {
     "bert": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
              "num_attention_heads": 2, "vocab_size": 64, "max_position_embeddings": 64,
              "pad_token_id": 0},
+    "exaone4": SMALL,
+    # layer 0 dense, layer 1 MoE (moe_layer_start_index 1)
+    "ernie4_5_moe": {**SMALL, "moe_num_experts": 4, "moe_intermediate_size": 8,
+                     "moe_num_shared_experts": 1, "moe_k": 2},
+    "gemma3n_text": {**SMALL, "head_dim": 8, "vocab_size_per_layer_input": 64,
+                     "hidden_size_per_layer_input": 4, "num_kv_shared_layers": 0,
+                     "laurel_rank": 4, "altup_num_inputs": 2,
+                     "activation_sparsity_pattern": [0.0, 0.0]},
+    # layer 0 linear attention (Gated DeltaNet), layer 1 full attention; both MoE
+    "qwen3_next": {**SMALL, "head_dim": 8, "linear_key_head_dim": 4, "linear_value_head_dim": 4,
+                   "linear_num_key_heads": 2, "linear_num_value_heads": 4, "num_experts": 4,
+                   "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+                   "shared_expert_intermediate_size": 8, "full_attention_interval": 2},
+    # Llama4ForConditionalGeneration: text layer 0 dense, layer 1 MoE (interleave step 2)
+    "llama4": {
+        "text_config": {**SMALL, "head_dim": 8, "num_local_experts": 2,
+                        "intermediate_size_mlp": 32, "interleave_moe_layer_step": 2},
+        "vision_config": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "intermediate_size": 32, "vision_output_dim": 16, "image_size": 28,
+                          "patch_size": 14, "projector_input_dim": 16,
+                          "projector_output_dim": 16},
+        "tie_word_embeddings": False,
+    },
 }  # fmt: skip
 
 
@@ -42,13 +65,23 @@ def main() -> None:
         if len(sys.argv) > 1 and model_type not in sys.argv[1:]:
             continue
         config = CONFIG_MAPPING[model_type](**kwargs)
-        for table in ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"):
+        # the first class of these tables that builds from the config (llama4's causal-LM
+        # class takes its text config only: the image-text one is what a llama4 save is)
+        for table in (
+            "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+            "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+            "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
+        ):
             name = getattr(modeling_auto, table).get(model_type)
-            if name:
-                break
-        cls = getattr(transformers, name)
-        torch.manual_seed(0)
-        model = cls._from_config(config, dtype=torch.bfloat16)
+            if not name:
+                continue
+            cls = getattr(transformers, name)
+            torch.manual_seed(0)
+            try:
+                model = cls._from_config(config, dtype=torch.bfloat16)
+            except AttributeError:
+                continue
+            break
         out = HERE / model_type
         model.save_pretrained(out)
         print(model_type, name, sum(p.stat().st_size for p in out.iterdir()), "bytes")
