@@ -13,6 +13,17 @@ the vocabulary of :mod:`pyaudit.manifest.spec`:
 ``{"repeat": var, "count", "start"?, "prefix", "when"?, "tensors": [...]}``
     a :class:`~pyaudit.manifest.spec.Repeat`.
 
+``"layouts"`` lists the family's other healthy on-disk namings, each derived from
+transformers' own conversion mapping (``conversion_mapping.py``: the ``WeightRenaming`` /
+``PrefixChange`` entries of the model and its sub-models): ``{"name", "renames", "note",
+"loads_via"}``, ``renames`` being ``[canonical_prefix, on_disk_prefix]`` pairs (the first whose
+canonical prefix starts a name applies; :class:`~pyaudit.manifest.spec.Layout`), ``loads_via``
+the conversions transformers applies when it loads that naming. Each was checked at generation
+time: transformers' loader puts every name of it onto a parameter of the model, and a model
+loaded from it saves it again unchanged. ``"layouts_skipped"`` lists the candidates that are not
+such a plain renaming (a ``WeightConverter`` merging per-expert tensors changes names and
+shapes) with the reason: no spec describes them, so a checkpoint in one is not passed.
+
 Files are read on first use of their model type, once.
 """
 
@@ -111,7 +122,13 @@ def spec_from_data(data: dict[str, Any]) -> Spec:
         )
     layouts = [Layout("default")]
     for lay in data.get("layouts", []):
-        layouts.append(Layout(lay["name"], tuple((a, b) for a, b in lay["renames"])))
+        layouts.append(
+            Layout(
+                lay["name"],
+                tuple((a, b) for a, b in lay["renames"]),
+                note=str(lay.get("note", "")),
+            )
+        )
     return Spec(
         model_type=model_type,
         tensors=_entries(data["tensors"]),

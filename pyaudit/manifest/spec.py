@@ -60,6 +60,8 @@ class Layout:
     match wins; quantized tensors are not affected). ``prefer`` is a condition over the
     top-level ``config.json`` fields under which this layout is the config's default, i.e.
     listed first by :func:`pyaudit.manifest.layouts` (the first matching layout wins).
+    ``note`` says what the layout is (derived layouts: which of transformers' conversions
+    load it).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Layout:
     omit: tuple[str, ...] = ()
     dtypes: tuple[tuple[str, str], ...] = ()
     prefer: str | None = None
+    note: str = ""
 
     def apply(self, name: str) -> str:
         for src, dst in self.renames:
