@@ -20,9 +20,11 @@ transformers' own conversion mapping (``conversion_mapping.py``: the ``WeightRen
 canonical prefix starts a name applies; :class:`~pyaudit.manifest.spec.Layout`), ``loads_via``
 the conversions transformers applies when it loads that naming. Each was checked at generation
 time: transformers' loader puts every name of it onto a parameter of the model, and a model
-loaded from it saves it again unchanged. ``"layouts_skipped"`` lists the candidates that are not
-such a plain renaming (a ``WeightConverter`` merging per-expert tensors changes names and
-shapes) with the reason: no spec describes them, so a checkpoint in one is not passed.
+loaded from it saves it again unchanged. A layout that is not such a plain renaming (a
+``WeightConverter`` stacking per-expert tensors changes names and shapes) carries its own
+``"tensors"`` instead of ``"renames"``, derived as the family's own entries are (from saves in
+that layout at every point, and checked against each). ``"layouts_skipped"`` lists the
+candidates neither describes, with the reason: a checkpoint in one is not passed.
 
 Files are read on first use of their model type, once.
 """
@@ -125,8 +127,9 @@ def spec_from_data(data: dict[str, Any]) -> Spec:
         layouts.append(
             Layout(
                 lay["name"],
-                tuple((a, b) for a, b in lay["renames"]),
+                tuple((a, b) for a, b in lay.get("renames", [])),
                 note=str(lay.get("note", "")),
+                tensors=tuple(_entries(lay["tensors"])) if "tensors" in lay else None,
             )
         )
     return Spec(

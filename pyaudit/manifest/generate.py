@@ -123,6 +123,9 @@ class Env:
             self.init: Any = importlib.import_module("transformers.initialization")
         except ImportError:  # pragma: no cover - older transformers
             self.init = None
+        #: saves write the model's own module names (no conversion reverted), as a plain
+        #: ``state_dict()`` holds them: for deriving the module-tree layout's own entries
+        self.module_names = False
         self.transformers.logging.set_verbosity_error()
         self.transformers.logging.disable_progress_bar()
         self.torch.set_num_threads(1)
@@ -175,6 +178,8 @@ class Env:
         model = self.build(cls, cfg, dtype)
         if loaded_from is not None:
             worker._as_if_loaded_from(model, loaded_from)
+        elif self.module_names:
+            model._weight_conversions = []  # revert nothing: the model's own module names
         captured: dict[str, tuple[tuple[int, ...], str]] = {}
 
         def capture(tensors: dict[str, Any], filename: str, metadata: Any = None) -> None:
@@ -1503,8 +1508,11 @@ def derive_layouts(
     return layouts, skipped, saves
 
 
-def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The spec data of ``model_type``, checked against every save it was derived from."""
+def derive_family(
+    env: Env, model_type: str, log: Callable[[str], None] = print, layouts: bool = True
+) -> dict[str, Any]:
+    """The spec data of ``model_type``, checked against every save it was derived from (with
+    ``layouts``, its other on-disk layouts too: :func:`add_layouts`)."""
     found = env.model_class(model_type)
     if found is None:
         raise DeriveError("no causal-LM / image-text / seq2seq / speech / masked-LM class")
@@ -1530,6 +1538,8 @@ def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print)
         problems += verify(data, [("default, float16", fp16)], "F16")
     if problems:
         raise DeriveError("derived spec does not reproduce the saves: " + "; ".join(problems[:3]))
+    if not layouts:
+        return data
     return add_layouts(env, data, cls, points[0].kwargs, points[0].saved, default)
 
 
@@ -1560,6 +1570,14 @@ def add_layouts(
             f"layouts differ between the class defaults {[x['name'] for x in lays]} and the "
             f"base point {[x['name'] for x in lays_b]}"
         )
+    for x in list(skipped):
+        if x["name"] == "module-tree" and "WeightConverter" in x["reason"]:
+            own = _own_entries(env, model_type, data)
+            if isinstance(own, str):
+                x["reason"] += f"; its own entries not derived: {own}"
+            else:
+                lays.append({"name": "module-tree", "note": MODULE_TREE_OWN, "tensors": own})
+                skipped.remove(x)
     if lays:
         out["layouts"] = lays
     if skipped:
@@ -1569,9 +1587,43 @@ def add_layouts(
     for label, saves in checks:
         for name, saved in saves.items():
             problems += verify(out, [(label, saved)], layout=name)
+    if any("tensors" in x for x in lays):
+        env.module_names = True
+        try:
+            for label, kwargs in (("class defaults", {}), ("base", base)):
+                saved = env.save(cls, env.config(model_type, kwargs))
+                problems += verify(out, [(label, saved)], layout="module-tree")
+        finally:
+            env.module_names = False
     if problems:
         raise DeriveError("derived layouts do not reproduce the saves: " + "; ".join(problems[:3]))
     return out
+
+
+MODULE_TREE_OWN = (
+    "the model's own module names, as its state_dict() holds them (a plain save of it): "
+    "transformers' WeightConverters stack per-expert tensors here, so names and shapes differ "
+    "from the default layout; its entries are derived from saves in it, as the default's are"
+)
+
+
+def _own_entries(env: Env, model_type: str, data: dict[str, Any]) -> list[dict[str, Any]] | str:
+    """The module-tree layout's own tensor entries (its saves explained at every point, as
+    :func:`derive_family` explains the default's), or why not: they must read the same config
+    fields, defaults and conditions as the family's default entries."""
+    env.module_names = True
+    try:
+        own = derive_family(env, model_type, log=lambda s: None, layouts=False)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    finally:
+        env.module_names = False
+    keys = ("defaults", "let", "required", "requires", "architecture")
+    differ = [k for k in keys if own.get(k) != data.get(k)]
+    if differ:
+        return f"they read other config fields ({', '.join(differ)} differ)"
+    tensors: list[dict[str, Any]] = own["tensors"]
+    return tensors
 
 
 def relayout(env: Env, model_type: str, path: Path) -> dict[str, Any]:
@@ -1590,6 +1642,19 @@ def dump(data: dict[str, Any]) -> str:
     head = {k: v for k, v in data.items() if k != "tensors"}
     lines = ["{"]
     for k, v in head.items():
+        if k == "layouts" and any("tensors" in x for x in v):
+            lines.append('  "layouts": [')
+            for n, lay in enumerate(v):
+                comma = "," if n < len(v) - 1 else ""
+                if "tensors" not in lay:
+                    lines.append(f"    {json.dumps(lay, sort_keys=True)}{comma}")
+                    continue
+                rest = {a: b for a, b in sorted(lay.items()) if a != "tensors"}
+                lines.append(f'    {json.dumps(rest)[:-1]}, "tensors": [')
+                lines += _dump_entries(lay["tensors"], "      ")
+                lines.append(f"    ]}}{comma}")
+            lines.append("  ],")
+            continue
         lines.append(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)},")
     lines.append('  "tensors": [')
     lines += _dump_entries(data["tensors"], "    ")
