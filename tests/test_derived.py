@@ -357,6 +357,33 @@ def test_derived_layouts_are_layouts_a_spec_knows(tf: Any, model_type: str) -> N
         assert {apply_rules(legacy["renames"], n) for n in fresh_names} == set(index["weight_map"])
 
 
+OWN_ENTRIES = sorted(
+    mt for mt in DERIVED if any("tensors" in x for x in _data(mt).get("layouts", []))
+)
+
+
+@needs_torch
+@pytest.mark.parametrize("model_type", OWN_ENTRIES)
+def test_module_tree_entries_are_what_a_plain_state_dict_holds(tf: Any, model_type: str) -> None:
+    """A layout with its own entries (per-expert tensors stacked, as the model holds them) is
+    what the model's state_dict() holds, names, shapes and dtypes, at the class defaults and
+    at a point the generator never saw."""
+    from pyaudit.manifest.generate import point_config
+
+    derived = derived_spec(model_type)
+    assert derived is not None
+    cls = getattr(tf.transformers, _data(model_type)["architecture"])
+    kwargs = [{}, *_other_points(tf, model_type)[:1]]
+    tf.module_names = True
+    try:
+        saves = [tf.save(cls, tf.config(model_type, kw)) for kw in kwargs]
+    finally:
+        tf.module_names = False
+    for saved in saves:
+        m = _build(derived, point_config(saved.env), "module-tree")
+        assert {n: (t.shape, t.dtype) for n, t in m.tensors.items()} == saved.tensors
+
+
 @needs_torch
 def test_generator_output_has_not_drifted(tf: Any) -> None:
     from pyaudit.manifest.generate import derive_family, dump

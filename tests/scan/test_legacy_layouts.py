@@ -140,7 +140,7 @@ def test_legacy_checkpoint_missing_one_layer_fails(tmp_path: Path, scan: Any, mo
 def test_derived_layouts_are_read_as_the_data_lists_them() -> None:
     """Each derived family's layouts are the data's, after ``default``, in order; a candidate
     left out carries its reason and is no layout; the README's counts are these."""
-    with_layouts = merged = 0
+    with_layouts = merged = own = 0
     for mt in derived_model_types():
         spec = derived_spec(mt)
         assert spec is not None
@@ -155,8 +155,46 @@ def test_derived_layouts_are_read_as_the_data_lists_them() -> None:
             with_layouts += 1
         if any("WeightConverter" in x["reason"] for x in data.get("layouts_skipped", [])):
             merged += 1
+        if any("tensors" in x for x in data.get("layouts", [])):
+            own += 1
     assert with_layouts >= 10
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     text = " ".join(readme.split())
     assert f"{with_layouts} derived families have at least one" in text
-    assert f"`mlp.experts.gate_up_proj`, {merged} MoE families" in text
+    assert f"{own} MoE families have it as a layout with its own entries" in text
+    assert f"the other {merged} list it under `layouts_skipped`" in text
+
+
+def _olmoe_config() -> dict[str, Any]:
+    """OLMoE at its transformers class defaults (the generated file's), as a config.json."""
+    data = _data("olmoe")
+    config: dict[str, Any] = json.loads(json.dumps(data["defaults"]))
+    config.update(model_type="olmoe", architectures=[data["architecture"]], dtype="bfloat16")
+    return config
+
+
+def test_fused_experts_layout_passes_and_fails(tmp_path: Path, scan: Any) -> None:
+    """OLMoE as its state_dict() holds it (what a plain save writes: each layer's experts
+    stacked in mlp.experts.gate_up_proj / down_proj) is a layout with its own entries: full
+    size it passes, without one layer's stacked experts it fails naming them."""
+    config = _olmoe_config()
+    tensors = manifest_tensors(config, "module-tree")
+    experts, inter, hidden = (
+        config[k] for k in ("num_experts", "intermediate_size", "hidden_size")
+    )
+    assert tensors["model.layers.0.mlp.experts.gate_up_proj"][1] == (experts, 2 * inter, hidden)
+    assert not any(".experts.0." in n for n in tensors)
+    write_checkpoint(tmp_path / "ok", config, tensors, shards=3)
+    rc, report = scan.one(tmp_path / "ok")
+    assert rc == 0 and report["status"] == "pass", report["findings"]
+    assert report["layout"] == "module-tree"
+    total = build_manifest(config, "module-tree").total_bytes
+    assert report["bytes"] == {"found": total, "expected": total}
+
+    gone = "model.layers.5.mlp.experts.down_proj"
+    write_checkpoint(
+        tmp_path / "lost", config, {n: t for n, t in tensors.items() if n != gone}, shards=3
+    )
+    rc, report = scan.one(tmp_path / "lost")
+    assert rc != 0 and report["layout"] == "module-tree"
+    assert _missing(report) == [gone]
