@@ -119,18 +119,17 @@ def test_derived_spec_matches_a_real_index(model_dir: Path) -> None:
     index = json.loads((model_dir / "model.safetensors.index.json").read_text())
     spec = spec_of(config["model_type"])
     assert spec is not None and spec.origin.startswith("derived from transformers")
-    names = set(index["weight_map"])
-    # the layout transformers wrote them in (the default, or one it still loads)
-    matched = [
-        lay.name
-        for lay in layouts(config)
-        if set(build_manifest(config, lay.name).tensors) == names
-    ]
-    assert matched, [lay.name for lay in layouts(config)]
     if "dtype" not in config and "torch_dtype" not in config:
         config = {**config, "dtype": "bfloat16"}  # (SOURCE.txt: the files hold bfloat16)
-    m = build_manifest(config, matched[0])
-    assert m.total_bytes == index["metadata"]["total_size"]
+    # in the layout a fresh save writes, or in an older one transformers still loads
+    # (tests/scan/test_legacy_layouts.py says which): exactly one
+    fits = [
+        m
+        for m in (build_manifest(config, lay.name) for lay in layouts(config))
+        if set(m.tensors) == set(index["weight_map"])
+    ]
+    assert len(fits) == 1, [lay.name for lay in layouts(config)]
+    assert fits[0].total_bytes == index["metadata"]["total_size"]
 
 
 def _copy_save(src: Path, dst: Path) -> Path:
@@ -321,7 +320,6 @@ def test_manifest_is_what_transformers_saves(tf: Any, model_type: str) -> None:
 @needs_torch
 @pytest.mark.parametrize("model_type", sorted(set(SPECS) & set(DERIVED)))
 def test_hand_written_and_derived_specs_agree(tf: Any, model_type: str) -> None:
-    from pyaudit.manifest import layouts
     from pyaudit.manifest.generate import point_config
 
     derived = derived_spec(model_type)
@@ -341,11 +339,89 @@ def test_hand_written_and_derived_specs_agree(tf: Any, model_type: str) -> None:
         assert any(fits), model_type
 
 
+#: Layouts derived from transformers' conversion mapping for families whose hand-written spec
+#: was typed with its layouts (their derived specs are held out): derived name -> hand-written
+#: layout it must equal (None: one the hand-written spec does not list).
+HAND_LAYOUTS: dict[str, dict[str, str | None]] = {
+    "qwen2_vl": {"module-tree": "transformers>=4.52"},
+    "qwen2_5_vl": {"module-tree": "transformers>=4.52"},
+    "gemma3": {
+        "legacy": "legacy",
+        "module-tree": None,
+        "module-tree-prefixed": "transformers>=4.52",
+    },
+}
+
+
+@needs_torch
+@pytest.mark.parametrize("model_type", [*HAND_LAYOUTS, "llava"])
+def test_derived_layouts_are_layouts_a_spec_knows(tf: Any, model_type: str) -> None:
+    """The layouts the generator derives at the class defaults are the hand-written spec's
+    other layouts, and for llava the committed data's; each is what a model transformers
+    loaded from it saves again."""
+    from pyaudit.manifest.generate import apply_rules, derive_layouts, point_config
+
+    cls, _ = tf.model_class(model_type)
+    cfg = tf.config(model_type, {})
+    fresh = tf.save(cls, cfg)
+    derived, _, saves = derive_layouts(tf, cls, cfg, fresh)
+    config = point_config(fresh.env)
+    if model_type in HAND_LAYOUTS:
+        assert {x["name"] for x in derived} == set(HAND_LAYOUTS[model_type])
+    else:
+        assert [x["name"] for x in derived] == [
+            x.name for x in derived_spec(model_type).layouts[1:]
+        ]
+    for lay in derived:
+        names = {apply_rules(lay["renames"], n) for n in fresh.tensors}
+        assert names == set(saves[lay["name"]].tensors)
+        known = HAND_LAYOUTS.get(model_type, {}).get(lay["name"], lay["name"])
+        if known is not None:
+            assert set(build_manifest(config, known).tensors) == names, (model_type, lay)
+    if model_type == "gemma3":
+        # medgemma-27b-it's real index is the fresh save's names under the derived legacy rules
+        d = Path(__file__).parent / "data" / "models" / "medgemma-27b-it_gemma3"
+        real = json.loads((d / "config.json").read_text())
+        index = json.loads((d / "model.safetensors.index.json").read_text())
+        (legacy,) = [x for x in derived if x["name"] == "legacy"]
+        fresh_names = build_manifest(real, "transformers>=5").tensors
+        assert {apply_rules(legacy["renames"], n) for n in fresh_names} == set(index["weight_map"])
+
+
+OWN_ENTRIES = sorted(
+    mt for mt in DERIVED if any("tensors" in x for x in _data(mt).get("layouts", []))
+)
+
+
+@needs_torch
+@pytest.mark.parametrize("model_type", OWN_ENTRIES)
+def test_module_tree_entries_are_what_a_plain_state_dict_holds(tf: Any, model_type: str) -> None:
+    """A layout with its own entries (per-expert tensors stacked, as the model holds them) is
+    what the model's state_dict() holds, names, shapes and dtypes, at the class defaults and
+    at a point the generator never saw."""
+    from pyaudit.manifest.generate import point_config
+
+    derived = derived_spec(model_type)
+    assert derived is not None
+    cls = getattr(tf.transformers, _data(model_type)["architecture"])
+    kwargs = [{}, *_other_points(tf, model_type)[:1]]
+    tf.module_names = True
+    try:
+        saves = [tf.save(cls, tf.config(model_type, kw)) for kw in kwargs]
+    finally:
+        tf.module_names = False
+    for saved in saves:
+        m = _build(derived, point_config(saved.env), "module-tree")
+        assert {n: (t.shape, t.dtype) for n, t in m.tensors.items()} == saved.tensors
+
+
 @needs_torch
 def test_generator_output_has_not_drifted(tf: Any) -> None:
     from pyaudit.manifest.generate import derive_family, dump
 
-    sample = [m for m in ("llama", "gpt2", "bert", "t5", "olmo2", "starcoder2") if m in DERIVED]
+    sample = [
+        m for m in ("llama", "gpt2", "bert", "t5", "olmo2", "starcoder2", "llava") if m in DERIVED
+    ]
     if not sample:
         pytest.skip("none of the sampled families is derived")
     recorded = _data(sample[0])["derived_from"]["transformers"]

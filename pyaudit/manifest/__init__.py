@@ -277,7 +277,9 @@ def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manif
     dtype = config_dtype(config)
     if info is not None and info.method == "mxfp4" and not _declares_dtype(config):
         dtype = "BF16"  # gpt-oss releases declare none; what is not MXFP4 is bfloat16
-    records, tied = run_spec(spec, config, dtype)
+    records, tied = run_spec(
+        spec if lay.tensors is None else replace(spec, tensors=lay.tensors), config, dtype
+    )
     head = _head_rule(spec.model_type, config)
     if head is not None and "refused" not in head:
         prefix = str(loading_rules(spec.model_type).get("base_model_prefix", ""))

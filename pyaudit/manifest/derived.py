@@ -13,6 +13,19 @@ the vocabulary of :mod:`pyaudit.manifest.spec`:
 ``{"repeat": var, "count", "start"?, "prefix", "when"?, "tensors": [...]}``
     a :class:`~pyaudit.manifest.spec.Repeat`.
 
+``"layouts"`` lists the family's other healthy on-disk namings, each derived from
+transformers' own conversion mapping (``conversion_mapping.py``: the ``WeightRenaming`` /
+``PrefixChange`` entries of the model and its sub-models): ``{"name", "renames", "note",
+"loads_via"}``, ``renames`` being ``[canonical_prefix, on_disk_prefix]`` pairs (the first whose
+canonical prefix starts a name applies; :class:`~pyaudit.manifest.spec.Layout`), ``loads_via``
+the conversions transformers applies when it loads that naming. Each was checked at generation
+time: transformers' loader puts every name of it onto a parameter of the model, and a model
+loaded from it saves it again unchanged. A layout that is not such a plain renaming (a
+``WeightConverter`` stacking per-expert tensors changes names and shapes) carries its own
+``"tensors"`` instead of ``"renames"``, derived as the family's own entries are (from saves in
+that layout at every point, and checked against each). ``"layouts_skipped"`` lists the
+candidates neither describes, with the reason: a checkpoint in one is not passed.
+
 Files are read on first use of their model type, once.
 """
 
@@ -157,7 +170,14 @@ def spec_from_data(data: dict[str, Any], loading: dict[str, Any] | None = None) 
         )
     layouts = [Layout("default")]
     for lay in data.get("layouts", []):
-        layouts.append(Layout(lay["name"], tuple((a, b) for a, b in lay["renames"])))
+        layouts.append(
+            Layout(
+                lay["name"],
+                tuple((a, b) for a, b in lay.get("renames", [])),
+                note=str(lay.get("note", "")),
+                tensors=tuple(_entries(lay["tensors"])) if "tensors" in lay else None,
+            )
+        )
     prefix = loading.get("base_model_prefix")
     if isinstance(prefix, str) and prefix and _names_start(data["tensors"], prefix + "."):
         layouts.append(Layout(f"base model (no {prefix}. prefix)", ((prefix + ".", ""),)))

@@ -123,6 +123,9 @@ class Env:
             self.init: Any = importlib.import_module("transformers.initialization")
         except ImportError:  # pragma: no cover - older transformers
             self.init = None
+        #: saves write the model's own module names (no conversion reverted), as a plain
+        #: ``state_dict()`` holds them: for deriving the module-tree layout's own entries
+        self.module_names = False
         self.transformers.logging.set_verbosity_error()
         self.transformers.logging.disable_progress_bar()
         self.torch.set_num_threads(1)
@@ -172,8 +175,9 @@ class Env:
     def config(self, model_type: str, kwargs: dict[str, Any]) -> Any:
         return self.cauto.CONFIG_MAPPING[model_type](**kwargs)
 
-    def save(self, cls: type[Any], cfg: Any, dtype: str = "bfloat16") -> Saved:
-        torch, mu = self.torch, self.mu
+    def build(self, cls: type[Any], cfg: Any, dtype: str = "bfloat16") -> Any:
+        """The model on the meta device, dtypes as ``from_pretrained`` leaves them."""
+        torch = self.torch
         tdtype = getattr(torch, dtype)
         with contextlib.ExitStack() as stack, warnings_off():
             stack.enter_context(torch.device("meta"))
@@ -181,6 +185,24 @@ class Env:
                 stack.enter_context(self.init.meta_device_safe_creation_ops())
             model = cls._from_config(cfg, dtype=tdtype)
         worker._upcast_like_from_pretrained(model, tdtype)
+        return model
+
+    def save(
+        self,
+        cls: type[Any],
+        cfg: Any,
+        dtype: str = "bfloat16",
+        loaded_from: Iterable[str] | None = None,
+    ) -> Saved:
+        """What ``save_pretrained`` writes for a fresh model of ``cfg``; with ``loaded_from``,
+        for one ``from_pretrained`` loaded from a checkpoint holding those names (transformers
+        then reverts the conversions that renamed them: the round trip keeps their layout)."""
+        mu = self.mu
+        model = self.build(cls, cfg, dtype)
+        if loaded_from is not None:
+            worker._as_if_loaded_from(model, loaded_from)
+        elif self.module_names:
+            model._weight_conversions = []  # revert nothing: the model's own module names
         captured: dict[str, tuple[tuple[int, ...], str]] = {}
 
         def capture(tensors: dict[str, Any], filename: str, metadata: Any = None) -> None:
@@ -213,7 +235,7 @@ class Env:
             mu.remove_tied_weights_from_state_dict = real_untie
         tied = worker._on_disk_tied(mu, model, dropped, set(captured))
         linear: dict[str, bool] = {}
-        nn = torch.nn
+        nn = self.torch.nn
         for mname, module in model.named_modules():
             if isinstance(module, nn.Linear) and mname + ".weight" in captured:
                 linear[mname] = mname + ".bias" in captured
@@ -364,13 +386,10 @@ def _merge_kwargs(base: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def collect_points(
-    env: Env, model_type: str, cls: type[Any], log: Callable[[str], None]
-) -> tuple[list[Point], Saved]:
-    """The saves the derivation explains: a base (the class defaults with counts shrunk) and
-    one point per structural field varied on its own; and the save at the class defaults."""
-    default_cfg = env.config(model_type, {})
-    default = env.save(cls, default_cfg)
+def base_point(env: Env, model_type: str, cls: type[Any]) -> tuple[Saved, dict[str, Any]]:
+    """The save at the class defaults, and the base point's config arguments (the class
+    defaults with counts shrunk, as far as the model still builds)."""
+    default = env.save(cls, env.config(model_type, {}))
     denv = default.env
     base_kwargs: dict[str, Any] = {}
     for path in fields_of(denv):
@@ -390,6 +409,16 @@ def collect_points(
                 if _try(env, model_type, cls, trial) is not None:
                     base_kwargs = trial
                     break
+    return default, base_kwargs
+
+
+def collect_points(
+    env: Env, model_type: str, cls: type[Any], log: Callable[[str], None]
+) -> tuple[list[Point], Saved]:
+    """The saves the derivation explains: a base (the class defaults with counts shrunk) and
+    one point per structural field varied on its own; and the save at the class defaults."""
+    default, base_kwargs = base_point(env, model_type, cls)
+    denv = default.env
     base_cfg = env.config(model_type, base_kwargs)
     base = env.save(cls, base_cfg)
     points = [Point("base", base_kwargs, base)]
@@ -1488,9 +1517,13 @@ def point_config(env: dict[str, Any], dtype: str = "bfloat16") -> dict[str, Any]
 
 
 def verify(
-    data: dict[str, Any], saves: Iterable[tuple[str, Saved]], dtype: str = "BF16"
+    data: dict[str, Any],
+    saves: Iterable[tuple[str, Saved]],
+    dtype: str = "BF16",
+    layout: str | None = None,
 ) -> list[str]:
-    """Differences between the spec in ``data`` and each save (empty: they agree exactly)."""
+    """Differences between the spec in ``data`` (in ``layout``; by default its first) and
+    each save (empty: they agree exactly)."""
     from . import _build
     from .derived import spec_from_data
 
@@ -1500,11 +1533,13 @@ def verify(
     for label, saved in saves:
         config = point_config(saved.env, torch_names[dtype])
         try:
-            m = _build(spec, config, None)
+            m = _build(spec, config, layout)
         except Exception as e:
             problems.append(f"{label}: {type(e).__name__}: {e}")
             continue
         want = {n: (t.shape, t.dtype) for n, t in m.tensors.items()}
+        if layout is not None:
+            label = f"{label}, layout {layout}"
         if want != saved.tensors:
             missing = sorted(set(saved.tensors) - set(want))
             extra = sorted(set(want) - set(saved.tensors))
@@ -1620,8 +1655,205 @@ def derive_fill(env: Env, model_type: str, field: str) -> tuple[str, dict[str, A
     return f"{field} if {field} is not None else {text}", defaults
 
 
-def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The spec data of ``model_type``, checked against every save it was derived from."""
+# -- older on-disk layouts: transformers' own conversion mapping ----------------------------
+
+#: The layouts tried beside the one a fresh model saves, with what each is. Each is the name
+#: set transformers' ``revert_weight_conversion`` gives the model's state dict under a list
+#: of the family's conversions (``get_model_conversion_mapping``): all of them, PrefixChange
+#: transforms included (``save_pretrained`` of a fresh model drops those: it cannot know the
+#: prefix was there), or none (the model's own module names).
+LAYOUT_CANDIDATES: dict[str, str] = {
+    "legacy": (
+        "the names transformers' conversion mapping was written to load: every renaming "
+        "undone, PrefixChange prefixes kept (what a model loaded from such a checkpoint saves "
+        "again)"
+    ),
+    "module-tree": "the model's own module names, as its state_dict() holds them",
+    "module-tree-prefixed": (
+        "the model's own module names with PrefixChange prefixes kept (a sub-model's older "
+        "wrapper, e.g. model.vision_tower.vision_model.*)"
+    ),
+}
+
+
+def _conversions(model: Any, add_legacy: bool = False) -> list[Any]:
+    from transformers.conversion_mapping import get_model_conversion_mapping
+
+    return list(get_model_conversion_mapping(model, None, None, add_legacy=add_legacy))
+
+
+def _reverted(mu: Any, model: Any, state: dict[str, Any], conversions: list[Any] | None) -> Any:
+    """``revert_weight_conversion`` of ``state`` as a model holding ``conversions`` (None: a
+    fresh one) reverts it: on-disk name -> tensor."""
+    if conversions is None:
+        model.__dict__.pop("_weight_conversions", None)
+    else:
+        model._weight_conversions = conversions
+    try:
+        with warnings_off():
+            return mu.revert_weight_conversion(model, dict(state))
+    finally:
+        model.__dict__.pop("_weight_conversions", None)
+
+
+def load_problems(model: Any, names: Iterable[str]) -> list[str]:
+    """What transformers' loader would not load of a checkpoint holding ``names`` (every
+    conversion ``from_pretrained`` uses, legacy ones included; the same renaming calls, no
+    tensor): names that land on no parameter, parameters no name lands on."""
+    from transformers.core_model_loading import (
+        WeightConverter,
+        WeightRenaming,
+        dot_natural_key,
+        rename_source_key,
+    )
+
+    mapping = _conversions(model, add_legacy=True)
+    renamings = [e for e in mapping if isinstance(e, WeightRenaming)]
+    converters = [e for e in mapping if isinstance(e, WeightConverter)]
+    meta = model.state_dict()
+    prefix = model.base_model_prefix
+    problems: list[str] = []
+    landed: set[str] = set()
+    for key in sorted(names, key=dot_natural_key):
+        new, _ = rename_source_key(key, renamings, converters, prefix, meta)
+        if new not in meta and key in meta:
+            new, _ = rename_source_key(key, [], [], prefix, meta)
+        if new in meta:
+            landed.add(new)
+        else:
+            problems.append(f"{key} loads as {new}, no parameter of the model")
+    problems += [f"no name loads {n}" for n in sorted(set(meta) - landed)]
+    return problems
+
+
+def prefix_rules(pairs: dict[str, str]) -> list[list[str]]:
+    """``[canonical_prefix, on_disk_prefix]`` rules (longest canonical prefix first; the first
+    that starts a name applies) that turn each key of ``pairs`` (every name, renamed or not)
+    into its value: for each renamed name, the most general rule (the longest common tail of
+    whole name components kept) that maps every name it starts to that name's value."""
+    rules: set[tuple[str, str]] = set()
+    for a, b in pairs.items():
+        if a == b:
+            continue
+        pa, pb = a.split("."), b.split(".")
+        common = 0
+        while common < min(len(pa), len(pb)) and pa[-1 - common] == pb[-1 - common]:
+            common += 1
+        for k in range(common, -1, -1):
+            head_a, head_b = pa[: len(pa) - k], pb[: len(pb) - k]
+            dot = "." if k else ""  # k == 0: the whole name is the prefix
+            src = ".".join(head_a) + dot if head_a else ""
+            dst = ".".join(head_b) + dot if head_b else ""
+            if all(v == dst + n[len(src) :] for n, v in pairs.items() if n.startswith(src)):
+                rules.add((src, dst))
+                break
+    return [list(r) for r in sorted(rules, key=lambda r: (-len(r[0]), r))]
+
+
+def apply_rules(rules: Sequence[Sequence[str]], name: str) -> str:
+    """``name`` under ``rules`` (:meth:`pyaudit.manifest.spec.Layout.apply`'s semantics)."""
+    for src, dst in rules:
+        if name.startswith(src):
+            return dst + name[len(src) :]
+    return name
+
+
+def _pairs(
+    mu: Any, model: Any, state: dict[str, Any], conversions: list[Any]
+) -> tuple[dict[str, str], str | None]:
+    """Each parameter's name as a fresh save writes it -> as the layout of ``conversions``
+    writes it (one parameter at a time), or a reason they do not pair one to one."""
+    pairs: dict[str, str] = {}
+    for name, t in state.items():
+        try:
+            a = _reverted(mu, model, {name: t}, None)
+            b = _reverted(mu, model, {name: t}, conversions)
+        except Exception as e:
+            return {}, f"{name}: {type(e).__name__}: {e}".splitlines()[0][:200]
+        if len(a) != len(b):
+            return {}, (
+                f"a WeightConverter splits or merges tensors: {name} is written as "
+                f"{len(a)} tensor(s) ({next(iter(a))}...) in one layout, {len(b)} "
+                f"({next(iter(b))}...) in the other"
+            )
+        for (na, ta), (nb, tb) in zip(a.items(), b.items(), strict=True):
+            if tuple(ta.shape) != tuple(tb.shape):
+                return {}, (
+                    f"a WeightConverter changes shapes: {na} {list(ta.shape)} is written as "
+                    f"{nb} {list(tb.shape)}"
+                )
+            pairs[na] = nb
+    return pairs, None
+
+
+def derive_layouts(
+    env: Env, cls: type[Any], cfg: Any, fresh: Saved
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, Saved]]:
+    """The family's other healthy on-disk layouts, from its conversion mapping: those
+    transformers loads onto every parameter and writes back unchanged after loading (a round
+    trip), each as prefix renames of the fresh save's names (``fresh``). Returns the layouts
+    (``{"name", "renames", "note", "loads_via"}``), the candidates left out and why, and each
+    layout's save (to check the spec against)."""
+    mu = env.mu
+    model = env.build(cls, cfg)
+    conversions = _conversions(model)
+    if not conversions:
+        return [], [], {}
+    state = model.state_dict()
+    seen = {frozenset(_reverted(mu, model, state, None))}
+    layouts: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    saves: dict[str, Saved] = {}
+    prefixes = [c for c in conversions if type(c).__name__ == "PrefixChange"]
+    for name, conv in (
+        ("legacy", conversions),
+        ("module-tree", []),
+        ("module-tree-prefixed", prefixes),
+    ):
+        if name == "module-tree-prefixed" and not prefixes:
+            continue
+        names = frozenset(_reverted(mu, model, state, conv))
+        if names in seen:
+            continue  # the same names as a layout already listed
+        seen.add(names)
+        problems = load_problems(model, names)
+        if problems:
+            reason = f"transformers does not load it: {problems[0]} ({len(problems)} such)"
+            skipped.append({"name": name, "reason": reason})
+            continue
+        pairs, why = _pairs(mu, model, state, conv)
+        if why is not None:
+            skipped.append({"name": name, "reason": f"not a renaming of names: {why}"})
+            continue
+        probe = env.build(cls, cfg)
+        used = worker._as_if_loaded_from(probe, names) or []
+        saved = env.save(cls, cfg, loaded_from=names)
+        rules = prefix_rules(pairs)
+        inner = [r for r in rules if any(_NUM.match(c) for c in ".".join(r).split("."))]
+        if inner:
+            # one rule per layer: the renaming is inside the repeated blocks, not of a prefix
+            reason = f"renames inside repeated blocks (e.g. {inner[0][0]}* -> {inner[0][1]}*)"
+            skipped.append({"name": name, "reason": f"not a renaming of name prefixes: {reason}"})
+            continue
+        got = {apply_rules(rules, n): v for n, v in fresh.tensors.items()}
+        if got != saved.tensors:
+            differ = sorted(set(got) ^ set(saved.tensors))[:3]
+            skipped.append(
+                {"name": name, "reason": f"not a renaming of name prefixes (e.g. {differ})"}
+            )
+            continue
+        layouts.append(
+            {"name": name, "renames": rules, "note": LAYOUT_CANDIDATES[name], "loads_via": used}
+        )
+        saves[name] = saved
+    return layouts, skipped, saves
+
+
+def derive_family(
+    env: Env, model_type: str, log: Callable[[str], None] = print, layouts: bool = True
+) -> dict[str, Any]:
+    """The spec data of ``model_type``, checked against every save it was derived from (with
+    ``layouts``, its other on-disk layouts too: :func:`add_layouts`)."""
     cls = env.buildable_class(model_type)
     if cls is None:
         raise DeriveError("no causal-LM / image-text / seq2seq / speech / masked-LM class")
@@ -1660,7 +1892,103 @@ def derive_family(env: Env, model_type: str, log: Callable[[str], None] = print)
         problems += verify(data, [("default, float16", fp16)], "F16")
     if problems:
         raise DeriveError("derived spec does not reproduce the saves: " + "; ".join(problems[:3]))
-    return data
+    if not layouts:
+        return data
+    return add_layouts(env, data, cls, points[0].kwargs, points[0].saved, default)
+
+
+def add_layouts(
+    env: Env,
+    data: dict[str, Any],
+    cls: type[Any],
+    base: dict[str, Any],
+    base_saved: Saved | None = None,
+    default: Saved | None = None,
+) -> dict[str, Any]:
+    """``data`` with the family's other healthy on-disk layouts (:func:`derive_layouts`),
+    derived at the class defaults and at the ``base`` point, which must agree, and each
+    checked against what transformers saves in it at both."""
+    model_type = str(data["model_type"])
+    out = {k: v for k, v in data.items() if k not in ("layouts", "layouts_skipped", "tensors")}
+    checks: list[tuple[str, dict[str, Saved]]] = []
+    found: list[tuple[list[dict[str, Any]], list[dict[str, str]]]] = []
+    for label, kwargs, saved in (("class defaults", {}, default), ("base", base, base_saved)):
+        cfg = env.config(model_type, kwargs)
+        fresh = saved if saved is not None else env.save(cls, cfg)
+        lays, skipped, saves = derive_layouts(env, cls, cfg, fresh)
+        found.append((lays, skipped))
+        checks.append((label, saves))
+    (lays, skipped), (lays_b, _) = found
+    if [(x["name"], x["renames"]) for x in lays] != [(x["name"], x["renames"]) for x in lays_b]:
+        raise DeriveError(
+            f"layouts differ between the class defaults {[x['name'] for x in lays]} and the "
+            f"base point {[x['name'] for x in lays_b]}"
+        )
+    for x in list(skipped):
+        if x["name"] == "module-tree" and "WeightConverter" in x["reason"]:
+            own = _own_entries(env, model_type, data)
+            if isinstance(own, str):
+                x["reason"] += f"; its own entries not derived: {own}"
+            else:
+                lays.append({"name": "module-tree", "note": MODULE_TREE_OWN, "tensors": own})
+                skipped.remove(x)
+    if lays:
+        out["layouts"] = lays
+    if skipped:
+        out["layouts_skipped"] = skipped
+    out["tensors"] = data["tensors"]
+    problems: list[str] = []
+    for label, saves in checks:
+        for name, saved in saves.items():
+            problems += verify(out, [(label, saved)], layout=name)
+    if any("tensors" in x for x in lays):
+        env.module_names = True
+        try:
+            for label, kwargs in (("class defaults", {}), ("base", base)):
+                saved = env.save(cls, env.config(model_type, kwargs))
+                problems += verify(out, [(label, saved)], layout="module-tree")
+        finally:
+            env.module_names = False
+    if problems:
+        raise DeriveError("derived layouts do not reproduce the saves: " + "; ".join(problems[:3]))
+    return out
+
+
+MODULE_TREE_OWN = (
+    "the model's own module names, as its state_dict() holds them (a plain save of it): "
+    "transformers' WeightConverters stack per-expert tensors here, so names and shapes differ "
+    "from the default layout; its entries are derived from saves in it, as the default's are"
+)
+
+
+def _own_entries(env: Env, model_type: str, data: dict[str, Any]) -> list[dict[str, Any]] | str:
+    """The module-tree layout's own tensor entries (its saves explained at every point, as
+    :func:`derive_family` explains the default's), or why not: they must read the same config
+    fields, defaults and conditions as the family's default entries."""
+    env.module_names = True
+    try:
+        own = derive_family(env, model_type, log=lambda s: None, layouts=False)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    finally:
+        env.module_names = False
+    keys = ("defaults", "let", "required", "requires", "architecture")
+    differ = [k for k in keys if own.get(k) != data.get(k)]
+    if differ:
+        return f"they read other config fields ({', '.join(differ)} differ)"
+    tensors: list[dict[str, Any]] = own["tensors"]
+    return tensors
+
+
+def relayout(env: Env, model_type: str, path: Path) -> dict[str, Any]:
+    """The committed data of ``model_type`` (at ``path``) with its layouts derived again:
+    what :func:`derive_family` writes when the tensor entries have not changed."""
+    data = json.loads(path.read_text())
+    if data.get("derived_from") != env.versions:
+        raise DeriveError(f"{path.name} was derived from {data.get('derived_from')}, not this")
+    cls = getattr(env.transformers, data["architecture"])
+    default, base_kwargs = base_point(env, model_type, cls)
+    return add_layouts(env, data, cls, base_kwargs, default=default)
 
 
 def dump(data: dict[str, Any]) -> str:
@@ -1668,6 +1996,19 @@ def dump(data: dict[str, Any]) -> str:
     head = {k: v for k, v in data.items() if k != "tensors"}
     lines = ["{"]
     for k, v in head.items():
+        if k == "layouts" and any("tensors" in x for x in v):
+            lines.append('  "layouts": [')
+            for n, lay in enumerate(v):
+                comma = "," if n < len(v) - 1 else ""
+                if "tensors" not in lay:
+                    lines.append(f"    {json.dumps(lay, sort_keys=True)}{comma}")
+                    continue
+                rest = {a: b for a, b in sorted(lay.items()) if a != "tensors"}
+                lines.append(f'    {json.dumps(rest)[:-1]}, "tensors": [')
+                lines += _dump_entries(lay["tensors"], "      ")
+                lines.append(f"    ]}}{comma}")
+            lines.append("  ],")
+            continue
         lines.append(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)},")
     lines.append('  "tensors": [')
     lines += _dump_entries(data["tensors"], "    ")
@@ -1748,6 +2089,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-existing", action="store_true")
     ap.add_argument("--list", type=Path, metavar="MD", help="only write the list of families")
     ap.add_argument("--timeout", type=int, default=240, help="seconds per family")
+    ap.add_argument(
+        "--layouts-only",
+        action="store_true",
+        help="keep each committed file's tensors; derive (or --check) its layouts again",
+    )
     args = ap.parse_args(argv)
     if args.list is not None:
         from .derived import architectures_markdown
@@ -1757,6 +2103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     env = Env()
     todo = args.model_types or candidates(env)
+    if args.layouts_only:  # only the committed families; FAILED.txt stays as the full run left it
+        todo = [mt for mt in todo if (args.out / f"{mt}.json").exists()]
+    record = not args.check and not args.layouts_only
     failures: dict[str, str] = {}
     drift: list[str] = []
     args.out.mkdir(parents=True, exist_ok=True)
@@ -1767,15 +2116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             with _time_limit(args.timeout):
-                data = derive_family(env, mt, log=lambda s: None)
+                if args.layouts_only:
+                    data = relayout(env, mt, path)
+                else:
+                    data = derive_family(env, mt, log=lambda s: None)
         except Exception as e:
             msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
             failures[mt] = msg
             print(f"{mt}: FAILED {msg}", file=sys.stderr, flush=True)
-            if not args.check:
+            if record:
                 _report(args.out / "FAILED.txt", failures, todo[: todo.index(mt) + 1])
-            if path.exists() and not args.check and not args.model_types:
-                path.unlink()
+                if path.exists() and not args.model_types:
+                    path.unlink()
             continue
         text = dump(data)
         if args.check:
@@ -1784,12 +2136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             path.write_text(text)
         print(f"{mt}: ok {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
-    if not args.check:
+    if record:
         _report(args.out / "FAILED.txt", failures, todo)
     if drift:
         print("drifted: " + ", ".join(drift), file=sys.stderr)
         return 1
-    return 0
+    return 1 if failures and args.layouts_only else 0
 
 
 if __name__ == "__main__":

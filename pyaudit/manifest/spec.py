@@ -60,6 +60,10 @@ class Layout:
     match wins; quantized tensors are not affected). ``prefer`` is a condition over the
     top-level ``config.json`` fields under which this layout is the config's default, i.e.
     listed first by :func:`pyaudit.manifest.layouts` (the first matching layout wins).
+    ``note`` says what the layout is (derived layouts: which of transformers' conversions
+    load it). ``tensors``, when set, are this layout's own entries in place of the spec's
+    (a naming that also changes shapes, such as per-expert weights stacked into one tensor):
+    ``renames`` do not apply to them.
     """
 
     name: str
@@ -67,6 +71,8 @@ class Layout:
     omit: tuple[str, ...] = ()
     dtypes: tuple[tuple[str, str], ...] = ()
     prefer: str | None = None
+    note: str = ""
+    tensors: tuple[Entry, ...] | None = None
 
     def apply(self, name: str) -> str:
         for src, dst in self.renames:
