@@ -21,7 +21,11 @@ sized to it) and no stage waiting on a round trip of another:
 3. **Headers and index files** not asked for yet, requested in discovery order, a window
    of files ahead of the audit. A header costs one range request of a size learnt from the
    store (the largest span seen of the same file name, plus 1/8), or two when the guess
-   falls short (then exactly the rest of the header). Tensor data is never asked for
+   falls short (then exactly the rest of the header). S3 GETs go by presigned URL over one
+   aiohttp session: the client presigns the first URL of a bucket, and
+   :mod:`pyaudit.s3presign` learns from it to sign the others with one HMAC each, kept only
+   when it writes the client's URL again byte for byte (else the client signs every URL).
+   Tensor data is never asked for
    beyond that slack. Sizes come from the listing (no HEAD, no ``info`` a file). Headers
    are validated by :func:`pyaudit.headers.parse_header_bytes`, the validator local files
    go through.
@@ -47,6 +51,7 @@ import contextlib
 import dataclasses
 import functools
 import heapq
+import inspect
 import logging
 import os
 import posixpath
@@ -54,6 +59,7 @@ import random
 import shutil
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +77,7 @@ from pyaudit.discover import (
 from pyaudit.discover import is_url as is_url
 from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
+from pyaudit.s3presign import Presigner
 
 # The audit's modules are imported once the listing is under way (start(), then the
 # imports, overlap the first round trips): ~0.1 s of a remote scan's start.
@@ -98,6 +105,9 @@ AHEAD_BYTES = 64 * 1024 * 1024  # ... and while a listing arrives, more up to th
 AHEAD_FILES = 16384  # ... and this many files
 INSTALL_HINT = "pip install 'pyaudit[remote]'"
 S3_DIRECT = True  # S3 range GETs by presigned URL over aiohttp (False: s3fs's _cat_file)
+# seconds a Presigner learnt from the client's URL is used before it is learnt again (the
+# client's URLs live 3,600 s; learning again also picks up refreshed credentials)
+PRESIGNER_LIFE = 300.0
 S3_PAGES = True  # S3: list page by page (False: fsspec's generic _find, as gcsfs and adlfs are)
 
 # Errors that will not pass by asking again.
@@ -213,6 +223,9 @@ class _S3Ranges:
         self.in_flight = in_flight
         self._http: Any = None
         self._proxies: dict[tuple[str, str], str | None] = {}  # (scheme, host) -> proxy URL
+        # bucket -> (when learnt, what was learnt: None when the client's URL was not
+        # reproduced, and then it is asked for every URL until the next try)
+        self._presigners: dict[str, tuple[float, Presigner | None]] = {}
 
     def _proxy(self, url: str) -> str | None:
         """The HTTP(S)_PROXY / NO_PROXY answer for ``url``'s host, looked up once per host
@@ -285,10 +298,36 @@ class _S3Ranges:
                 raise PermissionError(message)
             raise OSError(f"HTTP {resp.status} {message}")
 
+    async def _url(self, bucket: str, key: str) -> str:
+        """The presigned URL of a GET of ``key``: by the :class:`~pyaudit.s3presign.Presigner`
+        learnt for the bucket while it is fresh, else by the client (and learnt from it)."""
+        now = time.monotonic()
+        learnt = self._presigners.get(bucket)
+        if learnt is not None and now - learnt[0] < PRESIGNER_LIFE and learnt[1] is not None:
+            url = learnt[1].url(key)
+            if url is not None:
+                return url
+        url = await self._presign(bucket, "get_object", {"Bucket": bucket, "Key": key})
+        if learnt is None or now - learnt[0] >= PRESIGNER_LIFE:
+            self._presigners[bucket] = (now, await self._learn(url, bucket, key))
+        return url
+
+    async def _learn(self, url: str, bucket: str, key: str) -> Presigner | None:
+        from .s3presign import Credentials, learn
+
+        client = await self.fs.get_s3(bucket)
+        held = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+        creds = None
+        if held is not None:
+            frozen = held.get_frozen_credentials()
+            if inspect.isawaitable(frozen):
+                frozen = await frozen
+            creds = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        return learn(url, bucket, key, creds)
+
     async def get(self, path: str, start: int, end: int) -> bytes:
         bucket, key, _ = self.fs.split_path(path)
-        url = await self._presign(bucket, "get_object", {"Bucket": bucket, "Key": key})
-        return await self._fetch(url, start, end)
+        return await self._fetch(await self._url(bucket, key), start, end)
 
     async def list_page(
         self, bucket: str, prefix: str, token: str | None

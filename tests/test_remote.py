@@ -851,3 +851,40 @@ def test_proxy_environment_read_once_a_host(monkeypatch: pytest.MonkeyPatch) -> 
     assert ranges._proxy("http://skip.example/k") is None
     monkeypatch.setenv("HTTP_PROXY", "http://other.example:1")  # looked up once: kept
     assert ranges._proxy("http://bucket.s3.example/other") == "http://proxy.example:3128"
+
+
+def test_urls_signed_by_the_learnt_presigner(
+    s3: tuple[str, Served],
+    store: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client presigns one GET URL a bucket (and each listing page); the other GETs are
+    signed by the Presigner learnt from it, and the report is the local one. With the client's
+    URL not reproduced, the client presigns every URL and nothing else changes."""
+    from pyaudit import remote
+
+    asked: list[str] = []
+    presign = remote._S3Ranges._presign
+
+    async def counting(self: Any, bucket: str, operation: str, params: dict[str, Any]) -> str:
+        asked.append(operation)
+        return await presign(self, bucket, operation, params)
+
+    monkeypatch.setattr(remote._S3Ranges, "_presign", counting)
+    _, served = s3
+    url = f"s3://{BUCKET}/store"
+    _, local = _scan_json(str(store), capsys)
+    served.clear()
+    _, learnt = _scan_json(url, capsys)
+    gets = sum(len(r) for r in served.gets.values())
+    assert learnt == local
+    assert gets >= 20 and asked.count("get_object") == 1, (gets, asked.count("get_object"))
+    assert asked.count("list_objects_v2") == served.lists == 1
+
+    monkeypatch.setattr("pyaudit.s3presign.learn", lambda *a: None)
+    asked.clear()
+    served.clear()
+    _, unlearnt = _scan_json(url, capsys)
+    assert unlearnt == local
+    assert asked.count("get_object") == sum(len(r) for r in served.gets.values()) == gets
