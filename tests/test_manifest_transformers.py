@@ -190,7 +190,7 @@ def test_deepseek_v3_transformers_drops_mtp_and_keeps_router_in_float32(tmp_path
     assert disk["model.layers.1.mlp.gate.e_score_correction_bias"] == ("F32", (4,))
     assert disk["model.layers.1.mlp.experts.0.gate_proj.weight"] == ("BF16", (32, 64))
     # ... so the config transformers wrote defaults to its layout, which fits exactly.
-    assert [lo.name for lo in layouts(saved)] == ["transformers>=5", "default"]
+    assert [lo.name for lo in layouts(saved)] == ["transformers>=5", "default", "module-tree"]
     assert _assert_fits(saved, disk) == "transformers>=5"
     # The release's layout of the same config still expects the MTP layer, BF16 router.
     official = build_manifest(saved, "default")

@@ -136,8 +136,32 @@ def supported_model_types() -> list[str]:
 
 def spec_of(model_type: str) -> Spec | None:
     """The spec of ``model_type``: the hand-written one where there is one (they know more:
-    older layouts, MTP layers), else the one derived from transformers, else None."""
-    return SPECS.get(model_type) or derived_spec(model_type)
+    older layouts, MTP layers), else the one derived from transformers, else None.
+
+    A hand-written spec also lists the derived spec's layouts with entries of their own that
+    it lacks (an MoE family's experts stacked as its ``state_dict()`` holds them), built
+    from the derived spec (the two are tested to agree on the default layout)."""
+    return _with_lent_layouts(model_type) if model_type in SPECS else derived_spec(model_type)
+
+
+@lru_cache(maxsize=None)
+def _with_lent_layouts(model_type: str) -> Spec:
+    hand = SPECS[model_type]
+    derived = derived_spec(model_type)
+    if derived is None:
+        return hand
+    have = {lay.name for lay in hand.layouts}
+    lent = tuple(
+        replace(
+            lay,
+            tensors=None,
+            source=derived,
+            note=f"{lay.note} (from this family's spec {derived.origin})",
+        )
+        for lay in derived.layouts
+        if lay.tensors is not None and lay.name not in have
+    )
+    return replace(hand, layouts=hand.layouts + lent) if lent else hand
 
 
 def _spec_for(config: dict[str, Any]) -> Spec:
@@ -265,6 +289,8 @@ def _build(spec: Spec, config: dict[str, Any], layout_name: str | None) -> Manif
             names = ", ".join(lo.name for lo in spec.layouts)
             raise ValueError(f"{spec.model_type}: unknown layout {layout_name!r} (have: {names})")
         lay = found[0]
+    if lay.source is not None:
+        return _build(lay.source, config, lay.name)
     if spec.requires:
         env = scope_env(config, spec, spec.default_scope)
         for condition, reason in spec.requires:

@@ -63,7 +63,9 @@ class Layout:
     ``note`` says what the layout is (derived layouts: which of transformers' conversions
     load it). ``tensors``, when set, are this layout's own entries in place of the spec's
     (a naming that also changes shapes, such as per-expert weights stacked into one tensor):
-    ``renames`` do not apply to them.
+    ``renames`` do not apply to them. ``source``, when set, is the spec this layout is built
+    from, by its own layout of the same name (a hand-written family lending the layout the
+    spec derived from transformers has and it lacks).
     """
 
     name: str
@@ -73,6 +75,7 @@ class Layout:
     prefer: str | None = None
     note: str = ""
     tensors: tuple[Entry, ...] | None = None
+    source: Spec | None = None
 
     def apply(self, name: str) -> str:
         for src, dst in self.renames:
