@@ -511,6 +511,8 @@ def test_real_bloom_index_laid_out_full_size_passes_and_a_layer_lost_fails(tmp_p
 FULL_SIZE = {
     # OLMo-2-1124-13B, float32, 55 GB of holes: its per-projection q_norm, one layer of 40
     "OLMo-2-1124-13B_olmo2": ("model.layers.17.self_attn.q_norm.weight", "model.layers.23."),
+    # gpt-oss-20b as released, experts MXFP4 (uint8 blocks and scales): one scales tensor
+    "gpt-oss-20b_gpt_oss": ("model.layers.5.mlp.experts.down_proj_scales", "model.layers.11."),
     # Phi-tiny-MoE (config names the remote-code PhiMoEForCausalLM): one expert, one layer
     "Phi-tiny-MoE_phimoe": (
         "model.layers.9.block_sparse_moe.experts.11.w2.weight",
