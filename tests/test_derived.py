@@ -513,6 +513,58 @@ def test_real_bloom_index_laid_out_full_size_passes_and_a_layer_lost_fails(tmp_p
     assert missing and missing[0].count == 12 and "h.35" in missing[0].message
 
 
+#: Real pairs laid out at full size below: pair -> (one tensor, one layer) to lose.
+FULL_SIZE = {
+    # OLMo-2-1124-13B, float32, 55 GB of holes: its per-projection q_norm, one layer of 40
+    "OLMo-2-1124-13B_olmo2": ("model.layers.17.self_attn.q_norm.weight", "model.layers.23."),
+    # gpt-oss-20b as released, experts MXFP4 (uint8 blocks and scales): one scales tensor
+    "gpt-oss-20b_gpt_oss": ("model.layers.5.mlp.experts.down_proj_scales", "model.layers.11."),
+    # Phi-tiny-MoE (config names the remote-code PhiMoEForCausalLM): one expert, one layer
+    "Phi-tiny-MoE_phimoe": (
+        "model.layers.9.block_sparse_moe.experts.11.w2.weight",
+        "model.layers.30.",
+    ),
+}
+
+
+@pytest.mark.parametrize("pair", sorted(FULL_SIZE))
+def test_real_index_laid_out_full_size_passes_and_a_loss_fails(tmp_path: Path, pair: str) -> None:
+    """A real release's own layout at full size: each shard's header holds the names its
+    index gives there, with the manifest's shapes and dtypes, the data a hole; the real index
+    beside the shards. PASS; without one tensor, or one layer, from its shard (the index still
+    naming it: a save that lost it), FAIL naming what is missing."""
+    from pyaudit.testing.stores import manifest_tensors, write_checkpoint
+
+    real = REAL / pair
+    config = json.loads((real / "config.json").read_text())
+    index = json.loads((real / "model.safetensors.index.json").read_text())
+    tensors = manifest_tensors(config)
+    assert set(tensors) == set(index["weight_map"])
+
+    def laid_out(name: str, lost: list[str]) -> Path:
+        out = tmp_path / name
+        kept = {n: f for n, f in index["weight_map"].items() if n not in lost}
+        write_checkpoint(out, config, {n: tensors[n] for n in kept}, weight_map=kept)
+        shutil.copy(real / "model.safetensors.index.json", out)
+        assert sum(p.stat().st_blocks * 512 for p in out.glob("*.safetensors")) < 64 * 2**20
+        return out
+
+    (c,) = scan([laid_out("healthy", [])]).checkpoints
+    assert c.status == "pass", [(f.code, f.message) for f in c.findings]
+    assert c.layout == "default" and c.bytes.get("found") == index["metadata"]["total_size"]
+
+    one, layer = FULL_SIZE[pair]
+    assert one in index["weight_map"]
+    lost_layer = sorted(n for n in index["weight_map"] if n.startswith(layer))
+    assert len(lost_layer) > 3
+    for name, lost in (("tensor", [one]), ("layer", lost_layer)):
+        (c,) = scan([laid_out(name, lost)]).checkpoints
+        assert c.status == "fail", name
+        (missing,) = [f for f in c.findings if f.code == "base-weights-missing"]
+        assert missing.count == len(lost) and set(missing.tensors) <= set(lost), name
+        assert (one if name == "tensor" else layer) in missing.message, missing.message
+
+
 def test_loading_rules_are_what_the_installed_transformers_gives() -> None:
     """pyaudit/manifest/loading.json (config spellings, base-model prefixes) against the
     installed transformers (skipped when it is not the version the file records)."""

@@ -177,3 +177,68 @@ def test_an_impossible_num_labels_is_the_configs_error(tmp_path: Path, labels: A
     (c,) = scan([tmp_path / "rm"]).checkpoints
     assert c.status == "fail"
     assert [f.code for f in c.findings if f.severity == "error"] == ["invalid-file"]
+
+
+# -- a remote-code class named in auto_map ---------------------------------------------------
+
+PHI_TINY = Path(__file__).parent / "data" / "derived_models" / "Phi-tiny-MoE_phimoe"
+
+
+def _phi_tiny_config() -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((PHI_TINY / "config.json").read_text())
+    return config
+
+
+def test_auto_tables_name_only_classes_the_runtime_knows() -> None:
+    """loading.json's ``auto``: each Auto class builds the family's primary class or one of
+    its head classes (what the runtime can hold a checkpoint against)."""
+    from pyaudit.manifest.derived import GENERATED_DIR
+
+    for mt, entry in LOADING["families"].items():
+        primary = json.loads((GENERATED_DIR / f"{mt}.json").read_text())["architecture"]
+        known = {primary, *entry.get("heads", {})}
+        for auto, cls in entry.get("auto", {}).items():
+            assert auto.startswith("AutoModel") and cls in known, (mt, auto, cls)
+    # the family of the real config: transformers' AutoModelForCausalLM builds its primary
+    assert LOADING["families"]["phimoe"]["auto"]["AutoModelForCausalLM"] == "PhimoeForCausalLM"
+
+
+def test_remote_code_class_is_held_against_the_class_transformers_builds() -> None:
+    """The real Phi-tiny-MoE config names PhiMoEForCausalLM (remote code, as
+    microsoft/Phi-3.5-MoE-instruct's does), under AutoModelForCausalLM in its auto_map:
+    transformers loads it as PhimoeForCausalLM, and so is it held."""
+    from pyaudit.manifest import config_architecture
+
+    config = _phi_tiny_config()
+    assert config["architectures"] == ["PhiMoEForCausalLM"]
+    assert config_architecture("phimoe", config) == "PhimoeForCausalLM"
+    m = build_manifest(config)
+    assert "lm_head.weight" in m.tensors and "model.embed_tokens.weight" in m.tensors
+
+    # named under AutoModel only: transformers' AutoModel builds PhimoeModel (no head, no
+    # model. prefix), a head class loading.json derived
+    base = {**config, "auto_map": {"AutoModel": "modeling_slimmoe.PhiMoEForCausalLM"}}
+    assert config_architecture("phimoe", base) == "PhimoeModel"
+    names = set(build_manifest(base).tensors)
+    assert "embed_tokens.weight" in names and not any(n.startswith("lm_head") for n in names)
+
+
+@pytest.mark.parametrize(
+    "auto_map",
+    [
+        None,  # nothing says what the remote class is
+        {"AutoConfig": "configuration_slimmoe.PhiMoEConfig"},  # not under a model class
+        {"AutoModelForCausalLM": "modeling_slimmoe.SomethingElse"},  # another class
+        {  # under two Auto classes that build different classes: which one saved it?
+            "AutoModel": "modeling_slimmoe.PhiMoEForCausalLM",
+            "AutoModelForCausalLM": "modeling_slimmoe.PhiMoEForCausalLM",
+        },
+    ],
+)
+def test_remote_code_class_not_resolved_is_refused(auto_map: dict[str, str] | None) -> None:
+    config = _phi_tiny_config()
+    config.pop("auto_map")
+    if auto_map is not None:
+        config["auto_map"] = auto_map
+    with pytest.raises(UnknownArchitecture, match="PhiMoEForCausalLM"):
+        build_manifest(config)

@@ -36,6 +36,7 @@ __all__ = [
     "UnknownArchitecture",
     "UnsupportedQuantization",
     "build_manifest",
+    "config_architecture",
     "group_names",
     "layouts",
     "load_config",
@@ -176,33 +177,60 @@ def _spec_for(config: dict[str, Any]) -> Spec:
         if "refused" in head:
             raise UnknownArchitecture(
                 mt,
-                f"{mt}: this config's architecture {config['architectures'][0]} saves the "
-                f"{mt} body under another head, which could not be derived from transformers "
-                f"({head['refused']})",
+                f"{mt}: this config's architecture {_named(spec.model_type, config)} saves "
+                f"the {mt} body under another head, which could not be derived from "
+                f"transformers ({head['refused']})",
             )
     elif spec.origin != "hand-written":
-        archs = config.get("architectures")
-        if (
-            isinstance(archs, list)
-            and archs
-            and isinstance(archs[0], str)
-            and archs[0] not in spec.architectures
-        ):
+        arch = config_architecture(spec.model_type, config)
+        if arch is not None and arch not in spec.architectures:
             raise UnknownArchitecture(
                 mt,
                 f"{mt}: the spec {spec.origin} describes {', '.join(spec.architectures)}; "
-                f"this config's architecture is {archs[0]}",
+                f"this config's architecture is {_named(spec.model_type, config)}",
             )
     return spec
+
+
+def config_architecture(model_type: str, config: dict[str, Any]) -> str | None:
+    """The class whose save a config's checkpoint is held against: ``architectures[0]``, or,
+    for a remote-code class transformers does not have (``auto_map`` names it), the class
+    transformers builds in its place: loading such a checkpoint without
+    ``trust_remote_code`` (the default when transformers has the model type), the Auto
+    class the ``auto_map`` names it under builds transformers' own class for the model type
+    (``loading.json``'s ``auto``: ``PhiMoEForCausalLM`` under ``AutoModelForCausalLM`` is
+    ``PhimoeForCausalLM``). Left as named when the Auto classes naming it do not agree on
+    one class."""
+    archs = config.get("architectures")
+    if not (isinstance(archs, list) and archs and isinstance(archs[0], str)):
+        return None
+    name: str = archs[0]
+    auto = loading_rules(model_type).get("auto")
+    auto_map = config.get("auto_map")
+    if not isinstance(auto, dict) or not isinstance(auto_map, dict) or name in auto.values():
+        return name
+    built = {
+        auto[key]
+        for key, ref in auto_map.items()
+        if isinstance(ref, str) and ref.rsplit(".", 1)[-1] == name and key in auto
+    }
+    return str(built.pop()) if len(built) == 1 else name
+
+
+def _named(model_type: str, config: dict[str, Any]) -> str:
+    """How a message names the config's architecture (and the class it stands for)."""
+    named = str(config["architectures"][0])
+    arch = config_architecture(model_type, config)
+    return named if arch == named else f"{named} (auto_map: transformers' {arch})"
 
 
 def _head_rule(model_type: str, config: dict[str, Any]) -> dict[str, Any] | None:
     """The derived rule of the head class this config names (:mod:`.heads`), if it names
     one of the family's head classes rather than its primary."""
-    archs = config.get("architectures")
-    if not (isinstance(archs, list) and archs and isinstance(archs[0], str)):
+    arch = config_architecture(model_type, config)
+    if arch is None:
         return None
-    rule = loading_rules(model_type).get("heads", {}).get(archs[0])
+    rule = loading_rules(model_type).get("heads", {}).get(arch)
     return rule if isinstance(rule, dict) else None
 
 

@@ -25,6 +25,18 @@ from what the installed transformers gives. For each derived family:
 The derived specs (:mod:`pyaudit.manifest.derived`) read a config through these aliases, for
 the top level and for each sub-config (``text_config.n_embed``), and accept the layout
 without the prefix.
+
+``heads``
+    the classes that save the family's body under another head (below).
+``auto``
+    Auto class -> the class transformers' Auto class builds for this model type
+    (``AutoModelForCausalLM`` -> ``PhimoeForCausalLM``), for the classes above. A real
+    ``config.json`` may name a remote-code class transformers does not have
+    (``microsoft/Phi-3.5-MoE-instruct``: ``PhiMoEForCausalLM``, with ``auto_map``
+    ``AutoModelForCausalLM`` -> ``modeling_phimoe.PhiMoEForCausalLM``); loaded without
+    ``trust_remote_code`` (the default when transformers has the model type:
+    ``dynamic_module_utils.resolve_trust_remote_code``), the Auto class the ``auto_map``
+    names it under builds transformers' own class, whose names the checkpoint must hold.
 """
 
 from __future__ import annotations
@@ -137,6 +149,9 @@ def derive_all(log: Any = None) -> dict[str, Any]:
                         log(f"{mt} {head}: {reason}")
             if heads:
                 entry["heads"] = heads
+            auto = auto_classes(env, mt, {architecture, *heads})
+            if auto:
+                entry["auto"] = auto
             if entry:
                 families[mt] = entry
     return {
@@ -176,6 +191,23 @@ HEAD_TABLES = (
     "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
     "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
 )
+
+
+def auto_classes(env: Any, model_type: str, known: set[str]) -> dict[str, str]:
+    """Auto class name -> the class it builds for ``model_type`` (transformers' own auto
+    tables), for the classes in ``known`` (the primary and the head classes)."""
+    out: dict[str, str] = {}
+    for name in sorted(dir(env.auto)):
+        if not name.startswith("AutoModel"):
+            continue
+        mapping = getattr(getattr(env.auto, name), "_model_mapping", None)
+        table = getattr(mapping, "_model_mapping", None)  # (config name -> class name)
+        if not isinstance(table, dict):
+            continue
+        cls = table.get(model_type)
+        if isinstance(cls, str) and cls in known:
+            out[name] = cls
+    return out
 
 
 def _head_classes(env: Any, model_type: str, primary: str) -> list[str]:

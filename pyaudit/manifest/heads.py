@@ -47,6 +47,15 @@ def apply_head(
 ) -> tuple[list[Rec], dict[str, str]]:
     """The records and ties of the head class ``rule`` describes, from the primary's."""
     drop = set(rule.get("drop", ()))
+    # a dropped tensor's module is not in the head class at all: its other parameters go too
+    # (the rule is derived at the class defaults: PhimoeModel drops lm_head.weight, and has no
+    # lm_head.bias either when a config's lm_head_bias adds one to PhimoeForCausalLM)
+    gone = {n.rpartition(".")[0] for n in drop if n.endswith((".weight", ".bias"))}
+    drop |= {
+        r.name
+        for r in records
+        if r.name.endswith((".weight", ".bias")) and r.name.rpartition(".")[0] in gone
+    }
     head = prefix + "."
 
     def moved(name: str) -> str:

@@ -27,6 +27,7 @@ from pyaudit.testing.stores import manifest_tensors, write_checkpoint
 #: and that layout's name.
 LEGACY = {
     "llava-1.5-7b-hf_llava": "legacy",
+    "PaliGemma_paligemma": "legacy",  # paligemma-3b-pt-224: vision_tower.vision_model.*
 }
 
 
