@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ def spec_of(model_type: str) -> Spec | None:
     return _with_lent_layouts(model_type) if model_type in SPECS else derived_spec(model_type)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _with_lent_layouts(model_type: str) -> Spec:
     hand = SPECS[model_type]
     derived = derived_spec(model_type)
@@ -241,7 +241,20 @@ def layouts(config: dict[str, Any]) -> list[Layout]:
     DeepSeek-V3's transformers layout for a ``config.json`` transformers 5 wrote), else the
     spec's first; the others follow in spec order.
     """
-    return _ordered_layouts(_spec_for(config), config)
+    return [lay for lay in _ordered_layouts(_spec_for(config), config) if _builds(lay, config)]
+
+
+def _builds(lay: Layout, config: dict[str, Any]) -> bool:
+    """A lent layout is one of a config's only when its spec builds for the config (the
+    derived DeepSeek-V3 spec knows no config without q_lora_rank, the hand-written one
+    does); the spec's own layouts always are (their errors are the config's)."""
+    if lay.source is None:
+        return True
+    try:
+        build_manifest(config, lay.name)
+    except (ManifestError, UnknownArchitecture, ValueError):
+        return False
+    return True
 
 
 def _ordered_layouts(spec: Spec, config: dict[str, Any]) -> list[Layout]:

@@ -122,6 +122,10 @@ class LatencyProxy:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # a writer.close() schedules its socket's closing: let that run before the loop
+            # stops (else the socket is left to the garbage collector, a ResourceWarning)
+            for _ in range(3):
+                await asyncio.sleep(0)
             if self._server is not None:
                 await self._server.wait_closed()
 

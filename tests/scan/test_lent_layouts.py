@@ -123,3 +123,14 @@ def test_families_without_a_derived_twin_lend_nothing() -> None:
         assert all(lay.source is not None and lay.tensors is None for lay in extra)
         if model_type not in _MOE:
             assert extra == (), model_type
+
+
+def test_a_lent_layout_its_spec_cannot_build_is_not_listed() -> None:
+    """DeepSeek-V2-Lite-style configs (q_lora_rank null): the hand-written spec builds them,
+    the derived one (class defaults have a q LoRA) does not: no module-tree for them, and
+    every layout listed builds."""
+    config = {"model_type": "deepseek_v3", "q_lora_rank": None}
+    assert [lay.name for lay in layouts(config)] == ["default", "transformers>=5"]
+    assert [lay.name for lay in layouts({"model_type": "deepseek_v3"})][-1] == "module-tree"
+    for lay in layouts(config):
+        assert build_manifest(config, lay.name).tensors
