@@ -230,7 +230,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
     summary = ScanSummary()
     from pyaudit.oracle import OracleSession
     from pyaudit.report.json_report import checkpoint_line
-    from pyaudit.report.table import keep_for_table
 
     reports = []
     lines: list[str] = []  # --json: each report as its JSON line, not as an object
@@ -247,6 +246,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.dask:
         sweep = distributed.until_error(cluster_errors, sweep)
     table = not (args.json or args.jsonl or args.markdown or args.html)
+    if table:  # (rich: not imported for the machine outputs)
+        from pyaudit.report.table import keep_for_table
     passes_kept = 0
     with oracle, SweepProgress(SweepProgress.wanted(args.json or args.jsonl)) as progress:
         for report in sweep:

@@ -888,3 +888,32 @@ def test_urls_signed_by_the_learnt_presigner(
     _, unlearnt = _scan_json(url, capsys)
     assert unlearnt == local
     assert asked.count("get_object") == sum(len(r) for r in served.gets.values()) == gets
+
+
+def test_start_listing_returns_once_the_first_request_is_out(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start_listing() waits until the listing's first request is about to go out (the
+    client made, the page presigned), not for its answer: the CLI's own imports then
+    overlap that round trip. A listing that fails sets the same signal (no wait in vain)."""
+    from pyaudit import remote
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    with LatencyProxy(serve=str(root), delay=0.3) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        for url in (f"s3://{BUCKET}/store", "s3://no-such-bucket/store"):
+            remote.start_listing([url])
+            tree = remote._LISTED[url]
+            try:
+                assert tree.client.asked.is_set()
+                assert not tree._first.done()  # its answer is 0.3 s away
+                if url.startswith("s3://no-such"):
+                    with pytest.raises(remote.RemoteError, match="no-such-bucket"):
+                        remote.prepare([url])
+                else:
+                    remote.prepare([url])
+                    assert tree._first.done()
+            finally:
+                remote.discard([url])
