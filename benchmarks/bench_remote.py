@@ -140,6 +140,12 @@ def _moto_process() -> tuple[subprocess.Popen[str], str]:
 # --- one timed run --------------------------------------------------------------------------
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds a running process has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """(wall seconds, the child's own CPU seconds, its stdout)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -158,6 +164,8 @@ def main() -> int:
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE)
     ap.add_argument("--quick", action="store_true", help="18 checkpoints, D = 0 (smoke test)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each tool per D, interleaved; the median is shown")
     ap.add_argument("--servers", type=int, default=2, help="moto processes behind the proxy")
     ap.add_argument(
         "--server", choices=("moto", "static"), default="moto",
@@ -201,7 +209,9 @@ def main() -> int:
         served = args.store / "static"
         (served / BUCKET).mkdir(parents=True, exist_ok=True)
         link = served / BUCKET / "store"
-        if not link.exists():
+        if link.is_symlink() and link.resolve() != local.resolve():
+            link.unlink()  # a store of another size, from an earlier run
+        if not link.is_symlink():
             link.symlink_to(local.resolve(), target_is_directory=True)
         objects = sum(1 for p in local.rglob("*") if p.is_file())
     else:
@@ -240,13 +250,19 @@ def main() -> int:
               flush=True)
         for d in [float(x) for x in args.delays.split(",")]:
             control(f"delay/{d}")
-            control("reset")
-            wall_p, cpu_p, out = timed(pyaudit_cmd, env)
-            seen_p = control("stats")
+            runs_p, runs_s, server_cpu = [], [], []  # server: the proxy (+ moto's, not counted)
+            for _ in range(args.repeats):  # interleaved: pyaudit, script, pyaudit, ...
+                control("reset")
+                served_before = process_cpu(proxy_proc.pid)
+                wall, cpu, out = timed(pyaudit_cmd, env)
+                runs_p.append((wall, cpu, control("stats"), out))
+                server_cpu.append(process_cpu(proxy_proc.pid) - served_before)
+                control("reset")
+                wall, cpu, _ = timed(script_cmd, env)
+                runs_s.append((wall, cpu, control("stats")))
+            wall_p, cpu_p, seen_p, out = sorted(runs_p, key=lambda r: r[0])[len(runs_p) // 2]
+            wall_s, cpu_s, seen_s = sorted(runs_s, key=lambda r: r[0])[len(runs_s) // 2]
             summary: dict[str, Any] = json.loads(out)["summary"]
-            control("reset")
-            wall_s, cpu_s, _ = timed(script_cmd, env)
-            seen_s = control("stats")
             remote = summary["remote"]
             floor = remote["requests"] * (d / 1000) / remote["in_flight"]
             result = {
@@ -255,6 +271,8 @@ def main() -> int:
                 "local_s": local_wall, "local_cpu_s": local_cpu, "pyaudit": seen_p,
                 "script": seen_s, "summary": summary,
                 "floor_s": floor, "needed_bytes": headers + runs,
+                "pyaudit_walls_s": [r[0] for r in runs_p], "script_walls_s": [r[0] for r in runs_s],
+                "proxy_cpu_s": sorted(server_cpu)[len(server_cpu) // 2],
             }
             results.append(result)
             rows.append([
@@ -267,7 +285,13 @@ def main() -> int:
                 f"{seen_p['object_bytes'] / (headers + runs):.2f}",
                 f"{floor:.2f} s" + (f" ({wall_p / floor:.2f}x)" if floor else ""),
             ])
-            print(f"D={d:.0f} ms: pyaudit {wall_p:.2f} s, script {wall_s:.2f} s", flush=True)
+            print(f"D={d:.0f} ms: proxy CPU during pyaudit's scan "
+                  f"{sorted(server_cpu)[len(server_cpu) // 2]:.2f} s"
+                  + (" (the server itself: --server static)" if served is not None else
+                     " (moto's own processes not counted)"), flush=True)
+            print(f"D={d:.0f} ms: pyaudit {wall_p:.2f} s, script {wall_s:.2f} s (medians of "
+                  + ", ".join(f"{r[0]:.2f}" for r in runs_p) + " / "
+                  + ", ".join(f"{r[0]:.2f}" for r in runs_s) + ")", flush=True)
     finally:
         proxy_proc.terminate()
         proxy_proc.wait(10)

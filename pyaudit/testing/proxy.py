@@ -33,6 +33,11 @@ from pyaudit.testing import static_s3
 
 Faults = Callable[[str, str, int], "str | None"]
 
+#: Connections the listening socket queues before accept (asyncio's default is 100): a
+#: client opening its 128-connection pool at once had 27 of them dropped and retried by TCP
+#: one second later (the SYN timeout), a stall no real S3 endpoint puts on it.
+BACKLOG = 1024
+
 _SLOWDOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message><RequestId>proxy</RequestId></Error>"
@@ -107,7 +112,10 @@ class LatencyProxy:
     def start(self) -> str:
         self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._client, "127.0.0.1", 0, limit=1 << 20), self._loop
+            asyncio.start_server(
+                self._client, "127.0.0.1", 0, limit=1 << 20, backlog=BACKLOG
+            ),
+            self._loop,
         )
         self._server = fut.result(10)
         port = self._server.sockets[0].getsockname()[1]
