@@ -10,6 +10,7 @@ pyaudit derives from a header is memoised, so the rate is the memoised one). Fam
 - ``olmo2``   (derived):           the same dims
 - ``granite`` (derived):           the same dims
 - ``qwen2_moe`` (derived, MoE):    Qwen1.5-MoE-A2.7B dims (24 layers x 60 experts)
+- ``qwen3_moe`` (hand-written, MoE): the same dims, no shared expert (the MoE to compare with)
 
 ``pyaudit scan --json`` runs as a subprocess over each store (warm cache: one untimed run,
 then ``--repeats`` timed ones, families interleaved); median wall and CPU seconds. Also the
@@ -52,6 +53,14 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "num_attention_heads": 16, "num_key_value_heads": 16, "num_experts": 60,
         "num_experts_per_tok": 4, "vocab_size": 151936, "decoder_sparse_step": 1,
         "mlp_only_layers": [], "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    },
+    "qwen3_moe": {
+        "model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"],
+        "hidden_size": 2048, "intermediate_size": 5632, "moe_intermediate_size": 1408,
+        "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "head_dim": 128, "num_experts": 60, "num_experts_per_tok": 4, "vocab_size": 151936,
+        "decoder_sparse_step": 1, "mlp_only_layers": [], "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
     },
 }  # fmt: skip
 
