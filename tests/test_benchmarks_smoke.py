@@ -97,3 +97,17 @@ def test_bench_bin_quick(tmp_path: Path) -> None:
     rows = table_rows(out)
     assert any(r.startswith("| pyaudit scan --json |") for r in rows), out
     assert any(r.startswith("| torch.load(mmap, weights_only) script |") for r in rows), out
+
+
+def test_bench_derived_small(tmp_path: Path) -> None:
+    """Every family's store passes (the script exits 0 only then), one row per family."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_derived.py"), "--n", "3", "--repeats", "1",
+         "--store", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    for family, spec in (("llama", "hand-written"), ("olmo2", "derived"),
+                         ("qwen2_moe", "derived"), ("qwen3_moe", "hand-written")):  # fmt: skip
+        assert any(r.startswith(f"| {family} | {spec}") for r in rows), proc.stdout
