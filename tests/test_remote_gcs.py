@@ -1,9 +1,10 @@
 """`pyaudit scan gs://...` through gcsfs against gcp-storage-emulator on 127.0.0.1.
 
 gcp-storage-emulator is a pure-Python fake of GCS's JSON API (PyPI). It is served here by
-its own request handler and in-memory storage, with a counting subclass of the handler: per
-object, the media GETs, their Range headers and the body bytes sent. The scan runs in a
-child process configured only through gcsfs' and fsspec's own environment:
+its own request handler and in-memory storage, with a counting subclass of the handler (per
+object: the media GETs, their Range headers and the body bytes sent), on a threading HTTP
+server (the emulator's own answers one request at a time; the scan sends up to 128 at once).
+The scan runs in a child process configured only through gcsfs' and fsspec's own environment:
 
 - ``STORAGE_EMULATOR_HOST``: gcsfs' endpoint for emulators;
 - ``FSSPEC_GCS_TOKEN=anon``: fsspec's configuration of the gcs protocol (no credentials are
@@ -145,7 +146,7 @@ def _handler(served: Served) -> Any:
     return Counting
 
 
-def _paged(handler: Any) -> Any:
+def _paged() -> Any:
     """Listings in pages of ``PAGE`` objects, as GCS pages them (the emulator sends one)."""
     from gcp_storage_emulator import server as emulator_server
 
@@ -183,7 +184,7 @@ def gcs() -> Iterator[Emulator]:
     create_bucket(BUCKET, storage)
     handler = _handler(served)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(emulator_server, "Response", _paged(handler))
+        mp.setattr(emulator_server, "Response", _paged())
         httpd = http.server.ThreadingHTTPServer(
             ("127.0.0.1", 0), partial(handler, storage)
         )
