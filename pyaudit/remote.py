@@ -8,12 +8,14 @@ sized to it) and no stage waiting on a round trip of another:
 1. **Listing**, page by page, on the event loop's thread while the scan starts (the CLI
    starts it before importing the audit, and waits for the first page only: a URL that
    cannot be listed is a usage error). S3: a presigned ``ListObjectsV2`` over the range
-   GETs' session, read by ElementTree. Every small run file a page names (config.json,
-   adapter_config.json, args.json, training_args.yaml) is requested as the page arrives,
-   ahead of any header: any checkpoint's audit may read any of them (an adapter's base
-   model, a run's arguments above it). So are its ``.safetensors`` headers and index files,
-   up to a window of files (``WINDOW`` per request in flight, more while what they would
-   hold stays under ``AHEAD_BYTES``): the slots are busy from the first page on.
+   GETs' session, read by ElementTree. GCS: the JSON API's ``objects.list`` by gcsfs' own
+   session. Other filesystems: fsspec's ``find``, in one piece. Every small run file a page
+   names (config.json, adapter_config.json, args.json, training_args.yaml) is requested as
+   the page arrives, ahead of any header: any checkpoint's audit may read any of them (an
+   adapter's base model, a run's arguments above it). So are its ``.safetensors`` headers
+   and index files, up to a window of files (``WINDOW`` per request in flight, more while
+   what they would hold stays under ``AHEAD_BYTES``): the slots are busy from the first
+   page on.
 2. **Discovery**, once the listing is complete (a directory's entries are known only
    then): the listing becomes a local mirror of the tree (every directory, every file as a
    sparse placeholder of its listed size) walked by :func:`pyaudit.discover.discover`
@@ -105,11 +107,20 @@ WINDOW = 8  # header files requested ahead of the audit, per request in flight
 AHEAD_BYTES = 64 * 1024 * 1024  # ... and while a listing arrives, more up to this held
 AHEAD_FILES = 16384  # ... and this many files
 INSTALL_HINT = "pip install 'pyaudit[remote]'"
+# A driver that is missing, by protocol (fsspec is there: it said which driver it lacks).
+DRIVER_HINTS = {
+    **dict.fromkeys(("gs", "gcs"), "pip install 'pyaudit[gcs]'"),
+    **dict.fromkeys(("az", "abfs", "abfss", "adl"), "pip install adlfs"),
+}
 S3_DIRECT = True  # S3 range GETs by presigned URL over aiohttp (False: s3fs's _cat_file)
 # seconds a Presigner learnt from the client's URL is used before it is learnt again (the
 # client's URLs live 3,600 s; learning again also picks up refreshed credentials)
 PRESIGNER_LIFE = 300.0
-S3_PAGES = True  # S3: list page by page (False: fsspec's generic _find, as gcsfs and adlfs are)
+S3_PAGES = True  # S3: list page by page (False: fsspec's generic _find, as adlfs is)
+# GCS: list page by page, the JSON API's objects.list by gcsfs' own session (False: its _find,
+# which asks for every page before it returns, and is counted as one request)
+GCS_PAGES = True
+GCS_PAGE = 1000  # objects a GCS listing page (the most the JSON API sends)
 
 # Errors that will not pass by asking again.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
@@ -186,7 +197,8 @@ def _filesystem(url: str, in_flight: int) -> tuple[Any, str]:
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError as e:
-        raise RemoteUnavailable(f"{url}: {_one_line(e)} ({INSTALL_HINT})") from None
+        hint = DRIVER_HINTS.get(url.split("://", 1)[0], INSTALL_HINT)
+        raise RemoteUnavailable(f"{url}: {_one_line(e)} ({hint})") from None
     except (ValueError, TypeError) as e:
         raise RemoteError(f"{url}: {_one_line(e)}") from None
     if "s3" in _protocols(fs):
@@ -210,6 +222,14 @@ def _size(info: dict[str, Any]) -> int:
 
 def _is_plain_s3(fs: Any) -> bool:
     return "s3" in _protocols(fs) and not getattr(fs, "version_aware", False)
+
+
+def _is_plain_gcs(fs: Any) -> bool:
+    return (
+        "gs" in _protocols(fs)
+        and callable(getattr(fs, "_call", None))
+        and not getattr(fs, "version_aware", False)
+    )
 
 
 class _S3Ranges:
@@ -608,6 +628,26 @@ class _Client:
                     return
                 kwargs["ContinuationToken"] = token
         self.asked.set()
+        if GCS_PAGES and _is_plain_gcs(fs):
+            bucket, key, _ = fs.split_path(root)
+            params: dict[str, Any] = {"maxResults": GCS_PAGE}
+            if key:
+                params["prefix"] = f"{key.rstrip('/')}/"
+            while True:
+                list_page = functools.partial(
+                    fs._call, "GET", "b/{}/o", bucket, json_out=True, **params
+                )
+                page = await self._retrying(root, list_page)
+                items = (page.get("items") or []) if isinstance(page, dict) else []
+                yield [
+                    (f"{bucket}/{o['name']}", _size(o))
+                    for o in items
+                    if isinstance(o, dict) and isinstance(o.get("name"), str)
+                ]
+                next_token = page.get("nextPageToken") if isinstance(page, dict) else None
+                if not next_token:
+                    return
+                params["pageToken"] = next_token
         if self.is_async:
             found = await self._retrying(root, lambda: fs._find(root, detail=True))
         else:
