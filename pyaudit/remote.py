@@ -436,9 +436,22 @@ def _read_range(fs: Any, path: str, start: int, end: int, size: int | None) -> b
     return bytes(fs.cat_file(path, start=start, end=end))
 
 
+def _client_error(e: BaseException) -> bool:
+    """An HTTP 4xx other than 408 (timeout) and 429 (throttled), as a driver's own error
+    holds it (gcsfs' HttpError ``code``, aiohttp's ``status``): gcsfs raises a 403 as that,
+    not as a PermissionError."""
+    for name in ("code", "status"):
+        value = getattr(e, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return 400 <= value < 500 and value not in (408, 429)
+    return False
+
+
 def _transient(e: BaseException) -> bool:
     """Whether asking again may succeed (throttled, dropped, timed out, server error)."""
-    return not isinstance(e, _PERMANENT) or isinstance(e, TimeoutError)
+    if isinstance(e, TimeoutError):
+        return True
+    return not isinstance(e, _PERMANENT) and not _client_error(e)
 
 
 class _Client:

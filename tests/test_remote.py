@@ -846,3 +846,31 @@ def test_start_listing_returns_once_the_first_request_is_out(
                     assert tree._first.done()
             finally:
                 remote.discard([url])
+
+
+class _DriverHttpError(Exception):
+    """What gcsfs raises for an HTTP error (its HttpError: the status as ``code``)."""
+
+    def __init__(self, code: object) -> None:
+        super().__init__(f"HTTP {code}")
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("error", "again"),
+    [
+        (_DriverHttpError(403), False),  # gcsfs' 403: asking again will not help
+        (_DriverHttpError(404), False),
+        (_DriverHttpError(429), True),  # throttled
+        (_DriverHttpError(408), True),
+        (_DriverHttpError(503), True),
+        (_DriverHttpError("403"), True),  # not a status: unknown, asked again (bounded)
+        (PermissionError("denied"), False),
+        (ConnectionResetError("dropped"), True),
+        (TimeoutError(), True),
+    ],
+)
+def test_which_errors_are_asked_again(error: BaseException, again: bool) -> None:
+    from pyaudit import remote
+
+    assert remote._transient(error) is again
