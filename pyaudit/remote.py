@@ -482,6 +482,8 @@ class _Client:
         self._heap: list[tuple[int, int, Callable[[], Awaitable[None]]]] = []
         self._seq = 0
         self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the requests in flight
+        self._unsettled: set[concurrent.futures.Future[Any]] = set()  # submitted, unanswered
         self._closed = False
         self.s3 = _S3Ranges(fs, in_flight) if S3_DIRECT and _is_plain_s3(fs) else None
         # The largest header span seen of each file name, and of any: the next first read
@@ -498,6 +500,9 @@ class _Client:
     # Scheduling (called on the loop thread) ------------------------------------------------
 
     def _push(self, priority: int, job: Callable[[], Awaitable[None]]) -> None:
+        if self._closed:
+            self._settle()
+            return
         self._seq += 1
         heapq.heappush(self._heap, (priority, self._seq, job))
         self._pump()
@@ -506,7 +511,9 @@ class _Client:
         while self._heap and self._running < self.in_flight and not self._closed:
             _, _, job = heapq.heappop(self._heap)
             self._running += 1
-            self.loop.create_task(self._run(job))
+            task = self.loop.create_task(self._run(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(self, job: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -530,25 +537,41 @@ class _Client:
                 out.set_result(OSError(f"cancelled: {type(e).__name__}"))
                 raise
 
+        self._unsettled.add(out)
+        out.add_done_callback(self._unsettled.discard)
         self.loop.call_soon_threadsafe(self._push, priority, run)
         return out
+
+    def _settle(self) -> None:
+        """Every request's future not answered yet gets an error (the client is closed)."""
+        for out in list(self._unsettled):
+            if not out.done():
+                out.set_result(OSError("cancelled: the scan was given up"))
 
     def call(self, job: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         """Run ``job`` on the loop outside the slots (the listing), and wait for it."""
         return asyncio.run_coroutine_threadsafe(job(), self.loop).result()
 
     def close(self) -> None:
-        def stop() -> None:
+        """Nothing more is asked: queued requests are dropped, those in flight cancelled
+        (their futures get an error), then the session's connections closed. Called from
+        outside the loop's thread."""
+
+        async def stop() -> None:
             self._closed = True
             self._heap.clear()
+            running = list(self._tasks)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            self._settle()
+            if self.s3 is not None:
+                await self.s3.close()
 
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(stop)
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
-        if self.s3 is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.s3.close(), self.loop).result(10)
+        with contextlib.suppress(Exception):  # (a loop already closed: nothing runs on it)
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
 
     # Requests (on the loop thread) ---------------------------------------------------------
 

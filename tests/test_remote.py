@@ -730,6 +730,13 @@ def test_a_scan_given_up_lists_no_further(
         assert tree._listing.cancelled()
         assert tree.listed() is not None  # (said to be cut short, were it scanned)
         assert proxy.stats.kinds["get-list"] < objects // 3
+        # Nothing left running or waiting: requests in flight cancelled, queued ones
+        # dropped, every future answered (an error), none submitted later left pending.
+        assert not tree.client._tasks
+        asked = [*tree.headers.values(), *tree.indexes.values(), *tree.run_files.values()]
+        assert asked and all(f.done() for f in asked)
+        late = tree.client.submit(0, lambda: tree.client.whole(tree.key("config.json"), 10))
+        assert isinstance(late.result(10), OSError)
 
 
 def test_listing_cut_short_is_a_finding(
