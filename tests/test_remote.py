@@ -837,14 +837,15 @@ def test_start_listing_returns_once_the_first_request_is_out(
 
     root = tmp_path / "served"
     shutil.copytree(store, root / BUCKET / "store")
-    with LatencyProxy(serve=str(root), delay=0.3) as proxy:
+    monkeypatch.setattr(remote, "FIRST_ASK_WAIT", 60.0)  # (the signal, not the bound, tested)
+    with LatencyProxy(serve=str(root), delay=1.0) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         for url in (f"s3://{BUCKET}/store", "s3://no-such-bucket/store"):
             remote.start_listing([url])
             tree = remote._LISTED[url]
             try:
                 assert tree.client.asked.is_set()
-                assert not tree._first.done()  # its answer is 0.3 s away
+                assert not tree._first.done()  # its answer is 1 s away
                 if url.startswith("s3://no-such"):
                     with pytest.raises(remote.RemoteError, match="no-such-bucket"):
                         remote.prepare([url])
