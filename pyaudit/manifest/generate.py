@@ -702,7 +702,12 @@ def _vec(op: str, a: Vec, b: Vec) -> Vec | None:
     return tuple(out)
 
 
-def _matches(vec: Vec, target: Vec) -> bool:
+def _matches(vec: Vec, target: Vec, lo: Vec | None = None) -> bool:
+    if lo is not None:  # within (lo, target]: the argument of a rounding up
+        return all(
+            t is None or (v is not None and not isinstance(v, bool) and low < v <= t)
+            for v, t, low in zip(vec, target, lo, strict=True)
+        )
     return all(t is None or v == t for v, t in zip(vec, target, strict=True))
 
 
@@ -720,9 +725,17 @@ def synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | N
         return None
 
 
-def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | None:
+def _synthesize(
+    atoms: dict[str, Vec],
+    target: Vec,
+    max_size: int = 7,
+    lo: Vec | None = None,
+    float_terms: bool = False,
+) -> str | None:
     """The smallest expression over ``atoms`` (name -> value per sample) and small constants
-    whose value equals ``target`` at every sample where the target is not None."""
+    whose value equals ``target`` at every sample where the target is not None (with
+    ``lo``: lies in ``(lo, target]`` there). ``float_terms``: ``int(term * float_field)``
+    for terms of every size, not only for single fields."""
     n = len(target)
     known = [t for t in target if t is not None]
     if not known:
@@ -744,7 +757,7 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
             return None
         seen.add(vec)
         levels.setdefault(size, []).append((term, vec))
-        if _matches(vec, target):
+        if _matches(vec, target, lo):
             return term.text
         return None
 
@@ -753,7 +766,7 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
         if any(v is None or isinstance(v, bool) or not isinstance(v, (int, float)) for v in vec):
             continue
         fvec = tuple(int(v) if isinstance(v, float) and v.is_integer() else v for v in vec)
-        if any(isinstance(v, float) for v in fvec):
+        if any(isinstance(v, float) for v in (vec if float_terms else fvec)):
             # a float field (mlp_ratio): only int(field * other) makes sense; handled below
             levels.setdefault(0, []).append((Term(name, 0, 1), vec))
             continue
@@ -775,6 +788,21 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
             if hit:
                 return hit
     for size in range(2, max_size + 1):
+        if float_terms and size >= 4:
+            # int(term * float_field) over a term of any size (int(multiplier * int(2 *
+            # hidden / 3)))
+            for fterm, fvec in levels.get(0, []):
+                for term, vec in list(levels.get(size - 2, [])):
+                    if term.text.isdigit():
+                        continue
+                    fprod = tuple(
+                        None if x is None or y is None else int(x * y)
+                        for x, y in zip(fvec, vec, strict=True)
+                    )
+                    inner = term.text if term.prec < 3 else f"({term.text})"
+                    hit = add(size, Term(f"int({inner} * {fterm.text})", 0, size), fprod)
+                    if hit:
+                        return hit
         # unary square
         for term, vec in list(levels.get(size - 1, [])):
             if term.prec == 3 or term.text.isdigit():
@@ -800,6 +828,32 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
                         return hit
         if sum(len(v) for v in levels.values()) > 200_000:
             break
+    return None
+
+
+def synthesize_rounded(atoms: dict[str, Vec], target: Vec) -> str | None:
+    """``m * cdiv(E, m)``: a width rounded up to a multiple of an int field ``m`` (the
+    feed-forward sizing of Llama's reference code, ``multiple_of * ((int(ffn_dim_multiplier *
+    int(2 * hidden / 3)) + multiple_of - 1) // multiple_of)``), ``E`` the smallest expression
+    over the other fields, float products of any term included, that lies within ``(target
+    - m, target]`` at every sample. Tried only where nothing plainer fits."""
+    for m in sorted(atoms):
+        mv = atoms[m]
+        if not all(_int_valued(v) and v > 1 for v in mv):
+            continue
+        pairs = [(t, v) for t, v in zip(target, mv, strict=True) if t is not None]
+        if not pairs or any(t % v for t, v in pairs) or all(t == v for t, v in pairs):
+            continue
+        if len({v for _, v in pairs}) < 2:
+            continue  # the multiple never varied: rounding to it is not seen
+        lo = tuple(None if t is None else t - v for t, v in zip(target, mv, strict=True))
+        rest = {k: a for k, a in atoms.items() if k != m}
+        try:
+            text = _synthesize(rest, target, 7, lo=lo, float_terms=True)
+        except _OutOfBudget:
+            continue
+        if text is not None:
+            return f"{m} * cdiv({text}, {m})"
     return None
 
 
@@ -1071,6 +1125,7 @@ class Deriver:
             if p.varied is not None and "+" not in p.label:
                 self.derived |= d - {fname(p.varied)}
         self.used: set[str] = set()
+        self.bools: dict[str, Vec] = {}  # the flags among the fields :meth:`_atoms` last saw
         self.conds: list[tuple[str, str]] = []  # (template, its condition), as solved
         self.solved: list[tuple[str, str]] = []  # (template, dimension expression)
 
@@ -1130,13 +1185,37 @@ class Deriver:
                     dep |= d
                     grow = True
         atoms: dict[str, Vec] = {}
+        self.bools = {}
         for f in sorted(dep):
             vec = tuple(self.envs[pi].get(f) for pi, _ in samples)
             if all(_numeric(v) for v in vec):
                 atoms[f] = vec
             elif all(isinstance(v, list) for v in vec):
                 atoms[f"len({f})"] = tuple(len(v) if isinstance(v, list) else 0 for v in vec)
+            elif all(isinstance(v, bool) for v in vec) and len(set(vec)) == 2:
+                self.bools[f] = vec  # (for :meth:`_rounded` only)
         return atoms
+
+    def _rounded(self, atoms: dict[str, Vec], target: Vec, bools: dict[str, Vec]) -> str | None:
+        """Where nothing plainer fits: :func:`synthesize_rounded`, else one flag the size
+        follows splitting the samples, each side solved on its own (``(rounded) if
+        block_auto_adjust_ff_dim else intermediate_size``)."""
+        text = synthesize_rounded(atoms, target)
+        if text is not None:
+            return text
+        for flag, fvec in sorted(bools.items()):
+            parts: list[str] = []
+            for side in (True, False):
+                idx = [j for j, v in enumerate(fvec) if v is side]
+                sub = {k: tuple(a[j] for j in idx) for k, a in atoms.items()}
+                want = tuple(target[j] for j in idx)
+                part = synthesize(sub, want) or synthesize_rounded(sub, want)
+                if part is None:
+                    break
+                parts.append(part)
+            else:
+                return f"({parts[0]}) if {flag} else ({parts[1]})"
+        return None
 
     def expr(
         self, samples: list[Sample], values: list[int], what: str, loop: str | None = None
@@ -1179,6 +1258,10 @@ class Deriver:
         if text is None:
             sums = synthesize_sum(atoms, target, loop)
             text = sums[0] if len(sums) == 1 else self._settle(sums, samples, what, loop)
+        if text is None:
+            text = self._rounded(atoms, target, self.bools)
+            if text is not None:
+                self._note(text, self.bools)
         if text is None:
             raise DeriveError(
                 f"no expression for {what}: over {sorted(atoms)} values {sorted(set(values))[:8]}"
