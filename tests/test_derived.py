@@ -240,7 +240,8 @@ def _other_point_choices(tf: Any, model_type: str) -> list[list[dict[str, Any]]]
     equal: gemma3n's KV-shared layers must be fewer than its layers)."""
     from pyaudit.manifest.generate import _COUNT, fields_of, get
 
-    default = tf.config(model_type, {}).to_dict()
+    first = _class_defaults(tf, model_type)
+    default = tf.config(model_type, first).to_dict()
     counts = [
         p
         for p in fields_of(default)
@@ -254,7 +255,7 @@ def _other_point_choices(tf: Any, model_type: str) -> list[list[dict[str, Any]]]
         alts = []
         for keep in [None, *counts]:
             varied = [p for p in counts if p != keep]
-            kwargs = _point_kwargs(tf, model_type, default, varied, n, flip)
+            kwargs = _point_kwargs(tf, model_type, default, varied, n, flip, first)
             if kwargs is not None and kwargs not in alts:
                 alts.append(kwargs)
         if alts:
@@ -263,12 +264,18 @@ def _other_point_choices(tf: Any, model_type: str) -> list[list[dict[str, Any]]]
 
 
 def _point_kwargs(
-    tf: Any, model_type: str, default: dict[str, Any], counts: list[Any], n: int, flip: bool
+    tf: Any,
+    model_type: str,
+    default: dict[str, Any],
+    counts: list[Any],
+    n: int,
+    flip: bool,
+    first: dict[str, Any],
 ) -> dict[str, Any] | None:
     from pyaudit.manifest.generate import fields_of, get, kwargs_for
 
     flips = [p for p in fields_of(default) if p[-1] == "tie_word_embeddings"]
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(first)
     try:
         for p in counts:
             cfg = tf.config(model_type, kwargs)
@@ -280,6 +287,15 @@ def _point_kwargs(
     except Exception:
         return None
     return kwargs
+
+
+def _class_defaults(tf: Any, model_type: str) -> dict[str, Any]:
+    """The config arguments of the family's class-default point: none, or the fields null at
+    the class defaults that transformers cannot build with, filled as its modeling file
+    computes them (``defaults_filled``, recorded by the generator)."""
+    from pyaudit.manifest.generate import class_defaults
+
+    return class_defaults(tf, _data(model_type))
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +311,8 @@ def test_manifest_is_what_transformers_saves(tf: Any, model_type: str) -> None:
 
     data = _data(model_type)
     cls = getattr(tf.transformers, data["architecture"])
-    saves = [("class defaults", tf.save(cls, tf.config(model_type, {})))]
+    first = _class_defaults(tf, model_type)
+    saves = [("class defaults", tf.save(cls, tf.config(model_type, first)))]
     for alts in _other_point_choices(tf, model_type):
         for kwargs in alts:
             try:
@@ -330,7 +347,7 @@ def test_hand_written_and_derived_specs_agree(tf: Any, model_type: str) -> None:
 
     derived = derived_spec(model_type)
     assert derived is not None
-    configs = [point_config(tf.config(model_type, {}).to_dict())]
+    configs = [point_config(tf.config(model_type, _class_defaults(tf, model_type)).to_dict())]
     configs += [
         point_config(tf.config(model_type, kw).to_dict()) for kw in _other_points(tf, model_type)
     ]
@@ -410,7 +427,7 @@ def test_module_tree_entries_are_what_a_plain_state_dict_holds(tf: Any, model_ty
     derived = derived_spec(model_type)
     assert derived is not None
     cls = getattr(tf.transformers, _data(model_type)["architecture"])
-    kwargs = [{}, *_other_points(tf, model_type)[:1]]
+    kwargs = [_class_defaults(tf, model_type), *_other_points(tf, model_type)[:1]]
     tf.module_names = True
     try:
         saves = [tf.save(cls, tf.config(model_type, kw)) for kw in kwargs]

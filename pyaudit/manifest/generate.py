@@ -386,12 +386,132 @@ def _merge_kwargs(base: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def base_point(env: Env, model_type: str, cls: type[Any]) -> tuple[Saved, dict[str, Any]]:
-    """The save at the class defaults, and the base point's config arguments (the class
+#: ``getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads``:
+#: a modeling file computing a config field itself where the config leaves it null
+_NULL_FALLBACK = re.compile(
+    r"""getattr\(\s*(?:self\.)?config\s*,\s*["'](\w+)["']\s*,\s*None\s*\)\s*or\s*([^\n#]+)"""
+)
+
+
+def _fallback_text(rest: str) -> str | None:
+    """The expression after ``getattr(config, "f", None) or``, over config fields: cut at
+    the first unbalanced closing bracket or top-level comma, ``config.x`` read as ``x``;
+    None when anything but config fields is read."""
+    from .expr import ExprError, compile_expr
+
+    depth = 0
+    end = len(rest)
+    for n, ch in enumerate(rest):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            if depth == 0:
+                end = n
+                break
+            depth -= 1
+        elif ch == "," and depth == 0:
+            end = n
+            break
+    text = re.sub(r"\b(?:self\.)?config\.(\w+)", r"\1", rest[:end]).strip()
+    if not text or "." in text or "self" in text:
+        return None
+    try:
+        compile_expr(text)
+    except ExprError:
+        return None
+    return text
+
+
+def null_fallbacks(cls: type[Any]) -> dict[str, tuple[str, str]]:
+    """Config field -> (expression, module) for each field the modeling module of ``cls``
+    computes itself where a config leaves it null (one expression wherever it does so; a
+    field computed two ways is left out)."""
+    import inspect
+
+    module = sys.modules.get(cls.__module__)
+    try:
+        source = inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        source = ""
+    found: dict[str, set[str]] = {}
+    for field, rest in _NULL_FALLBACK.findall(source):
+        text = _fallback_text(rest)
+        found.setdefault(field, set()).add(text or "")
+    return {
+        f: (next(iter(texts)), cls.__module__)
+        for f, texts in sorted(found.items())
+        if len(texts) == 1 and "" not in texts
+    }
+
+
+def fill_defaults(
+    env: Env, model_type: str, cls: type[Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config arguments the family's class-default point is built with, and their record
+    (``defaults_filled`` in the generated file). None when transformers builds the class
+    defaults. Else fields null at the class defaults that the family's modeling file
+    computes itself where a config leaves them null (:func:`null_fallbacks`; at full size
+    another line of it reads the raw null and fails: hunyuan's attention takes
+    ``config.head_dim ** -0.5``) are filled as that file computes them, as few as make the
+    model build: one alone first, then all of them."""
+    from .expr import evaluate
+
+    try:
+        env.save(cls, env.config(model_type, {}))
+        return {}, {}
+    except Exception as e:
+        why = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    fallbacks = null_fallbacks(cls)
+    cfg = env.config(model_type, {}).to_dict()
+    paths: list[Path_] = [(k,) for k in cfg]
+    paths += [(s, k) for s in SUBCONFIGS if isinstance(cfg.get(s), dict) for k in cfg[s]]
+    found: list[tuple[Path_, str, str, int]] = []
+    for path in paths:
+        if get(cfg, path) is not None or path[-1] not in fallbacks:
+            continue
+        text, module = fallbacks[path[-1]]
+        holder = get(cfg, path[:-1]) if len(path) > 1 else cfg
+        try:
+            value = evaluate(text, holder)
+        except Exception:
+            continue
+        if _int_valued(value) and value > 0:
+            found.append((path, text, module, value))
+    tries = [[f] for f in found] + ([found] if len(found) > 1 else [])
+    for chosen in tries:
+        kwargs = filled_kwargs(env, model_type, {fname(p): v for p, _, _, v in chosen})
+        if _try(env, model_type, cls, kwargs) is None:
+            continue
+        record = {
+            fname(p): {"value": v, "as": text, "from": module, "class_defaults": why}
+            for p, text, module, v in chosen
+        }
+        return kwargs, record
+    raise DeriveError(
+        f"the class defaults do not build ({why}) and no field null there is filled in by "
+        f"the modeling file ({sorted(fallbacks) or 'none found'}) so that they do"
+    )
+
+
+def filled_kwargs(env: Env, model_type: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Config arguments setting each dotted field of ``values`` (``text_config.head_dim``)
+    on the class defaults: what ``defaults_filled`` in a generated file records."""
+    kwargs: dict[str, Any] = {}
+    for dotted, value in sorted(values.items()):
+        path = tuple(dotted.split("."))
+        kwargs = _merge_kwargs(kwargs, kwargs_for(env.config(model_type, kwargs), path, value))
+    return kwargs
+
+
+def base_point(
+    env: Env, model_type: str, cls: type[Any], defaults: dict[str, Any] | None = None
+) -> tuple[Saved, dict[str, Any]]:
+    """The save at the class defaults (``defaults``: with those arguments, as
+    :func:`fill_defaults` gives them), and the base point's config arguments (the class
     defaults with counts shrunk, as far as the model still builds)."""
-    default = env.save(cls, env.config(model_type, {}))
+    base_kwargs: dict[str, Any] = dict(defaults or {})
+    default = env.save(cls, env.config(model_type, base_kwargs))
     denv = default.env
-    base_kwargs: dict[str, Any] = {}
     for path in fields_of(denv):
         value = get(denv, path)
         if (
@@ -413,11 +533,16 @@ def base_point(env: Env, model_type: str, cls: type[Any]) -> tuple[Saved, dict[s
 
 
 def collect_points(
-    env: Env, model_type: str, cls: type[Any], log: Callable[[str], None]
+    env: Env,
+    model_type: str,
+    cls: type[Any],
+    log: Callable[[str], None],
+    defaults: dict[str, Any] | None = None,
 ) -> tuple[list[Point], Saved]:
     """The saves the derivation explains: a base (the class defaults with counts shrunk) and
-    one point per structural field varied on its own; and the save at the class defaults."""
-    default, base_kwargs = base_point(env, model_type, cls)
+    one point per structural field varied on its own; and the save at the class defaults
+    (``defaults``: with those arguments, :func:`fill_defaults`)."""
+    default, base_kwargs = base_point(env, model_type, cls, defaults)
     denv = default.env
     base_cfg = env.config(model_type, base_kwargs)
     base = env.save(cls, base_cfg)
@@ -577,7 +702,12 @@ def _vec(op: str, a: Vec, b: Vec) -> Vec | None:
     return tuple(out)
 
 
-def _matches(vec: Vec, target: Vec) -> bool:
+def _matches(vec: Vec, target: Vec, lo: Vec | None = None) -> bool:
+    if lo is not None:  # within (lo, target]: the argument of a rounding up
+        return all(
+            t is None or (v is not None and not isinstance(v, bool) and low < v <= t)
+            for v, t, low in zip(vec, target, lo, strict=True)
+        )
     return all(t is None or v == t for v, t in zip(vec, target, strict=True))
 
 
@@ -595,9 +725,17 @@ def synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | N
         return None
 
 
-def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | None:
+def _synthesize(
+    atoms: dict[str, Vec],
+    target: Vec,
+    max_size: int = 7,
+    lo: Vec | None = None,
+    float_terms: bool = False,
+) -> str | None:
     """The smallest expression over ``atoms`` (name -> value per sample) and small constants
-    whose value equals ``target`` at every sample where the target is not None."""
+    whose value equals ``target`` at every sample where the target is not None (with
+    ``lo``: lies in ``(lo, target]`` there). ``float_terms``: ``int(term * float_field)``
+    for terms of every size, not only for single fields."""
     n = len(target)
     known = [t for t in target if t is not None]
     if not known:
@@ -619,7 +757,7 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
             return None
         seen.add(vec)
         levels.setdefault(size, []).append((term, vec))
-        if _matches(vec, target):
+        if _matches(vec, target, lo):
             return term.text
         return None
 
@@ -628,7 +766,7 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
         if any(v is None or isinstance(v, bool) or not isinstance(v, (int, float)) for v in vec):
             continue
         fvec = tuple(int(v) if isinstance(v, float) and v.is_integer() else v for v in vec)
-        if any(isinstance(v, float) for v in fvec):
+        if any(isinstance(v, float) for v in (vec if float_terms else fvec)):
             # a float field (mlp_ratio): only int(field * other) makes sense; handled below
             levels.setdefault(0, []).append((Term(name, 0, 1), vec))
             continue
@@ -650,6 +788,21 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
             if hit:
                 return hit
     for size in range(2, max_size + 1):
+        if float_terms and size >= 4:
+            # int(term * float_field) over a term of any size (int(multiplier * int(2 *
+            # hidden / 3)))
+            for fterm, fvec in levels.get(0, []):
+                for term, vec in list(levels.get(size - 2, [])):
+                    if term.text.isdigit():
+                        continue
+                    fprod = tuple(
+                        None if x is None or y is None else int(x * y)
+                        for x, y in zip(fvec, vec, strict=True)
+                    )
+                    inner = term.text if term.prec < 3 else f"({term.text})"
+                    hit = add(size, Term(f"int({inner} * {fterm.text})", 0, size), fprod)
+                    if hit:
+                        return hit
         # unary square
         for term, vec in list(levels.get(size - 1, [])):
             if term.prec == 3 or term.text.isdigit():
@@ -675,6 +828,32 @@ def _synthesize(atoms: dict[str, Vec], target: Vec, max_size: int = 7) -> str | 
                         return hit
         if sum(len(v) for v in levels.values()) > 200_000:
             break
+    return None
+
+
+def synthesize_rounded(atoms: dict[str, Vec], target: Vec) -> str | None:
+    """``m * cdiv(E, m)``: a width rounded up to a multiple of an int field ``m`` (the
+    feed-forward sizing of Llama's reference code, ``multiple_of * ((int(ffn_dim_multiplier *
+    int(2 * hidden / 3)) + multiple_of - 1) // multiple_of)``), ``E`` the smallest expression
+    over the other fields, float products of any term included, that lies within ``(target
+    - m, target]`` at every sample. Tried only where nothing plainer fits."""
+    for m in sorted(atoms):
+        mv = atoms[m]
+        if not all(_int_valued(v) and v > 1 for v in mv):
+            continue
+        pairs = [(t, v) for t, v in zip(target, mv, strict=True) if t is not None]
+        if not pairs or any(t % v for t, v in pairs) or all(t == v for t, v in pairs):
+            continue
+        if len({v for _, v in pairs}) < 2:
+            continue  # the multiple never varied: rounding to it is not seen
+        lo = tuple(None if t is None else t - v for t, v in zip(target, mv, strict=True))
+        rest = {k: a for k, a in atoms.items() if k != m}
+        try:
+            text = _synthesize(rest, target, 7, lo=lo, float_terms=True)
+        except _OutOfBudget:
+            continue
+        if text is not None:
+            return f"{m} * cdiv({text}, {m})"
     return None
 
 
@@ -946,6 +1125,7 @@ class Deriver:
             if p.varied is not None and "+" not in p.label:
                 self.derived |= d - {fname(p.varied)}
         self.used: set[str] = set()
+        self.bools: dict[str, Vec] = {}  # the flags among the fields :meth:`_atoms` last saw
         self.conds: list[tuple[str, str]] = []  # (template, its condition), as solved
         self.solved: list[tuple[str, str]] = []  # (template, dimension expression)
 
@@ -1005,13 +1185,37 @@ class Deriver:
                     dep |= d
                     grow = True
         atoms: dict[str, Vec] = {}
+        self.bools = {}
         for f in sorted(dep):
             vec = tuple(self.envs[pi].get(f) for pi, _ in samples)
             if all(_numeric(v) for v in vec):
                 atoms[f] = vec
             elif all(isinstance(v, list) for v in vec):
                 atoms[f"len({f})"] = tuple(len(v) if isinstance(v, list) else 0 for v in vec)
+            elif all(isinstance(v, bool) for v in vec) and len(set(vec)) == 2:
+                self.bools[f] = vec  # (for :meth:`_rounded` only)
         return atoms
+
+    def _rounded(self, atoms: dict[str, Vec], target: Vec, bools: dict[str, Vec]) -> str | None:
+        """Where nothing plainer fits: :func:`synthesize_rounded`, else one flag the size
+        follows splitting the samples, each side solved on its own (``(rounded) if
+        block_auto_adjust_ff_dim else intermediate_size``)."""
+        text = synthesize_rounded(atoms, target)
+        if text is not None:
+            return text
+        for flag, fvec in sorted(bools.items()):
+            parts: list[str] = []
+            for side in (True, False):
+                idx = [j for j, v in enumerate(fvec) if v is side]
+                sub = {k: tuple(a[j] for j in idx) for k, a in atoms.items()}
+                want = tuple(target[j] for j in idx)
+                part = synthesize(sub, want) or synthesize_rounded(sub, want)
+                if part is None:
+                    break
+                parts.append(part)
+            else:
+                return f"({parts[0]}) if {flag} else ({parts[1]})"
+        return None
 
     def expr(
         self, samples: list[Sample], values: list[int], what: str, loop: str | None = None
@@ -1054,6 +1258,10 @@ class Deriver:
         if text is None:
             sums = synthesize_sum(atoms, target, loop)
             text = sums[0] if len(sums) == 1 else self._settle(sums, samples, what, loop)
+        if text is None:
+            text = self._rounded(atoms, target, self.bools)
+            if text is not None:
+                self._note(text, self.bools)
         if text is None:
             raise DeriveError(
                 f"no expression for {what}: over {sorted(atoms)} values {sorted(set(values))[:8]}"
@@ -1857,7 +2065,8 @@ def derive_family(
     cls = env.buildable_class(model_type)
     if cls is None:
         raise DeriveError("no causal-LM / image-text / seq2seq / speech / masked-LM class")
-    points, default = collect_points(env, model_type, cls, log)
+    defaults, filled = fill_defaults(env, model_type, cls)
+    points, default = collect_points(env, model_type, cls, log, defaults)
     if not points[0].saved.tensors:
         raise DeriveError("save_pretrained wrote no tensor")
     try:
@@ -1878,11 +2087,18 @@ def derive_family(
             spec["defaults"][field] = None
             for k, v in fill[1].items():
                 spec["defaults"].setdefault(k, v)
+    for dotted in filled:
+        # transformers builds no model from a config leaving it null: such a config is
+        # refused, naming it, as one lacking a field the spec cannot compute
+        _set(spec["defaults"], dotted, None)
+        if dotted not in spec["required"]:
+            spec["required"].append(dotted)
     data = {
         "schema": SCHEMA,
         "model_type": model_type,
         "architecture": cls.__name__,
         "derived_from": env.versions,
+        **({"defaults_filled": filled} if filled else {}),
         **spec,
     }
     saves = [("class defaults", default)] + [(p.label, p.saved) for p in points]
@@ -1895,6 +2111,14 @@ def derive_family(
     if not layouts:
         return data
     return add_layouts(env, data, cls, points[0].kwargs, points[0].saved, default)
+
+
+def class_defaults(env: Env, data: dict[str, Any]) -> dict[str, Any]:
+    """The config arguments of a generated file's class-default point: none, or the fields
+    its ``defaults_filled`` records (:func:`fill_defaults`)."""
+    filled = data.get("defaults_filled") or {}
+    values = {k: v["value"] for k, v in filled.items()}
+    return filled_kwargs(env, str(data["model_type"]), values) if values else {}
 
 
 def add_layouts(
@@ -1912,7 +2136,8 @@ def add_layouts(
     out = {k: v for k, v in data.items() if k not in ("layouts", "layouts_skipped", "tensors")}
     checks: list[tuple[str, dict[str, Saved]]] = []
     found: list[tuple[list[dict[str, Any]], list[dict[str, str]]]] = []
-    for label, kwargs, saved in (("class defaults", {}, default), ("base", base, base_saved)):
+    first = class_defaults(env, data)
+    for label, kwargs, saved in (("class defaults", first, default), ("base", base, base_saved)):
         cfg = env.config(model_type, kwargs)
         fresh = saved if saved is not None else env.save(cls, cfg)
         lays, skipped, saves = derive_layouts(env, cls, cfg, fresh)
@@ -1944,7 +2169,7 @@ def add_layouts(
     if any("tensors" in x for x in lays):
         env.module_names = True
         try:
-            for label, kwargs in (("class defaults", {}), ("base", base)):
+            for label, kwargs in (("class defaults", first), ("base", base)):
                 saved = env.save(cls, env.config(model_type, kwargs))
                 problems += verify(out, [(label, saved)], layout="module-tree")
         finally:
@@ -1987,7 +2212,7 @@ def relayout(env: Env, model_type: str, path: Path) -> dict[str, Any]:
     if data.get("derived_from") != env.versions:
         raise DeriveError(f"{path.name} was derived from {data.get('derived_from')}, not this")
     cls = getattr(env.transformers, data["architecture"])
-    default, base_kwargs = base_point(env, model_type, cls)
+    default, base_kwargs = base_point(env, model_type, cls, class_defaults(env, data))
     return add_layouts(env, data, cls, base_kwargs, default=default)
 
 

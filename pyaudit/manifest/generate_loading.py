@@ -117,7 +117,7 @@ def family_aliases(model_type: str) -> dict[str, str]:
 def derive_all(log: Any = None) -> dict[str, Any]:
     import transformers
 
-    from pyaudit.manifest.generate import Env
+    from pyaudit.manifest.generate import Env, _set
 
     env = Env()
     families: dict[str, dict[str, Any]] = {}
@@ -139,9 +139,12 @@ def derive_all(log: Any = None) -> dict[str, Any]:
             if prefix:
                 entry["base_model_prefix"] = prefix
             heads: dict[str, Any] = {}
+            defaults = json.loads(json.dumps(data["defaults"]))
+            for dotted, filled in data.get("defaults_filled", {}).items():
+                _set(defaults, dotted, filled["value"])  # (null there: no model builds)
             for head in _head_classes(env, mt, architecture):
                 try:
-                    heads[head] = derive_head(env, mt, architecture, head, data["defaults"], prefix)
+                    heads[head] = derive_head(env, mt, architecture, head, defaults, prefix)
                 except Exception as e:  # not derivable: the runtime refuses the class
                     reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
                     heads[head] = {"refused": reason}

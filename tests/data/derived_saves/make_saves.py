@@ -44,6 +44,11 @@ FAMILIES = {
                    "linear_num_key_heads": 2, "linear_num_value_heads": 4, "num_experts": 4,
                    "num_experts_per_tok": 2, "moe_intermediate_size": 8,
                    "shared_expert_intermediate_size": 8, "full_attention_interval": 2},
+    # head_dim given: transformers 5.25 builds neither from a config leaving it null
+    "hunyuan_v1_dense": {**SMALL, "head_dim": 8},
+    # two experts and the shared MLP in every layer
+    "hunyuan_v1_moe": {**SMALL, "head_dim": 8, "num_experts": 2, "moe_topk": 1},
+    "ministral": {**SMALL, "head_dim": 8},
     # Llama4ForConditionalGeneration: text layer 0 dense, layer 1 MoE (interleave step 2)
     "llama4": {
         "text_config": {**SMALL, "head_dim": 8, "num_local_experts": 2,
