@@ -110,17 +110,22 @@ INSTALL_HINT = "pip install 'pyaudit[remote]'"
 # A driver that is missing, by protocol (fsspec is there: it said which driver it lacks).
 DRIVER_HINTS = {
     **dict.fromkeys(("gs", "gcs"), "pip install 'pyaudit[gcs]'"),
-    **dict.fromkeys(("az", "abfs", "abfss", "adl"), "pip install adlfs"),
+    **dict.fromkeys(("az", "abfs", "abfss", "adl"), "pip install 'pyaudit[azure]'"),
 }
 S3_DIRECT = True  # S3 range GETs by presigned URL over aiohttp (False: s3fs's _cat_file)
 # seconds a Presigner learnt from the client's URL is used before it is learnt again (the
 # client's URLs live 3,600 s; learning again also picks up refreshed credentials)
 PRESIGNER_LIFE = 300.0
+AZURE_PROTOCOLS = ("az", "abfs", "abfss")  # adlfs' AzureBlobFileSystem
 S3_PAGES = True  # S3: list page by page (False: fsspec's generic _find, as adlfs is)
 # GCS: list page by page, the JSON API's objects.list by gcsfs' own session (False: its _find,
 # which asks for every page before it returns, and is counted as one request)
 GCS_PAGES = True
 GCS_PAGE = 1000  # objects a GCS listing page (the most the JSON API sends)
+# Azure Blob: list page by page, List Blobs by adlfs' own service client (False: its _find,
+# which asks for every page before it returns, and is counted as one request)
+AZURE_PAGES = True
+AZURE_PAGE = 5000  # blobs a List Blobs page (the most the service sends)
 
 # Errors that will not pass by asking again.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
@@ -194,6 +199,8 @@ def _filesystem(url: str, in_flight: int) -> tuple[Any, str]:
         configured.setdefault("max_pool_connections", in_flight + 4)
         configured.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
         options = {"config_kwargs": configured, "skip_instance_cache": True}
+    elif url.split("://", 1)[0] in AZURE_PROTOCOLS:
+        options = {"skip_instance_cache": True}  # its retry policy is changed below
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError as e:
@@ -203,8 +210,22 @@ def _filesystem(url: str, in_flight: int) -> tuple[Any, str]:
         raise RemoteError(f"{url}: {_one_line(e)}") from None
     if "s3" in _protocols(fs):
         fs.retries = 1  # this instance only (skip_instance_cache)
+    if set(_protocols(fs)) & set(AZURE_PROTOCOLS):
+        _azure_retries_off(fs)
     path = str(path)
     return fs, path if path in ("", "/") else path.rstrip("/")
+
+
+def _azure_retries_off(fs: Any) -> None:
+    """The Azure SDK's own retries off, for this filesystem's client (and the container and
+    blob clients it makes, which share its policies): ours are the bound. Its default,
+    ExponentialRetry, waits 15 s before the first retry of a throttled request, 18 s and 24 s
+    before the next ones, for each request."""
+    config = getattr(getattr(fs, "service_client", None), "_config", None)
+    policy = getattr(config, "retry_policy", None)
+    for name in ("total_retries", "connect_retries", "read_retries", "status_retries"):
+        if isinstance(getattr(policy, name, None), int):
+            setattr(policy, name, 0)
 
 
 def _size(info: dict[str, Any]) -> int:
@@ -230,6 +251,36 @@ def _is_plain_gcs(fs: Any) -> bool:
         and callable(getattr(fs, "_call", None))
         and not getattr(fs, "version_aware", False)
     )
+
+
+def _is_plain_azure(fs: Any) -> bool:
+    return (
+        "az" in _protocols(fs)
+        and getattr(fs, "service_client", None) is not None
+        and hasattr(fs.service_client, "get_container_client")  # (one client, not a list)
+        and not getattr(fs, "version_aware", False)
+    )
+
+
+async def _azure_page(
+    fs: Any, container: str, prefix: str, token: str | None
+) -> tuple[list[tuple[str, int]], str | None]:
+    """One List Blobs request: (name, size) of its blobs, and the marker of the next page."""
+    from azure.core.exceptions import ResourceNotFoundError  # (adlfs' own dependency)
+
+    async with fs.service_client.get_container_client(container) as client:
+        pager = client.list_blobs(
+            name_starts_with=prefix or None, results_per_page=AZURE_PAGE
+        ).by_page(continuation_token=token)
+        items: list[tuple[str, int]] = []
+        try:
+            async for page in pager:
+                async for blob in page:
+                    items.append((f"{container}/{blob.name}", max(0, int(blob.size or 0))))
+                break  # one page, one request: the next is asked for by its marker
+        except ResourceNotFoundError:  # no such container
+            raise FileNotFoundError(f"{container}: no such container") from None
+        return items, pager.continuation_token or None
 
 
 class _S3Ranges:
@@ -438,9 +489,9 @@ def _read_range(fs: Any, path: str, start: int, end: int, size: int | None) -> b
 
 def _client_error(e: BaseException) -> bool:
     """An HTTP 4xx other than 408 (timeout) and 429 (throttled), as a driver's own error
-    holds it (gcsfs' HttpError ``code``, aiohttp's ``status``): gcsfs raises a 403 as that,
-    not as a PermissionError."""
-    for name in ("code", "status"):
+    holds it (gcsfs' HttpError ``code``, aiohttp's ``status``, the Azure SDK's
+    ``status_code``): gcsfs raises a 403 as that, not as a PermissionError."""
+    for name in ("code", "status", "status_code"):
         value = getattr(e, name, None)
         if isinstance(value, int) and not isinstance(value, bool):
             return 400 <= value < 500 and value not in (408, 429)
@@ -684,6 +735,16 @@ class _Client:
                 if not next_token:
                     return
                 params["pageToken"] = next_token
+        if AZURE_PAGES and _is_plain_azure(fs):
+            container, key, _ = fs.split_path(root)
+            prefix = f"{key.rstrip('/')}/" if key else ""
+            marker: str | None = None
+            while True:
+                azure_page = functools.partial(_azure_page, fs, container, prefix, marker)
+                items, marker = await self._retrying(root, azure_page)
+                yield items
+                if not marker:
+                    return
         if self.is_async:
             found = await self._retrying(root, lambda: fs._find(root, detail=True))
         else:

@@ -595,7 +595,7 @@ def test_hf_hub_same_report_as_local_header_bytes_only(
 @pytest.mark.parametrize(
     ("url", "driver", "hint"),
     [("gs://bucket/store", "gcsfs", "pip install 'pyaudit[gcs]'"),
-     ("az://c/store", "adlfs", "pip install adlfs")],
+     ("az://c/store", "adlfs", "pip install 'pyaudit[azure]'")],
 )
 def test_gcs_and_azure_without_their_driver(url: str, driver: str, hint: str) -> None:
     """Where the driver of gs:// (gcsfs) or az:// (adlfs) is not installed (here: hidden
