@@ -126,6 +126,8 @@ GCS_PAGE = 1000  # objects a GCS listing page (the most the JSON API sends)
 # which asks for every page before it returns, and is counted as one request)
 AZURE_PAGES = True
 AZURE_PAGE = 5000  # blobs a List Blobs page (the most the service sends)
+# connections the Azure SDK's transport holds (aiohttp's default pool: adlfs passes no other)
+AZURE_POOL = 100
 
 # Errors that will not pass by asking again.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
@@ -785,6 +787,8 @@ class RemoteTree:
     def __init__(self, url: str, in_flight: int = IN_FLIGHT, wait: bool = True) -> None:
         self.url = url
         self.fs, self.root = _filesystem(url, in_flight)
+        if set(_protocols(self.fs)) & set(AZURE_PROTOCOLS):
+            in_flight = min(in_flight, AZURE_POOL)  # more would wait in the SDK's pool
         self.client = _Client(self.fs, in_flight)
         self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
         self.single: str | None = None  # the file's name when the URL names one file

@@ -145,6 +145,7 @@ def test_azure_same_report_as_local_header_bytes_only(
     assert transfer["bytes"] == azure.file_bytes
     assert transfer["requests"] == sum(azure.kinds.values())  # each page counted
     assert transfer["failed"] == 0 and transfer["retries"] == 0
+    assert transfer["in_flight"] == 100  # the SDK's connection pool, not the default 128
     assert not azure.unknown
     assert azure.auth == {"SharedKey devstoreaccount1"}
     assert KEY not in done.stdout + done.stderr
