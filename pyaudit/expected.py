@@ -63,6 +63,7 @@ class Expected:
     oracle: str | None = None  # from the transformers oracle: what it built, and how
     # on-disk name in any layout -> (layout index, canonical position); built lazily
     _where: dict[str, tuple[int, int]] | None = None
+    _default_groups: list[tuple[str, int]] | None = None  # group() of all of default, lazily
 
     @property
     def default(self) -> LayoutTensors:
@@ -80,6 +81,13 @@ class Expected:
 
     def group(self, names: list[str], layout: LayoutTensors) -> list[tuple[str, int]]:
         return group_names(names, all_names=layout.tensors.keys())
+
+    def default_groups(self) -> list[tuple[str, int]]:
+        """:meth:`group` of every tensor of the default layout (asked of each adapter-only
+        checkpoint of one base where full training was declared: made once)."""
+        if self._default_groups is None:
+            self._default_groups = self.group(list(self.default.tensors), self.default)
+        return list(self._default_groups)
 
 
 def _config_key(config: dict[str, Any]) -> str:

@@ -59,6 +59,7 @@ import os
 import posixpath
 import random
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -128,6 +129,8 @@ AZURE_PAGES = True
 AZURE_PAGE = 5000  # blobs a List Blobs page (the most the service sends)
 # connections the Azure SDK's transport holds (aiohttp's default pool: adlfs passes no other)
 AZURE_POOL = 100
+
+_HAS_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout()
 
 # Errors that will not pass by asking again.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
@@ -296,7 +299,7 @@ class _S3Ranges:
         self.fs = fs
         self.in_flight = in_flight
         self._http: Any = None
-        self._proxies: dict[tuple[str, str], str | None] = {}  # (scheme, host) -> proxy URL
+        self._proxies: dict[str, str | None] = {}  # scheme://host[:port] -> proxy URL
         # bucket -> (when learnt, what was learnt: None when the client's URL was not
         # reproduced, and then it is asked for every URL until the next try)
         self._presigners: dict[str, tuple[float, Presigner | None]] = {}
@@ -305,11 +308,14 @@ class _S3Ranges:
         """The HTTP(S)_PROXY / NO_PROXY answer for ``url``'s host, looked up once per host
         (aiohttp's trust_env looks up the environment and reads ~/.netrc on every request:
         14% of the client's CPU in a sweep; a presigned URL needs no netrc credentials)."""
+        cut = url.find("/", url.find("://") + 3)
+        key = url[:cut] if cut >= 0 else url  # scheme://host:port, found without parsing
+        if key in self._proxies:
+            return self._proxies[key]
         import urllib.request
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
         if key not in self._proxies:
             proxies = urllib.request.getproxies_environment()
             host = parts.hostname or ""
@@ -632,6 +638,9 @@ class _Client:
         for attempt in range(ATTEMPTS):
             self.transfer.requests += 1
             try:
+                if _HAS_TIMEOUT:  # (no task a request, as wait_for makes before 3.12)
+                    async with asyncio.timeout(TIMEOUT):  # type: ignore[attr-defined,unused-ignore]
+                        return await attempt_once()
                 return await asyncio.wait_for(attempt_once(), TIMEOUT)
             except Exception as e:
                 if not _transient(e):

@@ -279,9 +279,7 @@ def _adapter_only(
     if intent is not None and intent.kind == "full":
         if expected is None:
             return None
-        groups = sorted(
-            expected.group(list(expected.default.tensors), expected.default), key=lambda g: -g[1]
-        )
+        groups = sorted(expected.default_groups(), key=lambda g: -g[1])
         total = len(expected.default.tensors)
         return finding(
             "base-weights-missing",
