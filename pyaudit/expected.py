@@ -47,6 +47,8 @@ class LayoutTensors:
     tied: dict[str, str] = field(default_factory=dict)
     sections: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "vision" -> names
     total_bytes: int | None = None  # this layout's bytes, when they differ between layouts
+    # group_names() of all of ``tensors``, made on first need (see Expected.default_groups)
+    all_groups: list[tuple[str, int]] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -63,7 +65,6 @@ class Expected:
     oracle: str | None = None  # from the transformers oracle: what it built, and how
     # on-disk name in any layout -> (layout index, canonical position); built lazily
     _where: dict[str, tuple[int, int]] | None = None
-    _default_groups: list[tuple[str, int]] | None = None  # group() of all of default, lazily
 
     @property
     def default(self) -> LayoutTensors:
@@ -84,10 +85,12 @@ class Expected:
 
     def default_groups(self) -> list[tuple[str, int]]:
         """:meth:`group` of every tensor of the default layout (asked of each adapter-only
-        checkpoint of one base where full training was declared: made once)."""
-        if self._default_groups is None:
-            self._default_groups = self.group(list(self.default.tensors), self.default)
-        return list(self._default_groups)
+        checkpoint of one base where full training was declared: made once a layout, which
+        the manifests of one config share)."""
+        layout = self.default
+        if layout.all_groups is None:
+            layout.all_groups = self.group(list(layout.tensors), layout)
+        return list(layout.all_groups)
 
 
 def _config_key(config: dict[str, Any]) -> str:
