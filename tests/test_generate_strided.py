@@ -147,3 +147,10 @@ def test_unseen_points_are_what_transformers_saves(
             merged[k].pop("transformers_version", None)
     saved = tf.save(cls, tf.config(model_type, merged))
     assert verify(data, [(json.dumps(kwargs), saved)]) == []
+
+
+def test_the_same_indices_everywhere_stay_literal() -> None:
+    """A Sequential whose weighted items never change (an MLP's Linear, act, Linear: items 0
+    and 2 at every point) is no repeat: its names stay as saved."""
+    mlp = Saved({"proj.0.weight": ((4, 2), "BF16"), "proj.2.weight": ((2, 4), "BF16")}, {}, {}, {})
+    assert strides([mlp, mlp]) == {}

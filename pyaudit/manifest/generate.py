@@ -1775,12 +1775,15 @@ def _stride_classes(
 
 
 def strides(saves: Sequence[Saved]) -> dict[str, int]:
-    """stem -> period, for each stem whose indices are not a range at some save and that
-    classes of one period explain at every save (:func:`_stride_classes`)."""
+    """stem -> period, for each stem whose indices vary, are not a range at some save, and
+    are explained by classes of one period at every save (:func:`_stride_classes`)."""
     sets = [_index_sets(s.tensors) for s in saves]
     out: dict[str, int] = {}
     for stem in sorted({st for one in sets for st in one}):
         pers = [one[stem] for one in sets if stem in one]
+        sets_seen = [tuple(sorted(idx)) for per in pers for idx in per.values()]
+        if all(f == sets_seen[0] for f in sets_seen):
+            continue  # the same indices everywhere: literal names, as the derivation keeps them
         if all(
             sorted(idx) == list(range(min(idx), max(idx) + 1))
             for per in pers
