@@ -1926,15 +1926,21 @@ def solve(
 ) -> dict[str, Any]:
     periods = strides([p.saved for p in points])
     originals: dict[int, Saved] = {}
+    more: dict[str, Saved] = {}  # the saves of stride_points, verified as the extra ones are
+    derived_from = list(points)
     if periods and build is not None:
-        points = points + stride_points(points, periods, build)
-        periods = strides([p.saved for p in points])
+        for p in stride_points(points, periods, build):
+            derived_from.append(p)
+            more[f"{p.label}={get(p.saved.env, p.varied or ())!r}"] = p.saved
+        periods = strides([p.saved for p in derived_from])
     if periods:
-        points = [dataclasses.replace(p, saved=strided(p.saved, periods)) for p in points]
+        derived_from = [
+            dataclasses.replace(p, saved=strided(p.saved, periods)) for p in derived_from
+        ]
         fp16 = strided(fp16, periods) if fp16 is not None else None
         if build is not None:
             build = _strided_build(build, periods, originals)
-    d = Deriver(points, fp16, default, build)
+    d = Deriver(derived_from, fp16, default, build)
     spec = d.derive()
     if periods:
         spec["tensors"] = unstrided(spec["tensors"])
@@ -1977,9 +1983,9 @@ def solve(
         "let": lets,
         "required": required,
         "requires": requires,
-        "points": [p.label for p in points] + sorted(d.extra),
+        "points": [p.label for p in points] + sorted([*d.extra, *more]),
         "tensors": spec["tensors"],
-        "extra_saves": {k: originals.get(id(v), v) for k, v in d.extra.items()},
+        "extra_saves": {**{k: originals.get(id(v), v) for k, v in d.extra.items()}, **more},
     }
 
 
