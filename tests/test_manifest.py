@@ -1117,6 +1117,21 @@ def test_expr_version_helper() -> None:
         assert evaluate("version(v) >= (5,)", {"v": bad}) is False
 
 
+def test_expr_true_division_and_log2_helper() -> None:
+    # InternVL's projector width reads int(1 / downsample_ratio): true division, as Python's
+    # (1 // 0.1 is 9.0, int(1 / 0.1) is 10)
+    assert evaluate("int(1 / r) ** 2 * h", {"r": 0.5, "h": 1024}) == 4096
+    assert evaluate("int(1 / r)", {"r": 0.1}) == 10
+    assert evaluate("1 / r", {"r": 0}) is None  # as a missing dimension, not a crash
+    assert evaluate("1 / r", {}) is None
+    # phi4_multimodal's audio subsampling: int(math.log2(time_reduction)) - 1 stages
+    assert [evaluate("log2(t) - 1", {"t": t}) for t in (2, 4, 8, 9, 16)] == [0, 1, 2, 2, 3]
+    for bad in (0, -4, None, "8", True, [8]):
+        assert evaluate("log2(t)", {"t": bad}) is None
+    with pytest.raises(ExprError):
+        evaluate("x / 2", {"x": [1, 2]})
+
+
 def test_expr_rejects_string_arithmetic_and_overlong_source() -> None:
     with pytest.raises(ExprError):
         evaluate("'a' * 10", {})

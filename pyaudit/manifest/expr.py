@@ -8,7 +8,8 @@ a whitelist of node types; nothing is ever passed to ``eval``/``exec``.
 Semantics
 ---------
 * Names are looked up in a mapping; a missing name is ``None``.
-* ``+ - * // % **`` on numbers (``**`` with a small non-negative exponent), unary ``-``/``not``.
+* ``+ - * / // % **`` on numbers (``**`` with a small non-negative exponent; ``/`` is Python's
+  true division, as in ``int(1 / downsample_ratio)``), unary ``-``/``not``.
   Arithmetic with a ``None`` operand yields ``None`` (so a missing field surfaces as a
   missing dimension, which the interpreter reports, instead of a crash); on anything else
   that is not a number (a string, a list: ``[0] * heads`` would build a list of ``heads``
@@ -19,7 +20,8 @@ Semantics
   is ``False``.
 * Subscripts ``layer_types[i]`` / ``quantization_config["weight_block_size"][0]`` on lists,
   tuples and dicts (a bad index or key gives ``None``).
-* Calls only to the whitelisted helpers below: ``min max cdiv len int bool version``
+* Calls only to the whitelisted helpers below: ``min max cdiv len int bool log2 version``
+  (``log2(8)`` is ``int(math.log2(8))``, 3; None for anything but a positive number)
   (``version("5.24.0.dev0")`` is ``(5, 24, 0)``, comparable with a tuple such as ``(5,)``;
   ``None`` for anything that does not start with a number).
 * Tuples ``a, b`` (used for shapes); lists ``[a, b]``, and ``[item for k in range(n)]`` (one
@@ -37,6 +39,7 @@ comprehensions, names starting with an underscore, ...) is rejected at compile t
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -97,6 +100,14 @@ def _to_int(v: Any) -> Any:
     return None
 
 
+def _log2(v: Any) -> Any:
+    """``int(math.log2(v))`` for a positive number (an ``nn.Sequential`` of
+    ``int(math.log2(subsampling_factor))`` stages), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_MAGNITUDE:
+        return None
+    return int(math.log2(v))
+
+
 def _to_bool(v: Any) -> bool:
     return bool(v)
 
@@ -120,6 +131,7 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "len": _len,
     "int": _to_int,
     "bool": _to_bool,
+    "log2": _log2,
     "version": _version,
 }
 
@@ -157,6 +169,7 @@ _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
     ast.Pow: _pow,

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import itertools
 import json
+import math
 import re
 import sys
 import tempfile
@@ -659,14 +661,17 @@ class Term:
     text: str
     prec: int  # 0 atom, 1 power, 2 mul/div, 3 add/sub
     size: int
+    op: str = ""  # the outermost operator of a binary term
 
 
 def _bin(a: Term, op: str, b: Term) -> Term:
     prec = {"*": 2, "//": 2, "+": 3, "-": 3}[op]
     lt = a.text if a.prec <= prec else f"({a.text})"
-    # the right operand needs parentheses at equal precedence unless op is + or *
-    rt = b.text if b.prec < prec or (b.prec == prec and op in "+*") else f"({b.text})"
-    return Term(f"{lt} {op} {rt}", prec, a.size + b.size + 1)
+    # the right operand needs parentheses at equal precedence unless op is + or * (and, for
+    # *, the operand is no floor division: a * (b // c) is not a * b // c)
+    bare = b.prec < prec or (b.prec == prec and op in "+*" and not (op == "*" and b.op == "//"))
+    rt = b.text if bare else f"({b.text})"
+    return Term(f"{lt} {op} {rt}", prec, a.size + b.size + 1, op)
 
 
 def _sq(a: Term) -> Term:
@@ -1232,12 +1237,24 @@ class Deriver:
             if text is not None:
                 return text
         text = None
+        if what.startswith("count of ") and "~p" in what:
+            # an nn.Sequential of stages built in a loop (:func:`strided`): a count may go
+            # with a power of two, range(int(math.log2(subsampling_factor)) - 1)
+            for name, ints in sorted(atoms.items()):
+                if all(_int_valued(v) and v > 0 for v in ints):
+                    atoms[f"log2({name})"] = tuple(int(math.log2(v)) for v in ints)
         if what.startswith("count of "):
             # transformers loops over range(num_hidden_layers): a count is a scalar field's
             # where one fits, not the length of a per-layer list that happens to agree
             scalars = {k: v for k, v in atoms.items() if not k.startswith("len(")}
             if len(scalars) < len(atoms):
                 text = synthesize(scalars, target)
+        if text is None and any(
+            isinstance(v, float) and not v.is_integer() for a in atoms.values() for v in a
+        ):
+            # a size that follows a float field: int(1 / f) before the float products, which
+            # two values of the field cannot tell from it (hidden * (4 // int(3 * ratio)))
+            text = self._derived_atoms(samples, atoms, target)
         if text is None:
             text = synthesize(atoms, target)
         if text is None and loop is not None:
@@ -1263,10 +1280,48 @@ class Deriver:
             if text is not None:
                 self._note(text, self.bools)
         if text is None:
+            text = self._derived_atoms(samples, atoms, target)
+        if text is None:
             raise DeriveError(
                 f"no expression for {what}: over {sorted(atoms)} values {sorted(set(values))[:8]}"
             )
         self._note(text, atoms)
+        return text
+
+    def _derived_atoms(
+        self, samples: list[Sample], atoms: dict[str, Vec], target: Vec
+    ) -> str | None:
+        """Where nothing else fits: the search again with atoms computed from the fields, the
+        items of a list field of one length (``vision_config.patch_size[0]``: a kernel of
+        ``patch_size = [14, 14]``) and ``int(1 / f)`` of a positive float field (InternVL's
+        projector width, ``hidden_size * int(1 / downsample_ratio) ** 2``). Reached only
+        where derivation raised before, so derived families are unchanged."""
+        more = dict(atoms)
+        read: dict[str, str] = {}  # atom -> the field it reads
+        for name, vec in sorted(atoms.items()):
+            if name.startswith("len(") and name.endswith(")"):
+                f = name[4:-1]
+                lists: list[list[Any]] = []
+                for pi, _ in samples:
+                    v = self.envs[pi].get(f)
+                    if isinstance(v, list) and v and all(_numeric(x) for x in v):
+                        lists.append(v)
+                if len(lists) == len(samples) and len({len(v) for v in lists}) == 1:
+                    for k in range(min(len(lists[0]), 4)):
+                        more[f"{f}[{k}]"] = tuple(v[k] for v in lists)
+                        read[f"{f}[{k}]"] = f
+            elif (
+                all(_numeric(v) and v > 0 for v in vec)
+                and any(isinstance(v, float) and not v.is_integer() for v in vec)
+            ):
+                more[f"int(1 / {name})"] = tuple(int(1 / v) for v in vec)
+                read[f"int(1 / {name})"] = name
+        if len(more) == len(atoms):
+            return None
+        text = synthesize(more, target)
+        if text is not None:
+            self._note(text, atoms)
+            self.used |= {f for a, f in read.items() if a in text}
         return text
 
     def _settle(
@@ -1664,14 +1719,231 @@ def _render(tpl: str, idx: tuple[int, ...]) -> str:
     return ".".join(str(next(it)) if t == "#" else t for t in tpl.split("."))
 
 
+# -- repeats over indices that are not a range -------------------------------------------------
+#
+# An ``nn.Sequential`` of weighted and weightless items (phi4_multimodal's audio subsampling:
+# ``[conv, act, (dw_conv, pw_conv, act) * n]``) saves indices such as [0, 2, 3, 5, 6]. They are
+# split into classes: the items of one kind (the names and shapes under them) whose index has
+# the same residue modulo a period ``p``; in each class the indices must step by ``p``. The
+# period giving the fewest classes at every point wins (the smallest on a tie). Each class is
+# then derived as an ordinary repeat over ``k = index // p`` (its names are rewritten to
+# ``conv~p3r2c0.k`` for the derivation) and written back with ``conv.{3 * k + 2}`` as its name:
+# the runtime renders ``{...}`` in a name as an expression already, so the data format is
+# unchanged.
+
+_STRIDE_MARK = re.compile(r"~p(\d+)r(\d+)c(\d+)\.(?:\{(\w+)\}|(\d+))(?=\.|$)")
+MAX_PERIOD = 8
+
+
+def _index_sets(
+    tensors: dict[str, tuple[tuple[int, ...], str]],
+) -> dict[str, dict[str, dict[int, tuple[Any, ...]]]]:
+    """stem ('#' for every index) -> the stem with its indices -> index -> what lies under it
+    (names after the index, with shapes)."""
+    out: dict[str, dict[str, dict[int, list[Any]]]] = {}
+    for name, (shape, _) in tensors.items():
+        toks = name.split(".")
+        for pos in range(1, len(toks)):
+            if _NUM.match(toks[pos]):
+                stem = ".".join("#" if _NUM.match(t) else t for t in toks[:pos])
+                at = out.setdefault(stem, {}).setdefault(".".join(toks[:pos]), {})
+                at.setdefault(int(toks[pos]), []).append((".".join(toks[pos + 1 :]), shape))
+    return {
+        stem: {c: {i: tuple(sorted(v)) for i, v in idx.items()} for c, idx in per.items()}
+        for stem, per in out.items()
+    }
+
+
+def _stride_classes(
+    per: dict[str, dict[int, tuple[Any, ...]]], p: int
+) -> dict[tuple[str, int], tuple[int, int]] | None:
+    """(stem with indices, index) -> (residue, class) with period ``p``, or None when a class
+    does not step by ``p``. Within a residue, the kinds of item are numbered in the order
+    their first index comes."""
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for concrete, idx in per.items():
+        by_res: dict[int, dict[tuple[Any, ...], list[int]]] = {}
+        for i in sorted(idx):
+            by_res.setdefault(i % p, {}).setdefault(idx[i], []).append(i)
+        for r, kinds in by_res.items():
+            for c, members in enumerate(kinds.values()):
+                if members != list(range(members[0], members[-1] + 1, p)):
+                    return None
+                for i in members:
+                    out[(concrete, i)] = (r, c)
+    return out
+
+
+def strides(saves: Sequence[Saved]) -> dict[str, int]:
+    """stem -> period, for each stem whose indices vary, are not a range at some save, and
+    are explained by classes of one period at every save (:func:`_stride_classes`)."""
+    sets = [_index_sets(s.tensors) for s in saves]
+    out: dict[str, int] = {}
+    for stem in sorted({st for one in sets for st in one}):
+        pers = [one[stem] for one in sets if stem in one]
+        sets_seen = [tuple(sorted(idx)) for per in pers for idx in per.values()]
+        if all(f == sets_seen[0] for f in sets_seen):
+            continue  # the same indices everywhere: literal names, as the derivation keeps them
+        if all(
+            sorted(idx) == list(range(min(idx), max(idx) + 1))
+            for per in pers
+            for idx in per.values()
+        ):
+            continue
+        if _NUM.match(stem.rpartition(".")[2]):
+            continue  # the item before the index is itself an index: not renamed
+        best: tuple[int, int] | None = None
+        for p in range(2, MAX_PERIOD + 1):
+            found = [_stride_classes(per, p) for per in pers]
+            if any(f is None for f in found):
+                continue
+            n = len({rc for f in found if f is not None for rc in f.values()})
+            if best is None or n < best[0]:
+                best = (n, p)
+        if best is not None:
+            out[stem] = best[1]
+    return out
+
+
+def strided(saved: Saved, periods: dict[str, int]) -> Saved:
+    """``saved`` with the names of strided items rewritten for the derivation:
+    ``conv.5.weight`` -> ``conv~p3r2c0.1.weight`` (period 3, residue 2, class 0, k = 5 // 3)."""
+    if not periods:
+        return saved
+    classes: dict[tuple[str, int], tuple[int, int]] = {}
+    for stem, per in _index_sets(saved.tensors).items():
+        if stem in periods:
+            found = _stride_classes(per, periods[stem])
+            if found is None:
+                raise DeriveError(f"{stem}: indices not explained by period {periods[stem]}")
+            classes.update(found)
+
+    def rename(name: str) -> str:
+        toks = name.split(".")
+        out = list(toks)
+        for pos in range(1, len(toks)):
+            if not _NUM.match(toks[pos]):
+                continue
+            stem = ".".join("#" if _NUM.match(t) else t for t in toks[:pos])
+            if stem in periods:
+                r, c = classes[(".".join(toks[:pos]), int(toks[pos]))]
+                p = periods[stem]
+                out[pos - 1] = f"{toks[pos - 1]}~p{p}r{r}c{c}"
+                out[pos] = str(int(toks[pos]) // p)
+        return ".".join(out)
+
+    return Saved(
+        {rename(n): v for n, v in saved.tensors.items()},
+        {rename(n): rename(t) for n, t in saved.tied.items()},
+        {rename(n): b for n, b in saved.linear.items()},
+        saved.env,
+    )
+
+
+def unstrided(value: Any) -> Any:
+    """Spec entries with the names :func:`strided` rewrote written back: ``conv~p3r2c0.{j}``
+    -> ``conv.{3 * j + 2}``, ``conv~p3r0c0.1`` -> ``conv.3``."""
+    if isinstance(value, list):
+        return [unstrided(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unstrided(v) for k, v in value.items()}
+    if not isinstance(value, str) or "~p" not in value:
+        return value
+
+    def back(m: re.Match[str]) -> str:
+        p, r = int(m.group(1)), int(m.group(2))
+        if m.group(5) is not None:
+            return f".{p * int(m.group(5)) + r}"
+        var = m.group(4)
+        return "." + "{" + (f"{p} * {var} + {r}" if r else f"{p} * {var}") + "}"
+
+    return _STRIDE_MARK.sub(back, value)
+
+
+def stride_points(
+    points: list[Point], periods: dict[str, int], build: Callable[[dict[str, Any]], Saved]
+) -> list[Point]:
+    """More points for the fields that change the indices of a strided repeat: each such
+    field at its other :func:`variations` too (two values of a field cannot tell the count
+    of a loop from a power of two, ``int(log2(f)) - 1``, from a quotient, ``f // 4``)."""
+    base = _index_sets(points[0].saved.tensors)
+    out: list[Point] = []
+    for p in points[1:]:
+        if p.varied is None or "+" in p.label:
+            continue
+        mine = _index_sets(p.saved.tensors)
+        if all(
+            {c: sorted(i) for c, i in base.get(st, {}).items()}
+            == {c: sorted(i) for c, i in mine.get(st, {}).items()}
+            for st in periods
+        ):
+            continue
+        seen = {repr(get(q.saved.env, p.varied)) for q in points if q.varied == p.varied}
+        seen.add(repr(get(points[0].saved.env, p.varied)))
+        for value in variations(get(points[0].saved.env, p.varied), points[0].saved.env):
+            if repr(value) in seen:
+                continue
+            kwargs = _with_value(p.kwargs, p.varied, value)
+            try:
+                saved = build(kwargs)
+            except Exception:
+                continue
+            out.append(Point(p.label, kwargs, saved, p.varied))
+    return out
+
+
+def _with_value(kwargs: dict[str, Any], path: Path_, value: Any) -> dict[str, Any]:
+    """``kwargs`` with the (dotted) field ``path`` set to ``value``."""
+    out = dict(kwargs)
+    holder = out
+    for key in path[:-1]:
+        inner = holder.get(key)
+        holder[key] = dict(inner) if isinstance(inner, dict) else {}
+        holder = holder[key]
+    holder[path[-1]] = value
+    return out
+
+
+def _strided_build(
+    build: Callable[[dict[str, Any]], Saved], periods: dict[str, int], originals: dict[int, Saved]
+) -> Callable[[dict[str, Any]], Saved]:
+    """``build`` whose saves come renamed (:func:`strided`); ``originals`` keeps each as saved."""
+
+    def renamed_build(kwargs: dict[str, Any]) -> Saved:
+        saved = build(kwargs)
+        renamed = strided(saved, periods)
+        originals[id(renamed)] = saved
+        return renamed
+
+    return renamed_build
+
+
 def solve(
     points: list[Point],
     fp16: Saved | None,
     default: Saved,
     build: Callable[[dict[str, Any]], Saved] | None = None,
 ) -> dict[str, Any]:
-    d = Deriver(points, fp16, default, build)
+    periods = strides([p.saved for p in points])
+    originals: dict[int, Saved] = {}
+    more: dict[str, Saved] = {}  # the saves of stride_points, verified as the extra ones are
+    derived_from = list(points)
+    if periods and build is not None:
+        for p in stride_points(points, periods, build):
+            derived_from.append(p)
+            more[f"{p.label}={get(p.saved.env, p.varied or ())!r}"] = p.saved
+        periods = strides([p.saved for p in derived_from])
+    if periods:
+        derived_from = [
+            dataclasses.replace(p, saved=strided(p.saved, periods)) for p in derived_from
+        ]
+        fp16 = strided(fp16, periods) if fp16 is not None else None
+        if build is not None:
+            build = _strided_build(build, periods, originals)
+    d = Deriver(derived_from, fp16, default, build)
     spec = d.derive()
+    if periods:
+        spec["tensors"] = unstrided(spec["tensors"])
 
     # biases: their module's in/out come from the weight entry
     def walk(entries: list[dict[str, Any]], prefix: str) -> None:
@@ -1711,9 +1983,9 @@ def solve(
         "let": lets,
         "required": required,
         "requires": requires,
-        "points": [p.label for p in points] + sorted(d.extra),
+        "points": [p.label for p in points] + sorted([*d.extra, *more]),
         "tensors": spec["tensors"],
-        "extra_saves": d.extra,
+        "extra_saves": {**{k: originals.get(id(v), v) for k, v in d.extra.items()}, **more},
     }
 
 
