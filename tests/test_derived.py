@@ -112,6 +112,41 @@ def test_derived_spec_refuses_another_text_model() -> None:
         build_manifest(config)
 
 
+REAL_CONFIGS = Path(__file__).parent / "data" / "real_configs"
+QWEN3_VL_EMBEDDING = REAL_CONFIGS / "Qwen3-VL-Embedding-8B_qwen3_vl" / "config.json"
+
+
+def test_a_family_own_sub_config_under_the_family_type_is_that_sub_config() -> None:
+    """Qwen's Qwen3-VL files (written by transformers 4.57) name their vision_config's
+    model_type "qwen3_vl", the family's own; transformers 5 builds Qwen3VLVisionConfig from
+    it all the same (Qwen3VLConfig renames it on load). The real config builds: 36 text
+    layers, 27 vision blocks, 3 deepstack mergers, an untied lm_head (the release's own index,
+    SOURCE.txt, lacks only that). Another type there is still refused, and a sub-config
+    transformers picks by its model_type (llava's text_config) accepts no such second name."""
+    config = json.loads(QWEN3_VL_EMBEDDING.read_text())
+    assert config["vision_config"]["model_type"] == "qwen3_vl"
+    m = build_manifest(config)
+    names = set(m.tensors)
+
+    def count(prefix: str, suffix: str) -> int:
+        return sum(1 for n in names if n.startswith(prefix) and n.endswith(suffix))
+
+    assert count("model.language_model.layers.", ".input_layernorm.weight") == 36
+    assert count("model.visual.blocks.", ".norm1.weight") == 27
+    assert count("model.visual.deepstack_merger_list.", ".norm.weight") == 3
+    assert m.tensors["lm_head.weight"].shape == (151936, 4096)
+    assert len(names) == 750
+
+    other = {**config, "vision_config": {**config["vision_config"], "model_type": "siglip"}}
+    with pytest.raises(UnknownArchitecture, match="qwen3_vl_vision"):
+        build_manifest(other)
+    llava = _default_config("llava")
+    llava["text_config"] = {**llava["text_config"], "model_type": "llava"}
+    only_llama = r"describes text_config\.model_type 'llama' only"
+    with pytest.raises(UnknownArchitecture, match=only_llama):
+        build_manifest(llava)
+
+
 REAL = Path(__file__).parent / "data" / "derived_models"
 REAL_DIRS = (
     sorted(p for p in REAL.iterdir() if (p / "config.json").is_file()) if REAL.is_dir() else []

@@ -154,11 +154,18 @@ def spec_from_data(data: dict[str, Any], loading: dict[str, Any] | None = None) 
     version = data.get("derived_from", {}).get("transformers", "?")
     requires: list[tuple[str, str]] = []
     for dotted, value in sorted(data.get("requires", {}).items()):
+        accepted = [value]
+        if isinstance(value, str) and value.startswith(model_type + "_"):
+            # a sub-config of the family's own class (qwen3_vl's vision_config is always
+            # Qwen3VLVisionConfig, whatever model_type its dict names): releases saved before
+            # it had a type of its own name the family's there (Qwen's Qwen3-VL files:
+            # vision_config "qwen3_vl", which Qwen3VLConfig renames "qwen3_vl_vision" on load)
+            accepted.append(model_type)
         requires.append(
             (
-                f"{dotted} == {json.dumps(value)}",
+                " or ".join(f"{dotted} == {json.dumps(v)}" for v in accepted),
                 f"{model_type}: the spec derived from transformers {version} describes "
-                f"{dotted} {value!r} only",
+                f"{dotted} {' or '.join(repr(v) for v in accepted)} only",
             )
         )
     for name in data.get("required", []):
