@@ -59,6 +59,23 @@ FAMILIES = {
                           "projector_output_dim": 16},
         "tie_word_embeddings": False,
     },
+    # InternVLForConditionalGeneration: a qwen2 text model, a 2-block vision tower
+    "internvl": {
+        "text_config": {"model_type": "qwen2", **SMALL},
+        "vision_config": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "intermediate_size": 32, "image_size": [28, 28],
+                          "patch_size": [14, 14]},
+        "tie_word_embeddings": False,
+    },
+    # Phi4MultimodalForCausalLM: text, vision and audio (a conformer of 2 blocks)
+    "phi4_multimodal": {
+        **SMALL,
+        "vision_config": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "intermediate_size": 32, "image_size": 28, "patch_size": 14},
+        "audio_config": {"hidden_size": 16, "num_blocks": 2, "num_attention_heads": 2,
+                         "intermediate_size": 32, "nemo_conv_channels": 8,
+                         "depthwise_seperable_out_channel": 16, "ext_pw_out_channel": 16},
+    },
 }  # fmt: skip
 
 
