@@ -205,6 +205,7 @@ def test_tiny_real_save_pass_and_fail(tmp_path: Path, family: str) -> None:
             n.endswith("layers.1.post_attention_layernorm.weight")
             or n.endswith("h.1.ln_2.weight")
             or n.endswith("layer.1.output.dense.weight")
+            or n.endswith("block.1.layer.1.layer_norm.weight")  # t5's encoder
         ):
             return False
         picked.append(n)
@@ -373,6 +374,78 @@ def test_manifest_is_what_transformers_saves(tf: Any, model_type: str) -> None:
             m = build_manifest(config)
             assert {n: (t.shape, t.dtype) for n, t in m.tensors.items()} == saved.tensors
     assert len(saves) >= 2
+
+
+def test_tiny_real_gated_t5_save_names_wi_0_and_wi_1(tmp_path: Path) -> None:
+    """FLAN-T5's feed-forward (``feed_forward_proj`` "gated-gelu"): ``wi_0`` and ``wi_1``, no
+    ``wi``; a save that lost one ``wi_1`` fails, and so does the same save whose config says
+    "relu" (the spec then wants ``wi``), or one whose config.json names only the
+    ``feed_forward_proj`` (as configs written before transformers saved ``is_gated_act``)."""
+    names = set(build_manifest(json.loads((SAVES / "t5" / "config.json").read_text())).tensors)
+    assert "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in names
+    assert "decoder.block.1.layer.2.DenseReluDense.wi_1.weight" in names
+    assert not any(".wi.weight" in n for n in names)
+
+    older = _copy_save(SAVES / "t5", tmp_path / "older")
+    config = json.loads((older / "config.json").read_text())
+    for field in ("is_gated_act", "dense_act_fn", "scale_decoder_outputs"):
+        config.pop(field)
+    (older / "config.json").write_text(json.dumps(config))
+    status, codes = _status(older, oracle=None)
+    assert status == "pass", codes
+
+    lost = _copy_save(SAVES / "t5", tmp_path / "lost")
+    wi_1 = "decoder.block.1.layer.2.DenseReluDense.wi_1.weight"
+    removed = _rewrite_without(lost, lambda n: n == wi_1)
+    assert len(removed) == 1
+    status, codes = _status(lost, oracle=None)
+    assert status == "fail" and "base-weights-missing" in codes, codes
+
+    relu = _copy_save(SAVES / "t5", tmp_path / "relu")
+    config["feed_forward_proj"] = "relu"
+    (relu / "config.json").write_text(json.dumps(config))
+    status, codes = _status(relu, oracle=None)
+    assert status == "fail" and "base-weights-missing" in codes, codes
+
+
+#: (family, feed_forward_proj or encoder_attention_type) at the unseen points; "gated-silu"
+#: (UL2's) is a value the generator never built
+STRING_POINTS = [
+    ("t5", {"feed_forward_proj": "gated-gelu"}),
+    ("t5", {"feed_forward_proj": "gated-silu"}),
+    ("t5", {"feed_forward_proj": "relu"}),
+    ("mt5", {"feed_forward_proj": "relu"}),
+    ("mt5", {"feed_forward_proj": "gated-silu"}),
+    ("umt5", {"feed_forward_proj": "relu"}),
+    ("longt5", {"feed_forward_proj": "gated-gelu", "encoder_attention_type": "transient-global"}),
+    ("internvl", {"vision_config": {"norm_type": "rms_norm"}}),
+    ("llava_next_video", {"spatial_pool_mode": "conv"}),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize(("model_type", "values"), STRING_POINTS, ids=lambda v: str(v))
+def test_string_field_at_unseen_points_is_what_transformers_saves(
+    tf: Any, model_type: str, values: dict[str, Any]
+) -> None:
+    """A string field that changes the saved structure (T5's gated feed-forward), set at the
+    two unseen points, and read from a config.json without the fields transformers derives
+    from it (``is_gated_act``, ``dense_act_fn``): the manifest is what transformers saves."""
+    from pyaudit.manifest.generate import point_config, verify
+
+    data = _data(model_type)
+    cls = getattr(tf.transformers, data["architecture"])
+    saves = []
+    for kwargs in _other_points(tf, model_type):
+        cfg = tf.config(model_type, _merge(kwargs, values))
+        saves.append((json.dumps(values), tf.save(cls, cfg)))
+    assert len(saves) == 2 and verify(data, saves) == []
+    for _, saved in saves:
+        config = point_config(saved.env)
+        for field in ("is_gated_act", "dense_act_fn"):
+            config.pop(field, None)
+        m = build_manifest(config)
+        assert {n: (t.shape, t.dtype) for n, t in m.tensors.items()} == saved.tensors
 
 
 @needs_torch

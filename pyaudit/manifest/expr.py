@@ -20,7 +20,9 @@ Semantics
   is ``False``.
 * Subscripts ``layer_types[i]`` / ``quantization_config["weight_block_size"][0]`` on lists,
   tuples and dicts (a bad index or key gives ``None``).
-* Calls only to the whitelisted helpers below: ``min max cdiv len int bool log2 version``
+* Calls only to the whitelisted helpers below: ``min max cdiv len int bool log2 version
+  split`` (``split("gated-gelu", "-")`` is ``["gated", "gelu"]``, as T5Config reads its
+  ``feed_forward_proj``; None unless both are strings and the separator is not empty)
   (``log2(8)`` is ``int(math.log2(8))``, 3; None for anything but a positive number)
   (``version("5.24.0.dev0")`` is ``(5, 24, 0)``, comparable with a tuple such as ``(5,)``;
   ``None`` for anything that does not start with a number).
@@ -124,6 +126,13 @@ def _version(v: Any) -> tuple[int, ...] | None:
     return tuple(parts) if parts else None
 
 
+def _split(v: Any, sep: Any) -> list[str] | None:
+    """``v.split(sep)`` for a string ``v`` and a non-empty string ``sep``, else None."""
+    if not isinstance(v, str) or not isinstance(sep, str) or not sep:
+        return None
+    return v.split(sep)
+
+
 _FUNCS: dict[str, Callable[..., Any]] = {
     "min": _min,
     "max": _max,
@@ -133,6 +142,7 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "bool": _to_bool,
     "log2": _log2,
     "version": _version,
+    "split": _split,
 }
 
 

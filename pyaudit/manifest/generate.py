@@ -605,6 +605,7 @@ def collect_points(
                     if got is not None:
                         points.append(Point(fname(path), shorter, got, path))
             break
+    points += string_points(env, model_type, cls, base_kwargs, base)
     # Tensors the base does not have (biases behind a flag, dense layers of an MoE): their
     # sizes and conditions are seen at one point only, so the sweep is repeated from there.
     have = set(base.tensors)
@@ -638,6 +639,124 @@ def collect_points(
                 points.append(Point(label, kwargs, got, path))
     log(f"  {len(points)} points")
     return points, default
+
+
+# -- string fields ---------------------------------------------------------------------------
+
+#: at most this many other values are tried for one string field
+MAX_STRING_VALUES = 6
+#: the separator of values made of parts (T5's ``feed_forward_proj``, ``gated-{ACT_FN}``)
+STRING_SEP = "-"
+_QUOTED = r"""["']([^"'\s{}()\[\],]+)["']"""
+
+
+def string_fields(env: dict[str, Any]) -> list[Path_]:
+    """The scalar string fields of a config dict (not ``model_type``, not :data:`_SKIP`)."""
+    out: list[Path_] = []
+    for k, v in env.items():
+        if k.startswith("_") or _SKIP.search(k) or k == "model_type":
+            continue
+        if isinstance(v, str):
+            out.append((k,))
+        elif isinstance(v, dict) and k in SUBCONFIGS:
+            out += [
+                (k, k2)
+                for k2, v2 in v.items()
+                if isinstance(v2, str)
+                and not (k2.startswith("_") or _SKIP.search(k2) or k2 == "model_type")
+            ]
+    return out
+
+
+def _source(obj: Any) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(obj) if obj is not None else ""
+    except (OSError, TypeError):
+        return ""
+
+
+def string_values(field: str, config_class: type[Any], model_class: type[Any]) -> list[str]:
+    """Values transformers' source names for a string field: the quoted words of the field's
+    paragraph in its config class's docstring (T5Config: ``Should be one of "relu" or
+    "gated-gelu"``) and the literals the config and modeling modules compare the field with
+    (``config.encoder_attention_type == "transient-global"``); then the values made of their
+    parts (:data:`STRING_SEP`): each first part joined to each last part or whole one-part
+    value, and those last parts alone (``gated-relu``, ``gelu`` from ``relu`` and
+    ``gated-gelu``), so a condition can tell a prefix from one value. Unchecked: the caller
+    keeps those the config class accepts and transformers builds."""
+    named: list[str] = []
+    doc = _source(config_class)
+    para = re.search(rf"^(\s*){re.escape(field)} \(.*?(?=^\1\w+ \(|\"\"\"|\Z)", doc, re.M | re.S)
+    if para is not None:
+        named += re.findall(_QUOTED, para.group(0))
+    f = re.escape(field)
+    for owner in (config_class, model_class):
+        text = _source(sys.modules.get(owner.__module__))
+        named += re.findall(rf"\b{f}\s*[!=]=\s*{_QUOTED}", text)
+        named += re.findall(rf"{_QUOTED}\s*[!=]=\s*(?:self\.)?(?:config\.)?{f}\b", text)
+        for group in re.findall(rf"\b{f}\s+(?:not\s+)?in\s*[\[({{]([^\])}}]*)", text):
+            named += re.findall(_QUOTED, group)
+    out = list(dict.fromkeys(named))
+    heads = [v.split(STRING_SEP)[0] for v in out if STRING_SEP in v]
+    tails = [v.split(STRING_SEP)[-1] for v in out if STRING_SEP in v]
+    plain = [v for v in out if STRING_SEP not in v]
+    made = [h + STRING_SEP + t for h in heads for t in [*tails, *plain]] + tails
+    return list(dict.fromkeys(out + made))
+
+
+def string_points(
+    env: Env, model_type: str, cls: type[Any], base_kwargs: dict[str, Any], base: Saved
+) -> list[Point]:
+    """Points for the string fields whose value changes the save (T5's ``feed_forward_proj``:
+    ``wi`` or ``wi_0``/``wi_1``): each of :func:`string_values` (at most
+    :data:`MAX_STRING_VALUES`) the config class keeps as given and transformers builds; none
+    for a field no value of which changes the tensors."""
+    base_cfg = env.config(model_type, base_kwargs)
+    config_class = type(base_cfg)
+    points: list[Point] = []
+    for path in string_fields(base.env):
+        holder = getattr(base_cfg, path[0], None) if len(path) > 1 else base_cfg
+        owner = type(holder) if holder is not None else config_class
+        value = get(base.env, path)
+        tries = [v for v in string_values(path[-1], owner, cls) if v != value]
+        tries = tries[:MAX_STRING_VALUES]
+        found: list[Point] = []
+        for new in tries:
+            try:
+                kwargs = _merge_kwargs(base_kwargs, kwargs_for(base_cfg, path, new))
+                cfg = env.config(model_type, kwargs)
+                if get(cfg.to_dict(), path) != new:
+                    continue  # the config class overrode it (T5's dense_act_fn)
+                saved = env.save(cls, cfg)
+            except Exception:
+                continue
+            found.append(Point(f"{fname(path)}={new}", kwargs, saved, path))
+        if any(p.saved.tensors != base.tensors for p in found):
+            points += found
+    return points
+
+
+def string_conditions(fields: Sequence[str], samples: list[dict[str, Any]]) -> list[str]:
+    """Conditions on the string fields among ``fields`` that take two values or more: one
+    value or not, then the first part of a value made of parts (``split(feed_forward_proj,
+    "-")[0] == "gated"``, as T5Config computes ``is_gated_act``)."""
+    texts: list[str] = []
+    for f in fields:
+        vals = [s.get(f) for s in samples]
+        strs = sorted({v for v in vals if isinstance(v, str)})
+        if len(strs) < 2 or not all(v is None or isinstance(v, str) for v in vals):
+            continue
+        for v in strs:
+            texts += [f"{f} == {json.dumps(v)}", f"{f} != {json.dumps(v)}"]
+        sep = json.dumps(STRING_SEP)
+        for h in sorted({v.split(STRING_SEP)[0] for v in strs if STRING_SEP in v}):
+            texts += [
+                f"split({f}, {sep})[0] == {json.dumps(h)}",
+                f"split({f}, {sep})[0] != {json.dumps(h)}",
+            ]
+    return texts
 
 
 def _structural_delta(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -934,7 +1053,7 @@ def condition_library(
     the bias flag is set), tried last."""
     from .expr import compile_expr
 
-    texts: list[str] = []
+    texts: list[str] = string_conditions(fields, samples)
     for f in fields:
         vals = [s.get(f) for s in samples]
         if all(isinstance(v, bool) for v in vals if v is not None):
@@ -1420,6 +1539,26 @@ class Deriver:
             if re.search(rf"(?<![\w.]){re.escape(base)}(?![\w])", text):
                 self.used.add(base)
 
+    def _string_delta(
+        self, pi: int, ref: int, pattern: dict[int, set[tuple[int, ...]]]
+    ) -> set[str]:
+        """The fields that changed at point ``pi``; for a point sweeping a field from a string
+        point (:func:`string_points`, ``encoder_attention_type+d_ff``) where the tensor is
+        absent as at that string point, only the string point's (the sweep's other field did
+        not change where it exists: longt5's relative_attention_bias is not ``i % d_ff == 0``)."""
+        head = self.points[pi].label.split("+")[0]
+        if "+" in self.points[pi].label:
+            for pj, p in enumerate(self.points):
+                if (
+                    "=" in p.label
+                    and "+" not in p.label
+                    and fname(p.varied or ()) == head
+                    and pattern.get(pj, set()) == pattern.get(pi, set())
+                    and self._delta(pj, ref) <= self._delta(pi, ref)
+                ):
+                    return self._delta(pj, ref)
+        return self._delta(pi, ref)
+
     def cond(self, samples: list[Sample], exists: list[bool], what: str, loop: str | None) -> str:
         if all(exists):
             return ""
@@ -1433,7 +1572,7 @@ class Deriver:
         dep: set[str] = set()
         for pi in {pi for pi, _ in samples}:
             if pi != ref and pattern.get(pi, set()) != base:
-                dep |= self._delta(pi, ref)
+                dep |= self._string_delta(pi, ref, pattern)
         grow = True
         while grow:
             grow = False

@@ -76,6 +76,10 @@ FAMILIES = {
                          "intermediate_size": 32, "nemo_conv_channels": 8,
                          "depthwise_seperable_out_channel": 16, "ext_pw_out_channel": 16},
     },
+    # gated T5 (T5 v1.1 / FLAN-T5: feed_forward_proj "gated-gelu", wi_0 and wi_1); the
+    # untied v1.1 config's tie_word_embeddings false is overridden by transformers 5.25
+    "t5": {"d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 2, "num_heads": 2,
+           "vocab_size": 64, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False},
 }  # fmt: skip
 
 
@@ -93,6 +97,7 @@ def main() -> None:
             "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
             "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
             "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
+            "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
         ):
             name = getattr(modeling_auto, table).get(model_type)
             if not name:
