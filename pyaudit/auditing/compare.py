@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from pyaudit.auditing.extras import accepted_extras, ignored_on_load
 from pyaudit.expected import Expected, LayoutTensors
 from pyaudit.findings import Bytes, Finding, Message, Shape, finding
 from pyaudit.units import noun, plural
@@ -354,6 +355,9 @@ def compare_full(
     ]
     tied_saved = [n for n in unexpected if n in layout.tied]
     unexpected = [n for n in unexpected if n not in layout.tied]
+    unexpected, ignored = accepted_extras(expected.model_type, unexpected, normalised, layout)
+    if ignored:
+        findings.append(ignored_on_load(ignored, normalised))
     if tied_saved:
         findings.append(
             finding(

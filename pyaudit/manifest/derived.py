@@ -89,7 +89,8 @@ def _loading() -> dict[str, dict[str, Any]]:
 
 def loading_rules(model_type: str) -> dict[str, Any]:
     """How transformers reads ``model_type``'s files (``loading.json``): ``aliases``,
-    ``base_model_prefix``, ``heads`` (class -> rule, or ``{"refused": reason}``)."""
+    ``base_model_prefix``, ``heads`` (class -> rule, or ``{"refused": reason}``),
+    ``untied_heads`` and ``ignore_unexpected`` (:mod:`pyaudit.auditing.extras`)."""
     return _loading().get(model_type, {})
 
 

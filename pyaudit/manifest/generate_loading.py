@@ -152,6 +152,7 @@ def derive_all(log: Any = None) -> dict[str, Any]:
                         log(f"{mt} {head}: {reason}")
             if heads:
                 entry["heads"] = heads
+            entry.update(load_extras(getattr(transformers, architecture, None), data))
             auto = auto_classes(env, mt, {architecture, *heads})
             if auto:
                 entry["auto"] = auto
@@ -313,6 +314,79 @@ def _dim_expr(
     if not found:  # the same at every point, and no field that equals it moves it
         return str(value)
     raise ValueError(f"{name} dim {d} = {value}: followed by {found}")
+
+
+# -- tensors a file may hold beyond the family's saves ------------------------------------
+
+_LITERAL = re.compile(r"[\w.]+")
+
+
+def _spec_names(entries: list[dict[str, Any]], prefix: str = "") -> tuple[set[str], set[str]]:
+    """The names a spec's entries give (repeated ones unrendered), and their ``tied_to``s."""
+    names: set[str] = set()
+    tied_to: set[str] = set()
+    for e in entries:
+        if "repeat" in e:
+            more, also = _spec_names(e["tensors"], prefix + str(e.get("prefix", "")))
+            names |= more
+            tied_to |= also
+        elif "name" in e:
+            names.add(prefix + str(e["name"]))
+            if isinstance(e.get("tied_to"), str):
+                tied_to.add(e["tied_to"])
+    return names, tied_to
+
+
+def load_extras(cls: type[Any] | None, data: dict[str, Any]) -> dict[str, Any]:
+    """What transformers accepts in a file of the saved class ``cls`` beyond what its saves
+    hold, from the class's own attributes (``data``: the family's generated spec):
+
+    ``untied_heads``
+        target -> source of ``cls._tied_weights_keys`` (literal names only) whose target the
+        family's saves never hold and whose source they do, where no spec entry is tied to
+        that source (a tied head the spec knows, perhaps by another name, keeps its
+        "saved although tied" warning) (``T5ForConditionalGeneration``:
+        ``lm_head.weight`` -> ``shared.weight``; ``T5Config`` forces
+        ``tie_word_embeddings=True``, so no save holds ``lm_head.weight``, while FLAN-T5 and
+        T5 v1.1 files do). When a file holds the target, ``PreTrainedModel.tie_weights``
+        (``from_pretrained``) finds source and target both present and, their values
+        differing, does NOT tie them: the file's tensor is loaded as the weight of its own,
+        used, and saved again; equal values are tied. A tensor of the source's shape and
+        dtype there is a healthy file.
+    ``ignore_unexpected``
+        ``cls._keys_to_ignore_on_load_unexpected``: regexes transformers applies with
+        ``re.search`` to the names it does not load (``_adjust_missing_and_unexpected_keys``)
+        and does not report (T5's ``decoder.block.0.layer.1.EncDecAttention.
+        relative_attention_bias.weight``, held by the original 2020 T5 files). Only the
+        class's own (and inherited) attribute: patterns ``post_init`` gathers from child
+        modules, and the buffers' ``rotary_emb.inv_freq``/``position_ids`` patterns, are not
+        recorded.
+    """
+    out: dict[str, Any] = {}
+    if cls is None:
+        return out
+    saved, tied_to = _spec_names(data.get("tensors", []))
+    tied = getattr(cls, "_tied_weights_keys", None)
+    if isinstance(tied, dict):
+        untied = {
+            t: s
+            for t, s in sorted(tied.items())
+            if isinstance(t, str)
+            and isinstance(s, str)
+            and _LITERAL.fullmatch(t)
+            and _LITERAL.fullmatch(s)
+            and t not in saved
+            and s in saved
+            and s not in tied_to  # the spec knows the tied head (by another name: gpt_neox)
+        }
+        if untied:
+            out["untied_heads"] = untied
+    ignore = getattr(cls, "_keys_to_ignore_on_load_unexpected", None)
+    if isinstance(ignore, (list, tuple, set)):
+        patterns = sorted(p for p in ignore if isinstance(p, str))
+        if patterns:
+            out["ignore_unexpected"] = patterns
+    return out
 
 
 if __name__ == "__main__":

@@ -35,3 +35,30 @@ def rewrite_without(path: Path, drop: Callable[[str], bool]) -> list[str]:
     text += b" " * (-len(text) % 8)
     path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(chunks))
     return removed
+
+
+def rewrite_with(path: Path, add: dict[str, tuple[str, list[int], bytes]]) -> None:
+    """Write ``path`` again with the tensors ``add`` names (name -> dtype, shape, data)
+    appended after its own, header and data consistent."""
+    blob = path.read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    data = blob[8 + n :]
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    chunks = [data[:end]]
+    for name, (dtype, shape, raw) in add.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [end, end + len(raw)]}
+        chunks.append(raw)
+        end += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+
+
+def tensor_of(path: Path, name: str) -> tuple[str, list[int], bytes]:
+    """``name``'s dtype, shape and bytes in the safetensors file ``path``."""
+    blob = path.read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    info = json.loads(blob[8 : 8 + n])[name]
+    a, b = info["data_offsets"]
+    return info["dtype"], list(info["shape"]), blob[8 + n + a : 8 + n + b]
