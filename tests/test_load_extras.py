@@ -119,3 +119,36 @@ def test_tied_gpt2_lm_head_saved_keeps_its_warning(tmp_path: Path) -> None:
     f = findings["unexpected-tensors"]
     assert list(f.tensors) == ["lm_head.weight"]
     assert "saved although tied to transformer.wte.weight" in str(f.message)
+
+
+def test_transformers_loads_t5s_lm_head_as_its_own_and_ignores_the_enc_dec_bias(
+    tmp_path: Path,
+) -> None:
+    """What the two facts rest on, checked on the installed transformers: a T5 save given an
+    lm_head.weight with other values than shared.weight loads it as a weight of its own (not
+    shared's) and saves it again; the EncDecAttention bias is not reported as unexpected,
+    while another extra tensor is."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    cls = transformers.T5ForConditionalGeneration
+    config = transformers.T5Config.from_pretrained(SAVES / "t5")
+    torch.manual_seed(0)
+    cls(config).save_pretrained(tmp_path / "a")
+    file = tmp_path / "a" / "model.safetensors"
+    sd = safetensors_torch.load_file(file)
+    assert "lm_head.weight" not in sd
+    head = torch.randn_like(sd["shared.weight"])
+    sd["lm_head.weight"] = head
+    sd[ENC_DEC_BIAS] = sd[
+        "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    ].clone()
+    sd["decoder.extra_proj.weight"] = torch.zeros(2, 2)
+    safetensors_torch.save_file(sd, file, metadata={"format": "pt"})
+    model, info = cls.from_pretrained(tmp_path / "a", output_loading_info=True)
+    assert sorted(info["unexpected_keys"]) == ["decoder.extra_proj.weight"]
+    assert torch.equal(model.lm_head.weight.detach(), head)
+    assert model.lm_head.weight.data_ptr() != model.shared.weight.data_ptr()
+    model.save_pretrained(tmp_path / "b")
+    again = safetensors_torch.load_file(tmp_path / "b" / "model.safetensors")
+    assert torch.equal(again["lm_head.weight"], head)
