@@ -26,6 +26,12 @@ The derived specs (:mod:`pyaudit.manifest.derived`) read a config through these 
 the top level and for each sub-config (``text_config.n_embed``), and accept the layout
 without the prefix.
 
+``values``
+    a real ``config.json`` may spell a field's values another way, and transformers renames
+    them when it reads the config: granite-4.0-h's ``layer_types`` say ``"mamba"`` and
+    ``"attention"``, which every config class renames to ``"linear_attention"`` and
+    ``"full_attention"`` (``configuration_utils._LEGACY_LAYER_TYPE_REMAP``). Each renaming is
+    kept only where building the family's config class with the old value gives the new one.
 ``heads``
     the classes that save the family's body under another head (below).
 ``auto``
@@ -114,6 +120,52 @@ def family_aliases(model_type: str) -> dict[str, str]:
     return out
 
 
+def config_values(cls: type[Any], fields: set[str]) -> dict[str, dict[str, str]]:
+    """Field -> {older spelling of a value: the value the config class keeps}, for the
+    per-item string lists among ``fields`` that one config class renames when built
+    (``PreTrainedConfig`` renames legacy layer types: ``"mamba"`` -> ``"linear_attention"``).
+    The candidates are transformers' own table of them (``_LEGACY_LAYER_TYPE_REMAP``), each
+    kept only where building the class with it gives the value it names."""
+    from transformers import configuration_utils
+
+    table = getattr(configuration_utils, "_LEGACY_LAYER_TYPE_REMAP", None)
+    if not isinstance(table, dict):
+        return {}
+    try:
+        base = cls().to_dict()
+    except Exception:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for name in sorted(fields):
+        value = base.get(name)
+        if not (isinstance(value, list) and value and all(isinstance(x, str) for x in value)):
+            continue
+        for old, new in sorted(table.items()):
+            try:
+                got = cls(**{name: [old] * len(value)}).to_dict().get(name)
+            except Exception:
+                continue
+            if got == [new] * len(value) and old != new:
+                out.setdefault(name, {})[old] = new
+    return out
+
+
+def family_values(model_type: str, data: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """:func:`config_values` for the fields a derived spec (``data``) reads, of its config
+    and sub-configs (``text_config.layer_types``)."""
+    from transformers import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    defaults: dict[str, Any] = data.get("defaults", {})
+    out = config_values(cls, {k for k, v in defaults.items() if not isinstance(v, dict)})
+    for key, sub in sorted((getattr(cls, "sub_configs", None) or {}).items()):
+        inner = defaults.get(key)
+        if isinstance(sub, type) and isinstance(inner, dict):
+            for name, table in config_values(sub, set(inner)).items():
+                out[f"{key}.{name}"] = table
+    return out
+
+
 def derive_all(log: Any = None) -> dict[str, Any]:
     import transformers
 
@@ -133,6 +185,9 @@ def derive_all(log: Any = None) -> dict[str, Any]:
                 entry["aliases"] = aliases
             with (GENERATED_DIR / f"{mt}.json").open("rb") as f:
                 data = json.load(f)
+            values = family_values(mt, data)
+            if values:
+                entry["values"] = values
             architecture = data["architecture"]
             prefix = getattr(getattr(transformers, architecture, None), "base_model_prefix", "")
             prefix = prefix if isinstance(prefix, str) else ""
