@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -173,6 +174,33 @@ def test_derived_spec_matches_a_real_index(model_dir: Path) -> None:
     assert fits[0].total_bytes == index["metadata"]["total_size"]
 
 
+COUNTS = Path(__file__).parent / "data" / "derived_models_counts"
+COUNT_DIRS = (
+    sorted(p for p in COUNTS.iterdir() if (p / "config.json").is_file()) if COUNTS.is_dir() else []
+)
+
+
+@pytest.mark.parametrize("model_dir", COUNT_DIRS, ids=lambda p: p.name)
+def test_derived_spec_matches_a_real_single_file_summary(model_dir: Path) -> None:
+    """A public config.json beside a summary of its one-file checkpoint (no index: the
+    tensor count, dtypes, parameter count and some shapes; SOURCE.txt beside them)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    summary = json.loads((model_dir / "model_files.json").read_text())
+    (entry,) = summary["model_files"]
+    info = entry["tensor_info"]
+    spec = spec_of(config["model_type"])
+    assert spec is not None and spec.origin.startswith("derived from transformers")
+    m = build_manifest(config)
+    assert len(m.tensors) == entry["tensor_count"] == info["total_tensors"]
+    assert {t.dtype for t in m.tensors.values()} == set(info["dtypes"])
+    assert sum(math.prod(t.shape or ()) for t in m.tensors.values()) == info["total_parameters"]
+    assert m.total_bytes == 2 * info["total_parameters"]  # (all BF16)
+    for line in entry["sample_tensors"].splitlines():
+        name, _, rest = line.strip().removeprefix("- ").partition(": shape=[")
+        shape = tuple(int(d) for d in rest.partition("]")[0].split(","))
+        assert m.tensors[name].shape == shape, name
+
+
 def _copy_save(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
@@ -203,6 +231,7 @@ def test_tiny_real_save_pass_and_fail(tmp_path: Path, family: str) -> None:
     def first_norm(n: str) -> bool:  # one tensor: the first such (llama4's text, not vision)
         if picked or not (
             n.endswith("layers.1.post_attention_layernorm.weight")
+            or n.endswith("layers.1.ffn_norm.weight")  # (lfm2)
             or n.endswith("h.1.ln_2.weight")
             or n.endswith("layer.1.output.dense.weight")
             or n.endswith("block.1.layer.1.layer_norm.weight")  # t5's encoder
@@ -239,6 +268,27 @@ def test_tiny_real_save_pass_and_fail(tmp_path: Path, family: str) -> None:
         (lacking / "config.json").write_text(json.dumps(config))
         status, codes = _status(lacking, oracle=None)  # as without torch
         assert status != "pass" and "unknown-architecture" in codes, codes
+
+
+@pytest.mark.skipif("granitemoehybrid" not in TINY, reason="no tiny granitemoehybrid save")
+def test_legacy_layer_type_names_read_as_transformers_reads_them(tmp_path: Path) -> None:
+    """granite-4.0-h's config.json names its layer types "mamba" and "attention" (some under
+    the older key layers_block_type): transformers renames them when it reads the config
+    (loading.json's ``values`` and ``aliases``, derived from it), and so does the spec; the
+    same names in the other order describe another model."""
+    saved = json.loads((SAVES / "granitemoehybrid" / "config.json").read_text())
+    assert saved["layer_types"] == ["linear_attention", "full_attention"]
+    for key, types, want in (
+        ("layer_types", ["mamba", "attention"], "pass"),
+        ("layers_block_type", ["mamba", "attention"], "pass"),
+        ("layer_types", ["attention", "mamba"], "fail"),
+    ):
+        copy = _copy_save(SAVES / "granitemoehybrid", tmp_path / f"{key}-{types[0]}")
+        config = {k: v for k, v in saved.items() if k != "layer_types"}
+        config[key] = types
+        (copy / "config.json").write_text(json.dumps(config))
+        status, codes = _status(copy, oracle=None)  # as without torch
+        assert status == want, (key, types, codes)
 
 
 # -- with torch and transformers -------------------------------------------------------------

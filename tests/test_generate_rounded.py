@@ -66,3 +66,32 @@ def test_no_rounding_is_claimed_where_the_multiple_never_varied() -> None:
     target = tuple(_width(c) for c in seen)
     atoms = {f: tuple(c[f] for c in seen) for f in FIELDS}
     assert synthesize_rounded(atoms, target) is None
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        # the tiny real save's (tests/data/derived_saves/lfm2): 21 rounded up to 24
+        {"intermediate_size": 32, "block_multiple_of": 8},
+        # int(2 * 12289 / 3) = 8192, a multiple; 12289 - 12289 // 3 = 8193 is not
+        {"intermediate_size": 12289, "block_multiple_of": 256},
+        {"intermediate_size": 8199, "block_multiple_of": 64, "block_ffn_dim_multiplier": 1.5},
+        {"intermediate_size": 4100, "block_multiple_of": 100, FLAG: False},
+    ],
+)
+def test_the_committed_lfm2_spec_rounds_as_transformers_does(config: dict[str, Any]) -> None:
+    """The derived spec (generated/lfm2.json) at configs where the rounding matters."""
+    from pyaudit.manifest import _build
+    from pyaudit.manifest.derived import derived_spec
+    from pyaudit.manifest.generate import point_config
+
+    pytest.importorskip("transformers")
+    from transformers import Lfm2Config
+
+    spec = derived_spec("lfm2")
+    if spec is None:
+        pytest.skip("lfm2 not derived")
+    full = Lfm2Config(hidden_size=64, num_hidden_layers=2, **config).to_dict()
+    shapes = {n: t.shape for n, t in _build(spec, point_config(full), None).tensors.items()}
+    assert shapes["model.layers.0.feed_forward.w1.weight"] == (_width(config), 64)
+    assert shapes["model.layers.0.feed_forward.w2.weight"] == (64, _width(config))

@@ -148,7 +148,8 @@ def _entries(raw: list[dict[str, Any]]) -> list[Entry]:
 def spec_from_data(data: dict[str, Any], loading: dict[str, Any] | None = None) -> Spec:
     """A :class:`Spec` from one generated file's contents; ``loading``: how transformers
     reads the family (``aliases``: other spellings of its config's fields, ``n_embed`` ->
-    ``hidden_size``; ``base_model_prefix``: names without it are a healthy layout)."""
+    ``hidden_size``; ``values``: older spellings of a field's values, ``"mamba"`` ->
+    ``"linear_attention"``; ``base_model_prefix``: names without it are a healthy layout)."""
     loading = loading or {}
     aliases: dict[str, str] = loading.get("aliases", {})
     model_type = str(data["model_type"])
@@ -198,6 +199,7 @@ def spec_from_data(data: dict[str, Any], loading: dict[str, Any] | None = None) 
                 defaults=data.get("defaults", {}),
                 let=data.get("let", {}),
                 aliases=aliases,
+                values=loading.get("values", {}),
             )
         },
         layouts=tuple(layouts),

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import importlib
 import itertools
@@ -365,6 +366,10 @@ _COUNT = re.compile(
     r"(layers$|^n_layer$|depth$|experts$|^n_routed_experts$|^num_local_experts$|^num_blocks$)"
 )
 
+#: Int fields a width is rounded up to a multiple of (LFM2's ``block_multiple_of``, xLSTM's
+#: ``ffn_round_up_to_multiple_of``): varied first to a value that is no divisor of a width.
+_MULTIPLE = re.compile(r"multiple_of")
+
 #: Fields a modeling file reads when a config has them, though its config class does not
 #: declare them (``getattr(config, "head_dim", None) or hidden_size // num_attention_heads``):
 #: probed, and their fallback used where a config lacks them.
@@ -574,6 +579,7 @@ def collect_points(
         and not isinstance(get(benv, path), bool)
         and get(denv, path) != get(benv, path)
     }
+    literals: set[str] | None = None  # (for _mixes: read once, when first needed)
     for path in fields:
         value = get(benv, path)
         if value is None and path[-1] in PROBES:
@@ -582,6 +588,14 @@ def collect_points(
             tries = [value * 2, value // 2]
         else:
             tries = variations(value, benv)
+            if not tries and _one_string(value):
+                if literals is None:
+                    literals = _module_literals(env.build(cls, base_cfg))
+                tries = _mixes(env, model_type, base_kwargs, base_cfg, path, value, literals)
+            if _MULTIPLE.search(path[-1]) and _int_valued(value) and value > 1:
+                # a width is rounded up to a multiple of it: first a value no width is a
+                # multiple of, so that the rounding shows (halved, 256 -> 128, it does not)
+                tries = [value + 1, *(t for t in tries if t != value + 1)]
         for new in tries:
             try:
                 kwargs = _merge_kwargs(base_kwargs, kwargs_for(base_cfg, path, new))
@@ -757,6 +771,71 @@ def string_conditions(fields: Sequence[str], samples: list[dict[str, Any]]) -> l
                 f"split({f}, {sep})[0] != {json.dumps(h)}",
             ]
     return texts
+
+
+def _one_string(value: Any) -> bool:
+    """A list of two or more items, all one string (``["linear_attention"] * layers``)."""
+    return (
+        isinstance(value, list)
+        and len(value) >= 2
+        and isinstance(value[0], str)
+        and all(x == value[0] for x in value)
+    )
+
+
+def _module_literals(model: Any) -> set[str]:
+    """The string constants (identifiers: ``"full_attention"``) of the source of every
+    module the classes of ``model``'s modules are defined in (its modeling files)."""
+    import ast
+    import inspect
+
+    out: set[str] = set()
+    for name in sorted({type(m).__module__ for m in model.modules()}):
+        module = sys.modules.get(name)
+        try:
+            tree = ast.parse(inspect.getsource(module)) if module is not None else None
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                out.add(node.value)
+    return {x for x in out if x.isidentifier()}
+
+
+#: A value no config class accepts where it checks a field's values.
+_NO_SUCH_VALUE = "pyaudit_no_such_value"
+
+
+def _mixes(
+    env: Env,
+    model_type: str,
+    base_kwargs: dict[str, Any],
+    base_cfg: Any,
+    path: Path_,
+    value: list[str],
+    literals: set[str],
+) -> list[list[str]]:
+    """Variations of a per-layer list that is one value at the base (granitemoehybrid's
+    ``layer_types``, ``["linear_attention"] * layers``): another value at every other
+    index, for each value the config class accepts there among the string literals of the
+    modeling files (``"full_attention"``; the config class must check the field: one taking
+    :data:`_NO_SUCH_VALUE` gives none). The config class's value is what it keeps."""
+
+    def kept(items: list[str]) -> bool:
+        try:
+            kwargs = _merge_kwargs(base_kwargs, kwargs_for(base_cfg, path, items))
+            return bool(get(env.config(model_type, kwargs).to_dict(), path) == items)
+        except Exception:
+            return False
+
+    if kept([_NO_SUCH_VALUE] * len(value)):
+        return []  # the class takes any value: nothing says which ones the model knows
+    out = []
+    for other in sorted(literals - {value[0]}):
+        mix = [other if n % 2 else value[0] for n in range(len(value))]
+        if kept(mix):
+            out.append(mix)
+    return out
 
 
 def _structural_delta(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -1290,16 +1369,32 @@ class Deriver:
 
     # -- solving --------------------------------------------------------------------------
     def _atoms(
-        self, samples: list[Sample], values: list[Any], extra_loop: str | None = None
+        self,
+        samples: list[Sample],
+        values: list[Any],
+        extra_loop: str | None = None,
+        own: bool = False,
     ) -> dict[str, Vec]:
+        """The fields the values may follow (those changed where they changed), as atoms.
+        ``own``: a combined point (``layer_types+hidden_size``) is held against the point it
+        was combined from where that is sampled too, not against the first one (what the
+        enabling field changed elsewhere is not taken for what changed these values)."""
         by_point: dict[int, set[Any]] = {}
         for (pi, _), v in zip(samples, values, strict=True):
             by_point.setdefault(pi, set()).add(v)
         ref = min(by_point)
         base_vals = by_point[ref]
+        single: dict[str, int] = {}
+        for n, p in enumerate(self.points):
+            if "+" not in p.label:
+                single.setdefault(p.label, n)
         dep: set[str] = set()
         for pi, vals in by_point.items():
-            if pi != ref and vals != base_vals:
+            origin = single.get(self.points[pi].label.partition("+")[0], -1)
+            if own and "+" in self.points[pi].label and origin in by_point:
+                if vals != by_point[origin]:
+                    dep |= self._delta(pi, origin)
+            elif pi != ref and vals != base_vals:
                 dep |= self._delta(pi, ref)
         grow = True
         while grow:
@@ -1320,10 +1415,89 @@ class Deriver:
                 self.bools[f] = vec  # (for :meth:`_rounded` only)
         return atoms
 
-    def _rounded(self, atoms: dict[str, Vec], target: Vec, bools: dict[str, Vec]) -> str | None:
-        """Where nothing plainer fits: :func:`synthesize_rounded`, else one flag the size
-        follows splitting the samples, each side solved on its own (``(rounded) if
-        block_auto_adjust_ff_dim else intermediate_size``)."""
+    def _rounded(
+        self,
+        atoms: dict[str, Vec],
+        target: Vec,
+        bools: dict[str, Vec],
+        samples: list[Sample] | None = None,
+        what: str = "",
+        loop: str | None = None,
+    ) -> str | None:
+        """Where nothing plainer fits: :func:`_rounded_fit`. With ``samples`` (of the
+        dimension ``what``), a rounded width is also held against saves where a field it reads
+        is one or two above the base (:meth:`_rounding_probes`): where it misses one, it is
+        solved again with those saves among the samples (points whose widths happen to be
+        multiples of 3 cannot tell ``intermediate_size - intermediate_size // 3`` from ``2 *
+        intermediate_size // 3``; rounded up, they differ)."""
+        text = self._rounded_fit(*_squeezed(atoms, target, bools, loop))
+        for _ in range(2):
+            if text is None or "cdiv(" not in text or samples is None:
+                return text
+            more = self._rounding_probes(text, samples, what, loop)
+            if not more:
+                return text
+            atoms = {k: v + tuple(_at(k, e, o, loop) for e, o, _ in more) for k, v in atoms.items()}
+            bools = {k: v + tuple(e.get(k) for e, _, _ in more) for k, v in bools.items()}
+            target = target + tuple(w for _, _, w in more)
+            text = self._rounded_fit(*_squeezed(atoms, target, bools, loop))
+        return text
+
+    def _rounding_probes(
+        self, text: str, samples: list[Sample], what: str, loop: str | None
+    ) -> list[tuple[dict[str, Any], tuple[int, ...], int]]:
+        """Saves (transformers', on demand through ``self.build``; verified with the
+        others) where one int field ``text`` reads is one or two above its base value, the
+        others as at the point that varied it: (config, loop indices, width) at each, all of
+        them when ``text`` misses one, else none."""
+        from .expr import compile_expr
+
+        if self.build is None or " dim " not in what:
+            return []
+        tpl, _, dim_text = what.rpartition(" dim ")
+        dim = int(dim_text)
+        fn = compile_expr(text)
+        single = {
+            fname(p.varied): p for p in self.points if p.varied is not None and "+" not in p.label
+        }
+        first = samples[0][0]
+        outer = [o for pi, o in samples if pi == first]
+        out: list[tuple[dict[str, Any], tuple[int, ...], int]] = []
+        missed = False
+        for f in sorted(fn.names - {loop}):
+            value = self.envs[0].get(f)
+            if f not in single or not isinstance(value, int) or isinstance(value, bool):
+                continue
+            for new in (value + 1, value + 2):
+                label = f"{f}={new}"
+                saved = self.extra.get(label)
+                if saved is None:
+                    try:
+                        saved = self.build(_with_field(single[f].kwargs, f, new))
+                    except Exception:
+                        continue
+                    if get(saved.env, tuple(f.split("."))) != new:
+                        continue  # the config class overrode it
+                    self.extra[label] = saved
+                env = flat_env(saved.env, self.probes)
+                for o in outer:
+                    got = saved.tensors.get(_render(tpl, o))
+                    if got is None or len(got[0]) <= dim:
+                        continue
+                    e = _nest(env)
+                    if loop is not None and o:
+                        e[loop] = o[-1]
+                    try:
+                        missed |= fn(e) != got[0][dim]
+                    except Exception:
+                        missed = True
+                    out.append((env, o, got[0][dim]))
+        return out if missed else []
+
+    def _rounded_fit(self, atoms: dict[str, Vec], target: Vec, bools: dict[str, Vec]) -> str | None:
+        """:func:`synthesize_rounded`, else one flag the size follows splitting the samples,
+        each side solved on its own (``(rounded) if block_auto_adjust_ff_dim else
+        intermediate_size``)."""
         text = synthesize_rounded(atoms, target)
         if text is not None:
             return text
@@ -1347,7 +1521,6 @@ class Deriver:
         atoms = self._atoms(samples, values)
         if loop is not None and samples and samples[0][1]:
             atoms[loop] = tuple(o[-1] for _, o in samples)
-        target = tuple(values)
         trusted = self._trusted(samples)
         if all(v == values[0] for v in values) and trusted:
             return str(values[0])
@@ -1355,6 +1528,34 @@ class Deriver:
             text = self._borrow(samples, values, what, loop)
             if text is not None:
                 return text
+        text = self._solve(atoms, samples, values, what, loop)
+        if text is None:
+            # where nothing fits: the fields a combined point changed besides the one it
+            # varies are left out (granitemoehybrid's layer_types mix, which changes no Mamba
+            # width, made every field its combined points vary look like a cause)
+            own = self._atoms(samples, values, own=True)
+            if loop is not None and samples and samples[0][1]:
+                own[loop] = atoms[loop]
+            if set(own) != {k for k in atoms if "[" not in k}:
+                text = self._solve(own, samples, values, what, loop)
+                atoms = own
+        if text is None:
+            raise DeriveError(
+                f"no expression for {what}: over {sorted(atoms)} values {sorted(set(values))[:8]}"
+            )
+        self._note(text, atoms)
+        return text
+
+    def _solve(
+        self,
+        atoms: dict[str, Vec],
+        samples: list[Sample],
+        values: list[int],
+        what: str,
+        loop: str | None,
+    ) -> str | None:
+        """:meth:`expr`'s search over ``atoms`` (adds per-index atoms to it), or None."""
+        target = tuple(values)
         text = None
         if what.startswith("count of ") and "~p" in what:
             # an nn.Sequential of stages built in a loop (:func:`strided`): a count may go
@@ -1395,16 +1596,11 @@ class Deriver:
             sums = synthesize_sum(atoms, target, loop)
             text = sums[0] if len(sums) == 1 else self._settle(sums, samples, what, loop)
         if text is None:
-            text = self._rounded(atoms, target, self.bools)
+            text = self._rounded(atoms, target, self.bools, samples, what, loop)
             if text is not None:
                 self._note(text, self.bools)
         if text is None:
             text = self._derived_atoms(samples, atoms, target)
-        if text is None:
-            raise DeriveError(
-                f"no expression for {what}: over {sorted(atoms)} values {sorted(set(values))[:8]}"
-            )
-        self._note(text, atoms)
         return text
 
     def _derived_atoms(
@@ -1813,6 +2009,54 @@ class Deriver:
         return defaults, lets, required
 
 
+def _squeezed(
+    atoms: dict[str, Vec], target: Vec, bools: dict[str, Vec], loop: str | None
+) -> tuple[dict[str, Vec], Vec, dict[str, Vec]]:
+    """The samples with one row kept of those that agree on every atom but the loop variable
+    and on every flag, and the loop variable left out, when they agree on the target too (a
+    width the same in every layer at a point: the search runs over one row a point instead
+    of one a layer); else all of them, unchanged."""
+    keys = sorted(k for k in atoms if k != loop)
+    flags = sorted(bools)
+    first: dict[tuple[Any, ...], int] = {}
+    keep: list[int] = []
+    for j, t in enumerate(target):
+        row = tuple(atoms[k][j] for k in keys) + tuple(bools[k][j] for k in flags)
+        if row in first:
+            if target[first[row]] != t:
+                return atoms, target, bools  # the loop variable matters
+            continue
+        first[row] = j
+        keep.append(j)
+    return (
+        {k: tuple(atoms[k][j] for j in keep) for k in keys},
+        tuple(target[j] for j in keep),
+        {k: tuple(bools[k][j] for j in keep) for k in flags},
+    )
+
+
+def _at(key: str, env: dict[str, Any], o: tuple[int, ...], loop: str | None) -> Any:
+    """The value of the atom ``key`` (a field, ``len(field)``, ``field[i]``, the loop
+    variable) for a config (flat) at loop indices ``o``."""
+    if key == loop:
+        return o[-1] if o else None
+    if key.startswith("len(") and key.endswith(")"):
+        lst = env.get(key[4:-1])
+        return len(lst) if isinstance(lst, list) else 0
+    if loop is not None and key.endswith(f"[{loop}]"):
+        lst = env.get(key[: -len(loop) - 2])
+        k = o[-1] if o else None
+        return lst[k] if isinstance(lst, list) and k is not None and k < len(lst) else None
+    return env.get(key)
+
+
+def _with_field(kwargs: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """``kwargs`` (config arguments) with the field ``dotted`` (``text_config.x``) set."""
+    out = copy.deepcopy(kwargs)
+    _set(out, dotted, value)
+    return out
+
+
 def _int_valued(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -2207,6 +2451,20 @@ def derive_fill(env: Env, model_type: str, field: str) -> tuple[str, dict[str, A
     for f in ints:
         for v in variations(default[f], default):
             tries.append({f: v})
+    # lists of layer indices the class fills the list from (lfm2's full_attn_idxs, the
+    # attention layers: a real LFM2 config.json gives them and no layer_types)
+    indices = [
+        p[0]
+        for p in fields_of(default)
+        if len(p) == 1
+        and p[0] != field
+        and isinstance(default.get(p[0]), list)
+        and default[p[0]]
+        and all(_int_valued(x) for x in default[p[0]])
+    ]
+    for f in indices:
+        for v in variations(default[f], default):
+            tries.append({f: v})
     rows: list[tuple[dict[str, Any], list[Any]]] = []
     seen: dict[str, list[Any]] = {}  # kwargs (as JSON) -> the list filled in there
     for kwargs in tries:
@@ -2245,7 +2503,7 @@ def derive_fill(env: Env, model_type: str, field: str) -> tuple[str, dict[str, A
             for i, x in enumerate(lst):
                 samples.append({**e, "i": i})
                 exists.append(x == items[0])
-        fields = sorted(f for f in {*ints, *hidden} if f != "i")
+        fields = sorted(f for f in {*ints, *hidden, *indices} if f != "i")
         cond = solve_condition(samples, exists, fields, "i")
         if cond is None:
             return None

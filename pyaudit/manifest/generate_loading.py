@@ -26,6 +26,12 @@ The derived specs (:mod:`pyaudit.manifest.derived`) read a config through these 
 the top level and for each sub-config (``text_config.n_embed``), and accept the layout
 without the prefix.
 
+``values``
+    a real ``config.json`` may spell a field's values another way, and transformers renames
+    them when it reads the config: granite-4.0-h's ``layer_types`` say ``"mamba"`` and
+    ``"attention"``, which every config class renames to ``"linear_attention"`` and
+    ``"full_attention"`` (``configuration_utils._LEGACY_LAYER_TYPE_REMAP``). Each renaming is
+    kept only where building the family's config class with the old value gives the new one.
 ``heads``
     the classes that save the family's body under another head (below).
 ``auto``
@@ -114,48 +120,120 @@ def family_aliases(model_type: str) -> dict[str, str]:
     return out
 
 
-def derive_all(log: Any = None) -> dict[str, Any]:
+def config_values(cls: type[Any], fields: set[str]) -> dict[str, dict[str, str]]:
+    """Field -> {older spelling of a value: the value the config class keeps}, for the
+    per-item string lists among ``fields`` that one config class renames when built
+    (``PreTrainedConfig`` renames legacy layer types: ``"mamba"`` -> ``"linear_attention"``).
+    The candidates are transformers' own table of them (``_LEGACY_LAYER_TYPE_REMAP``), each
+    kept only where building the class with it gives the value it names."""
+    from transformers import configuration_utils
+
+    table = getattr(configuration_utils, "_LEGACY_LAYER_TYPE_REMAP", None)
+    if not isinstance(table, dict):
+        return {}
+    try:
+        base = cls().to_dict()
+    except Exception:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for name in sorted(fields):
+        value = base.get(name)
+        if not (isinstance(value, list) and value and all(isinstance(x, str) for x in value)):
+            continue
+        for old, new in sorted(table.items()):
+            try:
+                got = cls(**{name: [old] * len(value)}).to_dict().get(name)
+            except Exception:
+                continue
+            if got == [new] * len(value) and old != new:
+                out.setdefault(name, {})[old] = new
+    return out
+
+
+def family_values(model_type: str, data: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """:func:`config_values` for the fields a derived spec (``data``) reads, of its config
+    and sub-configs (``text_config.layer_types``)."""
+    from transformers import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    defaults: dict[str, Any] = data.get("defaults", {})
+    out = config_values(cls, {k for k, v in defaults.items() if not isinstance(v, dict)})
+    for key, sub in sorted((getattr(cls, "sub_configs", None) or {}).items()):
+        inner = defaults.get(key)
+        if isinstance(sub, type) and isinstance(inner, dict):
+            for name, table in config_values(sub, set(inner)).items():
+                out[f"{key}.{name}"] = table
+    return out
+
+
+def family_entry(env: Any, mt: str, log: Any = None) -> dict[str, Any]:
+    """One derived family's entry (empty when there is nothing to say)."""
     import transformers
 
-    from pyaudit.manifest.generate import Env, _set
+    from pyaudit.manifest.generate import _set
+
+    entry: dict[str, Any] = {}
+    try:
+        aliases = family_aliases(mt)
+    except KeyError:
+        aliases = {}
+    if aliases:
+        entry["aliases"] = aliases
+    with (GENERATED_DIR / f"{mt}.json").open("rb") as f:
+        data = json.load(f)
+    values = family_values(mt, data)
+    if values:
+        entry["values"] = values
+    architecture = data["architecture"]
+    prefix = getattr(getattr(transformers, architecture, None), "base_model_prefix", "")
+    prefix = prefix if isinstance(prefix, str) else ""
+    if prefix:
+        entry["base_model_prefix"] = prefix
+    heads: dict[str, Any] = {}
+    defaults = json.loads(json.dumps(data["defaults"]))
+    for dotted, filled in data.get("defaults_filled", {}).items():
+        _set(defaults, dotted, filled["value"])  # (null there: no model builds)
+    for head in _head_classes(env, mt, architecture):
+        try:
+            heads[head] = derive_head(env, mt, architecture, head, defaults, prefix)
+        except Exception as e:  # not derivable: the runtime refuses the class
+            reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+            heads[head] = {"refused": reason}
+            if log is not None:
+                log(f"{mt} {head}: {reason}")
+    if heads:
+        entry["heads"] = heads
+    entry.update(load_extras(getattr(transformers, architecture, None), data))
+    auto = auto_classes(env, mt, {architecture, *heads})
+    if auto:
+        entry["auto"] = auto
+    return entry
+
+
+def derive_all(
+    log: Any = None, only: Sequence[str] = (), kept: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every derived family's entry; with ``only``, those families' entries derived again
+    and the others' taken from ``kept`` (the committed file) but for their ``values``, which
+    are derived again for every family (they read the config classes only)."""
+    import transformers
+
+    from pyaudit.manifest.generate import Env
 
     env = Env()
     families: dict[str, dict[str, Any]] = {}
+    old: dict[str, dict[str, Any]] = (kept or {}).get("families", {})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for mt in derived_model_types():
-            entry: dict[str, Any] = {}
-            try:
-                aliases = family_aliases(mt)
-            except KeyError:
-                aliases = {}
-            if aliases:
-                entry["aliases"] = aliases
-            with (GENERATED_DIR / f"{mt}.json").open("rb") as f:
-                data = json.load(f)
-            architecture = data["architecture"]
-            prefix = getattr(getattr(transformers, architecture, None), "base_model_prefix", "")
-            prefix = prefix if isinstance(prefix, str) else ""
-            if prefix:
-                entry["base_model_prefix"] = prefix
-            heads: dict[str, Any] = {}
-            defaults = json.loads(json.dumps(data["defaults"]))
-            for dotted, filled in data.get("defaults_filled", {}).items():
-                _set(defaults, dotted, filled["value"])  # (null there: no model builds)
-            for head in _head_classes(env, mt, architecture):
-                try:
-                    heads[head] = derive_head(env, mt, architecture, head, defaults, prefix)
-                except Exception as e:  # not derivable: the runtime refuses the class
-                    reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
-                    heads[head] = {"refused": reason}
-                    if log is not None:
-                        log(f"{mt} {head}: {reason}")
-            if heads:
-                entry["heads"] = heads
-            entry.update(load_extras(getattr(transformers, architecture, None), data))
-            auto = auto_classes(env, mt, {architecture, *heads})
-            if auto:
-                entry["auto"] = auto
+            if only and mt not in only:
+                entry = {k: v for k, v in old.get(mt, {}).items() if k != "values"}
+                with (GENERATED_DIR / f"{mt}.json").open("rb") as f:
+                    values = family_values(mt, json.load(f))
+                if values:
+                    entry["values"] = values
+            else:
+                entry = family_entry(env, mt, log)
             if entry:
                 families[mt] = entry
     return {
@@ -174,8 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pyaudit.manifest.generate_loading")
     ap.add_argument("--out", type=Path, default=LOADING_FILE)
     ap.add_argument("--check", action="store_true", help="exit 1 when the file differs")
+    ap.add_argument(
+        "model_types",
+        nargs="*",
+        help="derive only these families' entries again (the others' kept as the file has them, "
+        "their values derived again); default: every family",
+    )
     args = ap.parse_args(argv)
-    text = dump(derive_all(log=lambda m: print(m, file=sys.stderr)))
+    kept = json.loads(args.out.read_text()) if args.model_types and args.out.is_file() else None
+    text = dump(
+        derive_all(log=lambda m: print(m, file=sys.stderr), only=args.model_types, kept=kept)
+    )
     if args.check:
         same = args.out.is_file() and args.out.read_text() == text
         if not same:

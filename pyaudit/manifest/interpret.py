@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -112,6 +112,16 @@ def scope_env(
                         }
                 elif alias in part and name not in part:
                     env[name] = part[alias]
+    for dotted, table in sc.values.items():
+        head, _, member = dotted.partition(".")
+        holder = env.get(head) if member else env
+        if isinstance(holder, dict) and (member or head) in holder:
+            holder = dict(holder)
+            holder[member or head] = _renamed(holder[member or head], table)
+            if member:
+                env[head] = holder
+            else:
+                env = holder
     for key, ref in sc.uses.items():
         other, _, source = ref.partition(":")
         if done is None or other not in done:
@@ -126,6 +136,15 @@ def scope_env(
         else:
             env[key] = value
     return env
+
+
+def _renamed(value: Any, table: Mapping[str, str]) -> Any:
+    """``value`` (a string, or a list of them) with older spellings renamed (``table``)."""
+    if isinstance(value, str):
+        return table.get(value, value)
+    if isinstance(value, list):
+        return [table.get(x, x) if isinstance(x, str) else x for x in value]
+    return value
 
 
 def _short(v: Any) -> str:

@@ -103,7 +103,10 @@ class Scope:
     order; later ones can use earlier ones). ``aliases`` map another spelling of a field to
     the name the spec reads (transformers' ``attribute_map``, e.g. ``{"num_local_experts":
     "num_experts"}``: transformers 5 re-saves Qwen3-MoE's ``num_experts`` under that name);
-    within one source the spec's own name wins when both spellings are present.
+    within one source the spec's own name wins when both spellings are present. ``values``
+    map older spellings of a field's values to the ones the spec reads, item by item in a
+    list (transformers' legacy layer types: ``{"layer_types": {"mamba": "linear_attention"}}``,
+    ``text_config.layer_types`` for a sub-config's), applied after the aliases.
     """
 
     sources: tuple[str, ...] = (TOP,)
@@ -111,6 +114,7 @@ class Scope:
     let: Mapping[str, str] = field(default_factory=dict)
     uses: Mapping[str, str] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,16 @@ FAMILIES = {
     # two experts and the shared MLP in every layer
     "hunyuan_v1_moe": {**SMALL, "head_dim": 8, "num_experts": 2, "moe_topk": 1},
     "ministral": {**SMALL, "head_dim": 8},
+    # layer 0 a short convolution, layer 1 attention; the feed-forward width rounded up:
+    # int(2 * 32 / 3) = 21 -> 24, the next multiple of block_multiple_of
+    "lfm2": {**SMALL, "block_multiple_of": 8, "full_attn_idxs": [1]},
+    # layer 0 Mamba2, layer 1 attention, in the names granite-4.0-h's config.json use
+    # (transformers renames them "linear_attention", "full_attention"); two experts and the
+    # shared MLP a layer
+    "granitemoehybrid": {**SMALL, "layer_types": ["mamba", "attention"], "mamba_n_heads": 4,
+                         "mamba_d_state": 8, "mamba_n_groups": 1, "mamba_chunk_size": 8,
+                         "num_local_experts": 2, "num_experts_per_tok": 1,
+                         "shared_intermediate_size": 16},
     # Llama4ForConditionalGeneration: text layer 0 dense, layer 1 MoE (interleave step 2)
     "llama4": {
         "text_config": {**SMALL, "head_dim": 8, "num_local_experts": 2,
