@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from urllib.parse import unquote
 
 import pytest
 from remote_store import config as _config
+from remote_store import span as span_of
 from remote_store import write_store
 
 from pyaudit.auditing.results import AuditOptions
@@ -155,10 +155,6 @@ def _scan_json(path: str, capsys: pytest.CaptureFixture[str], *extra: str) -> tu
     return status, json.dumps(doc, indent=1).replace(path.rstrip("/"), "ROOT")
 
 
-def _span(path: Path) -> int:
-    with open(path, "rb") as f:
-        first = f.read(8)
-    return 8 + struct.unpack("<Q", first)[0] if len(first) == 8 else len(first)
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -196,7 +192,7 @@ def test_same_report_as_local_and_no_tensor_data(
         for p in store.rglob("*.safetensors")
         if not p.relative_to(store).as_posix().startswith(".")
     }
-    spans = {key: _span(path) for key, path in files.items()}
+    spans = {key: span_of(path) for key, path in files.items()}
     most = max(s for k, s in spans.items() if s <= files[k].stat().st_size)
     total_size = sum(p.stat().st_size for p in files.values())
     for key, path in files.items():
@@ -244,15 +240,15 @@ def test_long_headers_take_a_second_range(
     got = [r.to_json() for r in reports]
     assert json.dumps(got).replace(url, "ROOT") == json.dumps(local).replace(str(root), "ROOT")
     paths = sorted(root.rglob("*.safetensors"))
-    most = max(_span(p) for p in paths)
+    most = max(span_of(p) for p in paths)
     counts = []
     for path in paths:
         key = f"{BUCKET}/store/output/{path.relative_to(root).as_posix()}"
         counts.append(len(served.gets[key]))
         if len(served.gets[key]) == 2:
-            assert served.bytes[key] == _span(path), key
+            assert served.bytes[key] == span_of(path), key
         else:
-            assert _span(path) <= served.bytes[key] <= most + most // 8, key
+            assert span_of(path) <= served.bytes[key] <= most + most // 8, key
     assert counts.count(2) >= 1 and max(counts) == 2, counts
 
 
@@ -586,7 +582,7 @@ def test_hf_hub_same_report_as_local_header_bytes_only(
     for key, path in files.items():
         ranges = hub.ranges.get(key, [])
         assert 1 <= len(ranges) <= 2 and all(r is not None for r in ranges), (key, ranges)
-        assert hub.sent[key] <= max(_span(path), 4096) + 4096, (key, hub.sent[key])
+        assert hub.sent[key] <= max(span_of(path), 4096) + 4096, (key, hub.sent[key])
     total = sum(p.stat().st_size for p in files.values())
     assert sum(hub.sent[k] for k in files) < total / 10
     assert transfer["bytes"] == hub.file_bytes and transfer["failed"] == 0

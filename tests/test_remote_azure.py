@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from remote_store import config, write_store
+from remote_store import config, local_json, remote_json, span, write_store
 
-from pyaudit.cli import main
 from pyaudit.testing.stores import manifest_tensors, write_checkpoint
 
 CONTAINER = "pyaudit-azure-test"
@@ -79,28 +76,10 @@ def _az_scan(
     )
 
 
-def _local_json(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    status = main(["scan", "--json", str(path)])
-    doc = json.loads(capsys.readouterr().out)
-    doc["summary"].pop("seconds")
-    assert "remote" not in doc["summary"]
-    return status, json.dumps(doc, indent=1).replace(str(path), "ROOT")
 
 
-def _remote_json(
-    done: subprocess.CompletedProcess[str], url: str
-) -> tuple[int, str, dict[str, Any]]:
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    doc = json.loads(done.stdout)
-    doc["summary"].pop("seconds")
-    transfer = doc["summary"].pop("remote")
-    return done.returncode, json.dumps(doc, indent=1).replace(url, "ROOT"), transfer
 
 
-def _span(path: Path) -> int:
-    with open(path, "rb") as f:
-        first = f.read(8)
-    return 8 + struct.unpack("<Q", first)[0] if len(first) == 8 else len(first)
 
 
 def test_azure_same_report_as_local_header_bytes_only(
@@ -111,10 +90,10 @@ def test_azure_same_report_as_local_header_bytes_only(
     behind its header; the container listed page by page, each page one request;
     ``summary.remote`` counts what the service was asked and sent; the account key signs
     every request and is never shown."""
-    local_status, local = _local_json(store, capsys)
+    local_status, local = local_json(store, capsys)
     url = f"az://{CONTAINER}/store"
     done = _az_scan(azure.connection_string, "--json", url)
-    remote_status, remote, transfer = _remote_json(done, url)
+    remote_status, remote, transfer = remote_json(done, url)
     assert remote == local
     assert remote_status == local_status == 1
     by_path = {c["path"]: c for c in json.loads(remote)["checkpoints"]}
@@ -134,7 +113,7 @@ def test_azure_same_report_as_local_header_bytes_only(
         ranges = azure.ranges[key]
         assert 1 <= len(ranges) <= 2, (key, ranges)
         assert all(r is not None and r.startswith("bytes=") for r in ranges), (key, ranges)
-        assert azure.sent[key] <= max(_span(path), 4096) + 4096, (key, azure.sent[key])
+        assert azure.sent[key] <= max(span(path), 4096) + 4096, (key, azure.sent[key])
     total = sum(p.stat().st_size for p in files.values())
     assert sum(azure.sent[k] for k in files) < total / 10
     others = {k for k in azure.sent if k not in files}
@@ -155,10 +134,10 @@ def test_azure_listed_by_find_same_report_as_local(
     azure: FakeAzure, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Listed by adlfs' _find (every page before it returns), the report is the same."""
-    local_status, local = _local_json(store, capsys)
+    local_status, local = local_json(store, capsys)
     url = f"az://{CONTAINER}/store"
     done = _az_scan(azure.connection_string, "--json", url, pages=False)
-    remote_status, remote, transfer = _remote_json(done, url)
+    remote_status, remote, transfer = remote_json(done, url)
     assert (remote_status, remote) == (local_status, local)
     assert azure.kinds["list"] > 1 and transfer["failed"] == 0
 
@@ -167,9 +146,9 @@ def test_azure_single_file_url(
     azure: FakeAzure, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rel = "copied/qwen3-tiny/model-00002-of-00002.safetensors"
-    local_status, local = _local_json(store / rel, capsys)
+    local_status, local = local_json(store / rel, capsys)
     url = f"az://{CONTAINER}/store/{rel}"
-    remote_status, remote, _ = _remote_json(_az_scan(azure.connection_string, "--json", url),
+    remote_status, remote, _ = remote_json(_az_scan(azure.connection_string, "--json", url),
                                             url)
     assert (remote_status, remote) == (local_status, local) and local_status == 1
     assert "shard-truncated" in remote
@@ -199,7 +178,7 @@ def test_azure_throttled_and_dropped_requests_are_retried_by_pyaudit_alone(
     the first) are off; no request is asked a third time."""
     from pyaudit.testing.proxy import LatencyProxy
 
-    local_status, local = _local_json(store / "llama", capsys)
+    local_status, local = local_json(store / "llama", capsys)
     shard = next(p for p in sorted((store / "llama").iterdir()) if p.suffix == ".safetensors")
     listing = f"/devstoreaccount1/{CONTAINER}"  # (the proxy is given paths without queries)
     seen: dict[tuple[str, str], int] = {}
@@ -217,7 +196,7 @@ def test_azure_throttled_and_dropped_requests_are_retried_by_pyaudit_alone(
         via_proxy = azure.connection_string.replace(azure.url.rsplit("/", 1)[0], proxy.url)
         done = _az_scan(via_proxy, "--json", url)
         injected = dict(proxy.stats.faults)
-    status, remote, transfer = _remote_json(done, url)
+    status, remote, transfer = remote_json(done, url)
     assert (status, remote) == (local_status, local)
     assert injected == {"slowdown": 2, "drop": 1}
     # (a dropped keep-alive connection may be asked again by aiohttp itself, uncounted)
@@ -242,7 +221,7 @@ def test_azure_a_blob_that_stays_unreadable_is_a_finding(
         via_proxy = azure.connection_string.replace(azure.url.rsplit("/", 1)[0], proxy.url)
         done = _az_scan(via_proxy, "--json", url, retries=3)
         asked = proxy.stats.faults["slowdown"]
-    status, _, transfer = _remote_json(done, url)
+    status, _, transfer = remote_json(done, url)
     doc = json.loads(done.stdout)
     by_path = {c["path"]: c for c in doc["checkpoints"]}
     llama = by_path["llama"]

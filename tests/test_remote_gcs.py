@@ -25,7 +25,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import struct
 import subprocess
 import sys
 import threading
@@ -39,9 +38,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
-from remote_store import config, write_store
+from remote_store import config, local_json, remote_json, span, write_store
 
-from pyaudit.cli import main
 from pyaudit.testing.stores import manifest_tensors, write_checkpoint
 
 BUCKET = "pyaudit-gcs-test"
@@ -216,12 +214,6 @@ def store(gcs: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _local_json(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    status = main(["scan", "--json", str(path)])
-    doc = json.loads(capsys.readouterr().out)
-    doc["summary"].pop("seconds")
-    assert "remote" not in doc["summary"]
-    return status, json.dumps(doc, indent=1).replace(str(path), "ROOT")
 
 
 def _gcs_scan(
@@ -240,20 +232,8 @@ def _gcs_scan(
     )
 
 
-def _remote_json(
-    done: subprocess.CompletedProcess[str], url: str
-) -> tuple[int, str, dict[str, Any]]:
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    doc = json.loads(done.stdout)
-    doc["summary"].pop("seconds")
-    transfer = doc["summary"].pop("remote")
-    return done.returncode, json.dumps(doc, indent=1).replace(url, "ROOT"), transfer
 
 
-def _span(path: Path) -> int:
-    with open(path, "rb") as f:
-        first = f.read(8)
-    return 8 + struct.unpack("<Q", first)[0] if len(first) == 8 else len(first)
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -265,10 +245,10 @@ def test_gcs_same_report_as_local_header_bytes_only(
     """The report of a local scan of the same tree; broken checkpoints FAIL with the local
     codes; every .safetensors read by one or two range requests, never the tensor data
     behind its header; ``summary.remote`` counts what the emulator was asked and sent."""
-    local_status, local = _local_json(store, capsys)
+    local_status, local = local_json(store, capsys)
     gcs.served.clear()
     url = f"gs://{BUCKET}/store"
-    remote_status, remote, transfer = _remote_json(_gcs_scan(gcs, "--json", url), url)
+    remote_status, remote, transfer = remote_json(_gcs_scan(gcs, "--json", url), url)
     assert remote == local
     assert remote_status == local_status == 1
     by_path = {c["path"]: c for c in json.loads(remote)["checkpoints"]}
@@ -295,7 +275,7 @@ def test_gcs_same_report_as_local_header_bytes_only(
         ranges = served.gets[key]
         assert 1 <= len(ranges) <= 2, (key, ranges)
         assert all(r is not None and r.startswith("bytes=") for r in ranges), (key, ranges)
-        assert served.bytes[key] <= max(_span(path), 4096) + 4096, (key, served.bytes[key])
+        assert served.bytes[key] <= max(span(path), 4096) + 4096, (key, served.bytes[key])
     total = sum(p.stat().st_size for p in files.values())
     assert sum(served.bytes[k] for k in files) < total / 10
     objects = sum(1 for p in store.rglob("*") if p.is_file())
@@ -314,10 +294,10 @@ def test_gcs_listed_by_find_same_report_as_local(
     gcs: Emulator, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Listed by gcsfs' _find (every page before it returns), the report is the same."""
-    local_status, local = _local_json(store, capsys)
+    local_status, local = local_json(store, capsys)
     gcs.served.clear()
     url = f"gs://{BUCKET}/store"
-    remote_status, remote, transfer = _remote_json(
+    remote_status, remote, transfer = remote_json(
         _gcs_scan(gcs, "--json", url, pages=False), url
     )
     assert (remote_status, remote) == (local_status, local)
@@ -328,9 +308,9 @@ def test_gcs_single_file_url(
     gcs: Emulator, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rel = "copied/qwen3-tiny/model-00002-of-00002.safetensors"
-    local_status, local = _local_json(store / rel, capsys)
+    local_status, local = local_json(store / rel, capsys)
     url = f"gs://{BUCKET}/store/{rel}"
-    remote_status, remote, _ = _remote_json(_gcs_scan(gcs, "--json", url), url)
+    remote_status, remote, _ = remote_json(_gcs_scan(gcs, "--json", url), url)
     assert (remote_status, remote) == (local_status, local) and local_status == 1
     assert "shard-truncated" in remote
 
@@ -355,11 +335,11 @@ def test_gcs_token_from_gcsfs_environment_sent_never_shown(
     """A token given as gcsfs takes one from its environment (fsspec's FSSPEC_GCS_TOKEN) is
     what every request carries; neither a report nor a usage error shows it."""
     token = "ya29.secretvalue123456"
-    local_status, local = _local_json(store / "llama", capsys)
+    local_status, local = local_json(store / "llama", capsys)
     gcs.served.clear()
     url = f"gs://{BUCKET}/store/llama"
     done = _gcs_scan(gcs, "--json", url, token=token)
-    assert _remote_json(done, url)[:2] == (local_status, local)
+    assert remote_json(done, url)[:2] == (local_status, local)
     missing = _gcs_scan(gcs, f"gs://{BUCKET}/no-such-prefix", token=token)
     assert missing.returncode == 2 and "no such file or directory" in missing.stderr
     assert gcs.served.tokens == {f"Bearer {token}"}

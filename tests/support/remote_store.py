@@ -1,13 +1,16 @@
 """The store the remote tests scan: real tiny checkpoints, healthy and broken, as a training
-output tree holds them (tests/test_remote.py, tests/test_remote_gcs.py)."""
+output tree holds them (tests/test_remote.py, tests/test_remote_gcs.py,
+tests/test_remote_azure.py), and the reports those tests hold against each other."""
 
 from __future__ import annotations
 
 import json
 import struct
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import realdata
 
 from pyaudit.testing.stores import (
@@ -91,3 +94,34 @@ def write_store(out: Path) -> None:
     (bins / "pytorch_model-00001-of-00002.bin").write_bytes(b"\0" * 128)
     # Hidden folders are not walked.
     write_checkpoint(out / ".cache" / "tmp", qwen3, q3, shards=1, sparse=False)
+
+
+def span(path: Path) -> int:
+    """A .safetensors file's header span: the 8-byte length and the header it gives."""
+    with open(path, "rb") as f:
+        first = f.read(8)
+    return 8 + struct.unpack("<Q", first)[0] if len(first) == 8 else len(first)
+
+
+def local_json(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`pyaudit scan --json PATH` in this process: its status and its report, the root
+    written ROOT and the seconds left out."""
+    from pyaudit.cli import main
+
+    status = main(["scan", "--json", str(path)])
+    doc = json.loads(capsys.readouterr().out)
+    doc["summary"].pop("seconds")
+    assert "remote" not in doc["summary"]
+    return status, json.dumps(doc, indent=1).replace(str(path), "ROOT")
+
+
+def remote_json(
+    done: subprocess.CompletedProcess[str], url: str
+) -> tuple[int, str, dict[str, Any]]:
+    """A child's `pyaudit scan --json URL`: its status, its report as :func:`local_json`
+    gives one, and its ``summary.remote``."""
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    doc = json.loads(done.stdout)
+    doc["summary"].pop("seconds")
+    transfer = doc["summary"].pop("remote")
+    return done.returncode, json.dumps(doc, indent=1).replace(url, "ROOT"), transfer
