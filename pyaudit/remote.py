@@ -215,7 +215,7 @@ def _filesystem(url: str, in_flight: int) -> tuple[Any, str]:
         raise RemoteError(f"{url}: {_one_line(e)}") from None
     if "s3" in _protocols(fs):
         fs.retries = 1  # this instance only (skip_instance_cache)
-    if set(_protocols(fs)) & set(AZURE_PROTOCOLS):
+    if _is_azure(fs):
         _azure_retries_off(fs)
     path = str(path)
     return fs, path if path in ("", "/") else path.rstrip("/")
@@ -258,9 +258,13 @@ def _is_plain_gcs(fs: Any) -> bool:
     )
 
 
+def _is_azure(fs: Any) -> bool:
+    return bool(set(_protocols(fs)) & set(AZURE_PROTOCOLS))
+
+
 def _is_plain_azure(fs: Any) -> bool:
     return (
-        "az" in _protocols(fs)
+        _is_azure(fs)
         and getattr(fs, "service_client", None) is not None
         and hasattr(fs.service_client, "get_container_client")  # (one client, not a list)
         and not getattr(fs, "version_aware", False)
@@ -316,12 +320,11 @@ class _S3Ranges:
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
-        if key not in self._proxies:
-            proxies = urllib.request.getproxies_environment()
-            host = parts.hostname or ""
-            # (on Linux proxy_bypass is the environment's NO_PROXY test)
-            bypass = bool(proxies.get("no")) and bool(urllib.request.proxy_bypass(host))
-            self._proxies[key] = None if bypass else proxies.get(parts.scheme)
+        proxies = urllib.request.getproxies_environment()
+        host = parts.hostname or ""
+        # (on Linux proxy_bypass is the environment's NO_PROXY test)
+        bypass = bool(proxies.get("no")) and bool(urllib.request.proxy_bypass(host))
+        self._proxies[key] = None if bypass else proxies.get(parts.scheme)
         return self._proxies[key]
 
     def _session(self) -> Any:
@@ -796,7 +799,7 @@ class RemoteTree:
     def __init__(self, url: str, in_flight: int = IN_FLIGHT, wait: bool = True) -> None:
         self.url = url
         self.fs, self.root = _filesystem(url, in_flight)
-        if set(_protocols(self.fs)) & set(AZURE_PROTOCOLS):
+        if _is_azure(self.fs):
             in_flight = min(in_flight, AZURE_POOL)  # more would wait in the SDK's pool
         self.client = _Client(self.fs, in_flight)
         self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
