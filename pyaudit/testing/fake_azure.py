@@ -31,11 +31,11 @@ import hashlib
 import threading
 from collections import Counter
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from pyaudit.testing.loopback import CountingHandler, LoopbackServer
 
 ACCOUNT = "devstoreaccount1"
 # Any base64 text is a key the SDK signs with; the fake checks no signature.
@@ -58,7 +58,7 @@ class FakeAzure:
         self.connections = 0
         self.unknown: list[str] = []
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -79,8 +79,9 @@ class FakeAzure:
 
         class Handler(_Handler):
             azure = fake
+            counted = fake
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -136,24 +137,8 @@ def _properties(name: str, size: int, mtime: float) -> str:
     )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # listen()'s backlog (socketserver's default: 5): a scan opens up to 128 connections at
-    # once, and a full accept queue drops them, for TCP to retry seconds later
-    request_queue_size = 1024
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(CountingHandler):
     azure: FakeAzure
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        with self.azure.lock:
-            self.azure.connections += 1
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None,
               head: bool = False, length: int | None = None) -> None:

@@ -26,10 +26,11 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from pyaudit.testing.loopback import CountingHandler, LoopbackServer
 
 SHA = "0123456789abcdef0123456789abcdef01234567"  # the one revision every repository has
 
@@ -48,7 +49,7 @@ class FakeHub:
         self.connections = 0  # accepted, in all
         self.unknown: list[str] = []  # requests this fake does not answer (a 404 each)
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -61,9 +62,9 @@ class FakeHub:
 
         class Handler(_Handler):
             fake = hub
+            counted = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -104,17 +105,8 @@ def _oid(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(CountingHandler):
     fake: FakeHub
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        with self.fake.lock:
-            self.fake.connections += 1
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None,
               head: bool = False) -> None:
