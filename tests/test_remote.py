@@ -422,7 +422,7 @@ def test_throttling_and_dropped_connections_are_retried(
     faults_seen = proxied.stats.faults
     assert faults_seen["slowdown"] >= 3 and faults_seen["error"] == 1
     assert faults_seen["drop"] == 1 and faults_seen["stall"] == 1
-    # (aiohttp itself may resend a request whose kept-alive connection was dropped)
+    # (a request whose kept-alive connection was dropped may be resent by the client itself)
     assert transfer["retries"] >= sum(faults_seen.values()) - faults_seen["drop"]
     assert transfer["failed"] == 0
 
@@ -634,6 +634,30 @@ def test_static_s3_fake_same_report_as_local(
     objects = sum(1 for p in store.rglob("*") if p.is_file())
     assert kinds["get-list"] >= objects // 7  # paged
     assert kinds["get-range"] > 0
+
+
+def test_through_an_http_proxy_named_by_the_environment(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY names a proxy for the endpoint: every request (listing pages and range
+    GETs) goes through it, by aiohttp, to an endpoint that only the proxy can reach; the
+    report is the local one."""
+    pytest.importorskip("aiohttp")
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store / "qwen3", root / BUCKET / "store")
+    local = _scan_json(str(store / "qwen3"), capsys)
+    with LatencyProxy(serve=str(root)) as proxy:
+        for name in ("http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3.pyaudit-test.invalid")
+        remote = _scan_json(f"s3://{BUCKET}/store", capsys)
+        kinds = proxy.stats.kinds
+    assert remote == local
+    assert kinds["get-list"] >= 1 and kinds["get-range"] >= 2
 
 
 def test_static_s3_keys_url_encoded_and_decoded(
