@@ -8,6 +8,7 @@ headers), the directory's ``config.json``, the model the run's files name
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -121,11 +122,18 @@ def from_config(
     if cache is None:
         return _from_config_key(_config_key(config), source)
     manifests = cache.manifests
+
+    def of_key(key: str) -> Expected:
+        # One build per config, whatever its source: the base of every adapter of one run
+        # is the same config under a different name (the adapter's own base path), and the
+        # layouts (with what is made of them on first need, as default_groups) are shared.
+        shared = manifests.get((key, None), lambda: _from_config_key(key, source))
+        return shared if shared.source == source else dataclasses.replace(shared, source=source)
+
     return cache.expected_by_object.get(
         (Identity(config), source),
         lambda: manifests.get(
-            (_config_key(config), source),
-            lambda: _from_config_key(_config_key(config), source),
+            (_config_key(config), source), lambda: of_key(_config_key(config))
         ),
     )
 
