@@ -84,6 +84,7 @@ class LatencyProxy:
     ) -> None:
         self.upstreams: list[tuple[str, int]] = []
         self.serve = serve
+        self._listings: static_s3.Snapshots = {}  # the static fake's listings, by prefix
         if serve is None and not upstream:
             raise ValueError("the proxy needs an upstream server or a directory to serve")
         for url in [upstream] if isinstance(upstream, str) else upstream or []:
@@ -213,7 +214,7 @@ class LatencyProxy:
                     # a thread, so that the answers to other requests do not wait for it, as
                     # they would not at S3.
                     status_line, out_headers, out_body = await asyncio.to_thread(
-                        static_s3.answer, self.serve, method, target, headers
+                        static_s3.answer, self.serve, method, target, headers, self._listings
                     )
                 elif self.serve is not None:
                     status_line, out_headers, out_body = static_s3.answer(

@@ -6,8 +6,9 @@ them: ``GET /BUCKET?list-type=2`` (ListObjectsV2: ``prefix``, ``max-keys`` up to
 ``continuation-token``, ``start-after``, ``encoding-type=url``; no ``delimiter``),
 ``GET /BUCKET/KEY`` with or without
 a ``Range: bytes=A-B`` (206 Partial Content), ``HEAD /BUCKET/KEY``, ``HEAD /BUCKET``. Anything
-else is 501. Files are read per request (a few KB: headers); listings are built by walking
-the bucket's directory once per request (benchmark stores: a few thousand objects).
+else is 501. Files are read per request (a few KB: headers); a listing walks the bucket's
+directory at its first page, and its later pages are cut from that walk when the caller keeps
+it (``snapshots``), as one listing of a store that does not change meanwhile would see.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from urllib.parse import parse_qs, quote_plus, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
+# (bucket, prefix) -> the objects a listing's first page walked, sorted
+Snapshots = dict[tuple[str, str], list[tuple[str, os.stat_result]]]
 MAX_KEYS = 1000
 
 
@@ -45,11 +48,19 @@ def _etag(key: str, st: os.stat_result) -> str:
     return '"' + hashlib.md5(f"{key}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest() + '"'
 
 
-def _list(bucket_name: str, bucket: Path, query: dict[str, list[str]]) -> Answer:
+def _list(
+    bucket_name: str, bucket: Path, query: dict[str, list[str]], snapshots: Snapshots | None
+) -> Answer:
     prefix = query.get("prefix", [""])[0]
     max_keys = min(int(query.get("max-keys", [str(MAX_KEYS)])[0]), MAX_KEYS)
-    after = query.get("continuation-token", query.get("start-after", [""]))[0]
-    keys = [(k, st) for k, st in _objects(bucket) if k.startswith(prefix) and k > after]
+    token = query.get("continuation-token", [""])[0]
+    after = token or query.get("start-after", [""])[0]
+    held = snapshots.get((bucket_name, prefix)) if snapshots is not None and token else None
+    if held is None:
+        held = [(k, st) for k, st in _objects(bucket) if k.startswith(prefix)]
+        if snapshots is not None:
+            snapshots[(bucket_name, prefix)] = held
+    keys = [(k, st) for k, st in held if k > after]
     page, truncated = keys[:max_keys], len(keys) > max_keys
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -79,8 +90,13 @@ def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(seconds))
 
 
-def answer(root: str, method: str, target: str, headers: dict[str, str]) -> Answer:
-    """The response (status line, headers, body) to one request; ``headers`` lower-cased."""
+def answer(
+    root: str, method: str, target: str, headers: dict[str, str],
+    snapshots: Snapshots | None = None,
+) -> Answer:
+    """The response (status line, headers, body) to one request; ``headers`` lower-cased.
+    ``snapshots``: where a listing's first page keeps the objects it walked, for the pages
+    after it (by continuation token), instead of a walk of the store a page."""
     parts = urlsplit(target)
     segments = parts.path.lstrip("/").split("/", 1)
     bucket_name = unquote(segments[0])
@@ -93,7 +109,7 @@ def answer(root: str, method: str, target: str, headers: dict[str, str]) -> Answ
         if method == "HEAD":
             return "HTTP/1.1 200 OK", [], b""
         if method == "GET" and query.get("list-type") == ["2"] and "delimiter" not in query:
-            return _list(bucket_name, bucket, query)
+            return _list(bucket_name, bucket, query, snapshots)
         return _error("501 Not Implemented", "NotImplemented", f"{method} {target}")
     path = bucket / key
     if ".." in Path(key).parts or not path.is_file():
