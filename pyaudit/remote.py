@@ -81,6 +81,8 @@ from pyaudit.discover import (
 from pyaudit.discover import is_url as is_url
 from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
+from pyaudit.s3direct import DirectS3
+from pyaudit.s3direct import applies as s3direct_applies
 from pyaudit.s3presign import Presigner
 
 # The audit's modules are imported once the listing is under way (start(), then the
@@ -190,6 +192,8 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 
 
 def _filesystem(url: str, in_flight: int) -> tuple[Any, str]:
+    if S3_DIRECT and S3_PAGES and s3direct_applies(url):
+        return DirectS3(url, in_flight), DirectS3.strip(url)
     try:
         import fsspec.core  # type: ignore[import-untyped]
     except ImportError:
@@ -367,8 +371,10 @@ class _S3Ranges:
     async def _presign(self, bucket: str, operation: str, params: dict[str, Any]) -> str:
         client = await self.client(bucket)
         params = {**params, **(getattr(self.fs, "req_kw", None) or {})}
-        url: str = await client.generate_presigned_url(operation, Params=params, ExpiresIn=3600)
-        return url
+        url = client.generate_presigned_url(operation, Params=params, ExpiresIn=3600)
+        if inspect.isawaitable(url):  # (aiobotocore's; botocore's is plain)
+            url = await url
+        return str(url)
 
     async def _fetch(self, url: str, start: int, end: int | None) -> bytes:
         """The body of a GET (bytes ``[start, end)`` by a Range; ``end`` None: all of it, up
@@ -563,12 +569,15 @@ class _Client:
     """
 
     def __init__(self, fs: Any, in_flight: int) -> None:
-        import fsspec.asyn  # type: ignore[import-untyped]
-
         self.fs = fs
         self.in_flight = in_flight
         self.is_async = bool(getattr(fs, "async_impl", False))
-        self.loop: asyncio.AbstractEventLoop = fs.loop if self.is_async else fsspec.asyn.get_loop()
+        if self.is_async:
+            self.loop: asyncio.AbstractEventLoop = fs.loop
+        else:
+            import fsspec.asyn  # type: ignore[import-untyped]
+
+            self.loop = fsspec.asyn.get_loop()
         self.pool = (
             None
             if self.is_async
@@ -639,7 +648,10 @@ class _Client:
 
         self._unsettled.add(out)
         out.add_done_callback(self._unsettled.discard)
-        self.loop.call_soon_threadsafe(self._push, priority, run)
+        try:
+            self.loop.call_soon_threadsafe(self._push, priority, run)
+        except RuntimeError:  # the loop is closed (a DirectS3's, once the client is)
+            out.set_result(OSError("cancelled: the scan was given up"))
         return out
 
     def _settle(self) -> None:
@@ -667,11 +679,15 @@ class _Client:
             self._settle()
             if self.s3 is not None:
                 await self.s3.close()
+            if isinstance(self.fs, DirectS3):
+                await self.fs.close()
 
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):  # (a loop already closed: nothing runs on it)
             asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        if isinstance(self.fs, DirectS3):  # its own loop, which nothing else uses
+            self.fs.shutdown()
 
     # Requests (on the loop thread) ---------------------------------------------------------
 

@@ -902,3 +902,135 @@ def test_which_errors_are_asked_again(error: BaseException, again: bool) -> None
     from pyaudit import remote
 
     assert remote._transient(error) is again
+
+
+# --- s3:// without s3fs' import (pyaudit.s3direct) -------------------------------------------
+
+
+def test_s3_scan_imports_neither_s3fs_nor_aiohttp(s3: tuple[str, Served], store: Path) -> None:
+    """With nothing configuring s3fs, a scan presigns by botocore's own client and reads by
+    pyaudit.httpget: s3fs, aiobotocore, aiohttp and fsspec are never imported (their
+    import was ~0.26 s of CPU before the first request), and the report is the local one."""
+    code = (
+        "import json, sys\n"
+        "from pyaudit.cli import main\n"
+        f"rc = main(['scan', '--json', 's3://{BUCKET}/store/qwen3'])\n"
+        "names = ('s3fs', 'aiobotocore', 'aiohttp', 'fsspec')\n"
+        "print(json.dumps([rc, [n for n in names if n in sys.modules]]), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSSPEC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    rc, imported = json.loads(done.stderr.strip().splitlines()[-1])
+    local = subprocess.run(
+        [sys.executable, "-m", "pyaudit", "scan", "--json", str(store / "qwen3")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert (rc, imported) == (local.returncode, [])
+    doc, want = json.loads(done.stdout), json.loads(local.stdout)
+    assert [c["status"] for c in doc["checkpoints"]] == [c["status"] for c in want["checkpoints"]]
+    assert doc["summary"]["remote"]["requests"] > 0
+
+
+def test_fsspec_configuration_is_honoured_through_s3fs(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An endpoint given to s3fs by fsspec's configuration (FSSPEC_S3_ENDPOINT_URL) is what
+    the scan uses: botocore's own setting points nowhere, and the report is the local one."""
+    endpoint, _ = s3
+    local = _scan_json(str(store / "qwen3"), capsys)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # (nothing listens there)
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", endpoint)
+    import fsspec.config  # type: ignore[import-untyped]
+
+    monkeypatch.setattr(fsspec.config, "conf", {"s3": {"endpoint_url": endpoint}})
+    assert _scan_json(f"s3://{BUCKET}/store/qwen3", capsys) == local
+
+
+def test_which_urls_go_without_s3fs(tmp_path: Path) -> None:
+    from pyaudit import s3direct
+
+    pytest.importorskip("s3fs")
+    home = {"HOME": str(tmp_path)}  # (no fsspec configuration directory there)
+    assert s3direct.applies("s3://bucket/prefix", home)
+    assert s3direct.applies("s3a://bucket", home)
+    assert not s3direct.applies("gs://bucket/prefix", home)
+    assert not s3direct.applies("s3://bucket", {**home, "FSSPEC_S3_ANON": "true"})
+    assert not s3direct.applies("s3://bucket", {**home, "FSSPEC_S3": '{"anon": true}'})
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    assert s3direct.applies("s3://bucket", {**home, "FSSPEC_CONFIG_DIR": str(conf)})
+    (conf / "s3.json").write_text('{"s3": {"anon": true}}')
+    assert not s3direct.applies("s3://bucket", {**home, "FSSPEC_CONFIG_DIR": str(conf)})
+    # The directory fsspec reads by default is the one looked at.
+    code = ("import os, fsspec.config; print(fsspec.config.conf_dir == "
+            "os.path.join(os.path.expanduser('~'), '.config', 'fsspec'))")
+    env = {k: v for k, v in os.environ.items() if k != "FSSPEC_CONFIG_DIR"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.stdout.strip() == "True", done.stderr
+
+
+_TIMED = ("Signature", "Expires", "X-Amz-Date", "X-Amz-Signature", "X-Amz-Credential")
+
+
+def _untimed(url: str) -> tuple[str, list[tuple[str, str]]]:
+    """A presigned URL without what depends on the clock (its time, and so its signature)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _TIMED]
+    return f"{parts.scheme}://{parts.netloc}{parts.path}", sorted(query)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_DEFAULT_REGION": "us-east-1"},
+        {"AWS_DEFAULT_REGION": "eu-west-1"},
+        {"AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "session-token"},
+        {"AWS_ENDPOINT_URL_S3": "https://minio.example:9000", "AWS_REGION": "ap-south-1"},
+    ],
+)
+def test_direct_urls_are_the_urls_s3fs_would_presign(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same endpoint, addressing, region, credentials and token in botocore's client as
+    made here and in s3fs' (the clock aside), for the settings users give by environment."""
+    pytest.importorskip("s3fs")
+    import asyncio
+
+    import fsspec.core
+
+    from pyaudit import s3direct
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for k, v in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull, **env}.items():
+        monkeypatch.setenv(k, v)
+    params = {"Bucket": "my-bucket", "Key": "run/checkpoint-1/model.safetensors"}
+    direct = s3direct.DirectS3("s3://my-bucket/run", 8)
+    try:
+        client = asyncio.run_coroutine_threadsafe(direct.get_s3("my-bucket"), direct.loop).result()
+        ours = [client.generate_presigned_url(op, Params=p, ExpiresIn=3600) for op, p in
+                (("get_object", params), ("list_objects_v2", {"Bucket": "my-bucket"}))]
+    finally:
+        direct.shutdown()
+
+    async def theirs() -> list[str]:
+        fs, _ = fsspec.core.url_to_fs("s3://my-bucket/run", asynchronous=True,
+                                      skip_instance_cache=True)
+        s3 = await fs.set_session()
+        try:
+            return [await s3.generate_presigned_url(op, Params=p, ExpiresIn=3600) for op, p in
+                    (("get_object", params), ("list_objects_v2", {"Bucket": "my-bucket"}))]
+        finally:
+            await fs._s3creator.__aexit__(None, None, None)
+
+    expected = asyncio.run(theirs())
+    assert [_untimed(u) for u in ours] == [_untimed(u) for u in expected]
