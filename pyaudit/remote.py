@@ -649,6 +649,13 @@ class _Client:
         self._unsettled.add(out)
         out.add_done_callback(self._unsettled.discard)
         try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:  # (no loop runs in this thread)
+            on_loop = False
+        if on_loop:  # asked by the listing, on the loop's thread: no wake-up to send
+            self._push(priority, run)
+            return out
+        try:
             self.loop.call_soon_threadsafe(self._push, priority, run)
         except RuntimeError:  # the loop is closed (a DirectS3's, once the client is)
             out.set_result(OSError("cancelled: the scan was given up"))
@@ -1077,6 +1084,12 @@ class _Scan:
         self.failed: dict[str, str] = {}  # rel -> why it could not be read
 
     def rel(self, ckpt: CheckpointDir, name: str) -> str:
+        """``name`` of ``ckpt`` relative to the mirror's root (as the listing names it)."""
+        base = str(ckpt.path)
+        if base == self.mirror:
+            return name
+        if base.startswith(self.mirror + "/"):  # (every checkpoint: discovered in the mirror)
+            return f"{base[len(self.mirror) + 1:]}/{name}"
         return (ckpt.path / name).relative_to(self.mirror_root).as_posix()
 
     def schedule(self, ckpt: CheckpointDir) -> _Pending:
