@@ -1189,9 +1189,9 @@ class _Scan:
         extra = []
         # Files that could not be read, of this directory and of those above it whose
         # run files the audit looks at.
-        here = ckpt.path.relative_to(self.mirror_root).as_posix()
+        here = ckpt.path.relative_to(self.mirror_root).as_posix() if self.failed else ""
         dirs = {here}
-        for listed in ckpt.listed_run_files or {}:
+        for listed in (ckpt.listed_run_files or {}) if self.failed else ():
             with contextlib.suppress(ValueError):
                 dirs.add(Path(listed).relative_to(self.mirror_root).as_posix())
         for rel, why in self.failed.items():
