@@ -64,7 +64,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +111,9 @@ FIRST_ASK_WAIT = 0.5  # seconds start_listing waits for a listing's first reques
 WINDOW = 8  # header files requested ahead of the audit, per request in flight
 AHEAD_BYTES = 64 * 1024 * 1024  # ... and while a listing arrives, more up to this held
 AHEAD_FILES = 16384  # ... and this many files
+# Small files of one content (S3's ETag and size) are read once: the bytes of the files
+# asked for are held for the later ones, the oldest let go beyond this much.
+SHARED_BYTES = 64 * 1024 * 1024
 INSTALL_HINT = "pip install 'pyaudit[remote]'"
 # A driver that is missing, by protocol (fsspec is there: it said which driver it lacks).
 DRIVER_HINTS = {
@@ -139,6 +142,11 @@ _HAS_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout()
 # Errors that will not pass by asking again.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
               ValueError, TypeError, NotImplementedError)
+
+
+# A listed object: its path, its size, and what identifies its content where the listing
+# says (see _content_id), else None.
+Listed = tuple[str, int, "str | None"]
 
 
 class RemoteError(Exception):
@@ -172,6 +180,9 @@ class Transfer:
     retries: int = 0
     failed: int = 0  # objects that could not be read after the retries
     in_flight: int = 0  # the bound on requests in flight
+    # small files (run and index files) not requested: listed with the content of one that
+    # was (the same ETag and size), whose bytes they were given
+    shared: int = 0
 
     def add(self, other: Transfer) -> None:
         for f in dataclasses.fields(self):
@@ -279,19 +290,20 @@ def _is_plain_azure(fs: Any) -> bool:
 
 async def _azure_page(
     fs: Any, container: str, prefix: str, token: str | None
-) -> tuple[list[tuple[str, int]], str | None]:
-    """One List Blobs request: (name, size) of its blobs, and the marker of the next page."""
+) -> tuple[list[Listed], str | None]:
+    """One List Blobs request: (name, size, None) of its blobs (an Azure ETag names a
+    write, not a content), and the marker of the next page."""
     from azure.core.exceptions import ResourceNotFoundError  # (adlfs' own dependency)
 
     async with fs.service_client.get_container_client(container) as client:
         pager = client.list_blobs(
             name_starts_with=prefix or None, results_per_page=AZURE_PAGE
         ).by_page(continuation_token=token)
-        items: list[tuple[str, int]] = []
+        items: list[Listed] = []
         try:
             async for page in pager:
                 async for blob in page:
-                    items.append((f"{container}/{blob.name}", max(0, int(blob.size or 0))))
+                    items.append((f"{container}/{blob.name}", max(0, int(blob.size or 0)), None))
                 break  # one page, one request: the next is asked for by its marker
         except ResourceNotFoundError:  # no such container
             raise FileNotFoundError(f"{container}: no such container") from None
@@ -448,8 +460,8 @@ class _S3Ranges:
 
     async def list_page(
         self, bucket: str, prefix: str, token: str | None
-    ) -> tuple[list[tuple[str, int]], str | None]:
-        """One ListObjectsV2 page: (key, size) of its objects, and the token of the next
+    ) -> tuple[list[Listed], str | None]:
+        """One ListObjectsV2 page: (key, size, content id) of its objects, and the token of the next
         page (None after the last). Read by ElementTree: botocore's parser spent ~0.1 s of
         the event loop's thread on each page of 1,000 keys (most of it parsing dates)."""
         params = {"Bucket": bucket, "Prefix": prefix}
@@ -477,14 +489,37 @@ def _http_error(status: int, reason: str, text: str) -> OSError:
     return OSError(f"HTTP {status} {message}")
 
 
+def _content_id(etag: object) -> str | None:
+    """An S3 ETag as an identity of the object's content: the MD5 of its bytes (``"hex"``,
+    a single-part upload) or of its parts' MD5s (``"hex-N"``, a multipart one). S3 gives it
+    in the listing; objects of one ETag and size hold the same bytes (the same content
+    uploaded in other parts has another ETag: then it is simply read twice). Anything else
+    is None."""
+    if not isinstance(etag, str):
+        return None
+    text = etag.strip().strip('"')
+    digest, _, parts = text.partition("-")
+    if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest.lower()):
+        return None
+    if parts and not parts.isdigit():
+        return None
+    return "s3:" + text.lower()
+
+
+def _gcs_content_id(md5: object) -> str | None:
+    """GCS's ``md5Hash`` (base64 of the object's MD5; composite objects have none)."""
+    return f"gcs:{md5}" if isinstance(md5, str) and len(md5) == 24 else None
+
+
 def _xml_field(text: str, name: str) -> str | None:
     start = text.find(f"<{name}>")
     stop = text.find(f"</{name}>", start + 1)
     return text[start + len(name) + 2 : stop] if 0 <= start < stop else None
 
 
-def _parse_listing(body: bytes) -> tuple[list[tuple[str, int]], str | None]:
-    """A ListObjectsV2 response: (key, size) of each object, and the next page's token.
+def _parse_listing(body: bytes) -> tuple[list[Listed], str | None]:
+    """A ListObjectsV2 response: (key, size, content id) of each object (the id: its ETag,
+    see :func:`_content_id`), and the next page's token.
     Keys are URL-decoded when the response says ``EncodingType`` url (botocore asks for
     it when it presigns the request, and decodes the keys as this does)."""
     from urllib.parse import unquote_plus
@@ -494,25 +529,27 @@ def _parse_listing(body: bytes) -> tuple[list[tuple[str, int]], str | None]:
         root = fromstring(body)
     except ParseError as e:  # a body cut short: asking again may do
         raise OSError(f"a listing that is not XML: {e}") from None
-    items: list[tuple[str, int]] = []
+    items: list[Listed] = []
     fields: dict[str, str] = {}
     for child in root:
         tag = child.tag.rpartition("}")[2]
         if tag == "Contents":
-            key, size = None, 0
+            key, size, etag = None, 0, None
             for part in child:
                 name = part.tag.rpartition("}")[2]
                 if name == "Key":
                     key = part.text or ""
+                elif name == "ETag":
+                    etag = _content_id(part.text)
                 elif name == "Size":
                     with contextlib.suppress(TypeError, ValueError):
                         size = max(0, int(part.text or 0))
             if key is not None:
-                items.append((key, size))
+                items.append((key, size, etag))
         else:
             fields[tag] = (child.text or "").strip()
     if fields.get("EncodingType") == "url":
-        items = [(unquote_plus(key), size) for key, size in items]
+        items = [(unquote_plus(key), size, etag) for key, size, etag in items]
     token = fields.get("NextContinuationToken") or None
     if fields.get("IsTruncated", "false").lower() != "true":
         token = None
@@ -761,8 +798,8 @@ class _Client:
 
     # Listing (on the loop thread, outside the slots) --------------------------------------
 
-    async def listing(self, root: str) -> AsyncIterator[list[tuple[str, int]]]:
-        """(path, size) of every file below ``root``, a page at a time."""
+    async def listing(self, root: str) -> AsyncIterator[list[Listed]]:
+        """(path, size, content id) of every file below ``root``, a page at a time."""
         fs = self.fs
         if S3_PAGES and _is_plain_s3(fs):
             bucket, key, _ = fs.split_path(root)
@@ -776,7 +813,7 @@ class _Client:
                 while True:
                     page_of = functools.partial(s3.list_page, bucket, prefix, token)
                     items, token = await self._retrying(root, page_of)
-                    yield [(f"{bucket}/{k}", size) for k, size in items]
+                    yield [(f"{bucket}/{k}", size, etag) for k, size, etag in items]
                     if not token:
                         return
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
@@ -784,7 +821,10 @@ class _Client:
             self.asked.set()
             while True:
                 page = await self._retrying(root, lambda: fs._call_s3("list_objects_v2", **kwargs))
-                yield [(f"{bucket}/{c['Key']}", _size(c)) for c in page.get("Contents", [])]
+                yield [
+                    (f"{bucket}/{c['Key']}", _size(c), _content_id(c.get("ETag")))
+                    for c in page.get("Contents", [])
+                ]
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
                     return
@@ -802,7 +842,7 @@ class _Client:
                 page = await self._retrying(root, list_page)
                 items = (page.get("items") or []) if isinstance(page, dict) else []
                 yield [
-                    (f"{bucket}/{o['name']}", _size(o))
+                    (f"{bucket}/{o['name']}", _size(o), _gcs_content_id(o.get("md5Hash")))
                     for o in items
                     if isinstance(o, dict) and isinstance(o.get("name"), str)
                 ]
@@ -825,7 +865,7 @@ class _Client:
         else:
             found = await self._retrying(root, lambda: self._sync(fs.find, root, detail=True))
         yield [
-            (str(k), _size(info))
+            (str(k), _size(info), None)
             for k, info in found.items()
             if info.get("type", "file") == "file" and not str(k).endswith("/")
         ]
@@ -864,6 +904,13 @@ class RemoteTree:
             in_flight = min(in_flight, AZURE_POOL)  # more would wait in the SDK's pool
         self.client = _Client(self.fs, in_flight)
         self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
+        # Small files (run and index files) are read once per content: rel -> the content id
+        # the listing gave (S3's ETag), and (content id, size) -> the request of the first.
+        self.contents: dict[str, str] = {}
+        self._by_content: OrderedDict[tuple[str, int], concurrent.futures.Future[Any]] = (
+            OrderedDict()
+        )
+        self._shared_bytes = 0  # what the requests held there hold, at most SHARED_BYTES
         self.single: str | None = None  # the file's name when the URL names one file
         self.root_url = url.rstrip("/")  # the URL of the mirrored root
         self.http = any(p in ("http", "https") for p in _protocols(self.fs))  # no listing
@@ -931,9 +978,9 @@ class RemoteTree:
         try:
             async for page in self.client.listing(self.root):
                 self.client.transfer.listed += len(page)
-                for path, size in page:
+                for path, size, content in page:
                     if path.startswith(prefix):
-                        self._add(path[len(prefix) :], size)
+                        self._add(path[len(prefix) :], size, content)
                 if self.files and not self._first.done():
                     self._first.set_result(None)
         except FileNotFoundError:
@@ -969,13 +1016,15 @@ class RemoteTree:
                 self._add(entry_name, _size(entry))
         self._add(name, _size(info))
 
-    def _add(self, rel: str, size: int) -> None:
+    def _add(self, rel: str, size: int, content: str | None = None) -> None:
         if rel.endswith("/") or not rel:
             return  # a "directory" marker object
         if not _safe_rel(rel):
             log.warning("%s/%s: a name no directory can hold: not scanned", self.root_url, rel)
             return
         self.files[rel] = size
+        if content is not None:
+            self.contents[rel] = content
         if _hidden(rel):
             return
         name = posixpath.basename(rel)
@@ -1004,8 +1053,21 @@ class RemoteTree:
             done: concurrent.futures.Future[Any] = concurrent.futures.Future()
             done.set_result(None)
             return done
+        content = self.contents.get(rel)
+        if content is not None:  # the same bytes as a file already asked for: not asked again
+            same = self._by_content.get((content, size))
+            if same is not None:
+                self.client.transfer.shared += 1
+                return same
         key = self.key(rel)
-        return self.client.submit(priority, lambda: self.client.whole(key, size))
+        future = self.client.submit(priority, lambda: self.client.whole(key, size))
+        if content is not None:  # held for files of the same content, up to SHARED_BYTES
+            self._by_content[(content, size)] = future
+            self._shared_bytes += size
+            while self._shared_bytes > SHARED_BYTES and self._by_content:
+                (_, dropped), _ = self._by_content.popitem(last=False)
+                self._shared_bytes -= dropped
+        return future
 
     def make_mirror(self, mirror_root: Path) -> None:
         """Every listed file as a sparse placeholder of its size (discovery and the audit

@@ -1034,3 +1034,61 @@ def test_direct_urls_are_the_urls_s3fs_would_presign(
 
     expected = asyncio.run(theirs())
     assert [_untimed(u) for u in ours] == [_untimed(u) for u in expected]
+
+
+# --- small files of one content read once ---------------------------------------------------
+
+
+def test_run_files_of_one_content_are_read_once(
+    s3: tuple[str, Served], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checkpoints of one run hold the same config.json: the listing's ETag (the MD5 of the
+    bytes, as moto and S3 give it) and size say so, and it is read once; the report is the
+    local one. A config that differs by a byte is read on its own; with the bytes held for
+    sharing bounded below one file, every file is read."""
+    from pyaudit import remote
+
+    _, served = s3
+    out = tmp_path / "run"
+    qwen3 = _config("Qwen3-4B_qwen3")
+    tensors = manifest_tensors(qwen3)
+    for step in (100, 200, 300):
+        write_checkpoint(out / f"checkpoint-{step}", qwen3, tensors)
+    write_checkpoint(out / "checkpoint-400", {**qwen3, "rope_theta": 1e6 + 1}, tensors)
+    _upload(out, "shared")
+    local = _scan_json(str(out), capsys)
+    url = f"s3://{BUCKET}/shared"
+    served.clear()
+    assert _scan_json(url, capsys) == local
+    configs = {k: len(v) for k, v in served.gets.items() if k.endswith("config.json")}
+    assert sum(configs.values()) == 2 and configs[f"{BUCKET}/shared/checkpoint-400/config.json"] == 1
+    assert TRANSFER[url]["shared"] == 2
+    assert TRANSFER[url]["requests"] == sum(len(r) for r in served.gets.values()) + served.lists
+
+    monkeypatch.setattr(remote, "SHARED_BYTES", 10)
+    served.clear()
+    assert _scan_json(url, capsys) == local
+    assert sum(len(v) for k, v in served.gets.items() if k.endswith("config.json")) == 4
+    assert TRANSFER[url]["shared"] == 0
+
+
+@pytest.mark.parametrize(
+    ("etag", "content"),
+    [
+        ('"9b2cf535f27731c974343645a3985328"', "s3:9b2cf535f27731c974343645a3985328"),
+        ('"9B2CF535F27731C974343645A3985328-12"', "s3:9b2cf535f27731c974343645a3985328-12"),
+        ("9b2cf535f27731c974343645a3985328", "s3:9b2cf535f27731c974343645a3985328"),
+        ('"9b2cf535f27731c974343645a398532"', None),  # 31 digits
+        ('"9b2cf535f27731c974343645a398532g"', None),
+        ('"9b2cf535f27731c974343645a3985328-x"', None),
+        ('W/"abc"', None),
+        ("", None),
+        (None, None),
+        (12, None),
+    ],
+)
+def test_which_etags_name_a_content(etag: object, content: str | None) -> None:
+    from pyaudit.remote import _content_id
+
+    assert _content_id(etag) == content

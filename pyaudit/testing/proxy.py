@@ -84,7 +84,7 @@ class LatencyProxy:
     ) -> None:
         self.upstreams: list[tuple[str, int]] = []
         self.serve = serve
-        self._listings: static_s3.Snapshots = {}  # the static fake's listings, by prefix
+        self._held = static_s3.Held()  # the static fake's listings and ETags
         if serve is None and not upstream:
             raise ValueError("the proxy needs an upstream server or a directory to serve")
         for url in [upstream] if isinstance(upstream, str) else upstream or []:
@@ -214,11 +214,11 @@ class LatencyProxy:
                     # a thread, so that the answers to other requests do not wait for it, as
                     # they would not at S3.
                     status_line, out_headers, out_body = await asyncio.to_thread(
-                        static_s3.answer, self.serve, method, target, headers, self._listings
+                        static_s3.answer, self.serve, method, target, headers, self._held
                     )
                 elif self.serve is not None:
                     status_line, out_headers, out_body = static_s3.answer(
-                        self.serve, method, target, headers
+                        self.serve, method, target, headers, self._held
                     )
                 else:
                     assert upstream is not None

@@ -8,7 +8,8 @@ them: ``GET /BUCKET?list-type=2`` (ListObjectsV2: ``prefix``, ``max-keys`` up to
 a ``Range: bytes=A-B`` (206 Partial Content), ``HEAD /BUCKET/KEY``, ``HEAD /BUCKET``. Anything
 else is 501. Files are read per request (a few KB: headers); a listing walks the bucket's
 directory at its first page, and its later pages are cut from that walk when the caller keeps
-it (``snapshots``), as one listing of a store that does not change meanwhile would see.
+it (``held``), as one listing of a store that does not change meanwhile would see. ETags are
+the MD5 of each file's bytes, as S3's are for an object uploaded in one PUT.
 """
 
 from __future__ import annotations
@@ -16,14 +17,25 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import parse_qs, quote_plus, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
-# (bucket, prefix) -> the objects a listing's first page walked, sorted
-Snapshots = dict[tuple[str, str], list[tuple[str, os.stat_result]]]
+
+
+@dataclass
+class Held:
+    """What the fake keeps between requests, where its caller keeps it (the proxy)."""
+
+    # (bucket, prefix) -> the objects a listing's first page walked, sorted
+    listings: dict[tuple[str, str], list[tuple[str, os.stat_result]]] = field(
+        default_factory=dict
+    )
+    # (path, size, mtime_ns) -> the file's ETag (the MD5 of its bytes, as S3's of a PUT)
+    etags: dict[tuple[str, int, int], str] = field(default_factory=dict)
 MAX_KEYS = 1000
 
 
@@ -36,30 +48,48 @@ def _error(status: str, code: str, message: str) -> Answer:
 
 
 def _objects(bucket: Path) -> list[tuple[str, os.stat_result]]:
-    out = []
-    for dirpath, _dirs, files in os.walk(bucket, followlinks=True):  # a store linked in
-        for name in files:
-            path = os.path.join(dirpath, name)
-            out.append((os.path.relpath(path, bucket).replace(os.sep, "/"), os.stat(path)))
-    return sorted(out)
+    """Every file below ``bucket`` (directories linked in followed), by key, sorted."""
+    out: list[tuple[str, os.stat_result]] = []
+    pending = [(str(bucket), "")]
+    while pending:
+        path, prefix = pending.pop()
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir():  # (follows a link, as os.walk(followlinks=True) did)
+                    pending.append((entry.path, f"{prefix}{entry.name}/"))
+                elif entry.is_file():
+                    out.append((prefix + entry.name, entry.stat()))
+    out.sort(key=lambda item: item[0])
+    return out
 
 
-def _etag(key: str, st: os.stat_result) -> str:
-    return '"' + hashlib.md5(f"{key}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest() + '"'
+def _etag(path: Path, st: os.stat_result, held: Held | None) -> str:
+    """S3's ETag of an object uploaded in one PUT: the MD5 of its bytes, quoted."""
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if held is not None and key in held.etags:
+        return held.etags[key]
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    etag = f'"{digest.hexdigest()}"'
+    if held is not None:
+        held.etags[key] = etag
+    return etag
 
 
 def _list(
-    bucket_name: str, bucket: Path, query: dict[str, list[str]], snapshots: Snapshots | None
+    bucket_name: str, bucket: Path, query: dict[str, list[str]], held_by: Held | None
 ) -> Answer:
     prefix = query.get("prefix", [""])[0]
     max_keys = min(int(query.get("max-keys", [str(MAX_KEYS)])[0]), MAX_KEYS)
     token = query.get("continuation-token", [""])[0]
     after = token or query.get("start-after", [""])[0]
-    held = snapshots.get((bucket_name, prefix)) if snapshots is not None and token else None
+    held = held_by.listings.get((bucket_name, prefix)) if held_by is not None and token else None
     if held is None:
         held = [(k, st) for k, st in _objects(bucket) if k.startswith(prefix)]
-        if snapshots is not None:
-            snapshots[(bucket_name, prefix)] = held
+        if held_by is not None:
+            held_by.listings[(bucket_name, prefix)] = held
     keys = [(k, st) for k, st in held if k > after]
     page, truncated = keys[:max_keys], len(keys) > max_keys
     parts = [
@@ -79,7 +109,7 @@ def _list(
         shown = quote_plus(key, safe="/") if encoded else key
         parts.append(
             f"<Contents><Key>{escape(shown)}</Key><LastModified>{iso}</LastModified>"
-            f"<ETag>{escape(_etag(key, st))}</ETag><Size>{st.st_size}</Size>"
+            f"<ETag>{escape(_etag(bucket / key, st, held_by))}</ETag><Size>{st.st_size}</Size>"
             "<StorageClass>STANDARD</StorageClass></Contents>"
         )
     parts.append("</ListBucketResult>")
@@ -92,11 +122,11 @@ def _iso(seconds: float) -> str:
 
 def answer(
     root: str, method: str, target: str, headers: dict[str, str],
-    snapshots: Snapshots | None = None,
+    held: Held | None = None,
 ) -> Answer:
     """The response (status line, headers, body) to one request; ``headers`` lower-cased.
-    ``snapshots``: where a listing's first page keeps the objects it walked, for the pages
-    after it (by continuation token), instead of a walk of the store a page."""
+    ``held``: where a listing's first page keeps the objects it walked, for the pages after it
+    (by continuation token), instead of a walk of the store a page; and the files' ETags."""
     parts = urlsplit(target)
     segments = parts.path.lstrip("/").split("/", 1)
     bucket_name = unquote(segments[0])
@@ -109,14 +139,14 @@ def answer(
         if method == "HEAD":
             return "HTTP/1.1 200 OK", [], b""
         if method == "GET" and query.get("list-type") == ["2"] and "delimiter" not in query:
-            return _list(bucket_name, bucket, query, snapshots)
+            return _list(bucket_name, bucket, query, held)
         return _error("501 Not Implemented", "NotImplemented", f"{method} {target}")
     path = bucket / key
     if ".." in Path(key).parts or not path.is_file():
         return _error("404 Not Found", "NoSuchKey", f"{key}: no such key")
     st = path.stat()
     common = [
-        ("ETag", _etag(key, st)),
+        ("ETag", _etag(path, st, held)),
         ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
         ("Accept-Ranges", "bytes"),
     ]
