@@ -74,19 +74,40 @@ def careful_script(url: str) -> None:
 # --- the store ------------------------------------------------------------------------------
 
 
-def make_store(root: Path, checkpoints: int) -> tuple[Path, int]:
+def make_store(root: Path, checkpoints: int, distinct: bool = False) -> tuple[Path, int]:
+    """The examples store copied until it holds ``checkpoints``. The copies' run and index
+    files are the same bytes, as the checkpoints of one run hold (pyaudit reads each
+    content once); ``distinct``: each copy's own (a key added to every JSON run and index
+    file, a comment to the YAML), as in a store of as many different runs."""
     from pyaudit.discover import discover
 
     per = sum(1 for _ in discover(str(EXAMPLES)))
     copies = max(1, -(-checkpoints // per))
-    out = root / f"remote-{copies}x"
+    name = f"remote-{copies}x" + ("-distinct" if distinct else "")
+    out = root / name
     if not out.is_dir():
-        tmp = root / f".remote-{copies}x.tmp"
+        tmp = root / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         for i in range(copies):
             shutil.copytree(EXAMPLES, tmp / f"r{i:04d}")
+            if distinct:
+                _make_distinct(tmp / f"r{i:04d}", i)
         tmp.rename(out)
     return out, copies * per
+
+
+def _make_distinct(copy: Path, i: int) -> None:
+    for p in sorted(copy.rglob("*")):
+        if p.name.endswith(".yaml") and p.name in RUN_FILES:
+            p.write_text(p.read_text() + f"\n# copy {i}\n")
+        elif p.name in RUN_FILES or p.name.endswith(".index.json"):
+            try:
+                doc = json.loads(p.read_text())
+            except ValueError:
+                continue  # (a file the store holds broken on purpose: left as it is)
+            if isinstance(doc, dict):
+                doc["bench_copy"] = i
+                p.write_text(json.dumps(doc, indent=2))
 
 
 def needed_bytes(store: Path) -> tuple[int, int]:
@@ -177,6 +198,11 @@ def main() -> int:
         "--pyaudit-jobs", type=int, default=None,
         help="pass --jobs N to pyaudit (8 N requests in flight; default: 128 in flight)",
     )
+    ap.add_argument(
+        "--distinct", action="store_true",
+        help="every copy's run and index files its own (a store of many runs; by default "
+        "the copies share them, as the checkpoints of one run do)",
+    )
     ap.add_argument("--script", help=argparse.SUPPRESS)  # the careful script, as a child
     args = ap.parse_args()
     if args.script:
@@ -191,7 +217,7 @@ def main() -> int:
         print(f"bench_remote needs moto[server] and boto3: {e}", file=sys.stderr)
         return 2
     args.store.mkdir(parents=True, exist_ok=True)
-    local, n = make_store(args.store, args.checkpoints)
+    local, n = make_store(args.store, args.checkpoints, args.distinct)
     headers, runs = needed_bytes(local)
     env = child_env()
     env.update({
