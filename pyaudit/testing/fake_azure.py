@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from pyaudit.testing.loopback import CountingHandler, LoopbackServer
+from pyaudit.testing.loopback import CountingHandler, Serving
 
 ACCOUNT = "devstoreaccount1"
 # Any base64 text is a key the SDK signs with; the fake checks no signature.
@@ -58,14 +58,13 @@ class FakeAzure:
         self.connections = 0
         self.unknown: list[str] = []
         self.lock = threading.Lock()
-        self._server: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: Serving | None = None
 
     @property
     def url(self) -> str:
         """The account's blob endpoint."""
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/{ACCOUNT}"
+        assert self._serving is not None
+        return f"http://127.0.0.1:{self._serving.port}/{ACCOUNT}"
 
     @property
     def connection_string(self) -> str:
@@ -81,17 +80,13 @@ class FakeAzure:
             azure = fake
             counted = fake
 
-        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._serving = Serving(Handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._serving is not None:
+            self._serving.stop()
+            self._serving = None
 
     # What the account holds ----------------------------------------------------------------
 

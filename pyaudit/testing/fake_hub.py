@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pyaudit.testing.loopback import CountingHandler, LoopbackServer
+from pyaudit.testing.loopback import CountingHandler, Serving
 
 SHA = "0123456789abcdef0123456789abcdef01234567"  # the one revision every repository has
 
@@ -49,13 +49,12 @@ class FakeHub:
         self.connections = 0  # accepted, in all
         self.unknown: list[str] = []  # requests this fake does not answer (a 404 each)
         self.lock = threading.Lock()
-        self._server: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: Serving | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._serving is not None
+        return f"http://127.0.0.1:{self._serving.port}"
 
     def __enter__(self) -> FakeHub:
         hub = self
@@ -64,17 +63,13 @@ class FakeHub:
             fake = hub
             counted = hub
 
-        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._serving = Serving(Handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._serving is not None:
+            self._serving.stop()
+            self._serving = None
 
     # What the Hub knows ---------------------------------------------------------------------
 

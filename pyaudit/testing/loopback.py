@@ -23,6 +23,25 @@ class LoopbackServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
+class Serving:
+    """A :class:`LoopbackServer` on 127.0.0.1 (a free port) for ``handler``, served on a
+    daemon thread from construction until :meth:`stop`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = LoopbackServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
 class CountingHandler(BaseHTTPRequestHandler):
     """HTTP/1.1 keep-alive, no log lines; each connection counted on ``counted``."""
 
