@@ -90,6 +90,29 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    async def find(self, mark: bytes, bound: int, what: str) -> int:
+        """Where ``mark`` starts in the buffer, waiting for it: a :class:`ProtocolError`
+        when ``bound`` bytes come without it, ConnectionResetError when the connection
+        ends first."""
+        while (at := self.buffer.find(mark)) < 0:
+            if len(self.buffer) > bound:
+                raise ProtocolError(f"{what} over {bound} bytes")
+            if self.lost:
+                raise ConnectionResetError(f"the connection closed inside {what}")
+            await self.more()
+        if at > bound:
+            raise ProtocolError(f"{what} over {bound} bytes")
+        return at
+
+    async def hold(self, n: int, what: str) -> None:
+        """Wait until the buffer holds ``n`` bytes (ConnectionResetError if it never will)."""
+        while len(self.buffer) < n:
+            if self.lost:
+                raise ConnectionResetError(
+                    f"the connection closed inside {what} ({len(self.buffer)} of {n} bytes)"
+                )
+            await self.more()
+
 
 def _split_url(url: str) -> tuple[str, str, int, str, str]:
     """(scheme, host, port, Host header value, request target) of an absolute URL."""
@@ -207,16 +230,11 @@ async def _read_response(conn: _Connection, limit: int) -> tuple[Response, bool]
     """The response on ``conn``, and whether the connection can carry another request."""
     buf = conn.buffer
     while True:  # the head (informational 1xx answers skipped)
-        while (end := buf.find(b"\r\n\r\n")) < 0:
-            if len(buf) > MAX_HEAD:
-                raise ProtocolError(f"a response head over {MAX_HEAD} bytes")
-            if conn.lost:
-                if not buf:
-                    raise _Stale()
-                raise ConnectionResetError("the connection closed inside a response head")
+        while not buf and not conn.lost:
             await conn.more()
-        if end > MAX_HEAD:
-            raise ProtocolError(f"a response head over {MAX_HEAD} bytes")
+        if not buf:
+            raise _Stale()
+        end = await conn.find(b"\r\n\r\n", MAX_HEAD, "a response head")
         head = buf[:end].decode("latin-1")
         del buf[: end + 4]
         status_line, _, rest = head.partition("\r\n")
@@ -249,12 +267,7 @@ async def _read_response(conn: _Connection, limit: int) -> tuple[Response, bool]
             raise ProtocolError(f"a Content-Length that is not a size: {length_text[:40]!r}")
         length = int(length_text)
         want = min(length, limit)
-        while len(buf) < want:
-            if conn.lost:
-                raise ConnectionResetError(
-                    f"the connection closed after {len(buf)} of {length} body bytes"
-                )
-            await conn.more()
+        await conn.hold(want, f"a body of {length} bytes")
         body = bytes(buf[:want])
         del buf[:want]
         complete = want == length
@@ -273,12 +286,7 @@ async def _chunked(conn: _Connection, limit: int) -> tuple[bytes, bool]:
     parts: list[bytes] = []
     held = 0
     while True:
-        while (eol := buf.find(b"\r\n")) < 0:
-            if len(buf) > MAX_CHUNK_LINE:
-                raise ProtocolError("a chunk size line too long")
-            if conn.lost:
-                raise ConnectionResetError("the connection closed inside a chunked body")
-            await conn.more()
+        eol = await conn.find(b"\r\n", MAX_CHUNK_LINE, "a chunk size line")
         size_text = bytes(buf[:eol]).split(b";", 1)[0].strip()
         if not size_text or len(size_text) > 16 or any(c not in b"0123456789abcdefABCDEF"
                                                       for c in size_text):
@@ -287,29 +295,18 @@ async def _chunked(conn: _Connection, limit: int) -> tuple[bytes, bool]:
         del buf[: eol + 2]
         if size == 0:  # the trailer section, up to an empty line
             while True:
-                while (eol := buf.find(b"\r\n")) < 0:
-                    if len(buf) > MAX_HEAD:
-                        raise ProtocolError("a trailer section too long")
-                    if conn.lost:
-                        raise ConnectionResetError("the connection closed inside a trailer")
-                    await conn.more()
+                eol = await conn.find(b"\r\n", MAX_HEAD, "a trailer line")
                 line_empty = eol == 0
                 del buf[: eol + 2]
                 if line_empty:
                     return b"".join(parts), True
         take = min(size, limit - held)
-        while len(buf) < take:
-            if conn.lost:
-                raise ConnectionResetError("the connection closed inside a chunk")
-            await conn.more()
+        await conn.hold(take, "a chunk")
         parts.append(bytes(buf[:take]))
         held += take
         if take < size:  # longer than asked for: not read further
             return b"".join(parts), False
-        while len(buf) < size + 2:
-            if conn.lost:
-                raise ConnectionResetError("the connection closed inside a chunk")
-            await conn.more()
+        await conn.hold(size + 2, "a chunk")
         if buf[size : size + 2] != b"\r\n":
             raise ProtocolError("a chunk not followed by CRLF")
         del buf[: size + 2]

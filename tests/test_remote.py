@@ -1062,7 +1062,8 @@ def test_run_files_of_one_content_are_read_once(
     served.clear()
     assert _scan_json(url, capsys) == local
     configs = {k: len(v) for k, v in served.gets.items() if k.endswith("config.json")}
-    assert sum(configs.values()) == 2 and configs[f"{BUCKET}/shared/checkpoint-400/config.json"] == 1
+    assert sum(configs.values()) == 2
+    assert configs[f"{BUCKET}/shared/checkpoint-400/config.json"] == 1
     assert TRANSFER[url]["shared"] == 2
     assert TRANSFER[url]["requests"] == sum(len(r) for r in served.gets.values()) + served.lists
 
