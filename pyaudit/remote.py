@@ -7,15 +7,17 @@ sized to it) and no stage waiting on a round trip of another:
 
 1. **Listing**, page by page, on the event loop's thread while the scan starts (the CLI
    starts it before importing the audit, and waits for the first page only: a URL that
-   cannot be listed is a usage error). S3: a presigned ``ListObjectsV2`` over the range
-   GETs' session, read by ElementTree. GCS: the JSON API's ``objects.list`` by gcsfs' own
+   cannot be listed is a usage error). S3: a presigned ``ListObjectsV2`` by the range
+   GETs' client, read by ElementTree. GCS: the JSON API's ``objects.list`` by gcsfs' own
    session. Other filesystems: fsspec's ``find``, in one piece. Every small run file a page
    names (config.json, adapter_config.json, args.json, training_args.yaml) is requested as
    the page arrives, ahead of any header: any checkpoint's audit may read any of them (an
    adapter's base model, a run's arguments above it). So are its ``.safetensors`` headers
    and index files, up to a window of files (``WINDOW`` per request in flight, more while
    what they would hold stays under ``AHEAD_BYTES``): the slots are busy from the first
-   page on.
+   page on. A run or index file whose content the listing names (S3's ETag, GCS's MD5,
+   and its size) as that of one already asked for is given that one's bytes, not asked
+   again: the checkpoints of one run share their config.json.
 2. **Discovery**, once the listing is complete (a directory's entries are known only
    then): the listing becomes a local mirror of the tree (every directory, every file as a
    sparse placeholder of its listed size) walked by :func:`pyaudit.discover.discover`
@@ -40,6 +42,9 @@ Faults: each request is retried with jittered exponential backoff (``ATTEMPTS`` 
 S3's 503 SlowDown, a dropped connection, a timeout); an object that still cannot be read
 is an ``unreadable`` finding of its checkpoint. The filesystem's own retries are turned off
 where they can be (S3), so that the bound is this one.
+
+``s3://`` goes without s3fs where nothing configures s3fs (:mod:`pyaudit.s3direct`:
+botocore's own client presigns); fsspec's configuration for s3 sends it through s3fs.
 
 Credentials and endpoints come from each filesystem's own environment (for S3:
 ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE`` ...; ``HF_TOKEN`` for hf://;
