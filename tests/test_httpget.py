@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -295,3 +296,105 @@ def test_any_answer_is_a_bounded_response_or_an_oserror(answer: bytes, limit: in
     assert isinstance(got, (Response, OSError))
     if isinstance(got, Response):
         assert len(got.body) <= limit
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1 (its own CA), and its key, as PEM files."""
+    pytest.importorskip("cryptography")
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyaudit test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    return cert_path, key_path
+
+
+def _tls_get(cert: Path, key: Path, getter: HttpGetter, host: str) -> object:
+    """GET https://HOST:PORT/k from a TLS server answering "secure", by ``getter``: the
+    Response, or the OSError it raised."""
+    import ssl
+
+    async def main() -> object:
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        server = await asyncio.start_server(_answer_secure, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await asyncio.wait_for(getter.get(f"https://{host}:{port}/k"), 20)
+        except OSError as e:
+            return e
+        finally:
+            await getter.close()
+            server.close()
+
+    return asyncio.run(main())
+
+
+async def _answer_secure(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(_ok(b"secure"))
+        await writer.drain()
+    except (OSError, asyncio.IncompleteReadError):
+        pass  # (a client that refused the certificate)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_https_with_a_trusted_certificate(tmp_path: Path, host: str) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    got = _tls_get(cert, key, HttpGetter(ssl.create_default_context(cafile=str(cert))), host)
+    assert isinstance(got, Response) and got.body == b"secure"
+
+
+def test_https_refuses_a_certificate_it_does_not_trust(tmp_path: Path) -> None:
+    """The default context (the system's CAs) verifies the server: a self-signed one is an
+    SSL error, an OSError (asked again, then an unreadable finding), never read."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    got = _tls_get(cert, key, HttpGetter(), "127.0.0.1")
+    assert isinstance(got, ssl.SSLCertVerificationError)
+
+
+def test_aws_ca_bundle_is_what_s3_gets_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_CA_BUNDLE (botocore's setting) is the CA file the S3 GETs verify against."""
+    from pyaudit.remote import _S3Ranges
+
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    got = _tls_get(cert, key, _S3Ranges(fs=None, in_flight=4)._getter(), "localhost")
+    assert isinstance(got, Response) and got.body == b"secure"
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    got = _tls_get(cert, key, _S3Ranges(fs=None, in_flight=4)._getter(), "localhost")
+    assert isinstance(got, OSError)
