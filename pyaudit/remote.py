@@ -595,10 +595,20 @@ def _client_error(e: BaseException) -> bool:
     return False
 
 
+# botocore's errors of its own configuration (by name: botocore is not imported here),
+# raised before any request: asking again finds the same environment.
+_CONFIGURATION_ERRORS = frozenset({
+    "NoCredentialsError", "PartialCredentialsError", "NoRegionError", "ParamValidationError",
+    "InvalidConfigError", "ProfileNotFound", "UnknownSignatureVersionError",
+})
+
+
 def _transient(e: BaseException) -> bool:
     """Whether asking again may succeed (throttled, dropped, timed out, server error)."""
     if isinstance(e, TimeoutError):
         return True
+    if type(e).__name__ in _CONFIGURATION_ERRORS:
+        return False
     return not isinstance(e, _PERMANENT) and not _client_error(e)
 
 

@@ -308,6 +308,22 @@ def test_usage_errors_exit_2(
     assert report.ok and report.checkpoints[0].path == f"s3://{BUCKET}/store/llama"
 
 
+def test_no_credentials_is_one_line_asked_once(tmp_path: Path) -> None:
+    """No credentials anywhere botocore looks: exit 2 with botocore's own one line, at once
+    (its configuration errors are not asked again)."""
+    pytest.importorskip("botocore")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FSSPEC_"))}
+    env.update({"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "HOME": str(tmp_path),
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    done = subprocess.run([sys.executable, "-m", "pyaudit", "scan", "s3://bucket/prefix"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "pyaudit scan: s3://bucket/prefix: cannot list: Unable to locate credentials"
+    )
+
+
 @pytest.mark.parametrize("hidden", ["fsspec", "s3fs"])
 def test_missing_driver_is_one_line(hidden: str) -> None:
     code = (
@@ -896,6 +912,8 @@ class _DriverHttpError(Exception):
         (PermissionError("denied"), False),
         (ConnectionResetError("dropped"), True),
         (TimeoutError(), True),
+        (type("NoCredentialsError", (Exception,), {})("Unable to locate credentials"), False),
+        (type("NoRegionError", (Exception,), {})("You must specify a region."), False),
     ],
 )
 def test_which_errors_are_asked_again(error: BaseException, again: bool) -> None:
