@@ -919,6 +919,10 @@ class RemoteTree:
             in_flight = min(in_flight, AZURE_POOL)  # more would wait in the SDK's pool
         self.client = _Client(self.fs, in_flight)
         self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
+        # Listed files not in the mirror yet (appended by the listing, taken by the scan's
+        # thread) and a signal after each page.
+        self._unmirrored: deque[tuple[str, int]] = deque()
+        self._page_added = threading.Event()
         # Small files (run and index files) are read once per content: rel -> the content id
         # the listing gave (S3's ETag), and (content id, size) -> the request of the first.
         self.contents: dict[str, str] = {}
@@ -996,6 +1000,7 @@ class RemoteTree:
                 for path, size, content in page:
                     if path.startswith(prefix):
                         self._add(path[len(prefix) :], size, content)
+                self._page_added.set()
                 if self.files and not self._first.done():
                     self._first.set_result(None)
         except FileNotFoundError:
@@ -1038,6 +1043,7 @@ class RemoteTree:
             log.warning("%s/%s: a name no directory can hold: not scanned", self.root_url, rel)
             return
         self.files[rel] = size
+        self._unmirrored.append((rel, size))
         if content is not None:
             self.contents[rel] = content
         if _hidden(rel):
@@ -1084,13 +1090,25 @@ class RemoteTree:
                 self._shared_bytes -= dropped
         return future
 
-    def make_mirror(self, mirror_root: Path) -> None:
+    def mirror_while_listed(self, mirror_root: Path) -> str | None:
         """Every listed file as a sparse placeholder of its size (discovery and the audit
-        ask which files exist, and how large); contents are written as they are read."""
-        root = str(mirror_root)
+        ask which files exist, and how large), made as the listing's pages arrive (this
+        thread has nothing else to do until the listing is complete); contents are written
+        as they are read. Returns :meth:`listed`'s answer."""
         made = {""}  # directories made, relative to the root
+        while True:
+            self._page_added.clear()  # (a page added from here on wakes the wait below)
+            done = self._listing.done()  # (before the draining: nothing added is missed)
+            self._make_placeholders(str(mirror_root), made)
+            if done:
+                return self.listed()
+            self._page_added.wait(0.05)
+
+    def _make_placeholders(self, root: str, made: set[str]) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-        for rel, size in self.files.items():
+        new = self._unmirrored
+        while new:
+            rel, size = new.popleft()
             parent = posixpath.dirname(rel)
             path = f"{root}/{rel}"
             try:
@@ -1108,6 +1126,19 @@ class RemoteTree:
     def close(self) -> None:
         self._listing.cancel()  # a scan given up (or done) lists no further
         self.client.close()
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """``data`` as the whole of the file at ``path`` (no buffered file object: a sweep
+    writes a run file a checkpoint into the mirror, and pathlib's cost ~20 us each)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _hidden(rel: str) -> bool:
@@ -1211,10 +1242,10 @@ class _Scan:
             self.tree.client.transfer.failed += 1
             log.warning("%s/%s: cannot read: %s", self.tree.root_url, rel, _one_line(data))
             with contextlib.suppress(OSError):
-                (self.mirror_root / rel).write_bytes(b"")
+                _write_file(f"{self.mirror}/{rel}", b"")
             return
         try:
-            (self.mirror_root / rel).write_bytes(data)
+            _write_file(f"{self.mirror}/{rel}", data)
         except OSError as e:
             self.failed[rel] = e.strerror or str(e)
 
@@ -1289,7 +1320,7 @@ class _Scan:
             report = dataclasses.replace(report, findings=findings, status=status)
         for rel, _ in pending.indexes:  # index files can be MBs: not kept past their audit
             with contextlib.suppress(OSError):
-                (self.mirror_root / rel).write_bytes(b"")
+                _write_file(f"{self.mirror}/{rel}", b"")
         return _rewrite(report, self.mirror, tree.root_url)
 
 
@@ -1337,8 +1368,8 @@ def scan_tree(
     consensus = Consensus(options.fail_on)  # checkpoints no manifest knows, held together
     try:
         mirror_root.mkdir(parents=True)
-        short = tree.listed()  # requests of the first pages are in flight meanwhile
-        tree.make_mirror(mirror_root)
+        # The mirror made as the pages arrive; requests of the first pages are in flight.
+        short = tree.mirror_while_listed(mirror_root)
         if short is not None:
             root = CheckpointDir(path=mirror_root, display=tree.root_url, unlisted=short)
             yield audit_checkpoint(root, {}, options, base_expected)
