@@ -381,7 +381,8 @@ class _S3Ranges:
         return self._direct
 
     async def client(self, bucket: str) -> Any:
-        """The filesystem's aiobotocore client for ``bucket`` (made on first use)."""
+        """The filesystem's client for ``bucket``, made on first use: s3fs' aiobotocore
+        client, or botocore's (:class:`~pyaudit.s3direct.DirectS3`)."""
         await self.fs.set_session()
         return await self.fs.get_s3(bucket)
 
@@ -411,7 +412,7 @@ class _S3Ranges:
             text = resp.body[:4000].decode("utf-8", "replace")
             raise _http_error(resp.status, resp.reason, text)
         async with self._session().get(
-            url, headers=headers, allow_redirects=False, proxy=self._proxy(url)
+            url, headers=headers, allow_redirects=False, proxy=proxy
         ) as resp:
             if resp.status in (200, 206):
                 if resp.status == 200 and start:
