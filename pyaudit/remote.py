@@ -86,7 +86,7 @@ from pyaudit.discover import (
 from pyaudit.discover import is_url as is_url
 from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
-from pyaudit.s3direct import DirectS3
+from pyaudit.s3direct import DirectS3, s3_config_kwargs
 from pyaudit.s3direct import applies as s3direct_applies
 from pyaudit.s3presign import Presigner
 
@@ -218,14 +218,13 @@ def _filesystem(url: str, in_flight: int) -> tuple[Any, str]:
         ) from None
     options: dict[str, Any] = {}
     if url.split("://", 1)[0] in ("s3", "s3a"):
-        # The connection pool holds every request in flight (s3fs's default is 10), and
-        # botocore's and s3fs's retries are off: ours are the bound (see _Client._get).
+        # The pool holds every request in flight, and botocore's and s3fs's retries are off
+        # (s3fs' below): ours are the bound (see _Client._retrying).
         import fsspec.config  # type: ignore[import-untyped]
 
-        configured = dict(fsspec.config.conf.get("s3", {}).get("config_kwargs", {}))
-        configured.setdefault("max_pool_connections", in_flight + 4)
-        configured.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
-        options = {"config_kwargs": configured, "skip_instance_cache": True}
+        configured = fsspec.config.conf.get("s3", {}).get("config_kwargs", {})
+        options = {"config_kwargs": s3_config_kwargs(in_flight, configured),
+                   "skip_instance_cache": True}
     elif url.split("://", 1)[0] in AZURE_PROTOCOLS:
         options = {"skip_instance_cache": True}  # its retry policy is changed below
     try:
@@ -403,35 +402,36 @@ class _S3Ranges:
         if proxy is None:
             # (an error's body is read up to 4,000 bytes, for its Code and Message)
             resp = await self._getter().get(url, headers, max(limit, 4000))
-            if resp.status in (200, 206):
-                if resp.status == 200 and start:
-                    raise OSError("the server ignored the Range of the request")
-                return resp.body[:limit]  # never more than asked for: a 200 may send all
-            if resp.status == 416:  # the object is shorter than when it was listed
-                return b""
-            text = resp.body[:4000].decode("utf-8", "replace")
-            raise _http_error(resp.status, resp.reason, text)
+            status, reason, body = resp.status, resp.reason, resp.body
+        else:
+            status, reason, body = await self._get_by_proxy(url, headers, proxy, limit)
+        if status in (200, 206):
+            if status == 200 and start:
+                raise OSError("the server ignored the Range of the request")
+            return body[:limit]  # never more than asked for, whatever the server sends
+        if status == 416:  # the object is shorter than when it was listed
+            return b""
+        raise _http_error(status, reason, body[:4000].decode("utf-8", "replace"))
+
+    async def _get_by_proxy(
+        self, url: str, headers: dict[str, str], proxy: str, limit: int
+    ) -> tuple[int, str, bytes]:
+        """(status, reason, body) of a GET through ``proxy``, by aiohttp: the body up to
+        ``limit`` bytes (an error's up to 4,000); a longer one's connection is closed."""
         async with self._session().get(
             url, headers=headers, allow_redirects=False, proxy=proxy
         ) as resp:
-            if resp.status in (200, 206):
-                if resp.status == 200 and start:
-                    raise OSError("the server ignored the Range of the request")
-                # Never more than asked for, whatever the server sends (a 200: all of it).
-                parts, got = [], 0
-                while got < limit:
-                    part = await resp.content.read(limit - got)
-                    if not part:
-                        break
-                    parts.append(part)
-                    got += len(part)
-                if resp.status == 200 and end is not None:
-                    resp.close()  # the rest is not wanted: the connection goes
-                return b"".join(parts)
-            if resp.status == 416:  # the object is shorter than when it was listed
-                return b""
-            text = (await resp.content.read(4000)).decode("utf-8", "replace")
-            raise _http_error(resp.status, resp.reason or "", text)
+            want = limit if resp.status in (200, 206) else 4000
+            parts, got = [], 0
+            while got < want:
+                part = await resp.content.read(want - got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+            if not resp.content.at_eof():
+                resp.close()  # the rest is not wanted: the connection goes
+            return resp.status, resp.reason or "", b"".join(parts)
 
     async def _url(self, bucket: str, key: str) -> str:
         """The presigned URL of a GET of ``key``: by the :class:`~pyaudit.s3presign.Presigner`
@@ -1106,7 +1106,6 @@ class RemoteTree:
             self._page_added.wait(0.05)
 
     def _make_placeholders(self, root: str, made: set[str]) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         new = self._unmirrored
         while new:
             rel, size = new.popleft()
@@ -1116,7 +1115,7 @@ class RemoteTree:
                 if parent not in made:
                     os.makedirs(f"{root}/{parent}", exist_ok=True)
                     made.add(parent)
-                fd = os.open(path, flags, 0o600)
+                fd = os.open(path, _WRITE_FLAGS, 0o600)
                 try:
                     os.ftruncate(fd, size)
                 finally:
@@ -1129,11 +1128,14 @@ class RemoteTree:
         self.client.close()
 
 
+# A mirror file opened to be written whole (made if new, emptied if not).
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
 def _write_file(path: str, data: bytes) -> None:
     """``data`` as the whole of the file at ``path`` (no buffered file object: a sweep
     writes a run file a checkpoint into the mirror, and pathlib's cost ~20 us each)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
-                 0o600)
+    fd = os.open(path, _WRITE_FLAGS, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -1298,15 +1300,16 @@ class _Scan:
         extra = []
         # Files that could not be read, of this directory and of those above it whose
         # run files the audit looks at.
-        here = ckpt.path.relative_to(self.mirror_root).as_posix() if self.failed else ""
-        dirs = {here}
-        for listed in (ckpt.listed_run_files or {}) if self.failed else ():
-            with contextlib.suppress(ValueError):
-                dirs.add(Path(listed).relative_to(self.mirror_root).as_posix())
-        for rel, why in self.failed.items():
-            if (posixpath.dirname(rel) or ".") in dirs:
-                name = posixpath.relpath(rel, here)
-                extra.append(finding("unreadable", f"{name}: cannot read: {why}"))
+        if self.failed:
+            here = ckpt.path.relative_to(self.mirror_root).as_posix()
+            dirs = {here}
+            for listed in ckpt.listed_run_files or {}:
+                with contextlib.suppress(ValueError):
+                    dirs.add(Path(listed).relative_to(self.mirror_root).as_posix())
+            for rel, why in self.failed.items():
+                if (posixpath.dirname(rel) or ".") in dirs:
+                    name = posixpath.relpath(rel, here)
+                    extra.append(finding("unreadable", f"{name}: cannot read: {why}"))
         if extra:
             # A run file that could not be fetched stands in the mirror as an empty placeholder,
             # which the audit then calls invalid: one finding (unreadable) says what happened.

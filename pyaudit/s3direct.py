@@ -27,6 +27,16 @@ from typing import Any
 S3_PROTOCOLS = ("s3", "s3a")
 
 
+def s3_config_kwargs(in_flight: int, configured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """botocore ``Config`` options of a sweep's S3 client, over ``configured`` (fsspec's):
+    a connection pool that holds every request in flight (s3fs's default is 10), and
+    botocore's retries off: pyaudit's own are the bound."""
+    options = dict(configured or {})
+    options.setdefault("max_pool_connections", in_flight + 4)
+    options.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+    return options
+
+
 def _fsspec_configured(environ: dict[str, str] | os._Environ[str]) -> bool:
     """Whether fsspec has configuration that s3fs would be given: an ``FSSPEC_<PROTOCOL>``
     variable, or a file in its configuration directory (``FSSPEC_CONFIG_DIR``, else
@@ -95,10 +105,7 @@ class DirectS3:
 
         # What s3fs passes when nothing configures it: use_ssl, its two timeouts, and the
         # pool and retry settings pyaudit.remote gives s3fs too (none changes a URL).
-        config = Config(
-            connect_timeout=5, read_timeout=15, max_pool_connections=self.in_flight + 4,
-            retries={"total_max_attempts": 1, "mode": "standard"},
-        )
+        config = Config(connect_timeout=5, read_timeout=15, **s3_config_kwargs(self.in_flight))
         return get_session().create_client("s3", use_ssl=True, config=config)
 
     async def set_session(self) -> Any:
@@ -114,11 +121,9 @@ class DirectS3:
         if self._s3fs is None:
             import fsspec.core  # type: ignore[import-untyped]
 
-            config = {"max_pool_connections": self.in_flight + 4,
-                      "retries": {"total_max_attempts": 1, "mode": "standard"}}
             fs, _ = fsspec.core.url_to_fs(
                 self.url, asynchronous=True, loop=self.loop, skip_instance_cache=True,
-                config_kwargs=config,
+                config_kwargs=s3_config_kwargs(self.in_flight),
             )
             fs.retries = 1
             await fs.set_session()
