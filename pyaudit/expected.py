@@ -130,12 +130,11 @@ def from_config(
         shared = manifests.get((key, None), lambda: _from_config_key(key, source))
         return shared if shared.source == source else dataclasses.replace(shared, source=source)
 
-    return cache.expected_by_object.get(
-        (Identity(config), source),
-        lambda: manifests.get(
-            (_config_key(config), source), lambda: of_key(_config_key(config))
-        ),
-    )
+    def by_content() -> Expected:
+        key = _config_key(config)  # (the canonical dump, once a miss)
+        return manifests.get((key, source), lambda: of_key(key))
+
+    return cache.expected_by_object.get((Identity(config), source), by_content)
 
 
 def _from_config_key(key: str, source: str) -> Expected:

@@ -68,8 +68,6 @@ def _installed(module: str) -> bool:
         return False
 
 
-
-
 class DirectS3:
     """The part of ``s3fs.S3FileSystem`` a sweep uses, for one ``s3://`` URL."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -209,16 +210,15 @@ class LatencyProxy:
                     )
                     await writer.drain()
                     continue
-                if self.serve is not None and kind == "get-list":
-                    # A listing walks the whole store (~50 ms for a few thousand files): on
-                    # a thread, so that the answers to other requests do not wait for it, as
-                    # they would not at S3.
-                    status_line, out_headers, out_body = await asyncio.to_thread(
+                if self.serve is not None:
+                    served = functools.partial(
                         static_s3.answer, self.serve, method, target, headers, self._held
                     )
-                elif self.serve is not None:
-                    status_line, out_headers, out_body = static_s3.answer(
-                        self.serve, method, target, headers, self._held
+                    # A listing walks the whole store (~20 ms for a few thousand files): on
+                    # a thread, so that the answers to other requests do not wait for it, as
+                    # they would not at S3.
+                    status_line, out_headers, out_body = (
+                        await asyncio.to_thread(served) if kind == "get-list" else served()
                     )
                 else:
                     assert upstream is not None
