@@ -22,6 +22,7 @@
 #include "file_digest.hpp"
 #include "header_file.hpp"
 #include "header_object.hpp"
+#include "placeholders.hpp"
 #include "tensor_specs.hpp"
 
 namespace py = pybind11;
@@ -185,6 +186,22 @@ void register_batch(py::module_& m) {
                                "After result(): header files whose start was in the page cache.")
         .def_property_readonly("seconds_per_file", &BatchRead::seconds_per_file,
                                "After result(): thread-seconds of header reading per file.");
+    m.def("make_placeholders",
+          [](const std::string& root,
+             const std::vector<std::pair<std::string, std::uint64_t>>& files) {
+              std::vector<PlaceholderError> errors;
+              {
+                  py::gil_scoped_release release;
+                  errors = make_placeholders(root, files);
+              }
+              py::list out;
+              for (const auto& e : errors) out.append(py::make_tuple(e.index, e.error));
+              return out;
+          },
+          py::arg("root"), py::arg("files"),
+          "Make root/name, a sparse file of `size` bytes, for each (name, size) (missing "
+          "directories made): [(index, errno)] of those that could not be made (EINVAL: a "
+          "name with an empty, '.' or '..' part, or absolute).");
     m.def("cachestat_supported", &cachestat_supported,
           "Whether header reads can tell a file in the page cache (cachestat, Linux 6.5+).");
 }

@@ -1,0 +1,26 @@
+// Placeholder files: a tree of sparse files of given sizes below a root directory (the
+// mirror of a remote listing, whose files are written later, or never), made without
+// Python: the caller releases the GIL around it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pyaudit {
+
+struct PlaceholderError {
+    std::size_t index;  // of the file in the request
+    int error;          // errno, or EINVAL for a name no directory can hold
+};
+
+// Makes root/name for each (name, size): its missing parent directories (0700), then the
+// file itself (created or emptied, 0600) extended to `size` bytes with no data written.
+// Names are relative, '/'-separated, with no empty, "." or ".." component. Never throws
+// for a file: what could not be made is returned, in request order.
+std::vector<PlaceholderError> make_placeholders(
+    const std::string& root, const std::vector<std::pair<std::string, std::uint64_t>>& files);
+
+}  // namespace pyaudit

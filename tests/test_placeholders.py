@@ -1,0 +1,71 @@
+"""pyaudit._core.make_placeholders: the mirror of a remote listing, a tree of sparse files of
+the listed sizes, made natively with the GIL released. Every name a listing can give either
+becomes exactly root/name at its size or an error for that name; nothing is made outside
+the root, and nothing raises."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyaudit._core import make_placeholders
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_size
+            for p in root.rglob("*") if p.is_file()}
+
+
+def test_files_of_the_listed_sizes_and_no_data(tmp_path: Path) -> None:
+    files = [("config.json", 812), ("ckpt/a/model.safetensors", 16 << 30), ("ckpt/a/empty", 0),
+             ("ckpt/b/x.json", 3)]
+    assert make_placeholders(str(tmp_path), files) == []
+    assert _tree(tmp_path) == dict(files)
+    big = tmp_path / "ckpt/a/model.safetensors"
+    assert big.stat().st_blocks == 0  # a hole: no byte written
+    assert (big.stat().st_mode & 0o777) == 0o600
+    # made again (a file already there is emptied and sized anew)
+    assert make_placeholders(str(tmp_path), [("ckpt/b/x.json", 9)]) == []
+    assert (tmp_path / "ckpt/b/x.json").stat().st_size == 9
+
+
+def test_what_cannot_be_made_is_an_error_for_that_name(tmp_path: Path) -> None:
+    files = [("../out", 1), ("/abs", 1), ("a//b", 1), ("a/./b", 1), ("", 1), ("a/", 1),
+             ("f", 1), ("f/g", 1), ("huge", 1 << 63), ("ok", 2)]
+    errors = dict(make_placeholders(str(tmp_path), files))
+    assert errors == {0: errno.EINVAL, 1: errno.EINVAL, 2: errno.EINVAL, 3: errno.EINVAL,
+                      4: errno.EINVAL, 5: errno.EINVAL, 7: errno.ENOTDIR, 8: errno.EFBIG}
+    assert _tree(tmp_path) == {"f": 1, "ok": 2}
+    assert not (tmp_path.parent / "out").exists()
+    missing = tmp_path / "gone"
+    assert make_placeholders(str(missing), [("a", 1)]) == [(0, errno.ENOENT)]
+
+
+_PART = st.sampled_from(["a", "b", ".", "..", "", "c.json", "ü", "x y", "\\", ".hidden"])
+_NAME = st.lists(_PART, min_size=1, max_size=4).map("/".join) | st.text(max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(files=st.lists(st.tuples(_NAME, st.integers(0, 1 << 40)), max_size=12))
+def test_any_listing_is_made_or_refused_name_by_name(files: list[tuple[str, int]]) -> None:
+    import tempfile
+
+    files = [(n, s) for n, s in files if "\0" not in n]
+    with tempfile.TemporaryDirectory() as outer:
+        root = Path(outer) / "root"
+        root.mkdir()
+        failed = dict(make_placeholders(str(root), files))
+        made = _tree(root)
+        assert os.listdir(outer) == ["root"]  # nothing outside the root
+    sizes: dict[str, int] = {}  # each name made: the size of its last entry made
+    for i, (name, size) in enumerate(files):
+        parts = name.split("/")
+        unsafe = name == "" or name.startswith("/") or any(p in ("", ".", "..") for p in parts)
+        assert (failed.get(i) == errno.EINVAL) == unsafe, (name, failed.get(i))
+        if i not in failed:
+            sizes[name] = size
+    assert made == sizes
