@@ -151,14 +151,18 @@ class HttpGetter:
     runs on the loop that calls it; the caller bounds how many requests are in flight (one
     connection each)."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, cafile: str | None = None
+                 ) -> None:
+        """``ssl_context`` for https, else one made on the first https request (loading
+        the CAs costs ~40 ms of CPU): the system's CAs, or those of ``cafile``."""
         self._ssl = ssl_context
+        self._cafile = cafile
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self.connections = 0  # opened, in all
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            self._ssl = ssl.create_default_context()
+            self._ssl = ssl.create_default_context(cafile=self._cafile)
         return self._ssl
 
     async def _connect(self, scheme: str, host: str, port: int) -> _Connection:

@@ -432,7 +432,6 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 #: The format of a cache file; a change makes every older file a miss (rebuilt, never misread).
 CACHE_FORMAT = 1
-CACHE_ENV = "PYAUDIT_CACHE_DIR"
 
 
 def oracle_installed() -> bool:
@@ -453,12 +452,9 @@ def transformers_version() -> str | None:
 def default_cache_dir() -> Path:
     """Where oracle answers are kept: ``$PYAUDIT_CACHE_DIR/oracle``, else
     ``$XDG_CACHE_HOME/pyaudit/oracle``, else ``~/.cache/pyaudit/oracle``."""
-    own = os.environ.get(CACHE_ENV)
-    if own:
-        return Path(own) / "oracle"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "pyaudit" / "oracle"
+    from pyaudit.cachedir import cache_root
+
+    return cache_root() / "oracle"
 
 
 def request_digest(request: dict[str, Any]) -> str:

@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pyaudit._core import make_placeholders
 from pyaudit.discover import (
     ADAPTER_CONFIG,
     BIN_INDEX_SUFFIX,
@@ -88,7 +89,7 @@ from pyaudit.findings import finding, status_of
 from pyaudit.headers import Header, header_span, parse_header_bytes
 from pyaudit.s3direct import DirectS3, s3_config_kwargs
 from pyaudit.s3direct import applies as s3direct_applies
-from pyaudit.s3presign import Presigner
+from pyaudit.s3presign import PRESIGN_EXPIRES, Credentials, Presigner, Shape, list_params
 
 # The audit's modules are imported once the listing is under way (start(), then the
 # imports, overlap the first round trips): ~0.1 s of a remote scan's start.
@@ -376,7 +377,8 @@ class _S3Ranges:
         if self._direct is None:
             from pyaudit.httpget import HttpGetter
 
-            self._direct = HttpGetter(self._ssl_context())
+            # (the CA bundle botocore is given, if any, loaded on the first https request)
+            self._direct = HttpGetter(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
         return self._direct
 
     async def client(self, bucket: str) -> Any:
@@ -388,7 +390,7 @@ class _S3Ranges:
     async def _presign(self, bucket: str, operation: str, params: dict[str, Any]) -> str:
         client = await self.client(bucket)
         params = {**params, **(getattr(self.fs, "req_kw", None) or {})}
-        url = client.generate_presigned_url(operation, Params=params, ExpiresIn=3600)
+        url = client.generate_presigned_url(operation, Params=params, ExpiresIn=PRESIGN_EXPIRES)
         if inspect.isawaitable(url):  # (aiobotocore's; botocore's is plain)
             url = await url
         return str(url)
@@ -433,19 +435,36 @@ class _S3Ranges:
                 resp.close()  # the rest is not wanted: the connection goes
             return resp.status, resp.reason or "", b"".join(parts)
 
-    async def _url(self, bucket: str, key: str) -> str:
-        """The presigned URL of a GET of ``key``: by the :class:`~pyaudit.s3presign.Presigner`
-        learnt for the bucket while it is fresh, else by the client (and learnt from it)."""
+    def kept_shape(self, bucket: str) -> tuple[Shape, Credentials] | None:
+        """The shape of ``bucket``'s URLs kept from an earlier scan (a
+        :class:`~pyaudit.s3direct.DirectS3` store's), or None."""
+        shape = getattr(self.fs, "shape", None)
+        return shape(bucket) if shape is not None else None
+
+    def _refused(self, bucket: str) -> None:
+        """A URL signed by the kept shape was refused: forget it, and what it signed."""
+        self.fs.refused(bucket)
+        self._presigners.pop(bucket, None)
+
+    async def _url(self, bucket: str, key: str) -> tuple[str, bool]:
+        """The presigned URL of a GET of ``key``, and whether the kept shape signed it: by
+        the :class:`~pyaudit.s3presign.Presigner` made for the bucket while it is fresh
+        (from the kept shape, or learnt from the client's URL), else by the client."""
         now = time.monotonic()
         learnt = self._presigners.get(bucket)
+        if learnt is None or now - learnt[0] >= PRESIGNER_LIFE:
+            kept = self.kept_shape(bucket)
+            if kept is not None:
+                learnt = (now, kept[0].presigner(kept[1], time.time()))
+                self._presigners[bucket] = learnt
         if learnt is not None and now - learnt[0] < PRESIGNER_LIFE and learnt[1] is not None:
             url = learnt[1].url(key)
             if url is not None:
-                return url
+                return url, self.kept_shape(bucket) is not None
         url = await self._presign(bucket, "get_object", {"Bucket": bucket, "Key": key})
         if learnt is None or now - learnt[0] >= PRESIGNER_LIFE:
             self._presigners[bucket] = (now, await self._learn(url, bucket, key))
-        return url
+        return url, False
 
     async def _learn(self, url: str, bucket: str, key: str) -> Presigner | None:
         from .s3presign import Credentials, learn
@@ -462,7 +481,15 @@ class _S3Ranges:
 
     async def get(self, path: str, start: int, end: int) -> bytes:
         bucket, key, _ = self.fs.split_path(path)
-        return await self._fetch(await self._url(bucket, key), start, end)
+        url, kept = await self._url(bucket, key)
+        try:
+            return await self._fetch(url, start, end)
+        except PermissionError:
+            if not kept:
+                raise
+        self._refused(bucket)
+        url, _ = await self._url(bucket, key)
+        return await self._fetch(url, start, end)
 
     async def list_page(
         self, bucket: str, prefix: str, token: str | None
@@ -470,6 +497,13 @@ class _S3Ranges:
         """One ListObjectsV2 page: (key, size, content id) of its objects, and the token of the next
         page (None after the last). Read by ElementTree: botocore's parser spent ~0.1 s of
         the event loop's thread on each page of 1,000 keys (most of it parsing dates)."""
+        kept = self.kept_shape(bucket)
+        if kept is not None:
+            url = kept[0].list_url(kept[1], time.time(), list_params(prefix, token))
+            try:
+                return _parse_listing(await self._fetch(url, 0, None))
+            except PermissionError:
+                self._refused(bucket)
         params = {"Bucket": bucket, "Prefix": prefix}
         if token:
             params["ContinuationToken"] = token
@@ -822,8 +856,9 @@ class _Client:
             prefix = f"{key}/" if key else ""
             s3 = self.s3
             if s3 is not None:  # presigned, over the session of the range GETs
-                with contextlib.suppress(Exception):  # (its errors are the first page's)
-                    await s3.client(bucket)
+                if s3.kept_shape(bucket) is None:  # (else botocore is not needed)
+                    with contextlib.suppress(Exception):  # (its errors are the first page's)
+                        await s3.client(bucket)
                 self.asked.set()
                 token: str | None = None
                 while True:
@@ -1094,39 +1129,33 @@ class RemoteTree:
     def mirror_while_listed(self, mirror_root: Path) -> str | None:
         """Every listed file as a sparse placeholder of its size (discovery and the audit
         ask which files exist, and how large), made as the listing's pages arrive (this
-        thread has nothing else to do until the listing is complete); contents are written
-        as they are read. Returns :meth:`listed`'s answer."""
-        made = {""}  # directories made, relative to the root
+        thread has nothing else to do until the listing is complete), natively and without
+        the GIL (the requests' thread runs meanwhile); contents are written as they are
+        read. Returns :meth:`listed`'s answer."""
         while True:
             self._page_added.clear()  # (a page added from here on wakes the wait below)
             done = self._listing.done()  # (before the draining: nothing added is missed)
-            self._make_placeholders(str(mirror_root), made)
+            self._make_placeholders(str(mirror_root))
             if done:
                 return self.listed()
             self._page_added.wait(0.05)
 
-    def _make_placeholders(self, root: str, made: set[str]) -> None:
+    def _make_placeholders(self, root: str) -> None:
         new = self._unmirrored
-        while new:
-            rel, size = new.popleft()
-            parent = posixpath.dirname(rel)
-            path = f"{root}/{rel}"
-            try:
-                if parent not in made:
-                    os.makedirs(f"{root}/{parent}", exist_ok=True)
-                    made.add(parent)
-                fd = os.open(path, _WRITE_FLAGS, 0o600)
-                try:
-                    os.ftruncate(fd, size)
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                log.warning("%s/%s: %s: not scanned", self.root_url, rel, e.strerror or e)
+        batch = [new.popleft() for _ in range(len(new))]  # (appended meanwhile: next time)
+        if not batch:
+            return
+        for index, error in make_placeholders(root, [(rel, min(size, _LARGEST)) for rel, size
+                                                     in batch]):
+            log.warning("%s/%s: %s: not scanned", self.root_url, batch[index][0],
+                        os.strerror(error))
 
     def close(self) -> None:
         self._listing.cancel()  # a scan given up (or done) lists no further
         self.client.close()
 
+
+_LARGEST = (1 << 63) - 1  # bytes a placeholder can be (a listed size beyond it: an error)
 
 # A mirror file opened to be written whole (made if new, emptied if not).
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)

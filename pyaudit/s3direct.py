@@ -14,17 +14,39 @@ elsewhere the scan goes through s3fs as before.
 The rare requests that are not a listing page or a GET (the size of a URL that names one
 object, the directory around it) are answered by a real s3fs filesystem made on first use,
 on this store's loop.
+
+botocore itself (~0.19 s of CPU to import and make a client, before the first request) is
+needed once per environment: where the client takes its credentials from the environment
+(``AWS_ACCESS_KEY_ID``...), the :class:`~pyaudit.s3presign.Shape` of its URLs for the bucket
+(signature form, endpoint, addressing, region; no credential) is kept in pyaudit's cache
+directory, keyed by everything botocore resolves them from (the ``AWS_*`` variables, the
+secret ones by name only; its configuration files' identity; its version). It is kept only
+when it writes the client's own URLs again byte for byte; the next scan in the same
+environment signs with it and imports botocore only if a URL it signed is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import importlib.util
+import json
+import logging
 import os
+import stat
 import threading
 from typing import Any
 
+from pyaudit.cachedir import cache_root
+from pyaudit.s3presign import PRESIGN_EXPIRES, Credentials, Shape, learn_shape, list_params
+
+log = logging.getLogger(__name__)
+
 S3_PROTOCOLS = ("s3", "s3a")
+SHAPE_FORMAT = 1  # of a kept shape's file; a change makes every older file a miss
+# Variables botocore reads whose values are secret: in a shape's key by name only.
+_SECRET = frozenset({"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"})
 
 
 def s3_config_kwargs(in_flight: int, configured: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -68,6 +90,89 @@ def _installed(module: str) -> bool:
         return False
 
 
+def env_credentials(environ: dict[str, str] | os._Environ[str]) -> Credentials | None:
+    """The credentials botocore's first provider reads from the environment; None where it
+    gives none (or ones that expire, which botocore refreshes)."""
+    access = environ.get("AWS_ACCESS_KEY_ID")
+    secret = environ.get("AWS_SECRET_ACCESS_KEY")
+    if not access or not secret or environ.get("AWS_CREDENTIAL_EXPIRATION"):
+        return None
+    token = environ.get("AWS_SESSION_TOKEN") or environ.get("AWS_SECURITY_TOKEN") or None
+    return Credentials(access, secret, token)
+
+
+def _file_identity(path: str) -> list[Any]:
+    """What says a configuration file is unchanged (not its bytes: they may hold secrets)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, "absent"]
+    if not stat.S_ISREG(st.st_mode):
+        return [path, "not a file"]  # (/dev/null: read as empty, its times change)
+    return [path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+def shape_key(environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """The key of the shape botocore's client gives this environment's URLs: None unless
+    the environment holds credentials (the only ones a kept shape signs with)."""
+    if env_credentials(environ) is None:
+        return None
+    from importlib import metadata
+
+    try:
+        version = metadata.version("botocore")
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    home = os.path.expanduser("~")
+    variables = sorted(
+        (k, "" if k in _SECRET else v) for k, v in environ.items() if k.startswith(("AWS_", "BOTO"))
+    )
+    files = [
+        _file_identity(os.path.expanduser(environ.get(name) or os.path.join(home, ".aws", base)))
+        for name, base in (("AWS_CONFIG_FILE", "config"),
+                           ("AWS_SHARED_CREDENTIALS_FILE", "credentials"))
+    ]
+    text = json.dumps([SHAPE_FORMAT, version, variables, files], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _shape_path(key: str, bucket: str) -> str:
+    name = hashlib.sha256(f"{key}/{bucket}".encode()).hexdigest()[:40]
+    return os.path.join(cache_root(), "s3", f"{name}.json")
+
+
+def load_shape(key: str, bucket: str) -> Shape | None:
+    """The shape kept for ``bucket`` in the environment of ``key``, if any."""
+    try:
+        with open(_shape_path(key, bucket), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != SHAPE_FORMAT:
+        return None
+    shape = Shape.from_json(data.get("shape"))
+    return shape if shape is not None and shape.bucket == bucket else None
+
+
+def save_shape(key: str, shape: Shape) -> None:
+    """Keep ``shape`` (written whole, then renamed: a reader sees the old file or the new);
+    a cache that cannot be written is only a slower next scan."""
+    path = _shape_path(key, shape.bucket)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        temp = f"{path}.{os.getpid()}.{threading.get_ident()}"
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump({"format": SHAPE_FORMAT, "shape": shape.to_json()}, f)
+        os.replace(temp, path)
+    except OSError as e:
+        log.debug("cannot keep the S3 URL shape in %s: %s", path, e)
+
+
+def forget_shape(key: str, bucket: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(_shape_path(key, bucket))
+
+
 class DirectS3:
     """The part of ``s3fs.S3FileSystem`` a sweep uses, for one ``s3://`` URL."""
 
@@ -85,6 +190,11 @@ class DirectS3:
         self.req_kw: dict[str, Any] = {}  # (s3fs' requester-pays parameters: none here)
         self._client: Any = None  # botocore's, made on the loop's thread at first use
         self._s3fs: Any = None
+        # The kept shape of the URLs of the URL's bucket, and the credentials it signs with
+        # (see the module's text): looked up on first use.
+        self._key: str | None = None
+        self._shape: tuple[Shape, Credentials] | None = None
+        self._shape_looked_up = False
 
     @staticmethod
     def strip(url: str) -> str:
@@ -109,7 +219,58 @@ class DirectS3:
     async def set_session(self) -> Any:
         if self._client is None:  # (no await before it is set: made once)
             self._client = self._make_client()
+            self._keep_shape(self._client)
         return self._client
+
+    def shape(self, bucket: str) -> tuple[Shape, Credentials] | None:
+        """The kept shape of ``bucket``'s URLs in this environment, and the environment's
+        credentials to sign with; None where there is none (botocore's client presigns)."""
+        if not self._shape_looked_up:
+            self._shape_looked_up = True
+            self._key = shape_key(os.environ)
+            creds = env_credentials(os.environ)
+            own_bucket = self.split_path(self.strip(self.url))[0]
+            shape = load_shape(self._key, own_bucket) if self._key else None
+            if shape is not None and creds is not None:
+                self._shape = (shape, creds)
+        if self._shape is None or self._shape[0].bucket != bucket:
+            return None
+        return self._shape
+
+    def refused(self, bucket: str) -> None:
+        """A URL the kept shape signed was refused (403): botocore's client presigns from
+        now on, and learns the shape again."""
+        if self._shape is not None and self._shape[0].bucket == bucket:
+            self._shape = None
+            if self._key:
+                forget_shape(self._key, bucket)
+
+    def _keep_shape(self, client: Any) -> None:
+        """Learn the shape of the bucket's URLs from the client (two URLs presigned, ~1 ms)
+        and keep it, where the client's credentials are the environment's."""
+        key = self._key if self._shape_looked_up else shape_key(os.environ)
+        creds = env_credentials(os.environ)
+        if key is None or creds is None:
+            return
+        try:
+            held = client._request_signer._credentials
+            if held is None or getattr(held, "method", None) != "env":
+                return
+            bucket, prefix, _ = self.split_path(self.strip(self.url))
+            prefix = f"{prefix}/" if prefix else ""
+            sample_key = f"{prefix}config.json"
+            listed = client.generate_presigned_url(
+                "list_objects_v2", Params={"Bucket": bucket, "Prefix": prefix},
+                ExpiresIn=PRESIGN_EXPIRES)
+            got = client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": sample_key},
+                ExpiresIn=PRESIGN_EXPIRES)
+        except Exception as e:  # (a bucket name botocore refuses: its own error comes later)
+            log.debug("no S3 URL shape learnt: %s", e)
+            return
+        shape = learn_shape(listed, list_params(prefix, None), got, bucket, sample_key, creds)
+        if shape is not None:
+            save_shape(key, shape)
 
     async def get_s3(self, bucket: str | None = None) -> Any:
         return await self.set_session()

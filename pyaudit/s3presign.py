@@ -17,9 +17,11 @@ asking botocore. Nothing here reads the environment or prints a credential.
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
@@ -170,3 +172,164 @@ def _v4(
         return hmac.new(signing, text.encode(), hashlib.sha256).hexdigest()
 
     return Presigner(bucket, base, _around(raw, "X-Amz-Signature"), sign)
+
+
+# --- a bucket's URLs at any time: the shape of botocore's, kept between scans ----------------
+
+#: Seconds a URL pyaudit asks botocore to presign is valid (``ExpiresIn``).
+PRESIGN_EXPIRES = 3600
+_V2_ORDER: tuple[str, ...] = ("AWSAccessKeyId", "Signature", _TOKEN_V2, "Expires")
+_V4_ORDER = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+             "X-Amz-SignedHeaders", _TOKEN_V4, "X-Amz-Signature")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How botocore's client writes a bucket's presigned URLs, apart from the clock and the
+    credentials: the signature's form, the URLs' bases (endpoint, addressing) and, for
+    SigV4, the region and service of its scope. Learnt by :func:`learn_shape` only where it
+    writes botocore's own URLs again byte for byte; it holds no credential, so it can be kept
+    on disk (:mod:`pyaudit.s3direct`) and sign the next scan's URLs before botocore is
+    imported."""
+
+    bucket: str
+    kind: str  # "v2" (SigV2 query) or "v4" (SigV4 query, SignedHeaders=host)
+    get_base: str  # scheme://host + the path up to a key
+    list_base: str  # the URL of the bucket's listing, before its query
+    expires: int  # seconds a URL is valid
+    region: str = ""  # SigV4's scope
+    service: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: object) -> Shape | None:
+        """The shape a :meth:`to_json` wrote, or None for anything else."""
+        if not isinstance(data, dict):
+            return None
+        names = {f for f in cls.__dataclass_fields__}
+        if set(data) != names or data.get("kind") not in ("v2", "v4"):
+            return None
+        if not isinstance(data.get("expires"), int) or any(
+            not isinstance(data[n], str) for n in names - {"expires"}
+        ):
+            return None
+        return cls(**data)
+
+    def _auth(self, creds: Credentials, now: float, path: str, params: list[tuple[str, str]],
+              resource: str) -> str:
+        """The query of a GET of ``path`` with ``params`` (in the order given) and the
+        signature's parameters, signed at ``now`` (seconds since the epoch)."""
+        if self.kind == "v2":
+            expires = str(int(now) + self.expires)
+            head = f"GET\n\n\n{expires}\n"
+            if creds.token is not None:
+                head += f"{_TOKEN_V2}:{creds.token}\n"
+            digest = hmac.new(creds.secret_key.encode(), (head + resource).encode(),
+                              hashlib.sha1).digest()
+            auth = {"AWSAccessKeyId": creds.access_key,
+                    "Signature": base64.b64encode(digest).decode(),
+                    _TOKEN_V2: creds.token, "Expires": expires}
+            order = _V2_ORDER
+        else:
+            when = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+            day = when[:8]
+            scope = f"{day}/{self.region}/{self.service}/aws4_request"
+            auth = {"X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+                    "X-Amz-Credential": f"{creds.access_key}/{scope}", "X-Amz-Date": when,
+                    "X-Amz-Expires": str(self.expires), "X-Amz-SignedHeaders": "host",
+                    _TOKEN_V4: creds.token}
+            signed = sorted([*params, *((k, v) for k, v in auth.items() if v is not None)])
+            query = "&".join(f"{_enc(k)}={_enc(v)}" for k, v in signed)
+            host = _signed_host(self.get_base)
+            canonical = f"GET\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD"
+            text = (f"AWS4-HMAC-SHA256\n{when}\n{scope}\n"
+                    + hashlib.sha256(canonical.encode()).hexdigest())
+            signing = ("AWS4" + creds.secret_key).encode()
+            for part in (day, self.region, self.service, "aws4_request"):
+                signing = hmac.new(signing, part.encode(), hashlib.sha256).digest()
+            auth["X-Amz-Signature"] = hmac.new(signing, text.encode(), hashlib.sha256).hexdigest()
+            order = _V4_ORDER
+        pairs = [*params, *((k, auth[k]) for k in order if auth.get(k) is not None)]
+        return "&".join(f"{_enc(k)}={_enc(v or '')}" for k, v in pairs)
+
+    def list_url(self, creds: Credentials, now: float, params: list[tuple[str, str]]) -> str:
+        """The URL of a ListObjectsV2 page with ``params`` (botocore's order: ``list-type``,
+        ``prefix``, ``continuation-token``, ``encoding-type``), signed at ``now``."""
+        path = urlsplit(self.list_base).path or "/"
+        query = self._auth(creds, now, path, params, f"/{self.bucket}/")
+        return f"{self.list_base}?{query}"
+
+    def presigner(self, creds: Credentials, now: float) -> Presigner | None:
+        """GET URLs of the bucket's plain keys, signed at ``now`` (learnt, as from botocore's
+        URL, from this shape's URL of one key)."""
+        path = urlsplit(self.get_base).path
+        query = self._auth(creds, now, path + "k", [], f"/{self.bucket}/k")
+        return learn(f"{self.get_base}k?{query}", self.bucket, "k", creds)
+
+
+def list_params(prefix: str, token: str | None) -> list[tuple[str, str]]:
+    """The query of a ListObjectsV2 page as botocore writes it when it presigns one."""
+    params = [("list-type", "2"), ("prefix", prefix)]
+    if token:
+        params.append(("continuation-token", token))
+    return [*params, ("encoding-type", "url")]
+
+
+def _signed_host(base: str) -> str:
+    """The host header SigV4 signs for URLs of ``base`` (the default port left out)."""
+    parts = urlsplit(base)
+    host = parts.netloc.lower()
+    default = {"http": ":80", "https": ":443"}.get(parts.scheme, "")
+    return host[: -len(default)] if default and host.endswith(default) else host
+
+
+def learn_shape(
+    list_sample: str,
+    list_params: list[tuple[str, str]],
+    get_sample: str,
+    bucket: str,
+    key: str,
+    creds: Credentials,
+) -> Shape | None:
+    """The :class:`Shape` of two URLs botocore presigned at one time (a listing page with
+    ``list_params`` and a GET of ``key``), or None unless it writes both again byte for byte
+    from the credentials and that time."""
+    if not PLAIN_KEY.fullmatch(key) or key.startswith("/") or "//" in key:
+        return None
+    get_parts = urlsplit(get_sample)
+    if get_parts.fragment or not get_parts.path.endswith("/" + key):
+        return None
+    get_base = f"{get_parts.scheme}://{get_parts.netloc}{get_parts.path[: -len(key)]}"
+    list_base, _, list_query = list_sample.partition("?")
+    params = dict(p.split("=", 1) for p in get_parts.query.split("&") if "=" in p)
+    if set(params) - {_TOKEN_V2} == _V2:
+        try:
+            expires_at = int(params["Expires"])
+        except ValueError:
+            return None
+        # (the expiry is not in a SigV2 URL: the one pyaudit asks for, from the sample's end)
+        shape = Shape(bucket, "v2", get_base, list_base, PRESIGN_EXPIRES)
+        now = float(expires_at - PRESIGN_EXPIRES)
+    elif set(params) - {_TOKEN_V4} == _V4:
+        scope = unquote(params["X-Amz-Credential"]).split("/")
+        if len(scope) != 5:
+            return None
+        try:
+            when = time.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+            expires = int(params["X-Amz-Expires"])
+        except ValueError:
+            return None
+        shape = Shape(bucket, "v4", get_base, list_base, expires, scope[2], scope[3])
+        now = float(calendar.timegm(when))
+    else:
+        return None
+    if not list_query:
+        return None
+    if shape.list_url(creds, now, list_params) != list_sample:
+        return None
+    presigner = shape.presigner(creds, now)
+    if presigner is None or presigner.url(key) != get_sample:
+        return None
+    return shape

@@ -123,6 +123,15 @@ def s3() -> Iterator[tuple[str, Served]]:
             thread.join(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own cache directory: the URL shapes a scan keeps for the next
+    (pyaudit.s3direct) are shared by the tests of one environment otherwise."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PYAUDIT_CACHE_DIR", str(cache))
+    return cache
+
+
 # --- the store ------------------------------------------------------------------------------
 
 
@@ -1052,6 +1061,134 @@ def test_direct_urls_are_the_urls_s3fs_would_presign(
 
     expected = asyncio.run(theirs())
     assert [_untimed(u) for u in ours] == [_untimed(u) for u in expected]
+
+
+# --- the shape of botocore's URLs, kept for the next scan (pyaudit.s3direct) -----------------
+
+
+_SCAN_AND_SAY = (
+    "import json, sys\n"
+    "from pyaudit.cli import main\n"
+    "rc = main(['scan', '--json', sys.argv[1]])\n"
+    "print(json.dumps([rc, 'botocore' in sys.modules]), file=sys.stderr)\n"
+)
+
+
+def _scan_and_say(url: str, env: dict[str, str]) -> tuple[int, bool, dict[str, Any]]:
+    """(exit status, whether botocore was imported, the report less its times) of a scan
+    in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", _SCAN_AND_SAY, url], capture_output=True,
+                          text=True, env=env, timeout=120)
+    rc, imported = json.loads(done.stderr.strip().splitlines()[-1])
+    doc = json.loads(done.stdout)
+    doc["summary"].pop("seconds")
+    doc["summary"].pop("remote")
+    return rc, imported, doc
+
+
+def test_the_next_scan_signs_without_botocore(
+    s3: tuple[str, Served], store: Path, own_cache: Path
+) -> None:
+    """A scan whose credentials are the environment's keeps the shape of botocore's URLs
+    for the bucket, with no credential in it; the next scan in that environment signs with
+    it, never imports botocore (~0.19 s of CPU before the first request) and reports the
+    same. Another region is another environment: botocore again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSSPEC_")}
+    url = f"s3://{BUCKET}/store/qwen3"
+    first = _scan_and_say(url, env)
+    kept = list((own_cache / "s3").glob("*.json"))
+    assert first[1] is True and len(kept) == 1
+    text = kept[0].read_text()
+    assert env["AWS_SECRET_ACCESS_KEY"] not in text and '"kind": "v2"' in text
+    second = _scan_and_say(url, env)
+    assert second == (first[0], False, first[2])
+    elsewhere = _scan_and_say(url, {**env, "AWS_DEFAULT_REGION": "eu-west-1"})
+    assert elsewhere[1] is True and elsewhere[2] == first[2]
+    assert len(list((own_cache / "s3").glob("*.json"))) == 2
+
+
+def test_a_refused_shape_gives_way_to_botocore(
+    s3: tuple[str, Served], store: Path, own_cache: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the store refuses (403) the URLs the kept shape signs, as S3 would ones of a
+    stale shape, the scan asks botocore's client instead and reports what a local scan
+    does, and the shape is forgotten (learnt again by the next client made)."""
+    import dataclasses
+
+    from pyaudit import remote
+    from pyaudit.s3presign import Shape
+
+    local = _scan_json(str(store / "qwen3"), capsys)
+    url = f"s3://{BUCKET}/store/qwen3"
+    assert _scan_json(url, capsys) == local  # (the shape kept)
+    assert len(list((own_cache / "s3").glob("*.json"))) == 1
+    list_url, presigner = Shape.list_url, Shape.presigner
+
+    def marked_list(self: Shape, *args: Any) -> str:
+        return list_url(self, *args) + "&refuse=1"
+
+    def marked_presigner(self: Shape, *args: Any) -> Any:
+        made = presigner(self, *args)
+        return dataclasses.replace(made, query=(made.query[0], made.query[1] + "&refuse=1"))
+
+    refused: list[str] = []
+    fetch = remote._S3Ranges._fetch
+
+    async def refusing(self: Any, url: str, start: int, end: int | None) -> bytes:
+        if url.endswith("&refuse=1"):
+            refused.append(url)
+            raise PermissionError("AccessDenied: Access Denied")
+        return await fetch(self, url, start, end)
+
+    monkeypatch.setattr(Shape, "list_url", marked_list)
+    monkeypatch.setattr(Shape, "presigner", marked_presigner)
+    monkeypatch.setattr(remote._S3Ranges, "_fetch", refusing)
+    asked: list[str] = []
+    presign = remote._S3Ranges._presign
+
+    async def counting(self: Any, bucket: str, operation: str, params: dict[str, Any]) -> str:
+        asked.append(operation)
+        return await presign(self, bucket, operation, params)
+
+    monkeypatch.setattr(remote._S3Ranges, "_presign", counting)
+    assert _scan_json(url, capsys) == local
+    assert len(refused) == 1 and "list-type=2" in refused[0]  # the first request: then botocore
+    assert "list_objects_v2" in asked and "get_object" in asked
+    # the refused shape forgotten (here not learnt again: its URLs are the marked ones)
+    assert list((own_cache / "s3").glob("*.json")) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("PYAUDIT_CACHE_DIR", str(own_cache))
+    assert _scan_json(url, capsys) == local
+    assert len(list((own_cache / "s3").glob("*.json"))) == 1  # learnt again
+
+
+def test_the_shape_s_key_is_the_environment_botocore_reads(tmp_path: Path) -> None:
+    """The key of a kept shape: every AWS_ variable (the secret ones by name only), the
+    identity of botocore's configuration files; none without credentials in the
+    environment, the only ones a shape signs with."""
+    from pyaudit.s3direct import env_credentials, shape_key
+
+    config = tmp_path / "config"
+    config.write_text("[default]\nregion = eu-west-1\n")
+    env = {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s1",
+           "AWS_CONFIG_FILE": str(config), "HOME": str(tmp_path)}
+    key = shape_key(env)
+    assert key is not None and len(key) == 64
+    assert shape_key({**env, "AWS_SECRET_ACCESS_KEY": "s2"}) == key  # (read at signing time)
+    assert shape_key({**env, "PATH": "/elsewhere"}) == key
+    for other in ({"AWS_REGION": "us-west-2"}, {"AWS_ENDPOINT_URL": "http://x:1"},
+                  {"AWS_ACCESS_KEY_ID": "AKID2"}, {"AWS_SESSION_TOKEN": "t"},
+                  {"AWS_PROFILE": "p"}, {"AWS_CONFIG_FILE": os.devnull}):
+        assert shape_key({**env, **other}) != key, other
+    config.write_text("[default]\nregion = eu-west-2\n")
+    assert shape_key(env) != key
+    assert shape_key({k: v for k, v in env.items() if k != "AWS_SECRET_ACCESS_KEY"}) is None
+    assert shape_key({**env, "AWS_CREDENTIAL_EXPIRATION": "2030-01-01T00:00:00Z"}) is None
+    creds = env_credentials({**env, "AWS_SECURITY_TOKEN": "old"})
+    assert creds is not None and creds.token == "old"
+    assert env_credentials({**env, "AWS_SESSION_TOKEN": "new", "AWS_SECURITY_TOKEN": "old"}
+                           ).token == "new"  # type: ignore[union-attr]
 
 
 # --- small files of one content read once ---------------------------------------------------

@@ -1,20 +1,22 @@
 """pyaudit.s3presign: a Presigner learnt from one URL botocore presigned writes, for any other
 plain key of the bucket, the very URL botocore writes for it at the same time, in every form
 botocore presigns a GET in (SigV2 and SigV4 query, path and virtual-host addressing, with and
-without a session token, AWS and custom endpoints); and nothing is learnt from what it cannot
-reproduce."""
+without a session token, AWS and custom endpoints); a Shape learnt from a listing page and a
+GET writes botocore's URLs of any page and key at any other time; and nothing is learnt from
+what it cannot reproduce."""
 
 from __future__ import annotations
 
 import datetime
 import itertools
+import json
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyaudit.s3presign import Credentials, learn
+from pyaudit.s3presign import Credentials, Shape, learn, learn_shape, list_params
 
 botocore_session = pytest.importorskip("botocore.session")
 botocore_auth = pytest.importorskip("botocore.auth")
@@ -141,3 +143,60 @@ def test_anonymous_client_urls() -> None:
     presigner = learn(_presign(client, SAMPLE), BUCKET, SAMPLE, None)
     assert presigner is not None
     assert presigner.url("a/b.safetensors") == _presign(client, "a/b.safetensors")
+
+
+# --- a bucket's URLs at any time (Shape): what a scan keeps for the next ---------------------
+
+
+def _listing(client: Any, prefix: str, token: str | None = None) -> str:
+    params = {"Bucket": BUCKET, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+    url: str = client.generate_presigned_url("list_objects_v2", Params=params, ExpiresIn=3600)
+    return url
+
+
+def _shape_of(client: Any, prefix: str = "runs/") -> Shape | None:
+    return learn_shape(_listing(client, prefix), list_params(prefix, None),
+                       _presign(client, SAMPLE), BUCKET, SAMPLE, _creds(client))
+
+
+@pytest.mark.parametrize("form", FORMS, ids=lambda f: "-".join(str(x) for x in f))
+def test_a_shape_writes_botocore_s_urls_at_any_time(
+    form: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Learnt from a listing page and a GET botocore presigned, in every form it presigns
+    in, a shape (kept as JSON, no credential in it) writes botocore's URL of any other
+    page and key at another time, to the byte."""
+    client = _client(*form)
+    shape = _shape_of(client)
+    assert shape is not None
+    kept = json.dumps(shape.to_json())
+    assert "wJalr" not in kept and "AKIAEXAMPLE" not in kept and "FwoGZX" not in kept
+    again = Shape.from_json(json.loads(kept))
+    assert again == shape
+    later = NOW + datetime.timedelta(days=3, hours=5, seconds=7)
+    monkeypatch.setattr(botocore_auth, "get_current_datetime", lambda: later)
+    stamp = later.replace(tzinfo=datetime.timezone.utc).timestamp()
+    monkeypatch.setattr(botocore_auth, "time", type("T", (), {"time": staticmethod(lambda: stamp)}))
+    for prefix, token in (("runs/", "1x/Yz+a=="), ("", None), ("a b/é/", "t")):
+        assert shape.list_url(_creds(client), stamp, list_params(prefix, token)) == _listing(
+            client, prefix, token)
+    presigner = shape.presigner(_creds(client), stamp)
+    assert presigner is not None
+    for key in ("a", "store/model-00001-of-00004.safetensors"):
+        assert presigner.url(key) == _presign(client, key)
+
+
+def test_no_shape_from_what_it_cannot_write_again() -> None:
+    client = _client(None, "eu-west-1", "s3v4", "virtual", "tok")
+    creds = _creds(client)
+    listed, got = _listing(client, "runs/"), _presign(client, SAMPLE)
+    assert learn_shape(listed, list_params("runs/", None), got, BUCKET, SAMPLE, creds)
+    wrong = Credentials(creds.access_key, "other", "tok")
+    assert learn_shape(listed, list_params("runs/", None), got, BUCKET, SAMPLE, wrong) is None
+    assert learn_shape(listed, list_params("run/", None), got, BUCKET, SAMPLE, creds) is None
+    assert learn_shape(listed, list_params("runs/", None), got, BUCKET, "other", creds) is None
+    assert learn_shape(listed[:-2] + "00", list_params("runs/", None), got, BUCKET, SAMPLE,
+                       creds) is None
+    for junk in (None, [], {"kind": "v3"}, {**Shape(BUCKET, "v2", "a", "b", 1).to_json(),
+                                           "expires": "1"}):
+        assert Shape.from_json(junk) is None
