@@ -1166,8 +1166,10 @@ def test_a_refused_shape_gives_way_to_botocore(
 def test_the_shape_s_key_is_the_environment_botocore_reads(tmp_path: Path) -> None:
     """The key of a kept shape: every AWS_ variable (the secret ones by name only), the
     identity of botocore's configuration files; none without credentials in the
-    environment, the only ones a shape signs with."""
+    environment, the only ones a shape signs with (and none without botocore)."""
     from pyaudit.s3direct import env_credentials, shape_key
+
+    pytest.importorskip("botocore")
 
     config = tmp_path / "config"
     config.write_text("[default]\nregion = eu-west-1\n")
