@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 #: Keys whose URL path is the key itself (no percent-encoding, no normalisation question).
 PLAIN_KEY = re.compile(r"[A-Za-z0-9/._\-]+")
@@ -72,15 +72,24 @@ class Presigner:
         return f"{self.base}{key}?{before}{self.sign(key)}{after}"
 
 
-def learn(sample: str, bucket: str, key: str, creds: Credentials | None) -> Presigner | None:
-    """A :class:`Presigner` that writes ``sample`` (botocore's URL of ``bucket``/``key``)
-    again from the key, or None when this module cannot (then keep asking the client)."""
+def _split_at_key(sample: str, key: str) -> tuple[SplitResult, str] | None:
+    """A URL of plain ``key`` split, and its text up to the key; None for a key that is not
+    plain or a URL whose path does not end with it."""
     if not PLAIN_KEY.fullmatch(key) or key.startswith("/") or "//" in key:
         return None
     parts = urlsplit(sample)
     if parts.fragment or not parts.path.endswith("/" + key):
         return None
-    base = f"{parts.scheme}://{parts.netloc}{parts.path[: -len(key)]}"
+    return parts, f"{parts.scheme}://{parts.netloc}{parts.path[: -len(key)]}"
+
+
+def learn(sample: str, bucket: str, key: str, creds: Credentials | None) -> Presigner | None:
+    """A :class:`Presigner` that writes ``sample`` (botocore's URL of ``bucket``/``key``)
+    again from the key, or None when this module cannot (then keep asking the client)."""
+    split = _split_at_key(sample, key)
+    if split is None:
+        return None
+    parts, base = split
     pairs = [p.split("=", 1) for p in parts.query.split("&")] if parts.query else []
     if any(len(p) != 2 for p in pairs):
         return None
@@ -296,12 +305,10 @@ def learn_shape(
     """The :class:`Shape` of two URLs botocore presigned at one time (a listing page with
     ``list_params`` and a GET of ``key``), or None unless it writes both again byte for byte
     from the credentials and that time."""
-    if not PLAIN_KEY.fullmatch(key) or key.startswith("/") or "//" in key:
+    split = _split_at_key(get_sample, key)
+    if split is None:
         return None
-    get_parts = urlsplit(get_sample)
-    if get_parts.fragment or not get_parts.path.endswith("/" + key):
-        return None
-    get_base = f"{get_parts.scheme}://{get_parts.netloc}{get_parts.path[: -len(key)]}"
+    get_parts, get_base = split
     list_base, _, list_query = list_sample.partition("?")
     params = dict(p.split("=", 1) for p in get_parts.query.split("&") if "=" in p)
     if set(params) - {_TOKEN_V2} == _V2:
