@@ -1,8 +1,11 @@
 #include "placeholders.hpp"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <cerrno>
 #include <limits>
@@ -57,7 +60,34 @@ int make_one(const std::string& root, const std::string& name, std::uint64_t siz
     return error;
 }
 
+// nftw's callback takes no state of the caller's: the first failure of this thread's walk.
+thread_local int first_failure = 0;
+
+int remove_entry(const char* path, const struct stat*, int type, struct FTW*) {
+    // FTW_DNR: a directory that could not be read (its entries stay; rmdir then fails)
+    int failed = 0;
+    if (type == FTW_DP || type == FTW_DNR) {
+        if (::rmdir(path) != 0) failed = errno;
+    } else if (::unlink(path) != 0) {
+        failed = errno;
+    }
+    if (failed != 0 && failed != ENOENT && first_failure == 0) first_failure = failed;
+    return 0;  // on to the next entry
+}
+
 }  // namespace
+
+int remove_tree(const std::string& root) {
+    struct stat st;
+    if (::lstat(root.c_str(), &st) != 0) return errno;
+    first_failure = 0;
+    // FTW_PHYS: links not followed; FTW_MOUNT: one filesystem; FTW_DEPTH: entries first.
+    if (::nftw(root.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) != 0 &&
+        first_failure == 0) {
+        first_failure = errno != 0 ? errno : EIO;
+    }
+    return first_failure;
+}
 
 std::vector<PlaceholderError> make_placeholders(
     const std::string& root, const std::vector<std::pair<std::string, std::uint64_t>>& files) {

@@ -1,6 +1,6 @@
 // Placeholder files: a tree of sparse files of given sizes below a root directory (the
-// mirror of a remote listing, whose files are written later, or never), made without
-// Python: the caller releases the GIL around it.
+// mirror of a remote listing, whose files are written later, or never), made and removed
+// without Python: the caller releases the GIL around both.
 #pragma once
 
 #include <cstddef>
@@ -22,5 +22,10 @@ struct PlaceholderError {
 // for a file: what could not be made is returned, in request order.
 std::vector<PlaceholderError> make_placeholders(
     const std::string& root, const std::vector<std::pair<std::string, std::uint64_t>>& files);
+
+// Removes `root` and everything below it, depth first, never following a symbolic link (a
+// link is removed, not what it names) nor crossing into another filesystem. Goes on past
+// what cannot be removed: 0, or the errno of the first failure (ENOENT: no `root`).
+int remove_tree(const std::string& root);
 
 }  // namespace pyaudit

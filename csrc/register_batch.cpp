@@ -202,6 +202,14 @@ void register_batch(py::module_& m) {
           "Make root/name, a sparse file of `size` bytes, for each (name, size) (missing "
           "directories made): [(index, errno)] of those that could not be made (EINVAL: a "
           "name with an empty, '.' or '..' part, or absolute).");
+    m.def("remove_tree",
+          [](const std::string& root) {
+              py::gil_scoped_release release;
+              return remove_tree(root);
+          },
+          py::arg("root"),
+          "Remove root and everything below it (symbolic links removed, never followed; "
+          "one filesystem): 0, or the errno of the first failure (ENOENT: no root).");
     m.def("cachestat_supported", &cachestat_supported,
           "Whether header reads can tell a file in the page cache (cachestat, Linux 6.5+).");
 }

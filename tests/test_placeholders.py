@@ -1,7 +1,7 @@
-"""pyaudit._core.make_placeholders: the mirror of a remote listing, a tree of sparse files of
-the listed sizes, made natively with the GIL released. Every name a listing can give either
-becomes exactly root/name at its size or an error for that name; nothing is made outside
-the root, and nothing raises."""
+"""pyaudit._core.make_placeholders and remove_tree: the mirror of a remote listing, a tree of
+sparse files of the listed sizes, made and removed natively with the GIL released. Every
+name a listing can give either becomes exactly root/name at its size or an error for that
+name; nothing is made (or removed) outside the root, and nothing raises."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyaudit._core import make_placeholders
+from pyaudit._core import make_placeholders, remove_tree
 
 
 def _tree(root: Path) -> dict[str, int]:
@@ -69,3 +69,45 @@ def test_any_listing_is_made_or_refused_name_by_name(files: list[tuple[str, int]
         if i not in failed:
             sizes[name] = size
     assert made == sizes
+
+
+def test_a_tree_is_removed_and_nothing_a_link_names(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "kept").mkdir(parents=True)
+    (outside / "kept" / "f").write_text("x")
+    root = tmp_path / "root"
+    names = [("a/b/c/model.safetensors", 1 << 40), ("a/config.json", 3), ("top", 0)]
+    names += [("/".join(["d"] * 60) + "/deep", 1)]  # (deeper than nftw's open directories)
+    root.mkdir()
+    assert make_placeholders(str(root), names) == []
+    (root / "a" / "to-dir").symlink_to(outside / "kept", target_is_directory=True)
+    (root / "a" / "b" / "to-file").symlink_to(outside / "kept" / "f")
+    (root / "dangling").symlink_to(tmp_path / "nowhere")
+    assert remove_tree(str(root)) == 0
+    assert not root.exists() and not root.is_symlink()
+    assert (outside / "kept" / "f").read_text() == "x"  # the links went, not what they named
+    assert remove_tree(str(root)) == errno.ENOENT
+    link = tmp_path / "link-root"
+    link.symlink_to(outside, target_is_directory=True)
+    assert remove_tree(str(link)) == 0  # a root that is a link: the link, not the tree
+    assert not link.is_symlink() and (outside / "kept" / "f").exists()
+    single = tmp_path / "single"
+    single.write_text("y")
+    assert remove_tree(str(single)) == 0 and not single.exists()
+
+
+@settings(max_examples=50, deadline=None)
+@given(files=st.lists(st.tuples(_NAME, st.integers(0, 1 << 40)), max_size=12))
+def test_whatever_was_made_is_removed_and_only_it(files: list[tuple[str, int]]) -> None:
+    import tempfile
+
+    files = [(n, s) for n, s in files if "\0" not in n]
+    with tempfile.TemporaryDirectory() as outer:
+        beside = Path(outer) / "beside"
+        beside.write_text("kept")
+        root = Path(outer) / "root"
+        root.mkdir()
+        make_placeholders(str(root), files)
+        assert remove_tree(str(root)) == 0
+        assert sorted(os.listdir(outer)) == ["beside"]
+        assert beside.read_text() == "kept"
