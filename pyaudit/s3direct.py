@@ -20,9 +20,10 @@ needed once per environment: where the client takes its credentials from the env
 (``AWS_ACCESS_KEY_ID``...), the :class:`~pyaudit.s3presign.Shape` of its URLs for the bucket
 (signature form, endpoint, addressing, region; no credential) is kept in pyaudit's cache
 directory, keyed by everything botocore resolves them from (the ``AWS_*`` variables, the
-secret ones by name only; its configuration files' identity; its version). It is kept only
-when it writes the client's own URLs again byte for byte; the next scan in the same
-environment signs with it and imports botocore only if a URL it signed is refused.
+secret ones by name only; the identity of its configuration files and of its own installed
+``__init__.py``). It is kept only when it writes the client's own URLs again byte for
+byte; the next scan in the same environment signs with it and imports botocore only if a
+URL it signed is refused.
 """
 
 from __future__ import annotations
@@ -112,17 +113,31 @@ def _file_identity(path: str) -> list[Any]:
     return [path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
 
 
-def shape_key(environ: dict[str, str] | os._Environ[str]) -> str | None:
+def _botocore_file() -> str | None:
+    """The file of the botocore package an import would load (found, not imported), or
+    None where there is none."""
+    try:
+        spec = importlib.util.find_spec("botocore")
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.origin else None
+
+
+def shape_key(
+    environ: dict[str, str] | os._Environ[str], botocore_file: str | None = None
+) -> str | None:
     """The key of the shape botocore's client gives this environment's URLs: None unless
-    the environment holds credentials (the only ones a kept shape signs with)."""
+    the environment holds credentials (the only ones a kept shape signs with) and botocore
+    is installed. botocore is named by the identity of its ``__init__.py`` (``botocore_file``,
+    else the one an import would load): another version, or the same reinstalled, is
+    another file (its version by ``importlib.metadata`` cost ~30 ms of the first request's
+    CPU, most of it importing that module)."""
     if env_credentials(environ) is None:
         return None
-    from importlib import metadata
-
-    try:
-        version = metadata.version("botocore")
-    except (metadata.PackageNotFoundError, ValueError):
+    botocore_file = botocore_file or _botocore_file()
+    if botocore_file is None:
         return None
+    installed = _file_identity(botocore_file)
     home = os.path.expanduser("~")
     variables = sorted(
         (k, "" if k in _SECRET else v) for k, v in environ.items() if k.startswith(("AWS_", "BOTO"))
@@ -132,7 +147,7 @@ def shape_key(environ: dict[str, str] | os._Environ[str]) -> str | None:
         for name, base in (("AWS_CONFIG_FILE", "config"),
                            ("AWS_SHARED_CREDENTIALS_FILE", "credentials"))
     ]
-    text = json.dumps([SHAPE_FORMAT, version, variables, files], separators=(",", ":"))
+    text = json.dumps([SHAPE_FORMAT, installed, variables, files], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -834,6 +834,25 @@ def test_proxy_environment_read_once_a_host(monkeypatch: pytest.MonkeyPatch) -> 
     assert ranges._proxy("http://bucket.s3.example/other") == "http://proxy.example:3128"
 
 
+def test_no_proxy_variable_no_proxy_and_no_urllib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a ``*_proxy`` variable nothing goes through a proxy, decided without importing
+    urllib.request; a lower-case one is read as urllib reads it."""
+    from pyaudit.remote import _S3Ranges
+
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    code = ("import sys; from pyaudit.remote import _S3Ranges; "
+            "print(_S3Ranges(None, 4)._proxy('https://b.s3.example/k'), "
+            "'urllib.request' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["None", "False"]
+    monkeypatch.setenv("https_proxy", "http://lower.example:8080")
+    assert _S3Ranges(fs=None, in_flight=4)._proxy("https://b.s3.example/k") == (
+        "http://lower.example:8080")
+
+
 def test_urls_signed_by_the_learnt_presigner(
     s3: tuple[str, Served],
     store: Path,
@@ -1165,8 +1184,9 @@ def test_a_refused_shape_gives_way_to_botocore(
 
 def test_the_shape_s_key_is_the_environment_botocore_reads(tmp_path: Path) -> None:
     """The key of a kept shape: every AWS_ variable (the secret ones by name only), the
-    identity of botocore's configuration files; none without credentials in the
-    environment, the only ones a shape signs with (and none without botocore)."""
+    identity of botocore's configuration files and of its installed ``__init__.py``; none
+    without credentials in the environment, the only ones a shape signs with (and none
+    without botocore)."""
     from pyaudit.s3direct import env_credentials, shape_key
 
     pytest.importorskip("botocore")
@@ -1186,6 +1206,16 @@ def test_the_shape_s_key_is_the_environment_botocore_reads(tmp_path: Path) -> No
     config.write_text("[default]\nregion = eu-west-2\n")
     assert shape_key(env) != key
     assert shape_key({k: v for k, v in env.items() if k != "AWS_SECRET_ACCESS_KEY"}) is None
+    # botocore by the identity of the file an import loads: another install, another key
+    import botocore
+
+    installed = tmp_path / "botocore_init.py"
+    installed.write_bytes(Path(botocore.__file__).read_bytes())
+    assert shape_key(env) == shape_key(env, botocore.__file__)
+    assert shape_key(env, str(installed)) not in (key, None)
+    before = shape_key(env, str(installed))
+    installed.write_bytes(installed.read_bytes() + b"# upgraded\n")
+    assert shape_key(env, str(installed)) != before
     assert shape_key({**env, "AWS_CREDENTIAL_EXPIRATION": "2030-01-01T00:00:00Z"}) is None
     creds = env_credentials({**env, "AWS_SECURITY_TOKEN": "old"})
     assert creds is not None and creds.token == "old"
@@ -1240,6 +1270,8 @@ def test_run_files_of_one_content_are_read_once(
         ('"9b2cf535f27731c974343645a398532"', None),  # 31 digits
         ('"9b2cf535f27731c974343645a398532g"', None),
         ('"9b2cf535f27731c974343645a3985328-x"', None),
+        ('"9b2cf535f27731c974343645a3985328-"', None),  # a part count with no digit
+        ('"9b2cf535f27731c974343645a3985328-\u00b2"', None),  # a digit only to Unicode
         ('W/"abc"', None),
         ("", None),
         (None, None),
