@@ -331,8 +331,9 @@ class _S3Ranges:
         self._direct: HttpGetter | None = None  # every other URL
         self._proxies: dict[str, str | None] = {}  # scheme://host[:port] -> proxy URL
         # bucket -> (when learnt, what was learnt: None when the client's URL was not
-        # reproduced, and then it is asked for every URL until the next try)
-        self._presigners: dict[str, tuple[float, Presigner | None]] = {}
+        # reproduced, and then it is asked for every URL until the next try; whether it
+        # was made from the kept shape, whose refused URLs send the scan back to botocore)
+        self._presigners: dict[str, tuple[float, Presigner | None, bool]] = {}
 
     def _proxy(self, url: str) -> str | None:
         """The HTTP(S)_PROXY / NO_PROXY answer for ``url``'s host, looked up once per host
@@ -458,15 +459,15 @@ class _S3Ranges:
         if learnt is None or now - learnt[0] >= PRESIGNER_LIFE:
             kept = self.kept_shape(bucket)
             if kept is not None:
-                learnt = (now, kept[0].presigner(kept[1], time.time()))
+                learnt = (now, kept[0].presigner(kept[1], time.time()), True)
                 self._presigners[bucket] = learnt
         if learnt is not None and now - learnt[0] < PRESIGNER_LIFE and learnt[1] is not None:
             url = learnt[1].url(key)
             if url is not None:
-                return url, self.kept_shape(bucket) is not None
+                return url, learnt[2]
         url = await self._presign(bucket, "get_object", {"Bucket": bucket, "Key": key})
         if learnt is None or now - learnt[0] >= PRESIGNER_LIFE:
-            self._presigners[bucket] = (now, await self._learn(url, bucket, key))
+            self._presigners[bucket] = (now, await self._learn(url, bucket, key), False)
         return url, False
 
     async def _learn(self, url: str, bucket: str, key: str) -> Presigner | None:

@@ -853,15 +853,8 @@ def test_no_proxy_variable_no_proxy_and_no_urllib(monkeypatch: pytest.MonkeyPatc
         "http://lower.example:8080")
 
 
-def test_urls_signed_by_the_learnt_presigner(
-    s3: tuple[str, Served],
-    store: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The client presigns one GET URL a bucket (and each listing page); the other GETs are
-    signed by the Presigner learnt from it, and the report is the local one. With the client's
-    URL not reproduced, the client presigns every URL and nothing else changes."""
+def _count_presigned(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The operations botocore's client is asked to presign from here on, in order."""
     from pyaudit import remote
 
     asked: list[str] = []
@@ -872,6 +865,19 @@ def test_urls_signed_by_the_learnt_presigner(
         return await presign(self, bucket, operation, params)
 
     monkeypatch.setattr(remote._S3Ranges, "_presign", counting)
+    return asked
+
+
+def test_urls_signed_by_the_learnt_presigner(
+    s3: tuple[str, Served],
+    store: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client presigns one GET URL a bucket (and each listing page); the other GETs are
+    signed by the Presigner learnt from it, and the report is the local one. With the client's
+    URL not reproduced, the client presigns every URL and nothing else changes."""
+    asked = _count_presigned(monkeypatch)
     _, served = s3
     url = f"s3://{BUCKET}/store"
     _, local = _scan_json(str(store), capsys)
@@ -1163,14 +1169,7 @@ def test_a_refused_shape_gives_way_to_botocore(
     monkeypatch.setattr(Shape, "list_url", marked_list)
     monkeypatch.setattr(Shape, "presigner", marked_presigner)
     monkeypatch.setattr(remote._S3Ranges, "_fetch", refusing)
-    asked: list[str] = []
-    presign = remote._S3Ranges._presign
-
-    async def counting(self: Any, bucket: str, operation: str, params: dict[str, Any]) -> str:
-        asked.append(operation)
-        return await presign(self, bucket, operation, params)
-
-    monkeypatch.setattr(remote._S3Ranges, "_presign", counting)
+    asked = _count_presigned(monkeypatch)
     assert _scan_json(url, capsys) == local
     assert len(refused) == 1 and "list-type=2" in refused[0]  # the first request: then botocore
     assert "list_objects_v2" in asked and "get_object" in asked
