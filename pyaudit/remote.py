@@ -65,7 +65,6 @@ import os
 import posixpath
 import random
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -143,7 +142,7 @@ AZURE_PAGE = 5000  # blobs a List Blobs page (the most the service sends)
 # connections the Azure SDK's transport holds (aiohttp's default pool: adlfs passes no other)
 AZURE_POOL = 100
 
-_HAS_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout()
+GUARD_TICKS = 10  # the tries in flight are looked at every TIMEOUT / this (see _guard_tries)
 
 # Errors that will not pass by asking again.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
@@ -683,6 +682,11 @@ class _Client:
         self._tasks: set[asyncio.Task[None]] = set()  # the requests in flight
         self._unsettled: set[concurrent.futures.Future[Any]] = set()  # submitted, unanswered
         self._closed = False
+        # The tries in flight (the task of each, and when it started), looked at by one
+        # timer while there are any; those past TIMEOUT are cancelled and marked expired.
+        self._tries: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._guard: asyncio.TimerHandle | None = None
         self.s3 = _S3Ranges(fs, in_flight) if S3_DIRECT and _is_plain_s3(fs) else None
         # The largest header span seen of each file name, and of any: the next first read
         # (+1/8). The largest, not the last: where one name holds headers of several sizes
@@ -768,6 +772,9 @@ class _Client:
         async def stop() -> None:
             self._closed = True
             self._heap.clear()
+            if self._guard is not None:
+                self._guard.cancel()
+                self._guard = None
             running = list(self._tasks)
             for task in running:
                 task.cancel()
@@ -791,12 +798,9 @@ class _Client:
         for attempt in range(ATTEMPTS):
             self.transfer.requests += 1
             try:
-                if _HAS_TIMEOUT:  # (no task a request, as wait_for makes before 3.12)
-                    async with asyncio.timeout(TIMEOUT):  # type: ignore[attr-defined,unused-ignore]
-                        return await attempt_once()
-                return await asyncio.wait_for(attempt_once(), TIMEOUT)
+                return await self._try(attempt_once)
             except Exception as e:
-                if not _transient(e):
+                if not _transient(e) or self._closed:
                     raise
                 if attempt == ATTEMPTS - 1:
                     raise OSError(f"{_one_line(e)} ({ATTEMPTS} tries)") from e
@@ -805,6 +809,41 @@ class _Client:
                 log.debug("%s: %s; retrying in %.2f s", what, _one_line(e), delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _try(self, attempt_once: Callable[[], Awaitable[Any]]) -> Any:
+        """One try, TimeoutError when it takes TIMEOUT seconds (to TIMEOUT x (1 + 1 /
+        GUARD_TICKS)). One timer guards every try in flight: asyncio.timeout() made and
+        cancelled a timer a try, ~15% of the loop's CPU a GET of a sweep."""
+        task = asyncio.current_task(self.loop)
+        if task is None:  # (not in a task of this loop: cannot be cancelled by the guard)
+            return await asyncio.wait_for(attempt_once(), TIMEOUT)
+        self._tries[task] = self.loop.time()
+        if self._guard is None:
+            self._guard = self.loop.call_later(TIMEOUT / GUARD_TICKS, self._guard_tries)
+        try:
+            return await attempt_once()
+        except asyncio.CancelledError:
+            if task not in self._expired:  # (cancelled by someone else: the scan is given up)
+                raise
+            uncancel = getattr(task, "uncancel", None)  # (3.11+: the cancel is consumed here)
+            if uncancel is not None:
+                uncancel()
+            raise TimeoutError(f"no answer in {TIMEOUT:g} s") from None
+        finally:
+            self._tries.pop(task, None)
+            self._expired.discard(task)
+
+    def _guard_tries(self) -> None:
+        """Cancel each try in flight for TIMEOUT seconds or more, marked expired (its
+        :meth:`_try` says TimeoutError); look again later while any is in flight."""
+        self._guard = None
+        now = self.loop.time()
+        for task, started in list(self._tries.items()):
+            if now - started >= TIMEOUT and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        if self._tries:
+            self._guard = self.loop.call_later(TIMEOUT / GUARD_TICKS, self._guard_tries)
 
     async def _sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))

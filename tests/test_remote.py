@@ -1281,3 +1281,71 @@ def test_which_etags_name_a_content(etag: object, content: str | None) -> None:
     from pyaudit.remote import _content_id
 
     assert _content_id(etag) == content
+
+
+def test_one_timer_guards_every_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A try that takes TIMEOUT is a TimeoutError (retried, as a stalled request is), one
+    that answers in time is its answer; a try cancelled by anything else (the scan given
+    up) stays cancelled; nothing is left guarded after."""
+    import asyncio
+
+    import fsspec
+
+    from pyaudit import remote
+
+    monkeypatch.setattr(remote, "TIMEOUT", 0.2)
+    monkeypatch.setattr(remote, "BACKOFF", 0.01)
+    client = remote._Client(fsspec.filesystem("memory"), in_flight=4)
+
+    def call(make: Any) -> Any:  # (bounded: a guard that never fires fails, not hangs)
+        return asyncio.run_coroutine_threadsafe(make(), client.loop).result(10)
+
+    try:
+        async def never() -> bytes:
+            await asyncio.sleep(3600)
+            return b""
+
+        async def soon() -> bytes:
+            await asyncio.sleep(0.01)
+            return b"ok"
+
+        async def timed(job: Any) -> tuple[str, float]:
+            start = asyncio.get_running_loop().time()
+            try:
+                out = repr(await client._try(job))
+            except TimeoutError:
+                out = "timeout"
+            task = asyncio.current_task()
+            assert task is not None
+            if hasattr(task, "cancelling"):
+                assert task.cancelling() == 0  # (the guard's cancel consumed)
+            await asyncio.sleep(0)  # (and the task goes on unhindered)
+            return out, asyncio.get_running_loop().time() - start
+
+        out, took = call(lambda: timed(never))
+        assert out == "timeout" and 0.2 <= took < 1.0
+        assert call(lambda: timed(soon))[0] == "b'ok'"
+
+        async def together() -> list[tuple[str, float]]:
+            return list(await asyncio.gather(*(timed(j) for j in (never, soon, never))))
+
+        assert [o for o, _ in call(together)] == ["timeout", "b'ok'", "timeout"]
+
+        tries = iter([never, never, soon])
+        answer = call(lambda: client._retrying("x", lambda: next(tries)()))
+        assert answer == b"ok" and client.transfer.retries == 2
+
+        async def given_up() -> str:
+            task = asyncio.ensure_future(client._try(never))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return "cancelled"
+            return "not cancelled"
+
+        assert call(given_up) == "cancelled"
+        assert client._tries == {} and client._expired == set()
+    finally:
+        client.close()
