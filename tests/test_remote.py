@@ -1288,14 +1288,17 @@ def test_one_timer_guards_every_try(monkeypatch: pytest.MonkeyPatch) -> None:
     that answers in time is its answer; a try cancelled by anything else (the scan given
     up) stays cancelled; nothing is left guarded after."""
     import asyncio
-
-    import fsspec
+    from types import SimpleNamespace
 
     from pyaudit import remote
 
     monkeypatch.setattr(remote, "TIMEOUT", 0.2)
     monkeypatch.setattr(remote, "BACKOFF", 0.01)
-    client = remote._Client(fsspec.filesystem("memory"), in_flight=4)
+    # an async filesystem's loop, as s3fs's is (no driver needed: nothing is fetched)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    client = remote._Client(SimpleNamespace(async_impl=True, loop=loop, protocol="test"), 4)
 
     def call(make: Any) -> Any:  # (bounded: a guard that never fires fails, not hangs)
         return asyncio.run_coroutine_threadsafe(make(), client.loop).result(10)
@@ -1349,3 +1352,6 @@ def test_one_timer_guards_every_try(monkeypatch: pytest.MonkeyPatch) -> None:
         assert client._tries == {} and client._expired == set()
     finally:
         client.close()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()
