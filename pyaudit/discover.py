@@ -10,9 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 INDEX_SUFFIX = ".safetensors.index.json"
 BIN_INDEX_SUFFIX = ".bin.index.json"
@@ -34,6 +35,60 @@ RUN_FILES = ("args.json", "training_args.yaml", "trainer_state.json", "training_
 # Directories deeper than this below a PATH are reported, not searched (each level is a
 # nested generator: Python's recursion limit is ~1,000).
 MAX_DEPTH = 256
+
+
+class _Entry(Protocol):
+    """What discovery asks of a directory entry: an ``os.DirEntry``, or a :class:`ListedEntry`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    def is_dir(self) -> bool: ...
+
+
+class ListedEntry:
+    """A directory entry as a listing of keys names it (a remote store's mirror): a file,
+    or a directory its keys run through."""
+
+    __slots__ = ("_dir", "name", "path")
+
+    def __init__(self, name: str, path: str, is_dir: bool) -> None:
+        self.name = name
+        self.path = path
+        self._dir = is_dir
+
+    def is_dir(self) -> bool:
+        return self._dir
+
+    def __repr__(self) -> str:
+        return f"ListedEntry({self.path!r}{', dir' if self._dir else ''})"
+
+
+#: Directory (its path, as the walk reaches it) -> its entries: a tree known from a listing,
+#: walked by :func:`discover` without asking the filesystem (no symlinks, so no cycles).
+Listing = Mapping[str, Sequence[ListedEntry]]
+
+
+def listing_of(root: str, files: Iterable[str]) -> dict[str, list[ListedEntry]]:
+    """The :data:`Listing` of ``files`` (relative names, ``/``-separated, no empty, ``.`` or
+    ``..`` part) under the directory ``root``: what walking a tree that holds just them
+    (and the directories their names run through) finds."""
+    root = str(Path(root))
+    tree: dict[str, list[ListedEntry]] = {root: []}
+    for rel in files:
+        parent = root
+        parts = rel.split("/")
+        for part in parts[:-1]:
+            path = f"{parent}/{part}"
+            if path not in tree:
+                tree[path] = []
+                tree[parent].append(ListedEntry(part, path, True))
+            parent = path
+        tree[parent].append(ListedEntry(parts[-1], f"{parent}/{parts[-1]}", False))
+    return tree
 
 
 def is_url(path: str | os.PathLike[str]) -> bool:
@@ -112,7 +167,7 @@ class CheckpointDir:
 
 
 def _classify(
-    path: Path, display: str, entries: list[os.DirEntry[str]]
+    path: Path, display: str, entries: Sequence[_Entry], listing: Listing | None = None
 ) -> tuple[CheckpointDir, list[Path]]:
     ckpt = CheckpointDir(path=path, display=display)
     subdirs: list[Path] = []
@@ -125,12 +180,12 @@ def _classify(
         if is_dir:
             if ZERO_DIR.fullmatch(name):
                 ckpt.zero_dirs.append(name)
-                ckpt.zero_files.extend(f"{name}/{f}" for f in _files_in(Path(entry.path)))
+                ckpt.zero_files.extend(f"{name}/{f}" for f in _files_in(entry.path, listing))
             elif FSDP_DIR.fullmatch(name):
                 ckpt.fsdp_files.extend(
-                    f"{name}/{f}" for f in _files_in(Path(entry.path)) if _is_dcp_file(f)
+                    f"{name}/{f}" for f in _files_in(entry.path, listing) if _is_dcp_file(f)
                 )
-            elif FSDP_STATE_DIR.fullmatch(name) and _distcp_in(Path(entry.path)):
+            elif FSDP_STATE_DIR.fullmatch(name) and _distcp_in(entry.path, listing):
                 ckpt.state_dirs.append(name)
             elif not name.startswith("."):
                 subdirs.append(Path(entry.path))
@@ -171,12 +226,14 @@ def _is_dcp_file(name: str) -> bool:
     return name.endswith(".distcp") or name == ".metadata"
 
 
-def _distcp_in(directory: Path) -> list[str]:
-    return [name for name in _files_in(directory) if name.endswith(".distcp")]
+def _distcp_in(directory: str, listing: Listing | None) -> list[str]:
+    return [name for name in _files_in(directory, listing) if name.endswith(".distcp")]
 
 
-def _files_in(directory: Path, limit: int = 4096) -> list[str]:
+def _files_in(directory: str, listing: Listing | None, limit: int = 4096) -> list[str]:
     """The names in a shard folder (ZeRO, FSDP), sorted; at most ``limit`` of them."""
+    if listing is not None:
+        return sorted(entry.name for entry in listing.get(directory, ()))[:limit]
     try:
         with os.scandir(directory) as it:
             names = []
@@ -194,12 +251,14 @@ def _below(display: str, name: str, at_root: bool) -> str:
     return name if at_root else f"{display}/{name}"
 
 
-def discover(given: str) -> Iterator[CheckpointDir]:
+def discover(given: str, listing: Listing | None = None) -> Iterator[CheckpointDir]:
     """Every checkpoint under ``given`` (a checkpoint dir, a run tree, a store), lazily.
 
     A directory of a checkpoint's own (``global_step*/`` ZeRO shards, FSDP shard
     folders) is part of it. A directory with a config but no weights is reported
-    (as weightless) only when no checkpoint lies below it.
+    (as weightless) only when no checkpoint lies below it. ``listing``: the tree under the
+    directory ``given`` as listed (a remote store's keys, made as placeholders below it),
+    walked instead of asking the filesystem; the same checkpoints, by the same paths.
     """
     root = Path(given)
     seen: set[tuple[int, int]] = set()
@@ -211,28 +270,33 @@ def discover(given: str) -> Iterator[CheckpointDir]:
         top: bool = False,
         depth: int = 0,
     ) -> Iterator[CheckpointDir]:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in seen:  # a symlink cycle, or the same dir reached twice
-            return
-        seen.add(key)
+        if listing is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return
+            key = (st.st_dev, st.st_ino)
+            if key in seen:  # a symlink cycle, or the same dir reached twice
+                return
+            seen.add(key)
         if depth > MAX_DEPTH:
             why = f"more than {MAX_DEPTH} directories below {given}: not searched"
             yield CheckpointDir(path=path, display=display, scan_root=root, unlisted=why)
             return
+        entries: Sequence[_Entry]
         try:
-            with os.scandir(path) as it:
-                entries = list(it)
+            if listing is not None:
+                entries = listing.get(str(path), ())
+            else:
+                with os.scandir(path) as it:
+                    entries = list(it)
         except OSError as e:
             if e.errno != errno.ENOENT:  # gone since it was listed: nothing to report
                 why = f"cannot be listed: {e.strerror or e}" + (
                     " (anything below it was not searched)" if e.errno == errno.EACCES else "")
                 yield CheckpointDir(path=path, display=display, scan_root=root, unlisted=why)
             return
-        ckpt, subdirs = _classify(path, display, entries)
+        ckpt, subdirs = _classify(path, display, entries, listing)
         ckpt.scan_root = root
         here = (*above[-RUN_ARGS_LEVELS:], (str(path), tuple(ckpt.run_files)))
         ckpt.listed_run_files = dict(here)
@@ -249,7 +313,7 @@ def discover(given: str) -> Iterator[CheckpointDir]:
         if ckpt.reported_weightless(found_below):
             yield ckpt
 
-    if root.is_file():
+    if listing is None and root.is_file():
         # A single weights file: audit the directory that holds it, that file only.
         parent = root.parent
         try:

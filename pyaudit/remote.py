@@ -81,7 +81,9 @@ from pyaudit.discover import (
     CONFIG,
     INDEX_SUFFIX,
     CheckpointDir,
+    Listing,
     discover,
+    listing_of,
 )
 from pyaudit.discover import is_url as is_url
 from pyaudit.findings import finding, status_of
@@ -999,6 +1001,7 @@ class RemoteTree:
         # Listed files not in the mirror yet (appended by the listing, taken by the scan's
         # thread) and a signal after each page.
         self._unmirrored: deque[tuple[str, int]] = deque()
+        self._unmade: set[str] = set()  # listed files no placeholder could be made for
         self._page_added = threading.Event()
         # Small files (run and index files) are read once per content: rel -> the content id
         # the listing gave (S3's ETag), and (content id, size) -> the request of the first.
@@ -1188,8 +1191,15 @@ class RemoteTree:
             return
         for index, error in make_placeholders(root, [(rel, min(size, _LARGEST)) for rel, size
                                                      in batch]):
+            self._unmade.add(batch[index][0])
             log.warning("%s/%s: %s: not scanned", self.root_url, batch[index][0],
                         os.strerror(error))
+
+    def mirror_listing(self, mirror_root: Path) -> Listing:
+        """The mirror :meth:`mirror_while_listed` made, as a tree discovery walks without
+        asking the filesystem (a stat and a directory read of each of its thousands of
+        directories: a tenth of a remote scan's time on the scan's thread)."""
+        return listing_of(str(mirror_root), (rel for rel in self.files if rel not in self._unmade))
 
     def close(self) -> None:
         self._listing.cancel()  # a scan given up (or done) lists no further
@@ -1459,7 +1469,7 @@ def scan_tree(
             yield audit_checkpoint(root, {}, options, base_expected)
         scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path, oracle=oracle))
         given = str(mirror_root / tree.single) if tree.single else str(mirror_root)
-        checkpoints = discover(given)
+        checkpoints = discover(given, None if tree.single else tree.mirror_listing(mirror_root))
         window = WINDOW * tree.client.in_flight
         ahead: deque[_Pending] = deque()
         files_ahead = 0

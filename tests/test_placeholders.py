@@ -79,9 +79,13 @@ def test_a_tree_is_removed_and_nothing_a_link_names(tmp_path: Path) -> None:
     (outside / "kept" / "f").write_text("x")
     root = tmp_path / "root"
     names = [("a/b/c/model.safetensors", 1 << 40), ("a/config.json", 3), ("top", 0)]
-    names += [("/".join(["d"] * 60) + "/deep", 1)]  # (deeper than nftw's open directories)
+    # Deeper than the directories the walk keeps open (64) and nftw's (32): the rest is
+    # removed by path, and a link down there is not followed either.
+    deep = "/".join(["d"] * 100)
+    names += [(f"{deep}/deep", 1)]
     root.mkdir()
     assert make_placeholders(str(root), names) == []
+    (root / deep / "to-dir").symlink_to(outside / "kept", target_is_directory=True)
     (root / "a" / "to-dir").symlink_to(outside / "kept", target_is_directory=True)
     (root / "a" / "b" / "to-file").symlink_to(outside / "kept" / "f")
     (root / "dangling").symlink_to(tmp_path / "nowhere")

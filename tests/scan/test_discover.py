@@ -8,12 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pyaudit.discover import discover
+from pyaudit._core import make_placeholders
+from pyaudit.discover import discover, listing_of
 from pyaudit.testing.stores import (
     manifest_tensors,
     tiny_config,
@@ -205,3 +209,31 @@ def test_run_args_lookup_trusts_the_listing(tmp_path: Path) -> None:
     # A listing that saw none: nothing is read, even where a file appeared since.
     assert find_run_args(ckpt, tmp_path, listed={k: () for k in listed}).args is None
     assert find_run_args(ckpt, tmp_path).args == {"train_type": "lora"}  # no listing: probed
+
+
+# Keys of a remote store: directories a sweep meets, the files it classifies, and names
+# that are both (a file where another key needs a directory: its placeholder is refused).
+_DIR = st.sampled_from(["run", "checkpoint-5", "checkpoint-10", "global_step5", "a01", "a1",
+                        "pytorch_model_fsdp_0", "optimizer_0", ".hidden", "model.safetensors"])
+_FILE = st.sampled_from(["model.safetensors", "model.safetensors.index.json", "config.json",
+                         "adapter_config.json", "args.json", "trainer_state.json", "__0_0.distcp",
+                         ".metadata", "pytorch_model.bin", "latest", "run", "checkpoint-5"])
+_KEY = st.tuples(st.lists(_DIR, max_size=3), _FILE).map(lambda t: "/".join([*t[0], t[1]]))
+_KEYS = st.lists(_KEY, max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(keys=_KEYS)
+def test_a_listing_is_discovered_as_the_tree_it_makes(keys: list[str]) -> None:
+    """A remote store's mirror is discovered from its listing, not walked: the same
+    checkpoints, with the same fields, as walking the placeholders made of it."""
+    keys = list(dict.fromkeys(keys))
+    with tempfile.TemporaryDirectory() as outer:
+        root = Path(outer) / "m" / "store"
+        root.mkdir(parents=True)
+        refused = {keys[i] for i, _ in make_placeholders(str(root), [(k, 0) for k in keys])}
+        walked = list(discover(str(root)))
+        made = [k for k in keys if k not in refused]
+        listed = list(discover(str(root), listing_of(str(root), made)))
+    # (the order of two subdirectories that sort the same, a01 and a1, is the filesystem's)
+    assert sorted(listed, key=lambda c: str(c.path)) == sorted(walked, key=lambda c: str(c.path))
