@@ -455,13 +455,15 @@ def test_throttling_and_dropped_connections_are_retried(
 def test_an_object_that_stays_unreadable_is_a_finding(
     proxied: Any, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A shard, a config.json and an args.json throttled on every try: after the bounded
-    retries, an `unreadable` finding of their checkpoints; every other one as locally."""
+    """A shard, a config.json, an args.json and a weights index throttled on every try:
+    after the bounded retries, an `unreadable` finding of their checkpoints; every other one
+    as locally."""
     from pyaudit import remote
 
     def faults(method: str, path: str, n: int) -> str | None:
         if path.endswith(("llama/model-00002-of-00003.safetensors", "mixtral/config.json",
-                          "v1-20250601-090000/checkpoint-50/args.json")):
+                          "v1-20250601-090000/checkpoint-50/args.json",
+                          "checkpoint-200-merged/model.safetensors.index.json")):
             return "slowdown"
         return None
 
@@ -473,15 +475,17 @@ def test_an_object_that_stays_unreadable_is_a_finding(
     by_path = {c["path"]: c for c in got["checkpoints"]}
     assert [c["path"] for c in got["checkpoints"]] == [c["path"] for c in local["checkpoints"]]
     grpo = "output/v1-20250601-090000/checkpoint-50"
+    merged = "output/v0-20250530-100000/checkpoint-200-merged"
     for c in local["checkpoints"]:
-        if c["path"] not in ("llama", "mixtral", grpo):
+        if c["path"] not in ("llama", "mixtral", grpo, merged):
             assert by_path[c["path"]] == c
     for path, name in (
         ("llama", "model-00002-of-00003.safetensors"),
         ("mixtral", "config.json"),
         (grpo, "args.json"),
+        (merged, "model.safetensors.index.json"),
     ):
-        assert by_path[path]["status"] == "fail"
+        assert by_path[path]["status"] == "fail", json.dumps(by_path[path])
         (f,) = [f for f in by_path[path]["findings"] if f["code"] == "unreadable"]
         assert f["message"].startswith(f"{name}: cannot read: ")
         assert f["message"].endswith(f"reduce your request rate. ({remote.ATTEMPTS} tries)")
@@ -490,9 +494,9 @@ def test_an_object_that_stays_unreadable_is_a_finding(
             g for g in by_path[path]["findings"]
             if g["code"] == "invalid-file" and g["message"].startswith(f"{name}:")
         ], by_path[path]["findings"]
-    assert proxied.stats.faults["slowdown"] == 3 * remote.ATTEMPTS
+    assert proxied.stats.faults["slowdown"] == 4 * remote.ATTEMPTS
     transfer = TRANSFER[f"s3://{BUCKET}/store"]
-    assert transfer["failed"] == 3 and transfer["retries"] >= 3 * (remote.ATTEMPTS - 1)
+    assert transfer["failed"] == 4 and transfer["retries"] >= 4 * (remote.ATTEMPTS - 1)
 
 
 def test_latency_is_paid_in_parallel(proxied: Any, store: Path) -> None:
