@@ -1523,6 +1523,12 @@ class RemoteScan:
     def __iter__(self) -> RemoteScan:
         return self
 
+    def close(self) -> None:
+        """Give the scan up: no further request or report; the mirrors are removed."""
+        close = getattr(self._reports, "close", None)
+        if close is not None:
+            close()
+
     def __next__(self) -> CheckpointReport:
         return next(self._reports)
 

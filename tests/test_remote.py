@@ -230,6 +230,38 @@ def test_same_report_as_local_and_no_tensor_data(
     assert transfer["failed"] == 0 and transfer["in_flight"] == IN_FLIGHT == 128
 
 
+def test_the_mirror_is_removed_once_the_reports_are_out(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each store's mirror (its listing as placeholders, its run files) is removed once its
+    last report is out, when a scan is given up after its first report, and before a
+    `pyaudit scan` process exits: nothing of it is left in the temporary directory."""
+    import tempfile
+
+    from pyaudit import remote
+    from pyaudit.auditing.results import AuditOptions
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # (the mirror there, not in /dev/shm)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    url = f"s3://{BUCKET}/store"
+    assert len(list(remote.scan_paths([url], AuditOptions()))) == 11
+    assert os.listdir(scratch) == []
+
+    scan = remote.scan_paths([url], AuditOptions())
+    next(scan)
+    assert [p.name[:15] for p in scratch.iterdir()] == ["pyaudit-remote-"]  # in use
+    scan.close()  # type: ignore[attr-defined]
+    assert os.listdir(scratch) == []
+
+    done = subprocess.run([sys.executable, "-m", "pyaudit", "scan", "--json", url],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(scratch)})
+    assert done.returncode == 1 and len(json.loads(done.stdout)["checkpoints"]) == 11
+    assert os.listdir(scratch) == []
+
+
 def test_long_headers_take_a_second_range(
     s3: tuple[str, Served], store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
