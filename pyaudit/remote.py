@@ -57,6 +57,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import functools
 import heapq
 import inspect
@@ -91,6 +92,7 @@ from pyaudit.headers import Header, header_span, parse_header_bytes
 from pyaudit.s3direct import DirectS3, s3_config_kwargs
 from pyaudit.s3direct import applies as s3direct_applies
 from pyaudit.s3presign import PRESIGN_EXPIRES, Credentials, Presigner, Shape, list_params
+from pyaudit.units import plural
 
 # The audit's modules are imported once the listing is under way (start(), then the
 # imports, overlap the first round trips): ~0.1 s of a remote scan's start.
@@ -982,6 +984,24 @@ class _Client:
 # --- one URL --------------------------------------------------------------------------------
 
 
+# Why a listed object has no place in the mirror (by the errno of its placeholder).
+_UNSCANNED = {
+    errno.EINVAL: "a name no directory can hold (an empty, '.' or '..' part, or a part longer "
+                  "than 255 bytes)",
+    errno.ENOTDIR: "below an object whose name is that of its directory",
+    errno.EISDIR: "named as the directory of other objects",
+    errno.ENAMETOOLONG: "a name longer than a path can be",
+}
+
+
+def _unscanned(tree: RemoteTree) -> str:
+    """The listed objects the scan could not place, as one sentence."""
+    first = "; ".join(f"{rel}: {why}" for rel, why in tree.unscanned[:5])
+    more = len(tree.unscanned) - 5
+    return (f"{plural(len(tree.unscanned), 'object')} listed but not scanned ({first}"
+            f"{f'; and {more} more' if more > 0 else ''})")
+
+
 def _safe_rel(rel: str) -> bool:
     """A key that can be a path below the mirror: no empty, '.', '..' or over-long part."""
     parts = rel.split("/")
@@ -1002,6 +1022,8 @@ class RemoteTree:
         # thread) and a signal after each page.
         self._unmirrored: deque[tuple[str, int]] = deque()
         self._unmade: set[str] = set()  # listed files no placeholder could be made for
+        # Listed objects the mirror cannot hold (and why): a finding of the store, not lost
+        self.unscanned: list[tuple[str, str]] = []
         self._page_added = threading.Event()
         # Small files (run and index files) are read once per content: rel -> the content id
         # the listing gave (S3's ETag), and (content id, size) -> the request of the first.
@@ -1120,6 +1142,7 @@ class RemoteTree:
         if rel.endswith("/") or not rel:
             return  # a "directory" marker object
         if not _safe_rel(rel):
+            self.unscanned.append((rel, _UNSCANNED[errno.EINVAL]))
             log.warning("%s/%s: a name no directory can hold: not scanned", self.root_url, rel)
             return
         self.files[rel] = size
@@ -1191,9 +1214,10 @@ class RemoteTree:
             return
         for index, error in make_placeholders(root, [(rel, min(size, _LARGEST)) for rel, size
                                                      in batch]):
-            self._unmade.add(batch[index][0])
-            log.warning("%s/%s: %s: not scanned", self.root_url, batch[index][0],
-                        os.strerror(error))
+            rel = batch[index][0]
+            self._unmade.add(rel)
+            self.unscanned.append((rel, _UNSCANNED.get(error) or os.strerror(error)))
+            log.warning("%s/%s: %s: not scanned", self.root_url, rel, os.strerror(error))
 
     def mirror_listing(self, mirror_root: Path) -> Listing:
         """The mirror :meth:`mirror_while_listed` made, as a tree discovery walks without
@@ -1466,6 +1490,10 @@ def scan_tree(
         short = tree.mirror_while_listed(mirror_root)
         if short is not None:
             root = CheckpointDir(path=mirror_root, display=tree.root_url, unlisted=short)
+            yield audit_checkpoint(root, {}, options, base_expected)
+        if tree.unscanned:  # objects a checkpoint may hold: said, never skipped unseen
+            root = CheckpointDir(path=mirror_root, display=tree.root_url,
+                                 unlisted=_unscanned(tree))
             yield audit_checkpoint(root, {}, options, base_expected)
         scan = _Scan(tree, mirror_root, AuditCache(fast=options.fast_path, oracle=oracle))
         given = str(mirror_root / tree.single) if tree.single else str(mirror_root)

@@ -262,6 +262,38 @@ def test_the_mirror_is_removed_once_the_reports_are_out(
     assert os.listdir(scratch) == []
 
 
+def test_objects_no_directory_tree_can_hold_are_a_finding(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Keys S3 holds but a directory tree cannot (an object named as the directory of
+    others, a name with an empty part) are not mirrored: the store's report says which,
+    as an error, instead of their checkpoint going missing from the report unseen."""
+    import boto3
+
+    local = json.loads(_scan_json(str(store / "qwen3"), capsys)[1])
+    _upload(store / "qwen3", "odd/qwen3")
+    client = boto3.client("s3")
+    body = (store / "qwen3" / "checkpoint-100" / "config.json").read_bytes()
+    # "run/checkpoint-5", an object, lists before the checkpoint "run/checkpoint-5/" holds
+    for key, data in (("odd/run/checkpoint-5", b""), ("odd/run/checkpoint-5/config.json", body),
+                      ("odd/x//model.safetensors", b"")):
+        client.put_object(Bucket=BUCKET, Key=key, Body=data)
+    url = f"s3://{BUCKET}/odd"
+    status, text = _scan_json(url, capsys)
+    got = json.loads(text)
+    assert status == 1
+    by_path = {c["path"]: c for c in got["checkpoints"]}
+    assert by_path.pop("ROOT")["status"] == "fail"
+    (finding,) = json.loads(text)["checkpoints"][0]["findings"]
+    assert finding["code"] == "unreadable" and finding["severity"] == "error"
+    assert "2 objects listed but not scanned" in finding["message"]
+    assert "run/checkpoint-5/config.json: below an object whose name is that of its " \
+        "directory" in finding["message"]
+    assert "x//model.safetensors: a name no directory can hold" in finding["message"]
+    # the rest as a local scan of it reports it
+    assert [c["status"] for c in by_path.values()] == [c["status"] for c in local["checkpoints"]]
+
+
 def test_long_headers_take_a_second_range(
     s3: tuple[str, Served], store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
