@@ -986,8 +986,8 @@ class _Client:
 
 # Why a listed object has no place in the mirror (by the errno of its placeholder).
 _UNSCANNED = {
-    errno.EINVAL: "a name no directory can hold (an empty, '.' or '..' part, or a part longer "
-                  "than 255 bytes)",
+    errno.EINVAL: "a name no directory can hold (an empty, '.' or '..' part, a NUL, or a part "
+                  "longer than 255 bytes)",
     errno.ENOTDIR: "below an object whose name is that of its directory",
     errno.EISDIR: "named as the directory of other objects",
     errno.ENAMETOOLONG: "a name longer than a path can be",
@@ -1021,7 +1021,6 @@ class RemoteTree:
         # Listed files not in the mirror yet (appended by the listing, taken by the scan's
         # thread) and a signal after each page.
         self._unmirrored: deque[tuple[str, int]] = deque()
-        self._unmade: set[str] = set()  # listed files no placeholder could be made for
         # Listed objects the mirror cannot hold (and why): a finding of the store, not lost
         self.unscanned: list[tuple[str, str]] = []
         self._page_added = threading.Event()
@@ -1215,7 +1214,6 @@ class RemoteTree:
         for index, error in make_placeholders(root, [(rel, min(size, _LARGEST)) for rel, size
                                                      in batch]):
             rel = batch[index][0]
-            self._unmade.add(rel)
             self.unscanned.append((rel, _UNSCANNED.get(error) or os.strerror(error)))
             log.warning("%s/%s: %s: not scanned", self.root_url, rel, os.strerror(error))
 
@@ -1223,7 +1221,8 @@ class RemoteTree:
         """The mirror :meth:`mirror_while_listed` made, as a tree discovery walks without
         asking the filesystem (a stat and a directory read of each of its thousands of
         directories: a tenth of a remote scan's time on the scan's thread)."""
-        return listing_of(str(mirror_root), (rel for rel in self.files if rel not in self._unmade))
+        unmade = {rel for rel, _ in self.unscanned}
+        return listing_of(str(mirror_root), (rel for rel in self.files if rel not in unmade))
 
     def close(self) -> None:
         self._listing.cancel()  # a scan given up (or done) lists no further
