@@ -398,3 +398,43 @@ def test_aws_ca_bundle_is_what_s3_gets_trust(
     monkeypatch.delenv("AWS_CA_BUNDLE")
     got = _tls_get(cert, key, _S3Ranges(fs=None, in_flight=4)._getter(), "localhost")
     assert isinstance(got, OSError)
+
+
+_ANSWERS = [
+    _ok(b"<ListBucketResult/>"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"4;ext=1\r\nwiki\r\n5\r\npedia\r\n0\r\nX-Trailer: t\r\n\r\n"),
+    b"HTTP/1.0 200 OK\r\n\r\nto the connection's end",
+    b"HTTP/1.1 100 Continue\r\n\r\n" + _ok(b"after a 1xx"),
+    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nAccessDen",
+    _ok(b"x" * 100),  # longer than the limit below: cut, not complete
+    b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort",  # the connection ends inside it
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # not hex
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    None,  # closed before an answer
+]
+
+
+@pytest.mark.parametrize("answer", _ANSWERS)
+def test_a_blocking_get_frames_a_response_as_the_getter_does(answer: bytes | None) -> None:
+    """httpwire.get_blocking (a remote scan's first listing page, asked before asyncio is
+    imported) reads an answer with the getter's own reader: the same response, or the same
+    error, for every framing; its request asks for the connection to be closed."""
+    from pyaudit.httpwire import get_blocking
+
+    def outcome(body: Callable[[HttpGetter, str], Awaitable[object]]) -> tuple[object, bytes]:
+        script = Script([answer], close_after=1)  # (the server closes after its answer)
+        try:
+            got: object = _run(script, body)
+        except OSError as e:
+            got = type(e)
+        return got, script.requests[0] if script.requests else b""
+
+    blocking, asked = outcome(lambda g, base: asyncio.to_thread(get_blocking, f"{base}/k", 64, 10))
+    looped, _ = outcome(lambda g, base: g.get(f"{base}/k", None, 64))
+    assert blocking == looped
+    assert asked.startswith(b"GET /k HTTP/1.1\r\n") and b"\r\nConnection: close\r\n" in asked
+    if answer is None:
+        assert blocking is ConnectionResetError
