@@ -146,6 +146,14 @@ def _jobs(value: str) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    first_pages = {}
+    if not args.verify_data and not args.dask and any("://" in p for p in args.paths):
+        from pyaudit.firstpage import ask
+
+        # Each s3:// PATH's first listing page, asked now where it can be (pyaudit.firstpage):
+        # every import below overlaps its round trip.
+        first_pages = ask(args.paths)
+
     import time
     from pathlib import Path
 
@@ -184,7 +192,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         try:
             # Listings first: the imports below overlap their first round trips.
             if not args.verify_data:
-                start_listing(args.paths, args.jobs)
+                start_listing(args.paths, args.jobs, first_pages)
         except RemoteError as e:
             print(f"pyaudit scan: {e}", file=sys.stderr)
             return EXIT_USAGE

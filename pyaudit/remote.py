@@ -70,7 +70,15 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -88,6 +96,7 @@ from pyaudit.discover import (
 )
 from pyaudit.discover import is_url as is_url
 from pyaudit.findings import finding, status_of
+from pyaudit.firstpage import MAX_LISTING_BYTES, FirstPage
 from pyaudit.headers import Header, header_span, parse_header_bytes
 from pyaudit.s3direct import DirectS3, s3_config_kwargs
 from pyaudit.s3direct import applies as s3direct_applies
@@ -108,7 +117,6 @@ IN_FLIGHT = 128  # requests in flight by default (--jobs N: 8 x N); see benchmar
 FIRST_GUESS = 4 * 1024  # bytes first asked of a .safetensors whose kind of header is not seen yet
 GUESS_MAX = 64 * 1024  # a new file name's first read is at most this (+1/8), whatever was seen
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
-MAX_LISTING_BYTES = 64 * 1024 * 1024  # a listing page is read up to this (1,000 keys: ~0.3 MB)
 RUN_WHOLE_MAX = 16 * 1024 * 1024  # a run or index file larger than this is not read
 # (pyaudit.runs.PREFETCH_BYTES, what a local sweep digests; not imported: see above)
 GLOBAL_RUN_FILES = (CONFIG, ADAPTER_CONFIG, "args.json", "training_args.yaml")
@@ -327,9 +335,15 @@ class _S3Ranges:
     second at 32 in flight, and 40% of the client's CPU a request), nor aiohttp's (3,000
     GETs at 128 in flight: 0.26-0.35 s of CPU by aiohttp, 0.15 s by httpget)."""
 
-    def __init__(self, fs: Any, in_flight: int) -> None:
+    def __init__(
+        self, fs: Any, in_flight: int, first_page: FirstPage | None = None,
+        transfer: Transfer | None = None,
+    ) -> None:
         self.fs = fs
         self.in_flight = in_flight
+        # The listing's first page, asked before the scan's imports (pyaudit.firstpage)
+        self.first_page = first_page
+        self.transfer = transfer or Transfer()
         self._http: Any = None  # aiohttp, for URLs that go through a proxy
         self._direct: HttpGetter | None = None  # every other URL
         self._proxies: dict[str, str | None] = {}  # scheme://host[:port] -> proxy URL
@@ -414,13 +428,36 @@ class _S3Ranges:
             status, reason, body = resp.status, resp.reason, resp.body
         else:
             status, reason, body = await self._get_by_proxy(url, headers, proxy, limit)
-        if status in (200, 206):
-            if status == 200 and start:
-                raise OSError("the server ignored the Range of the request")
-            return body[:limit]  # never more than asked for, whatever the server sends
-        if status == 416:  # the object is shorter than when it was listed
-            return b""
-        raise _http_error(status, reason, body[:4000].decode("utf-8", "replace"))
+        return _answer(status, reason, body, start, limit)
+
+    async def _first_page(
+        self, bucket: str, prefix: str, kept: tuple[Shape, Credentials]
+    ) -> bytes | None:
+        """The body of ``prefix``'s first listing page as pyaudit.firstpage asked for it,
+        where that is the request this listing sends (taken once); None where it is not, or
+        where it failed before an answer (both requests are then counted)."""
+        first = self.first_page
+        if first is None or first.taken or not first.matches(bucket, prefix, *kept):
+            return None
+        first.taken = True
+        loop = asyncio.get_running_loop()
+        over: asyncio.Future[None] = loop.create_future()
+        first.when_done(functools.partial(loop.call_soon_threadsafe, _settle, over))
+        await over  # (a try past TIMEOUT is cancelled here, as any other)
+        response = first.result()
+        if response is None:
+            log.debug("s3://%s/%s: the first page asked early: %s", bucket, prefix, first.error)
+            self.transfer.requests += 1
+            return None
+        return _answer(response.status, response.reason, response.body, 0, MAX_LISTING_BYTES)
+
+    def not_taken(self) -> None:
+        """The listing is over: a first page asked early and never taken is still a request
+        sent (counted)."""
+        first = self.first_page
+        if first is not None and not first.taken:
+            first.taken = True
+            self.transfer.requests += 1
 
     async def _get_by_proxy(
         self, url: str, headers: dict[str, str], proxy: str, limit: int
@@ -495,6 +532,7 @@ class _S3Ranges:
             if not kept:
                 raise
         self._refused(bucket)
+        self.transfer.requests += 1  # (the refused one; this try counts the next)
         url, _ = await self._url(bucket, key)
         return await self._fetch(url, start, end)
 
@@ -506,11 +544,15 @@ class _S3Ranges:
         the event loop's thread on each page of 1,000 keys (most of it parsing dates)."""
         kept = self.kept_shape(bucket)
         if kept is not None:
-            url = kept[0].list_url(kept[1], time.time(), list_params(prefix, token))
             try:
+                early = None if token else await self._first_page(bucket, prefix, kept)
+                if early is not None:
+                    return _parse_listing(early)
+                url = kept[0].list_url(kept[1], time.time(), list_params(prefix, token))
                 return _parse_listing(await self._fetch(url, 0, None))
             except PermissionError:
                 self._refused(bucket)
+                self.transfer.requests += 1  # (the refused one; this try counts the next)
         params = {"Bucket": bucket, "Prefix": prefix}
         if token:
             params["ContinuationToken"] = token
@@ -522,6 +564,23 @@ class _S3Ranges:
             await self._direct.close()
         if self._http is not None:
             await self._http.close()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _answer(status: int, reason: str, body: bytes, start: int, limit: int) -> bytes:
+    """A GET's body (at most ``limit`` bytes, from ``start``), or its HTTP error as the
+    exception the retries tell apart."""
+    if status in (200, 206):
+        if status == 200 and start:
+            raise OSError("the server ignored the Range of the request")
+        return body[:limit]  # never more than asked for, whatever the server sends
+    if status == 416:  # the object is shorter than when it was listed
+        return b""
+    raise _http_error(status, reason, body[:4000].decode("utf-8", "replace"))
 
 
 def _http_error(status: int, reason: str, text: str) -> OSError:
@@ -660,7 +719,7 @@ class _Client:
     Results are handed to the scanning thread as ``concurrent.futures.Future``.
     """
 
-    def __init__(self, fs: Any, in_flight: int) -> None:
+    def __init__(self, fs: Any, in_flight: int, first_page: FirstPage | None = None) -> None:
         self.fs = fs
         self.in_flight = in_flight
         self.is_async = bool(getattr(fs, "async_impl", False))
@@ -691,7 +750,12 @@ class _Client:
         self._tries: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._guard: asyncio.TimerHandle | None = None
-        self.s3 = _S3Ranges(fs, in_flight) if S3_DIRECT and _is_plain_s3(fs) else None
+        self.s3 = (
+            _S3Ranges(fs, in_flight, first_page, self.transfer)
+            if S3_DIRECT and _is_plain_s3(fs) else None
+        )
+        if self.s3 is None and first_page is not None:  # asked, and never to be taken
+            self.transfer.requests += 1
         # The largest header span seen of each file name, and of any: the next first read
         # (+1/8). The largest, not the last: where one name holds headers of several sizes
         # (model.safetensors of several families), the last fell short for 1 in 25.
@@ -1011,12 +1075,16 @@ def _safe_rel(rel: str) -> bool:
 class RemoteTree:
     """One URL: its listing (run files requested while it arrives) and its local mirror."""
 
-    def __init__(self, url: str, in_flight: int = IN_FLIGHT, wait: bool = True) -> None:
+    def __init__(
+        self, url: str, in_flight: int = IN_FLIGHT, wait: bool = True,
+        first_page: FirstPage | None = None,
+    ) -> None:
+        """``first_page``: the listing's first page, asked early (pyaudit.firstpage)."""
         self.url = url
         self.fs, self.root = _filesystem(url, in_flight)
         if _is_azure(self.fs):
             in_flight = min(in_flight, AZURE_POOL)  # more would wait in the SDK's pool
-        self.client = _Client(self.fs, in_flight)
+        self.client = _Client(self.fs, in_flight, first_page)
         self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
         # Listed files not in the mirror yet (appended by the listing, taken by the scan's
         # thread) and a signal after each page.
@@ -1087,6 +1155,8 @@ class RemoteTree:
             await self._list_all()
         finally:
             self.client.asked.set()
+            if self.client.s3 is not None:
+                self.client.s3.not_taken()
 
     async def _list_all(self) -> None:
         if self.http:
@@ -1568,15 +1638,21 @@ def _in_flight(jobs: int | None) -> int:
     return 8 * jobs if jobs else IN_FLIGHT
 
 
-def start_listing(paths: Iterable[str], jobs: int | None = None) -> None:
+def start_listing(
+    paths: Iterable[str], jobs: int | None = None,
+    first_pages: Mapping[str, FirstPage] | None = None,
+) -> None:
     """Start listing every URL among ``paths`` (kept for :func:`prepare` and
     :func:`scan_paths`) and return: the caller's own imports then overlap the first round
-    trips. A missing driver or a malformed URL raises :class:`RemoteError` here."""
+    trips. ``first_pages``: pages asked already (:func:`pyaudit.firstpage.ask`), by URL,
+    taken as those URLs' first. A missing driver or a malformed URL raises
+    :class:`RemoteError` here."""
     for url in [p for p in paths if is_url(p)]:
         with _LISTED_LOCK:
             if url in _LISTED:
                 continue
-        tree = RemoteTree(url, _in_flight(jobs), wait=False)
+        first = (first_pages or {}).get(url)
+        tree = RemoteTree(url, _in_flight(jobs), wait=False, first_page=first)
         with _LISTED_LOCK:
             _LISTED[url] = tree
         # Until its first request is out (the client made, the first page presigned): the

@@ -28,7 +28,6 @@ URL it signed is refused.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import importlib.util
@@ -198,6 +197,8 @@ class DirectS3:
     def __init__(self, url: str, in_flight: int) -> None:
         self.url = url
         self.in_flight = in_flight
+        import asyncio  # (here: pyaudit.firstpage reads kept shapes before asyncio's import)
+
         self.loop = asyncio.new_event_loop()  # this store's requests run on it
         self._thread = threading.Thread(target=self.loop.run_forever, name="pyaudit-s3",
                                         daemon=True)

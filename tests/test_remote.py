@@ -294,6 +294,82 @@ def test_objects_no_directory_tree_can_hold_are_a_finding(
     assert [c["status"] for c in by_path.values()] == [c["status"] for c in local["checkpoints"]]
 
 
+def _first_pages(monkeypatch: pytest.MonkeyPatch, answer: Any = None) -> list[Any]:
+    """The pages pyaudit.firstpage asks for, recorded; ``answer``: what the early request
+    gets instead of the server's answer (a Response, or an exception raised)."""
+    from pyaudit import firstpage
+
+    asked: list[Any] = []
+    real_ask, real_get = firstpage.ask, firstpage.get_blocking
+
+    def ask(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        pages = real_ask(*args, **kwargs)
+        asked.extend(pages.values())
+        return pages
+
+    def get_blocking(*args: Any, **kwargs: Any) -> Any:
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer if answer is not None else real_get(*args, **kwargs)
+
+    monkeypatch.setattr(firstpage, "ask", ask)
+    monkeypatch.setattr(firstpage, "get_blocking", get_blocking)
+    return asked
+
+
+def test_the_first_listing_page_is_asked_before_the_imports(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a scan kept the bucket's URL shape, the next `pyaudit scan` asks its first
+    listing page before importing the scan (pyaudit.firstpage) and the listing takes it
+    as its own: the page is asked once, every request is counted, the report is the same."""
+    _, served = s3
+    url = f"s3://{BUCKET}/store"
+    local_status, local = _scan_json(str(store), capsys)
+    asked = _first_pages(monkeypatch)
+    assert _scan_json(url, capsys) == (local_status, local)  # (keeps the shape)
+    assert asked == []  # no shape kept yet: the listing asked the usual way
+    served.clear()
+    assert _scan_json(url, capsys) == (local_status, local)
+    (page,) = asked
+    assert page.taken and page.error is None and page.result().status == 200
+    assert served.lists == 1
+    assert TRANSFER[url]["requests"] == sum(map(len, served.gets.values())) + served.lists
+
+
+@pytest.mark.parametrize("answer", ["lost", "refused"])
+def test_a_first_page_asked_early_and_lost_or_refused_is_asked_again(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, answer: str,
+) -> None:
+    """The early request fails before an answer (the connection), or its signature is
+    refused (403: the kept shape no longer holds): the listing asks for the page again (the
+    refused shape forgotten, botocore presigning), the report is the same, and the early
+    request is counted among those sent."""
+    from pyaudit.httpwire import Response
+    from pyaudit.s3direct import load_shape, shape_key
+
+    _, served = s3
+    url = f"s3://{BUCKET}/store"
+    local = _scan_json(str(store), capsys)
+    assert _scan_json(url, capsys) == local  # (keeps the shape)
+    key = shape_key(os.environ)
+    assert key is not None and load_shape(key, BUCKET) is not None
+    early = ConnectionResetError("reset") if answer == "lost" else Response(
+        403, "Forbidden", {}, b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>",
+        True)
+    asked = _first_pages(monkeypatch, early)
+    served.clear()
+    assert _scan_json(url, capsys) == local
+    (page,) = asked
+    assert page.taken
+    assert served.lists == 1  # (the early request never reached the server)
+    assert TRANSFER[url]["requests"] == sum(map(len, served.gets.values())) + served.lists + 1
+    if answer == "refused":  # forgotten, then learnt again from botocore's URLs
+        assert load_shape(key, BUCKET) is not None
+
+
 def test_long_headers_take_a_second_range(
     s3: tuple[str, Served], store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1209,7 +1285,8 @@ def test_a_refused_shape_gives_way_to_botocore(
     does, and the shape is forgotten (learnt again by the next client made)."""
     import dataclasses
 
-    from pyaudit import remote
+    from pyaudit import firstpage, remote
+    from pyaudit.httpwire import Response, get_blocking
     from pyaudit.s3presign import Shape
 
     local = _scan_json(str(store / "qwen3"), capsys)
@@ -1234,9 +1311,17 @@ def test_a_refused_shape_gives_way_to_botocore(
             raise PermissionError("AccessDenied: Access Denied")
         return await fetch(self, url, start, end)
 
+    def refusing_early(url: str, *args: Any) -> Response:  # (the first page, pyaudit.firstpage)
+        if url.endswith("&refuse=1"):
+            refused.append(url)
+            return Response(403, "Forbidden", {}, b"<Error><Code>AccessDenied</Code></Error>",
+                            True)
+        return get_blocking(url, *args)
+
     monkeypatch.setattr(Shape, "list_url", marked_list)
     monkeypatch.setattr(Shape, "presigner", marked_presigner)
     monkeypatch.setattr(remote._S3Ranges, "_fetch", refusing)
+    monkeypatch.setattr(firstpage, "get_blocking", refusing_early)
     asked = _count_presigned(monkeypatch)
     assert _scan_json(url, capsys) == local
     assert len(refused) == 1 and "list-type=2" in refused[0]  # the first request: then botocore
