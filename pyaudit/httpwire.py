@@ -237,7 +237,10 @@ def get_blocking(url: str, limit: int, timeout: float, cafile: str | None = None
     ``limit`` bytes; the same framing and errors as :class:`pyaudit.httpget.HttpGetter`,
     and ``timeout`` s at most for the connection and for each read."""
     (scheme, host, port), request = request_bytes(url, close=True)
-    sock = socket.create_connection((host, port), timeout=timeout)
+    # (an ASCII host as bytes: a str one is IDNA-encoded, whose codec's import, ~5 ms, would
+    # come before this request)
+    name: Any = host.encode("ascii") if host.isascii() else host  # (getaddrinfo takes both)
+    sock = socket.create_connection((name, port), timeout=timeout)
     try:
         if scheme == "https":
             import ssl
