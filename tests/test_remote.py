@@ -338,6 +338,37 @@ def test_the_first_listing_page_is_asked_before_the_imports(
     assert TRANSFER[url]["requests"] == sum(map(len, served.gets.values())) + served.lists
 
 
+def test_a_first_page_is_asked_early_only_where_the_listing_would_ask_it_so(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pyaudit.firstpage asks a page only for an s3:// URL whose bucket has a kept shape,
+    with the environment's credentials and no proxy variable (through a proxy, the usual way
+    goes); and importing it imports no asyncio (what it is for: ~0.1 s of imports after it)."""
+    from pyaudit import firstpage
+
+    url = f"s3://{BUCKET}/store"
+    assert firstpage.ask([url]) == {}  # no shape kept yet in this test's cache
+    _scan_json(url, capsys)  # (keeps it)
+    env = dict(os.environ)
+    assert firstpage.ask([url, "s3://another-bucket/x", "gs://b/x", str(store)], env).keys() \
+        == {url}
+    assert firstpage.ask([url], {**env, "HTTPS_PROXY": "http://proxy:3128"}) == {}
+    assert firstpage.ask([url], {k: v for k, v in env.items()
+                                 if k != "AWS_SECRET_ACCESS_KEY"}) == {}
+    page = firstpage.ask([url], env)[url]
+    done = threading.Event()
+    page.when_done(done.set)
+    assert done.wait(30)
+    answer = page.result()
+    assert answer is not None and answer.status == 200 and b"<Key>store/" in answer.body
+    assert page.matches(BUCKET, "store/", page.shape, page.creds)
+    assert not page.matches(BUCKET, "store/qwen3/", page.shape, page.creds)
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, pyaudit.firstpage; print('asyncio' in sys.modules)"],
+        capture_output=True, text=True, timeout=60)
+    assert imported.stdout.strip() == "False", imported.stderr
+
+
 @pytest.mark.parametrize("answer", ["lost", "refused"])
 def test_a_first_page_asked_early_and_lost_or_refused_is_asked_again(
     s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
