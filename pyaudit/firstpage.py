@@ -18,6 +18,7 @@ and no proxy variable (the first page then goes the usual way, through the proxy
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -61,7 +62,9 @@ class FirstPage:
                 self._done = True
                 callbacks, self._callbacks = self._callbacks, []
             for callback in callbacks:
-                callback()
+                # (the scan may be over, its loop closed: never a traceback from this thread)
+                with contextlib.suppress(Exception):
+                    callback()
 
     def matches(self, bucket: str, prefix: str, shape: Shape, creds: Credentials) -> bool:
         """Whether this is the request the listing would send for ``prefix``'s first page."""
