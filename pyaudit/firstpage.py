@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from pyaudit.httpwire import Response, get_blocking
+from pyaudit.httpwire import Response, get_blocking, names_a_proxy
 from pyaudit.s3direct import DirectS3, applies, env_credentials, load_shape, shape_key
 from pyaudit.s3presign import Credentials, Shape, list_params
 
@@ -89,7 +89,7 @@ def ask(
 ) -> dict[str, FirstPage]:
     """The first listing page of every PATH it can be asked for now (see the module), by URL."""
     pages: dict[str, FirstPage] = {}
-    if any(name[-6:].lower() == "_proxy" for name in environ):
+    if names_a_proxy(environ):
         return pages
     creds = env_credentials(environ)
     key: str | None = None

@@ -30,9 +30,8 @@ from pyaudit.httpwire import (
     read_response,
     request_bytes,
 )
-from pyaudit.httpwire import split_url as _split_url
 
-__all__ = ["MAX_HEAD", "HttpGetter", "ProtocolError", "Response", "_split_url"]
+__all__ = ["MAX_HEAD", "HttpGetter", "ProtocolError", "Response"]
 
 
 class _Connection(asyncio.Protocol, Buffered):

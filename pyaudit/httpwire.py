@@ -11,7 +11,7 @@ and the rest of pyaudit are imported: see :mod:`pyaudit.firstpage`).
 from __future__ import annotations
 
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -69,6 +69,13 @@ class Buffered:
                     f"the connection closed inside {what} ({len(self.buffer)} of {n} bytes)"
                 )
             await self.more()
+
+
+def names_a_proxy(environ: Mapping[str, str]) -> bool:
+    """Whether the environment holds a ``*_proxy`` variable (any case): the only variables
+    urllib reads proxies from. Where one does, a request may have to go through a proxy,
+    which this module's GETs do not."""
+    return any(name[-6:].lower() == "_proxy" for name in environ)
 
 
 def split_url(url: str) -> tuple[str, str, int, str, str]:

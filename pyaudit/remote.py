@@ -98,6 +98,7 @@ from pyaudit.discover import is_url as is_url
 from pyaudit.findings import finding, status_of
 from pyaudit.firstpage import MAX_LISTING_BYTES, FirstPage
 from pyaudit.headers import Header, header_span, parse_header_bytes
+from pyaudit.httpwire import names_a_proxy
 from pyaudit.s3direct import DirectS3, s3_config_kwargs
 from pyaudit.s3direct import applies as s3direct_applies
 from pyaudit.s3presign import PRESIGN_EXPIRES, Credentials, Presigner, Shape, list_params
@@ -360,8 +361,8 @@ class _S3Ranges:
         key = url[:cut] if cut >= 0 else url  # scheme://host:port, found without parsing
         if key in self._proxies:
             return self._proxies[key]
-        if not any(name[-6:].lower() == "_proxy" for name in os.environ):
-            self._proxies[key] = None  # (the only variables urllib reads proxies from)
+        if not names_a_proxy(os.environ):
+            self._proxies[key] = None
             return None
         import urllib.request  # (~13 ms of imports: http.client, email)
         from urllib.parse import urlsplit

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyaudit.httpget import MAX_HEAD, HttpGetter, ProtocolError, Response, _split_url
+from pyaudit.httpget import MAX_HEAD, HttpGetter, ProtocolError, Response
+from pyaudit.httpwire import split_url
 
 
 @dataclass
@@ -256,7 +257,7 @@ def test_headers_with_line_breaks_are_refused() -> None:
     ],
 )
 def test_split_url(url: str, split: tuple[str, str, int, str, str]) -> None:
-    assert _split_url(url) == split
+    assert split_url(url) == split
 
 
 @pytest.mark.parametrize(
@@ -265,7 +266,7 @@ def test_split_url(url: str, split: tuple[str, str, int, str, str]) -> None:
 )
 def test_split_url_refuses(url: str) -> None:
     with pytest.raises(ValueError):
-        _split_url(url)
+        split_url(url)
 
 
 @given(
