@@ -136,6 +136,12 @@ class CheckpointDir:
         return bool(self.safetensors or self.indexes or self.bin_weights or self.bin_indexes)
 
     @property
+    def has_pickled(self) -> bool:
+        """Pickle-era files :func:`pyaudit.auditing.pickled.read_pickled` reads: ``.bin``
+        weights, an FSDP / DCP folder, DeepSpeed ``global_step*/`` folders."""
+        return bool(self.bin_weights or self.fsdp_files or self.zero_dirs)
+
+    @property
     def is_checkpoint(self) -> bool:
         """Weights or adapter files, or a model/trainer dir whose weights are elsewhere."""
         if self.has_weights or self.has_adapter_config:

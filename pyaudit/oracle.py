@@ -30,19 +30,20 @@ import contextlib
 import importlib.util
 import json
 import os
-import queue
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyaudit.manifest.dtypes import config_dtype
+
+if TYPE_CHECKING:
+    import queue
+    import subprocess
+    import tempfile
 
 __all__ = [
     "OracleResult",
@@ -323,6 +324,11 @@ def _from_reply(reply: dict[str, Any]) -> OracleResult | OracleUnavailable:
 def _run_worker(
     requests: list[dict[str, Any]], timeout: float
 ) -> list[OracleResult | OracleUnavailable]:
+    # (queue, subprocess, tempfile: imported where a worker starts, not by every scan)
+    import queue
+    import subprocess
+    import tempfile
+
     configs = requests  # one reply per request
     payload = json.dumps({"requests": requests}, default=str)
     code = f"import runpy; runpy.run_path({str(_WORKER)!r}, run_name='__main__')"
@@ -416,6 +422,8 @@ def _run_worker(
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     """Kill the worker's process group (it was started in its own session)."""
+    import signal
+
     if proc.poll() is not None:
         return
     killpg = getattr(os, "killpg", None)  # POSIX; elsewhere the worker alone
@@ -589,6 +597,8 @@ class OracleSession:
         return result
 
     def _store(self, path: Path, reply: dict[str, Any]) -> None:
+        import tempfile
+
         doc = {**reply, "format": CACHE_FORMAT}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -631,6 +641,10 @@ class OracleSession:
         return result
 
     def _start(self) -> None:
+        import queue
+        import subprocess
+        import tempfile
+
         if self._scratch is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="pyaudit-oracle-")
             self._err_path = os.path.join(self._scratch.name, "stderr.txt")
@@ -667,6 +681,8 @@ class OracleSession:
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
         """One request to the worker (started if need be): its reply, or a failure reply."""
+        import queue
+
         if self._proc is None or self._proc.poll() is not None:
             self._stop()
             try:
@@ -725,6 +741,8 @@ class OracleSession:
         self._proc, self._lines, self._reader = None, None, None
         if proc is None:
             return None
+        import subprocess
+
         if kill:
             _kill(proc)
         if proc.stdin is not None:

@@ -1399,9 +1399,11 @@ class _Scan:
                 key = tree.key(rel)
                 future = client.submit(2, (lambda k, s: lambda: client.header(k, s))(key, size))
             pending.headers.append((name, size, future))
-        from pyaudit.auditing.pickled import pickled_inputs
+        inputs = []
+        if ckpt.has_pickled:
+            from pyaudit.auditing.pickled import pickled_inputs
 
-        inputs = [self.rel(ckpt, name) for name in pickled_inputs(ckpt)]
+            inputs = [self.rel(ckpt, name) for name in pickled_inputs(ckpt)]
         if inputs and all(tree.files.get(rel, 0) <= RUN_WHOLE_MAX for rel in inputs):
             pending.pickled = [
                 (rel, tree._fetch_small(rel, tree.files.get(rel, 0), 2)) for rel in inputs
@@ -1444,7 +1446,6 @@ class _Scan:
     def audit(
         self, pending: _Pending, options: AuditOptions, base_expected: Expected | None
     ) -> CheckpointReport:
-        from pyaudit.auditing.pickled import read_pickled
         from pyaudit.auditing.pipeline import audit_checkpoint
         from pyaudit.auditing.structure import run_file_names
 
@@ -1475,6 +1476,8 @@ class _Scan:
             for rel, future in pending.pickled:
                 self.materialise(rel, future)
             if not any(rel in self.failed for rel, _ in pending.pickled):
+                from pyaudit.auditing.pickled import read_pickled
+
                 pickled = read_pickled(ckpt)
         digests = {name: self.digests.get(self.rel(ckpt, name)) for name in run_file_names(ckpt)}
         report = audit_checkpoint(

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyaudit import _core
 from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.consensus import Consensus
-from pyaudit.auditing.pickled import read_pickled
 from pyaudit.auditing.pipeline import audit_checkpoint
 from pyaudit.auditing.results import AuditOptions, CheckpointReport
 from pyaudit.auditing.structure import header_files, run_file_names
@@ -29,6 +29,9 @@ from pyaudit.expected import Expected, base_expectation
 from pyaudit.headers import CACHED_READ, Header, read_headers, reading_threads
 from pyaudit.oracle import OracleSession
 from pyaudit.runs import PREFETCH_BYTES
+
+if TYPE_CHECKING:
+    from pyaudit.auditing.pickled import PickledFiles
 
 BATCH_FILES = 512  # headers per native batch: enough to keep the threads busy
 FIRST_BATCH_FILES = 32  # the first batch: the audit waits for it, nothing overlaps it
@@ -301,5 +304,15 @@ def audit_batch(
     for ckpt, read in zip(batch, reads, strict=True):
         yield audit_checkpoint(
             ckpt, read.headers, options, base_expected, read.data, read.digests, read.ahead, cache,
-            read_pickled(ckpt),
+            _read_pickled(ckpt),
         )
+
+
+def _read_pickled(ckpt: CheckpointDir) -> PickledFiles | None:
+    """:func:`pyaudit.auditing.pickled.read_pickled`, imported (with the pickle-era formats'
+    readers) by the first checkpoint that has such files, not by every sweep."""
+    if not ckpt.has_pickled:
+        return None
+    from pyaudit.auditing.pickled import read_pickled
+
+    return read_pickled(ckpt)

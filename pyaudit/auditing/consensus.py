@@ -24,7 +24,6 @@ amend are held back until the scan's end, then given in discovery order.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
@@ -153,6 +152,8 @@ def _config_key(
         return None
     if len(data) > CONFIG_LIMIT:
         return None
+    import hashlib  # (here: a sweep whose reading threads gave every digest never needs it)
+
     return ("sha256", hashlib.sha256(data).hexdigest())
 
 

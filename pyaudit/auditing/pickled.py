@@ -62,7 +62,7 @@ class PickledFiles:
 def read_pickled(ckpt: CheckpointDir, jobs: int | None = None) -> PickledFiles | None:
     """Read the pickle-era files of ``ckpt`` (headers and records only); None when it has
     none. Never raises for a bad file: each reading carries its rule."""
-    if not (ckpt.bin_weights or ckpt.fsdp_files or ckpt.zero_dirs):
+    if not ckpt.has_pickled:
         return None
     names = _bins_read(ckpt)
     bins = dict(zip(names, read_torch_files([ckpt.file(n) for n in names], jobs), strict=True))

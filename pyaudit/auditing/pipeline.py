@@ -10,16 +10,14 @@ path :mod:`.match`) -> adapters -> intent (:mod:`pyaudit.intent`) -> one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyaudit import _core
 from pyaudit import expected as expect_mod
 from pyaudit.adapters import check_adapter
 from pyaudit.auditing import match, sharded, structure
-from pyaudit.auditing import pickled as pickled_mod
 from pyaudit.auditing.cache import AuditCache
 from pyaudit.auditing.compare import Comparison, Found, compare_full, is_peft_tensor
-from pyaudit.auditing.pickled import PickledFiles
 from pyaudit.auditing.results import AdapterSummary, AuditOptions, CheckpointReport, Counts
 from pyaudit.auditing.structure import Contents, is_adapter_file
 from pyaudit.data import DataResult, data_findings
@@ -33,6 +31,10 @@ from pyaudit.memo import Identity
 from pyaudit.runfiles import Problem, adapter_config_problems, config_problems, findings_of
 from pyaudit.runs import Declared, find_run_args, read_json
 from pyaudit.units import noun, plural
+
+if TYPE_CHECKING:
+    from pyaudit.auditing import pickled as pickled_mod
+    from pyaudit.auditing.pickled import PickledFiles
 
 
 def audit_checkpoint(
@@ -112,11 +114,13 @@ def audit_checkpoint(
     findings += index_findings
     sizes["found"] = contents.found_bytes
 
-    bins = (
-        pickled_mod.bin_contents(ckpt, pickled)
-        if pickled is not None and pickled.bins and not ckpt.safetensors
-        else None
-    )
+    bins = None
+    if pickled is not None and pickled.bins and not ckpt.safetensors:
+        # (pyaudit.auditing.pickled, with its formats' readers: imported where a checkpoint
+        # has pickle-era files, not by every sweep)
+        from pyaudit.auditing import pickled as pickled_mod
+
+        bins = pickled_mod.bin_contents(ckpt, pickled)
 
     def found_base() -> Mapping[str, Found]:  # (contents.base is built when first asked)
         return bins.base if bins is not None else contents.base
@@ -416,6 +420,8 @@ def _audit_bins(
 ) -> tuple[str, str | None, AdapterSummary | None, list[Finding]]:
     """A checkpoint whose weights are .bin files only, read as data (never unpickled):
     its kind, layout, adapter summary and findings; ``tensors``/``sizes`` updated."""
+    from pyaudit.auditing import pickled as pickled_mod
+
     findings = list(bins.findings)
     index_findings, explained = pickled_mod.check_bin_index(ckpt, bins)
     findings += index_findings
@@ -462,6 +468,8 @@ def _sharded_states(
 ) -> list[pickled_mod.ShardedState]:
     if pickled is None:
         return []
+    from pyaudit.auditing import pickled as pickled_mod
+
     states = pickled_mod.dcp_states(ckpt, pickled)
     zero = pickled_mod.zero_state(ckpt, pickled)
     if zero is not None:
@@ -478,6 +486,8 @@ def _audit_sharded(
     """A checkpoint that holds sharded training states (FSDP DCP, DeepSpeed ZeRO) in
     place of weights: each held against the model; complete ones are ``unconsolidated``
     warnings with the command, what they lack errors."""
+    from pyaudit.auditing import pickled as pickled_mod
+
     findings: list[Finding] = []
     kind = "unknown"
     for state in states:
