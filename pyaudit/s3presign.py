@@ -302,41 +302,52 @@ def learn_shape(
     key: str,
     creds: Credentials,
 ) -> Shape | None:
-    """The :class:`Shape` of two URLs botocore presigned at one time (a listing page with
+    """The :class:`Shape` of two URLs botocore presigned (a listing page with
     ``list_params`` and a GET of ``key``), or None unless it writes both again byte for byte
-    from the credentials and that time."""
+    from the credentials and the time each was signed at. (Each its own time: botocore
+    signs the two apart, and a second may turn between them.)"""
     split = _split_at_key(get_sample, key)
     if split is None:
         return None
     get_parts, get_base = split
     list_base, _, list_query = list_sample.partition("?")
-    params = dict(p.split("=", 1) for p in get_parts.query.split("&") if "=" in p)
+    params = _query(get_parts.query)
     if set(params) - {_TOKEN_V2} == _V2:
-        try:
-            expires_at = int(params["Expires"])
-        except ValueError:
-            return None
         # (the expiry is not in a SigV2 URL: the one pyaudit asks for, from the sample's end)
         shape = Shape(bucket, "v2", get_base, list_base, PRESIGN_EXPIRES)
-        now = float(expires_at - PRESIGN_EXPIRES)
     elif set(params) - {_TOKEN_V4} == _V4:
         scope = unquote(params["X-Amz-Credential"]).split("/")
         if len(scope) != 5:
             return None
         try:
-            when = time.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
             expires = int(params["X-Amz-Expires"])
         except ValueError:
             return None
         shape = Shape(bucket, "v4", get_base, list_base, expires, scope[2], scope[3])
-        now = float(calendar.timegm(when))
     else:
         return None
-    if not list_query:
+    listed_at, got_at = _signed_at(shape, _query(list_query)), _signed_at(shape, params)
+    if not list_query or listed_at is None or got_at is None:
         return None
-    if shape.list_url(creds, now, list_params) != list_sample:
+    if shape.list_url(creds, listed_at, list_params) != list_sample:
         return None
-    presigner = shape.presigner(creds, now)
+    presigner = shape.presigner(creds, got_at)
     if presigner is None or presigner.url(key) != get_sample:
         return None
     return shape
+
+
+def _query(query: str) -> dict[str, str]:
+    """A URL's query as name -> value, as written (not decoded)."""
+    return dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+
+
+def _signed_at(shape: Shape, params: dict[str, str]) -> float | None:
+    """When a URL of ``shape`` with query ``params`` was presigned (seconds since the epoch):
+    SigV2 writes its end (the shape's expiry after it), SigV4 its date; None without it."""
+    try:
+        if shape.kind == "v2":
+            return float(int(params["Expires"]) - shape.expires)
+        return float(calendar.timegm(time.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ")))
+    except (KeyError, ValueError):
+        return None
