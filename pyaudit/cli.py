@@ -490,11 +490,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except BrokenPipeError:
         # `pyaudit ... | head`: the reader left; that is not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _reader_gone(sys.stdout)
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_gone(stream: Any) -> None:
+    """``stream``'s reader left: what is still buffered for it goes to /dev/null (a later
+    flush, at exit included, would fail again and say so)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 def run() -> NoReturn:
@@ -516,8 +523,9 @@ def run() -> NoReturn:
         try:
             stream.flush()
         except BrokenPipeError:  # the reader left (`| head`): as main() takes it
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-            status = EXIT_OK if stream is sys.stdout else status
+            _reader_gone(stream)
+            if stream is sys.stdout:
+                status = EXIT_OK
         except (OSError, ValueError):  # closed, or no descriptor: nothing more can go out
             pass
     import threading
