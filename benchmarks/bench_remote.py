@@ -191,8 +191,9 @@ def main() -> int:
     ap.add_argument(
         "--server", choices=("moto", "static"), default="moto",
         help="the S3 fake: moto processes behind the proxy, or the proxy answering from the "
-        "store on disk itself (pyaudit.testing.static_s3: a small cost a request, so the "
-        "client and the latency are measured, not the fake)",
+        "store on disk itself (pyaudit.testing.static_s3, frozen: the store walked once, each "
+        "object looked at once; a small cost a request, so the client and the latency are "
+        "measured, not the fake)",
     )
     ap.add_argument(
         "--pyaudit-jobs", type=int, default=None,
@@ -261,7 +262,7 @@ def main() -> int:
     rows, results = [], []
     proxy_proc = subprocess.Popen(
         [sys.executable, "-m", "pyaudit.testing.proxy",
-         *([("--serve"), str(served)] if served is not None else
+         *(["--serve", str(served), "--frozen"] if served is not None else
            [x for e in endpoints for x in ("--upstream", e)])],
         stdout=subprocess.PIPE, text=True, env=env,
     )

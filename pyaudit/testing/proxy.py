@@ -82,10 +82,13 @@ class LatencyProxy:
         delay: float = 0.0,
         faults: Faults | None = None,
         serve: str | None = None,
+        frozen: bool = False,
     ) -> None:
+        """``frozen``: the directory served does not change while it is served (a
+        benchmark's store): walked once, each object looked at once (static_s3.Held)."""
         self.upstreams: list[tuple[str, int]] = []
         self.serve = serve
-        self._held = static_s3.Held()  # the static fake's listings and ETags
+        self._held = static_s3.Held(frozen=frozen)  # the static fake's listings and ETags
         if serve is None and not upstream:
             raise ValueError("the proxy needs an upstream server or a directory to serve")
         for url in [upstream] if isinstance(upstream, str) else upstream or []:
@@ -309,11 +312,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--upstream", action="append", default=[], help="repeat: round robin")
     ap.add_argument("--serve", help="answer S3 requests from DIR/BUCKET/KEY instead")
+    ap.add_argument(
+        "--frozen", action="store_true",
+        help="with --serve: DIR does not change while served (walked once, each object "
+        "looked at once, as S3 answers from an index)",
+    )
     ap.add_argument("--delay-ms", type=float, default=0.0)
     args = ap.parse_args()
     if bool(args.upstream) == bool(args.serve):
         ap.error("give --upstream URL (repeatable) or --serve DIR")
-    proxy = LatencyProxy(args.upstream, args.delay_ms / 1000, serve=args.serve)
+    proxy = LatencyProxy(args.upstream, args.delay_ms / 1000, serve=args.serve,
+                         frozen=args.frozen)
     print(proxy.start(), flush=True)
     while True:
         time.sleep(3600)

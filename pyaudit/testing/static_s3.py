@@ -36,6 +36,20 @@ class Held:
     )
     # (path, size, mtime_ns) -> the file's ETag (the MD5 of its bytes, as S3's of a PUT)
     etags: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    # The store does not change while it is served (a benchmark's): each bucket is walked
+    # once, each object looked at once, each listing entry written once, as S3 answers from
+    # an index and not from a walk. Otherwise every first page walks the store again.
+    frozen: bool = False
+    walks: dict[str, list[tuple[str, os.stat_result]]] = field(default_factory=dict)
+    # (bucket, key) -> (file, size, the headers of a GET), or None: no such object (frozen)
+    objects: dict[tuple[str, str], tuple[str, int, list[tuple[str, str]]] | None] = field(
+        default_factory=dict
+    )
+    buckets: dict[str, bool] = field(default_factory=dict)  # name -> whether it is one (frozen)
+    # (bucket, key, URL-encoded) -> the key's <Contents> element of a listing (frozen)
+    entries: dict[tuple[str, str, bool], str] = field(default_factory=dict)
+
+
 MAX_KEYS = 1000
 
 
@@ -87,7 +101,13 @@ def _list(
     after = token or query.get("start-after", [""])[0]
     held = held_by.listings.get((bucket_name, prefix)) if held_by is not None and token else None
     if held is None:
-        held = [(k, st) for k, st in _objects(bucket) if k.startswith(prefix)]
+        frozen = held_by is not None and held_by.frozen
+        walked = held_by.walks.get(bucket_name) if frozen and held_by is not None else None
+        if walked is None:
+            walked = _objects(bucket)
+            if frozen and held_by is not None:
+                held_by.walks[bucket_name] = walked
+        held = [(k, st) for k, st in walked if k.startswith(prefix)]
         if held_by is not None:
             held_by.listings[(bucket_name, prefix)] = held
     keys = [(k, st) for k, st in held if k > after]
@@ -104,14 +124,20 @@ def _list(
     encoded = query.get("encoding-type") == ["url"]
     if encoded:  # keys URL-encoded, as S3 does when asked (botocore asks when it presigns)
         parts.append("<EncodingType>url</EncodingType>")
+    entries = held_by.entries if held_by is not None and held_by.frozen else None
     for key, st in page:
-        iso = _iso(st.st_mtime)
-        shown = quote_plus(key, safe="/") if encoded else key
-        parts.append(
-            f"<Contents><Key>{escape(shown)}</Key><LastModified>{iso}</LastModified>"
-            f"<ETag>{escape(_etag(bucket / key, st, held_by))}</ETag><Size>{st.st_size}</Size>"
-            "<StorageClass>STANDARD</StorageClass></Contents>"
-        )
+        entry = entries.get((bucket_name, key, encoded)) if entries is not None else None
+        if entry is None:
+            iso = _iso(st.st_mtime)
+            shown = quote_plus(key, safe="/") if encoded else key
+            entry = (
+                f"<Contents><Key>{escape(shown)}</Key><LastModified>{iso}</LastModified>"
+                f"<ETag>{escape(_etag(bucket / key, st, held_by))}</ETag>"
+                f"<Size>{st.st_size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
+            )
+            if entries is not None:
+                entries[(bucket_name, key, encoded)] = entry
+        parts.append(entry)
     parts.append("</ListBucketResult>")
     return "HTTP/1.1 200 OK", [("Content-Type", "application/xml")], "".join(parts).encode()
 
@@ -132,44 +158,73 @@ def answer(
     bucket_name = unquote(segments[0])
     key = unquote(segments[1]) if len(segments) > 1 else ""
     bucket = Path(root) / bucket_name
-    if not bucket_name or not bucket.is_dir():
+    if not bucket_name or not _is_bucket(bucket, bucket_name, held):
         return _error("404 Not Found", "NoSuchBucket", f"{bucket_name}: no such bucket")
-    query = parse_qs(parts.query, keep_blank_values=True)
     if not key:
+        query = parse_qs(parts.query, keep_blank_values=True)
         if method == "HEAD":
             return "HTTP/1.1 200 OK", [], b""
         if method == "GET" and query.get("list-type") == ["2"] and "delimiter" not in query:
             return _list(bucket_name, bucket, query, held)
         return _error("501 Not Implemented", "NotImplemented", f"{method} {target}")
-    path = bucket / key
-    if ".." in Path(key).parts or not path.is_file():
+    found = _object(bucket, bucket_name, key, held)
+    if found is None:
         return _error("404 Not Found", "NoSuchKey", f"{key}: no such key")
-    st = path.stat()
-    common = [
-        ("ETag", _etag(path, st, held)),
-        ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
-        ("Accept-Ranges", "bytes"),
-    ]
+    file, size, common = found
     if method == "HEAD":
-        return "HTTP/1.1 200 OK", [*common, ("Content-Length", str(st.st_size))], b""
+        return "HTTP/1.1 200 OK", [*common, ("Content-Length", str(size))], b""
     if method != "GET":
         return _error("501 Not Implemented", "NotImplemented", f"{method} {target}")
     spec = headers.get("range", "")
     if not spec:
-        return "HTTP/1.1 200 OK", common, path.read_bytes()
+        return "HTTP/1.1 200 OK", common, Path(file).read_bytes()
     try:
         first_s, last_s = spec.removeprefix("bytes=").split("-", 1)
-        first = int(first_s) if first_s else max(0, st.st_size - int(last_s))
-        last = min(int(last_s), st.st_size - 1) if first_s and last_s else st.st_size - 1
+        first = int(first_s) if first_s else max(0, size - int(last_s))
+        last = min(int(last_s), size - 1) if first_s and last_s else size - 1
     except ValueError:
         return _error("400 Bad Request", "InvalidArgument", f"range {spec!r}")
-    if first >= st.st_size or first > last:
+    if first >= size or first > last:
         return _error("416 Requested Range Not Satisfiable", "InvalidRange", spec)
-    with open(path, "rb") as f:
-        f.seek(first)
-        data = f.read(last - first + 1)
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        data = os.pread(fd, last - first + 1, first)
+    finally:
+        os.close(fd)
     return (
         "HTTP/1.1 206 Partial Content",
-        [*common, ("Content-Range", f"bytes {first}-{last}/{st.st_size}")],
+        [*common, ("Content-Range", f"bytes {first}-{last}/{size}")],
         data,
     )
+
+
+def _is_bucket(bucket: Path, bucket_name: str, held: Held | None) -> bool:
+    if held is None or not held.frozen:
+        return bucket.is_dir()
+    known = held.buckets.get(bucket_name)
+    if known is None:
+        known = held.buckets[bucket_name] = bucket.is_dir()
+    return known
+
+
+def _object(
+    bucket: Path, bucket_name: str, key: str, held: Held | None
+) -> tuple[str, int, list[tuple[str, str]]] | None:
+    """(its file, its size, the headers of a GET) of an object, or None if there is none;
+    looked at once per key when the store is ``frozen``."""
+    frozen = held is not None and held.frozen
+    if frozen and held is not None and (bucket_name, key) in held.objects:
+        return held.objects[(bucket_name, key)]
+    path = bucket / key
+    found = None
+    if ".." not in Path(key).parts and path.is_file():
+        st = path.stat()
+        common = [
+            ("ETag", _etag(path, st, held)),
+            ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
+            ("Accept-Ranges", "bytes"),
+        ]
+        found = (str(path), st.st_size, common)
+    if frozen and held is not None:
+        held.objects[(bucket_name, key)] = found
+    return found
