@@ -25,9 +25,10 @@ import functools
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 from pyaudit.testing import static_s3
@@ -101,6 +102,7 @@ class LatencyProxy:
         self.faults = faults
         self.stats = ProxyStats()
         self._seen: Counter[tuple[str, str]] = Counter()
+        self._connections: set[_Served] = set()  # the static fake's open connections
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="latency-proxy")
@@ -116,12 +118,15 @@ class LatencyProxy:
 
     def start(self) -> str:
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(
+        if self.serve is not None:  # answered here: a protocol, no task per connection
+            server = self._loop.create_server(
+                lambda: _Served(self), "127.0.0.1", 0, backlog=BACKLOG
+            )
+        else:
+            server = asyncio.start_server(
                 self._client, "127.0.0.1", 0, limit=1 << 20, backlog=BACKLOG
-            ),
-            self._loop,
-        )
+            )
+        fut = asyncio.run_coroutine_threadsafe(server, self._loop)
         self._server = fut.result(10)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
@@ -131,6 +136,8 @@ class LatencyProxy:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            for connection in list(self._connections):  # (3.12's wait_closed waits for them)
+                connection.abort()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
@@ -205,12 +212,7 @@ class LatencyProxy:
                     writer.transport.abort()
                     return
                 if fault in ("slowdown", "error"):
-                    status, text = ("503 Slow Down", _SLOWDOWN) if fault == "slowdown" else (
-                        "500 Internal Server Error", _INTERNAL)
-                    writer.write(
-                        f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
-                        f"Content-Length: {len(text)}\r\n\r\n".encode() + text
-                    )
+                    writer.write(_fault_answer(fault))
                     await writer.drain()
                     continue
                 if self.serve is not None:
@@ -233,19 +235,7 @@ class LatencyProxy:
                     if not keep:
                         up[1].close()
                         up = None
-                stats.body_bytes += len(out_body)
-                if kind.startswith("get") and kind != "get-list":
-                    stats.object_bytes += len(out_body)
-                lines = [status_line]
-                for k, v in out_headers:
-                    if k.lower() not in ("connection", "transfer-encoding", "content-length",
-                                         "keep-alive"):
-                        lines.append(f"{k}: {v}")
-                if method != "HEAD":
-                    lines.append(f"Content-Length: {len(out_body)}")
-                else:
-                    lines += [f"{k}: {v}" for k, v in out_headers if k.lower() == "content-length"]
-                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + out_body)
+                writer.write(_respond(stats, kind, method, status_line, out_headers, out_body))
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     return
@@ -256,6 +246,151 @@ class LatencyProxy:
             if up is not None:
                 up[1].close()
             writer.close()
+
+
+def _fault_answer(fault: str) -> bytes:
+    status, text = ("503 Slow Down", _SLOWDOWN) if fault == "slowdown" else (
+        "500 Internal Server Error", _INTERNAL)
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(text)}\r\n\r\n".encode() + text)
+
+
+def _respond(
+    stats: ProxyStats, kind: str, method: str, status_line: str,
+    out_headers: list[tuple[str, str]], out_body: bytes,
+) -> bytes:
+    """A response's bytes (a Content-Length of its own), counted."""
+    stats.body_bytes += len(out_body)
+    if kind.startswith("get") and kind != "get-list":
+        stats.object_bytes += len(out_body)
+    lines = [status_line]
+    for k, v in out_headers:
+        if k.lower() not in ("connection", "transfer-encoding", "content-length", "keep-alive"):
+            lines.append(f"{k}: {v}")
+    if method != "HEAD":
+        lines.append(f"Content-Length: {len(out_body)}")
+    else:
+        lines += [f"{k}: {v}" for k, v in out_headers if k.lower() == "content-length"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + out_body
+
+
+class _Served(asyncio.Protocol):
+    """One client connection to the static fake (``serve``): its requests answered one
+    after another, each ``delay`` after it arrived, by callbacks rather than a task (the
+    fake shares the benchmark's cores with the client: its cost a request is kept small)."""
+
+    def __init__(self, proxy: LatencyProxy) -> None:
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.waiting: deque[tuple[str, str, dict[str, str]]] = deque()
+        self.busy = False  # a request is being answered (waiting out its delay)
+        self.timer: asyncio.TimerHandle | None = None
+        self.closing = False  # the request asked for it: closed once answered
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.proxy._connections.add(self)
+        stats = self.proxy.stats
+        stats.open += 1
+        stats.connections += 1
+        stats.max_open = max(stats.max_open, stats.open)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proxy._connections.discard(self)
+        self.proxy.stats.open -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > 1 << 20:  # no head this long: not a client of ours
+                    self._close()
+                return
+            line, headers = _parse_head(self.buffer[: end + 4])
+            length = int(headers.get("content-length", "0") or 0)
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]  # (a body: not used)
+            method, target = [*line.split(" "), "", ""][:2]
+            self.waiting.append((method, target, headers))
+            self._next()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _next(self) -> None:
+        if self.busy or not self.waiting or self.transport is None:
+            return
+        method, target, headers = self.waiting.popleft()
+        proxy, stats = self.proxy, self.proxy.stats
+        path, _, query = target.partition("?")
+        if path.startswith("/__proxy__/"):  # control, from a benchmark: not counted
+            answer = json.dumps(proxy._control(path)).encode()
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            self._next()
+            return
+        stats.requests += 1
+        kind = _kind(method, path, query, headers)
+        stats.kinds[kind] += 1
+        proxy._seen[(method, path)] += 1
+        n = proxy._seen[(method, path)]
+        fault = proxy.faults(method, path, n) if proxy.faults is not None else None
+        if headers.get("connection", "").lower() == "close":
+            self.closing = True
+        self.busy = True
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(proxy.delay, self._answer, method, target, headers, kind,
+                                     fault)
+
+    def _answer(
+        self, method: str, target: str, headers: dict[str, str], kind: str, fault: str | None
+    ) -> None:
+        self.timer = None
+        proxy = self.proxy
+        if fault is not None:
+            proxy.stats.faults[fault] += 1
+        if fault == "stall" or self.transport is None:  # no answer until the client gives up
+            return
+        if fault == "drop":
+            self.transport.abort()
+            return
+        if fault in ("slowdown", "error"):
+            self._send(_fault_answer(fault))
+            return
+        assert proxy.serve is not None
+        served = functools.partial(
+            static_s3.answer, proxy.serve, method, target, headers, proxy._held
+        )
+        if kind == "get-list":
+            # A listing may walk the whole store: on a thread, so that the answers to other
+            # requests do not wait for it, as they would not at S3.
+            future = asyncio.get_running_loop().run_in_executor(None, served)
+            future.add_done_callback(
+                lambda f: self._send(_respond(proxy.stats, kind, method, *f.result()))
+            )
+            return
+        self._send(_respond(proxy.stats, kind, method, *served()))
+
+    def _send(self, response: bytes) -> None:
+        if self.transport is None:
+            return
+        self.transport.write(response)
+        self.busy = False
+        if self.closing:
+            self._close()
+            return
+        self._next()
 
 
 def _kind(method: str, path: str, query: str, headers: dict[str, str]) -> str:
