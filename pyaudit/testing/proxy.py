@@ -168,7 +168,25 @@ class LatencyProxy:
             self.delay = float(path.rsplit("/", 1)[1]) / 1000
         return {**self.stats.snapshot(), "delay_ms": self.delay * 1000}
 
-    # One client connection: requests one after another (HTTP/1.1 keep-alive) --------------
+    def _admit(
+        self, method: str, target: str, headers: dict[str, str]
+    ) -> tuple[bytes | None, str, str | None]:
+        """A request's answer when it is a control (a path under /__proxy__/, from a
+        benchmark: not counted), else None, its kind and the fault to inject (counted)."""
+        path, _, query = target.partition("?")
+        if path.startswith("/__proxy__/"):
+            answer = json.dumps(self._control(path)).encode()
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)), "", None
+        stats = self.stats
+        stats.requests += 1
+        kind = _kind(method, path, query, headers)
+        stats.kinds[kind] += 1
+        self._seen[(method, path)] += 1
+        n = self._seen[(method, path)]
+        return None, kind, self.faults(method, path, n) if self.faults is not None else None
+
+    # One client connection to an upstream: requests one after another (HTTP/1.1 keep-alive)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats = self.stats
@@ -188,24 +206,15 @@ class LatencyProxy:
                 method, target = line.split(" ")[:2]
                 length = int(headers.get("content-length", "0") or 0)
                 body = await reader.readexactly(length) if length else b""
-                path = target.split("?", 1)[0]
-                query = target.split("?", 1)[1] if "?" in target else ""
-                if path.startswith("/__proxy__/"):  # control, from a benchmark: not counted
-                    answer = json.dumps(self._control(path)).encode()
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                control, kind, fault = self._admit(method, target, headers)
+                if control is not None:
+                    writer.write(control)
                     await writer.drain()
                     continue
-                stats.requests += 1
-                kind = _kind(method, path, query, headers)
-                stats.kinds[kind] += 1
-                self._seen[(method, path)] += 1
-                n = self._seen[(method, path)]
-                fault = self.faults(method, path, n) if self.faults is not None else None
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 if fault is not None:
-                    stats.faults[fault] += 1
+                    self.stats.faults[fault] += 1
                 if fault == "stall":  # no answer until the client gives up
                     await asyncio.sleep(3600)
                 if fault == "drop":
@@ -215,27 +224,18 @@ class LatencyProxy:
                     writer.write(_fault_answer(fault))
                     await writer.drain()
                     continue
-                if self.serve is not None:
-                    served = functools.partial(
-                        static_s3.answer, self.serve, method, target, headers, self._held
-                    )
-                    # A listing walks the whole store (~20 ms for a few thousand files): on
-                    # a thread, so that the answers to other requests do not wait for it, as
-                    # they would not at S3.
-                    status_line, out_headers, out_body = (
-                        await asyncio.to_thread(served) if kind == "get-list" else served()
-                    )
-                else:
-                    assert upstream is not None
-                    if up is None:
-                        up = await asyncio.open_connection(*upstream, limit=1 << 20)
-                    up[1].write(head + body)
-                    await up[1].drain()
-                    status_line, out_headers, out_body, keep = await _response(up[0], method)
-                    if not keep:
-                        up[1].close()
-                        up = None
-                writer.write(_respond(stats, kind, method, status_line, out_headers, out_body))
+                assert upstream is not None
+                if up is None:
+                    up = await asyncio.open_connection(*upstream, limit=1 << 20)
+                up[1].write(head + body)
+                await up[1].drain()
+                status_line, out_headers, out_body, keep = await _response(up[0], method)
+                if not keep:
+                    up[1].close()
+                    up = None
+                writer.write(
+                    _respond(self.stats, kind, method, status_line, out_headers, out_body)
+                )
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     return
@@ -332,20 +332,12 @@ class _Served(asyncio.Protocol):
         if self.busy or not self.waiting or self.transport is None:
             return
         method, target, headers = self.waiting.popleft()
-        proxy, stats = self.proxy, self.proxy.stats
-        path, _, query = target.partition("?")
-        if path.startswith("/__proxy__/"):  # control, from a benchmark: not counted
-            answer = json.dumps(proxy._control(path)).encode()
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+        proxy = self.proxy
+        control, kind, fault = proxy._admit(method, target, headers)
+        if control is not None:
+            self.transport.write(control)
             self._next()
             return
-        stats.requests += 1
-        kind = _kind(method, path, query, headers)
-        stats.kinds[kind] += 1
-        proxy._seen[(method, path)] += 1
-        n = proxy._seen[(method, path)]
-        fault = proxy.faults(method, path, n) if proxy.faults is not None else None
         if headers.get("connection", "").lower() == "close":
             self.closing = True
         self.busy = True
