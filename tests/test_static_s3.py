@@ -68,3 +68,33 @@ def test_frozen_walks_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert b"s/new.json" in after_walking and b"s/new.json" not in before[id(walking)]
     assert after_frozen == before[id(frozen)]
     assert len(walks) == 3  # walking: two walks; frozen: one
+
+
+@pytest.mark.parametrize(
+    "target", ["/b?list-type=2&prefix=s/&max-keys=many", "/b/s/ck/config.json"]
+)
+def test_a_request_the_fake_fails_on_closes_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """The proxy serving the fake: a request it cannot answer (a max-keys that is not a
+    number; a file gone from under a frozen store) closes the connection, as the streams
+    proxy's task ending did, instead of leaving the client waiting for an answer."""
+    import socket
+
+    from pyaudit.testing.proxy import LatencyProxy
+
+    _store(tmp_path)
+    with LatencyProxy(serve=str(tmp_path), frozen=True) as proxy:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        if not target.startswith("/b?"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as ok:
+                ok.sendall(f"HEAD {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert ok.recv(100).startswith(b"HTTP/1.1 200")  # looked at, then held
+            (tmp_path / "b" / "s" / "ck" / "config.json").unlink()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            try:
+                got = conn.recv(100)
+            except ConnectionResetError:
+                got = b""
+    assert got == b""

@@ -369,10 +369,20 @@ class _Served(asyncio.Protocol):
             # requests do not wait for it, as they would not at S3.
             future = asyncio.get_running_loop().run_in_executor(None, served)
             future.add_done_callback(
-                lambda f: self._send(_respond(proxy.stats, kind, method, *f.result()))
+                lambda f: self._reply(kind, method, f.result) if not f.cancelled() else None
             )
             return
-        self._send(_respond(proxy.stats, kind, method, *served()))
+        self._reply(kind, method, served)
+
+    def _reply(self, kind: str, method: str, answer: Callable[[], static_s3.Answer]) -> None:
+        """Send ``answer()``; a request the fake fails on closes the connection (as the
+        streams path's task ending did), never leaves the client waiting."""
+        try:
+            response = _respond(self.proxy.stats, kind, method, *answer())
+        except Exception:
+            self.abort()
+            return
+        self._send(response)
 
     def _send(self, response: bytes) -> None:
         if self.transport is None:

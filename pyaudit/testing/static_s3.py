@@ -100,13 +100,13 @@ def _list(
     token = query.get("continuation-token", [""])[0]
     after = token or query.get("start-after", [""])[0]
     held = held_by.listings.get((bucket_name, prefix)) if held_by is not None and token else None
+    frozen = held_by if held_by is not None and held_by.frozen else None
     if held is None:
-        frozen = held_by is not None and held_by.frozen
-        walked = held_by.walks.get(bucket_name) if frozen and held_by is not None else None
+        walked = frozen.walks.get(bucket_name) if frozen is not None else None
         if walked is None:
             walked = _objects(bucket)
-            if frozen and held_by is not None:
-                held_by.walks[bucket_name] = walked
+            if frozen is not None:
+                frozen.walks[bucket_name] = walked
         held = [(k, st) for k, st in walked if k.startswith(prefix)]
         if held_by is not None:
             held_by.listings[(bucket_name, prefix)] = held
@@ -124,7 +124,7 @@ def _list(
     encoded = query.get("encoding-type") == ["url"]
     if encoded:  # keys URL-encoded, as S3 does when asked (botocore asks when it presigns)
         parts.append("<EncodingType>url</EncodingType>")
-    entries = held_by.entries if held_by is not None and held_by.frozen else None
+    entries = frozen.entries if frozen is not None else None
     for key, st in page:
         entry = entries.get((bucket_name, key, encoded)) if entries is not None else None
         if entry is None:
@@ -212,9 +212,9 @@ def _object(
 ) -> tuple[str, int, list[tuple[str, str]]] | None:
     """(its file, its size, the headers of a GET) of an object, or None if there is none;
     looked at once per key when the store is ``frozen``."""
-    frozen = held is not None and held.frozen
-    if frozen and held is not None and (bucket_name, key) in held.objects:
-        return held.objects[(bucket_name, key)]
+    frozen = held if held is not None and held.frozen else None
+    if frozen is not None and (bucket_name, key) in frozen.objects:
+        return frozen.objects[(bucket_name, key)]
     path = bucket / key
     found = None
     if ".." not in Path(key).parts and path.is_file():
@@ -225,6 +225,6 @@ def _object(
             ("Accept-Ranges", "bytes"),
         ]
         found = (str(path), st.st_size, common)
-    if frozen and held is not None:
-        held.objects[(bucket_name, key)] = found
+    if frozen is not None:
+        frozen.objects[(bucket_name, key)] = found
     return found
