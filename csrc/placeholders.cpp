@@ -201,4 +201,43 @@ std::vector<PlaceholderError> make_placeholders(
     return errors;
 }
 
+std::vector<PlaceholderError> make_directories(const std::string& root,
+                                               const std::vector<std::string>& names) {
+    std::vector<PlaceholderError> errors;
+    std::unordered_set<std::string> made;  // (make_parents': a file there passes as made)
+    std::unordered_set<std::string> dirs;  // names seen to be directories
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        const std::string& name = names[i];
+        if (!safe_name(name)) {
+            errors.push_back({i, EINVAL});
+            continue;
+        }
+        if (dirs.count(name) != 0) continue;
+        std::size_t slash = name.rfind('/');
+        std::string_view parent = slash == std::string::npos
+                                      ? std::string_view{}
+                                      : std::string_view(name).substr(0, slash);
+        int error = make_parents(root, parent, made);
+        if (error == 0) {
+            std::string path = root + "/" + name;
+            if (::mkdir(path.c_str(), 0700) != 0) {
+                error = errno;
+                struct stat st;
+                // (there already: a directory is what was asked for, anything else is not)
+                if (error == EEXIST) {
+                    error = ::stat(path.c_str(), &st) != 0 ? errno
+                            : S_ISDIR(st.st_mode)        ? 0
+                                                         : ENOTDIR;
+                }
+            }
+        }
+        if (error == 0) {
+            dirs.insert(name);
+        } else {
+            errors.push_back({i, error});
+        }
+    }
+    return errors;
+}
+
 }  // namespace pyaudit

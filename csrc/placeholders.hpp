@@ -23,6 +23,12 @@ struct PlaceholderError {
 std::vector<PlaceholderError> make_placeholders(
     const std::string& root, const std::vector<std::pair<std::string, std::uint64_t>>& files);
 
+// Makes root/name for each name, a directory (0700), and its missing parents; a name that
+// is there as a directory already is made. Names as for make_placeholders. What could not
+// be made is returned, in request order (ENOTDIR: the name, or one above it, is a file).
+std::vector<PlaceholderError> make_directories(const std::string& root,
+                                               const std::vector<std::string>& names);
+
 // Removes `root` and everything below it, depth first, never following a symbolic link (a
 // link is removed, not what it names) nor crossing into another filesystem. Goes on past
 // what cannot be removed: 0, or the errno of the first failure (ENOENT: no `root`).

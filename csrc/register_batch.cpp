@@ -202,6 +202,21 @@ void register_batch(py::module_& m) {
           "Make root/name, a sparse file of `size` bytes, for each (name, size) (missing "
           "directories made): [(index, errno)] of those that could not be made (EINVAL: a "
           "name with an empty, '.' or '..' part, or absolute).");
+    m.def("make_directories",
+          [](const std::string& root, const std::vector<std::string>& names) {
+              std::vector<PlaceholderError> errors;
+              {
+                  py::gil_scoped_release release;
+                  errors = make_directories(root, names);
+              }
+              py::list out;
+              for (const auto& e : errors) out.append(py::make_tuple(e.index, e.error));
+              return out;
+          },
+          py::arg("root"), py::arg("names"),
+          "Make root/name, a directory, for each name (missing parents made; one there "
+          "already is made): [(index, errno)] of those that could not be made (EINVAL as "
+          "for make_placeholders; ENOTDIR: the name, or one above it, is a file).");
     m.def("remove_tree",
           [](const std::string& root) {
               py::gil_scoped_release release;

@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyaudit._core import make_placeholders, remove_tree
+from pyaudit._core import make_directories, make_placeholders, remove_tree
 
 
 def _tree(root: Path) -> dict[str, int]:
@@ -71,6 +71,47 @@ def test_any_listing_is_made_or_refused_name_by_name(files: list[tuple[str, int]
         if i not in failed:
             sizes[name] = size
     assert made == sizes
+
+
+def test_directories_are_made_or_an_error_for_that_name(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    names = ["a/b", "a", "f/g", "f", "a/b/c", "../x", "a//b", "", "/abs", "a/b"]
+    errors = dict(make_directories(str(tmp_path), names))
+    # a file where a directory is asked for, or above one: ENOTDIR, whatever the order
+    assert errors == {2: errno.ENOTDIR, 3: errno.ENOTDIR, 5: errno.EINVAL, 6: errno.EINVAL,
+                      7: errno.EINVAL, 8: errno.EINVAL}
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                  if p.is_dir()) == ["a", "a/b", "a/b/c"]
+    assert (tmp_path / "f").read_text() == "x"  # (a file in the way is left as it was)
+    assert make_directories(str(tmp_path / "gone"), ["a"]) == [(0, errno.ENOENT)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(files=_LISTING, dirs=st.lists(_NAME.filter(lambda n: "\0" not in n), max_size=8))
+def test_any_directories_beside_any_files_are_made_or_refused(
+    files: list[tuple[str, int]], dirs: list[str]
+) -> None:
+    """Asked after a listing's placeholders (as a remote scan's mirror asks for the
+    directories of the names it keeps without a file): each name is a directory below the
+    root afterwards, or an error says why not, and nothing is made outside the root."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as outer:
+        root = Path(outer) / "root"
+        root.mkdir()
+        make_placeholders(str(root), files)
+        failed = dict(make_directories(str(root), dirs))
+        assert os.listdir(outer) == ["root"]
+        for i, name in enumerate(dirs):
+            parts = name.split("/")
+            unsafe = name == "" or name.startswith("/") or any(p in ("", ".", "..") for p in parts)
+            assert (failed.get(i) == errno.EINVAL) == unsafe, (name, failed.get(i))
+            if i not in failed:
+                assert (root / name).is_dir() and not (root / name).is_symlink()
+            elif not unsafe:  # in the way: a file made for the listing, at or above it
+                assert failed[i] == errno.ENOTDIR, (name, failed[i])
+                assert any((root / "/".join(parts[:k])).is_file()
+                           for k in range(1, len(parts) + 1))
 
 
 def test_a_tree_is_removed_and_nothing_a_link_names(tmp_path: Path) -> None:

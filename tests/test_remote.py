@@ -294,6 +294,60 @@ def test_objects_no_directory_tree_can_hold_are_a_finding(
     assert [c["status"] for c in by_path.values()] == [c["status"] for c in local["checkpoints"]]
 
 
+def test_safetensors_are_names_in_the_mirror_held_to_the_tree(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The mirror holds a .safetensors file as a name only (its directory made, no file:
+    the audit reads the header fetched), and such a name is still held to the tree: one
+    other objects are below, or one below another object, is not scanned and said so, as
+    a placeholder of it would not be; the rest is reported as a local scan reports it."""
+    import tempfile
+
+    import boto3
+
+    from pyaudit import remote
+    from pyaudit.auditing.results import AuditOptions
+
+    local = json.loads(_scan_json(str(store / "qwen3"), capsys)[1])
+    _upload(store / "qwen3", "names/qwen3")
+    body = (store / "qwen3" / "checkpoint-100" / "config.json").read_bytes()
+    client = boto3.client("s3")
+    for key, data in (("names/run/checkpoint-5", b""),
+                      ("names/run/checkpoint-5/model.safetensors", b""),
+                      ("names/w.safetensors", b""), ("names/w.safetensors/config.json", body)):
+        client.put_object(Bucket=BUCKET, Key=key, Body=data)
+    url = f"s3://{BUCKET}/names"
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    scan = remote.scan_paths([url], AuditOptions())
+    next(scan)  # (the listing is complete, the mirror made)
+    files = {p.name for p in scratch.rglob("*") if p.is_file()}
+    dirs = {p.relative_to(scratch).as_posix().split("/m/", 1)[-1]
+            for p in scratch.rglob("*") if p.is_dir()}
+    scan.close()  # type: ignore[attr-defined]
+    assert "config.json" in files and not {n for n in files if n.endswith(".safetensors")}
+    assert {"names/qwen3/checkpoint-100", "names/w.safetensors"} <= dirs
+
+    status, text = _scan_json(url, capsys)
+    got = json.loads(text)
+    by_path = {c["path"]: c for c in got["checkpoints"]}
+    (finding,) = by_path.pop("ROOT")["findings"]
+    assert finding["code"] == "unreadable" and finding["severity"] == "error"
+    assert "2 objects listed but not scanned" in finding["message"]
+    assert "run/checkpoint-5/model.safetensors: below an object whose name is that of its " \
+        "directory" in finding["message"]
+    assert "w.safetensors: named as the directory of other objects" in finding["message"]
+    qwen3 = {p: c for p, c in by_path.items() if p.startswith("qwen3/")}
+    assert len(qwen3) == len(local["checkpoints"]) and status == 1
+    assert [c["status"] for c in qwen3.values()] == [c["status"] for c in local["checkpoints"]]
+    assert [[f["code"] for f in c["findings"]] for c in qwen3.values()] == \
+        [[f["code"] for f in c["findings"]] for c in local["checkpoints"]]
+
+
 def _first_pages(monkeypatch: pytest.MonkeyPatch, answer: Any = None) -> list[Any]:
     """The pages pyaudit.firstpage asks for, recorded; ``answer``: what the early request
     gets instead of the server's answer (a Response, or an exception raised)."""
