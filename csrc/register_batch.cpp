@@ -28,7 +28,22 @@
 namespace py = pybind11;
 
 namespace pyaudit {
+
 namespace {
+
+// A tree of placeholders or directories made with the GIL released (the caller's other
+// threads run meanwhile): [(index, errno)] of the entries that could not be made.
+template <typename Make, typename Entries>
+py::list without_gil(Make make, const std::string& root, const Entries& entries) {
+    std::vector<PlaceholderError> errors;
+    {
+        py::gil_scoped_release release;
+        errors = make(root, entries);
+    }
+    py::list out;
+    for (const auto& e : errors) out.append(py::make_tuple(e.index, e.error));
+    return out;
+}
 
 // Header objects for the paths read, in order.
 py::list header_list(const std::vector<std::string>& paths,
@@ -189,14 +204,7 @@ void register_batch(py::module_& m) {
     m.def("make_placeholders",
           [](const std::string& root,
              const std::vector<std::pair<std::string, std::uint64_t>>& files) {
-              std::vector<PlaceholderError> errors;
-              {
-                  py::gil_scoped_release release;
-                  errors = make_placeholders(root, files);
-              }
-              py::list out;
-              for (const auto& e : errors) out.append(py::make_tuple(e.index, e.error));
-              return out;
+              return without_gil(make_placeholders, root, files);
           },
           py::arg("root"), py::arg("files"),
           "Make root/name, a sparse file of `size` bytes, for each (name, size) (missing "
@@ -204,14 +212,7 @@ void register_batch(py::module_& m) {
           "name with an empty, '.' or '..' part, or absolute).");
     m.def("make_directories",
           [](const std::string& root, const std::vector<std::string>& names) {
-              std::vector<PlaceholderError> errors;
-              {
-                  py::gil_scoped_release release;
-                  errors = make_directories(root, names);
-              }
-              py::list out;
-              for (const auto& e : errors) out.append(py::make_tuple(e.index, e.error));
-              return out;
+              return without_gil(make_directories, root, names);
           },
           py::arg("root"), py::arg("names"),
           "Make root/name, a directory, for each name (missing parents made; one there "

@@ -20,7 +20,8 @@ sized to it) and no stage waiting on a round trip of another:
    again: the checkpoints of one run share their config.json.
 2. **Discovery**, once the listing is complete (a directory's entries are known only
    then): the listing becomes a local mirror of the tree (every directory, every file as a
-   sparse placeholder of its listed size) walked by :func:`pyaudit.discover.discover`
+   sparse placeholder of its listed size but ``.safetensors`` files, whose headers are all
+   the audit reads of them: names only) walked by :func:`pyaudit.discover.discover`
    itself, so remote and local stores are classified by the same code.
 3. **Headers and index files** not asked for yet, requested in discovery order, a window
    of files ahead of the audit. A header costs one range request of a size learnt from the
@@ -35,7 +36,10 @@ sized to it) and no stage waiting on a round trip of another:
    are validated by :func:`pyaudit.headers.parse_header_bytes`, the validator local files
    go through.
 4. **Audit**, by :func:`pyaudit.auditing.pipeline.audit_checkpoint` over the mirror, exactly as
-   a local checkpoint, as soon as that checkpoint's own files are in.
+   a local checkpoint, as soon as that checkpoint's own files are in. Its config.json and
+   weights index are given to it as the bytes fetched (``given``); run files are written
+   into the mirror only for audits that may read those of other directories by path (an
+   adapter's base model, a run's arguments above it): then all of them, once.
 
 Faults: each request is retried with jittered exponential backoff (``ATTEMPTS`` tries,
 ``TIMEOUT`` seconds each) when it failed for a reason that may pass (throttling such as
@@ -1411,6 +1415,8 @@ class _Pending:
     # local disk; None: some are too large to fetch, and they are not read.
     pickled: list[tuple[str, concurrent.futures.Future[Any]]] | None = None
     read: dict[str, Header] = field(default_factory=dict)  # the headers, once audited
+    # (size, digest) of its run files, by name, once audited (None: not read)
+    digests: dict[str, tuple[int, int] | None] = field(default_factory=dict)
 
 
 class _Scan:
@@ -1492,6 +1498,22 @@ class _Scan:
         if len(data) <= RUN_WHOLE_MAX:  # (= the bound of what a local sweep digests)
             self.digests[rel] = (len(data), hash_bytes(data))
 
+    def give(
+        self, name: str, rel: str, future: concurrent.futures.Future[Any], given: dict[str, bytes]
+    ) -> None:
+        """A small file of the checkpoint's own into ``given`` (by ``name``), its digest
+        taken, where its bytes were read and it is not in the mirror already; otherwise it
+        is materialised (a file that could not be read stands there as an empty one, a
+        file too large to read as its placeholder, as the audit's findings expect)."""
+        if rel in self.written:  # (written whole for a checkpoint that needs_all)
+            return
+        data = future.result()
+        if not isinstance(data, bytes):
+            self.materialise(rel, future)
+            return
+        given[name] = data
+        self.digests[rel] = (len(data), hash_bytes(data))
+
     def needs_all(self, ckpt: CheckpointDir) -> bool:
         """Whether the audit may read run files of other directories: a base model named by
         an adapter or a config-less dir, or run arguments (here or above)."""
@@ -1504,19 +1526,28 @@ class _Scan:
         self, pending: _Pending, options: AuditOptions, base_expected: Expected | None
     ) -> CheckpointReport:
         from pyaudit.auditing.pipeline import audit_checkpoint
-        from pyaudit.auditing.structure import run_file_names
+        from pyaudit.auditing.structure import run_file_names, weights_index
 
         ckpt, tree = pending.ckpt, self.tree
+        # The bytes of its own config and weights index, given to the audit (read from no
+        # file): written into the mirror only where the audit may read run files by path
+        # (those of every directory, when it needs_all, then written whole).
+        given: dict[str, bytes] = {}
         if self.needs_all(ckpt):
             own = [] if self.all_written else list(tree.run_files)
             self.all_written = True
-        else:
-            own = [self.rel(ckpt, n) for n in (CONFIG, ADAPTER_CONFIG)]
-        for rel in own:
-            if rel in tree.run_files:
+            for rel in own:
                 self.materialise(rel, tree.run_files[rel])
+        else:  # (a config, no adapter config, no run arguments)
+            rel = self.rel(ckpt, CONFIG)
+            if rel in tree.run_files:
+                self.give(CONFIG, rel, tree.run_files[rel], given)
+        index = weights_index(ckpt)
         for rel, future in pending.indexes:
-            self.materialise(rel, future)
+            if index is not None and rel == self.rel(ckpt, index):
+                self.give(index, rel, future, given)
+            else:
+                self.materialise(rel, future)
         headers: dict[str, Header] = {}
         for name, size, future in pending.headers:
             data = future.result()
@@ -1537,9 +1568,10 @@ class _Scan:
 
                 pickled = read_pickled(ckpt)
         digests = {name: self.digests.get(self.rel(ckpt, name)) for name in run_file_names(ckpt)}
+        pending.digests = digests
         report = audit_checkpoint(
             ckpt, headers, options, base_expected, digests=digests, cache=self.cache,
-            pickled=pickled,
+            pickled=pickled, given=given,
         )
         extra = []
         # Files that could not be read, of this directory and of those above it whose
@@ -1567,8 +1599,9 @@ class _Scan:
             status = status_of(findings, options.fail_on)
             report = dataclasses.replace(report, findings=findings, status=status)
         for rel, _ in pending.indexes:  # index files can be MBs: not kept past their audit
-            with contextlib.suppress(OSError):
-                _write_file(f"{self.mirror}/{rel}", b"")
+            if rel in self.written:
+                with contextlib.suppress(OSError):
+                    _write_file(f"{self.mirror}/{rel}", b"")
         return _rewrite(report, self.mirror, tree.root_url)
 
 
@@ -1648,7 +1681,7 @@ def scan_tree(
             pending = ahead.popleft()
             files_ahead -= max(1, len(pending.headers))
             report = scan.audit(pending, options, base_expected)
-            if not consensus.hold(pending.ckpt, pending.read, None, report):
+            if not consensus.hold(pending.ckpt, pending.read, pending.digests, report):
                 yield report
         yield from consensus.finish()  # before the mirror (the configs hashed) is removed
     finally:

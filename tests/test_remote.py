@@ -348,6 +348,47 @@ def test_safetensors_are_names_in_the_mirror_held_to_the_tree(
         [[f["code"] for f in c["findings"]] for c in local["checkpoints"]]
 
 
+def test_a_checkpoints_own_config_and_index_reach_its_audit_as_bytes(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A checkpoint whose audit reads no other directory's run files (a config, no adapter
+    config, no run arguments) is audited from the fetched bytes of its config.json and
+    weights index: neither is written into the mirror, and the reports, a truncated config
+    and a broken index among them, are the local scan's."""
+    import shutil
+
+    from pyaudit import remote
+
+    local_root = tmp_path / "given"
+    shutil.copytree(store / "qwen3", local_root / "good")
+    shutil.copytree(store / "qwen3", local_root / "bad-config")
+    config = local_root / "bad-config" / "checkpoint-100" / "config.json"
+    config.write_bytes(config.read_bytes()[:40])
+    shutil.copytree(store / "qwen3", local_root / "bad-index")
+    index = local_root / "bad-index" / "checkpoint-100" / "model.safetensors.index.json"
+    index.write_bytes(index.read_bytes()[:30])
+    status_local, local = _scan_json(str(local_root), capsys)
+    _upload(local_root, "given")
+
+    written: list[str] = []
+    write = remote._write_file
+
+    def recorded(path: str, data: bytes) -> None:
+        written.append(path)
+        write(path, data)
+
+    monkeypatch.setattr(remote, "_write_file", recorded)
+    status, got = _scan_json(f"s3://{BUCKET}/given", capsys)
+    assert (status, got) == (status_local, local)
+    codes = {c["path"]: {f["code"] for f in c["findings"]}
+             for c in json.loads(got)["checkpoints"]}
+    assert "invalid-file" in codes["bad-config/checkpoint-100"]
+    assert "invalid-file" in codes["bad-index/checkpoint-100"]
+    assert codes["good/checkpoint-100"] == set()
+    assert not [p for p in written if p.endswith(("config.json", ".index.json"))], written
+
+
 def _first_pages(monkeypatch: pytest.MonkeyPatch, answer: Any = None) -> list[Any]:
     """The pages pyaudit.firstpage asks for, recorded; ``answer``: what the early request
     gets instead of the server's answer (a Response, or an exception raised)."""

@@ -394,13 +394,14 @@ def index_doc(
     known: Mapping[str, tuple[int, int] | None],
     cache: AuditCache,
     problems: list[Problem],
+    given: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any] | None:
     """The weights index (:func:`weights_index`) as parsed JSON (shared: never mutated);
     why it could not be read (or what in it is of the wrong type) added to ``problems``."""
     name = weights_index(ckpt)
     if name is None:
         return None
-    return load_run_file(ckpt, name, known, cache, problems, index_problems)
+    return load_run_file(ckpt, name, known, cache, problems, index_problems, given)
 
 
 def load_run_file(
@@ -410,11 +411,15 @@ def load_run_file(
     cache: AuditCache,
     problems: list[Problem],
     check: Callable[[str, dict[str, Any]], list[Problem]],
+    given: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any] | None:
-    """A run file of the checkpoint (``known``: digests a sweep's reading threads took);
-    why it could not be used, and what ``check`` finds in it, added to ``problems`` (each
-    becomes a finding naming the file)."""
-    doc, problem = runs.load_run_file(ckpt.path, name, known.get(name), memo=cache.json)
+    """A run file of the checkpoint (``known``: digests a sweep's reading threads took;
+    ``given``: bytes read elsewhere, by name, not read again); why it could not be used,
+    and what ``check`` finds in it, added to ``problems`` (each becomes a finding naming
+    the file)."""
+    doc, problem = runs.load_run_file(
+        ckpt.path, name, known.get(name), memo=cache.json, data=(given or {}).get(name)
+    )
     if problem is not None:
         problems.append(problem)
     elif doc is not None:
