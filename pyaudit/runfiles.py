@@ -71,6 +71,10 @@ def _os_reason(e: OSError) -> str:
     return f"cannot be read: {e.strerror or e}"
 
 
+def _too_large(size: int) -> str:
+    return f"cannot be read: {size} bytes, more than such a file ever holds ({MAX_BYTES})"
+
+
 def read_bytes(path: Path | str) -> bytes | str | None:
     """The bytes of a small regular file; None when it does not exist (or is a dangling
     link); else why not (a sentence) when it cannot be read."""
@@ -89,10 +93,7 @@ def read_bytes(path: Path | str) -> bytes | str | None:
             return f"cannot be read: {_kind(st.st_mode)}, not a regular file"
         # Size first: read(n) would allocate n bytes up front on every call.
         if st.st_size > MAX_BYTES:
-            return (
-                f"cannot be read: {st.st_size} bytes, more than such a file ever holds "
-                f"({MAX_BYTES})"
-            )
+            return _too_large(st.st_size)
         data = os.read(fd, st.st_size + 1)
         if len(data) > st.st_size:  # grew since the fstat: read the rest, within the cap
             parts = [data]
@@ -150,8 +151,7 @@ def parse_json(
     object, None), or (None, why) naming the file ``name``. ``known``: their (size, digest),
     when already taken."""
     if len(data) > MAX_BYTES:  # (as read_bytes says of such a file)
-        return None, Problem(name, "unreadable", f"cannot be read: {len(data)} bytes, more "
-                             f"than such a file ever holds ({MAX_BYTES})")
+        return None, Problem(name, "unreadable", _too_large(len(data)))
     if memo is None:
         doc = _json_object(data)
     else:
