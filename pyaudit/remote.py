@@ -1522,6 +1522,39 @@ class _Scan:
         listed = ckpt.listed_run_files or {}
         return any("args.json" in n or "training_args.yaml" in n for n in listed.values())
 
+    def read_cards(self, ckpt: CheckpointDir, report: CheckpointReport) -> bool:
+        """The heads of the model cards (README.md) of the checkpoint's directory and those
+        above it where the audit looks for one, into the mirror, when its report has an
+        intent finding (whose cause a LLaMA-Factory card may be the only record of): a
+        card explains, never decides, so none is read for any other report. Whether one
+        was written (the audit is then run again, reading it as a local scan does)."""
+        if not any(f.code == "intent-mismatch" for f in report.findings):
+            return False
+        from pyaudit.runs import CARD, CARD_HEAD_BYTES, CARD_LEVELS
+
+        tree, client = self.tree, self.tree.client
+        here = ckpt.path.relative_to(self.mirror_root).as_posix()
+        parts = [] if here == "." else here.split("/")
+        asked = []
+        for up in range(min(CARD_LEVELS, len(parts)) + 1):
+            rel = "/".join([*parts[: len(parts) - up], CARD])
+            if rel in tree.files and rel not in self.written:
+                self.written.add(rel)
+                key, size = tree.key(rel), tree.files[rel]
+                end = min(size, CARD_HEAD_BYTES)
+                job = (lambda k, e, s: lambda: client.get(k, 0, e, s))(key, end, size)
+                asked.append((rel, client.submit(0, job) if end else None))
+        written = False
+        for rel, future in asked:
+            data = future.result() if future is not None else b""
+            if isinstance(data, BaseException):  # (as an unreadable card is locally: none)
+                log.warning("%s/%s: cannot read: %s", tree.root_url, rel, _one_line(data))
+                continue
+            with contextlib.suppress(OSError):
+                _write_file(f"{self.mirror}/{rel}", data)
+                written = True
+        return written
+
     def audit(
         self, pending: _Pending, options: AuditOptions, base_expected: Expected | None
     ) -> CheckpointReport:
@@ -1573,6 +1606,11 @@ class _Scan:
             ckpt, headers, options, base_expected, digests=digests, cache=self.cache,
             pickled=pickled, given=given,
         )
+        if self.read_cards(ckpt, report):  # (rare: a finding a card may explain)
+            report = audit_checkpoint(
+                ckpt, headers, options, base_expected, digests=digests, cache=self.cache,
+                pickled=pickled, given=given,
+            )
         extra = []
         # Files that could not be read, of this directory and of those above it whose
         # run files the audit looks at.

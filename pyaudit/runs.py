@@ -42,7 +42,9 @@ TYPE_KEYS = ("tuner_type", "train_type", "sft_type", "finetuning_type")
 # "lora" for a LoRA adapter, no type for OFT.
 LLAMAFACTORY_TYPES = ("lora", "oft", "freeze", "full")
 LLAMAFACTORY_DEFAULT_TYPE = "lora"
+CARD = "README.md"  # the model card
 CARD_HEAD_BYTES = 64 * 1024  # a model card's YAML front matter is at its top
+CARD_LEVELS = 2  # a card is looked for this many directories above the checkpoint's
 
 
 MAX_JSON_BYTES = runfiles.MAX_BYTES
@@ -208,7 +210,7 @@ def find_run_args(
 
 
 def llamafactory_card(
-    directory: Path, stop: Path | None, levels: int = 2
+    directory: Path, stop: Path | None, levels: int = CARD_LEVELS
 ) -> tuple[Path, str | None] | None:
     """(README.md, finetuning_type) of the model card saved with a LLaMA-Factory run, in the
     checkpoint's directory or the ones above it (not above ``stop``'s parent): the card whose
@@ -218,12 +220,12 @@ def llamafactory_card(
     current = directory
     stop_parent = stop.parent if stop is not None else None
     for _ in range(levels + 1):
-        tags = card_tags(current / "README.md")
+        tags = card_tags(current / CARD)
         if tags is not None and "llama-factory" in tags:
             types = [t for t in LLAMAFACTORY_TYPES if t in tags]
             if len(types) > 1:
                 return None
-            return current / "README.md", types[0] if types else None
+            return current / CARD, types[0] if types else None
         if current.parent == current or current == stop_parent or current.parent == stop_parent:
             break
         current = current.parent

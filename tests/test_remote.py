@@ -389,6 +389,29 @@ def test_a_checkpoints_own_config_and_index_reach_its_audit_as_bytes(
     assert not [p for p in written if p.endswith(("config.json", ".index.json"))], written
 
 
+def test_a_model_card_explains_an_intent_finding_as_locally(
+    s3: tuple[str, Served], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LLaMA-Factory's command line records the training type only in the model card saved
+    with the run (README.md), read to explain an intent finding: --expect full over its real
+    LoRA and OFT output trees reports as a local scan does, each cause naming the card (at
+    its URL) and the type it tags."""
+    from realdata import FRAMEWORKS
+
+    local_root = tmp_path / "lf"
+    for run in ("lora", "oft"):
+        shutil.copytree(FRAMEWORKS / "llamafactory-0.9.5" / run, local_root / run)
+    status_local, local = _scan_json(str(local_root), capsys, "--expect", "full")
+    _upload(local_root, "lf")
+    status, got = _scan_json(f"s3://{BUCKET}/lf", capsys, "--expect", "full")
+    assert (status, got) == (status_local, local)
+    messages = [f["message"] for c in json.loads(got)["checkpoints"] for f in c["findings"]
+                if f["code"] == "intent-mismatch"]
+    assert len(messages) == 4
+    assert all("ROOT/lora/" in m or "ROOT/oft/" in m for m in messages), messages
+    assert all("README.md, tags it llama-factory" in m for m in messages), messages
+
+
 def _first_pages(monkeypatch: pytest.MonkeyPatch, answer: Any = None) -> list[Any]:
     """The pages pyaudit.firstpage asks for, recorded; ``answer``: what the early request
     gets instead of the server's answer (a Response, or an exception raised)."""
