@@ -638,29 +638,29 @@ def _parse_listing(body: bytes) -> tuple[list[Listed], str | None]:
         root = fromstring(body)
     except ParseError as e:  # a body cut short: asking again may do
         raise OSError(f"a listing that is not XML: {e}") from None
+    # Each field found by the element's own (native) search, in the namespace of the
+    # response, rather than by a Python loop over every child (a third of the time).
+    tag = root.tag
+    ns = tag[: tag.index("}") + 1] if tag.startswith("{") and "}" in tag else ""
+    key_tag, size_tag, etag_tag = f"{ns}Key", f"{ns}Size", f"{ns}ETag"
     items: list[Listed] = []
-    fields: dict[str, str] = {}
-    for child in root:
-        tag = child.tag.rpartition("}")[2]
-        if tag == "Contents":
-            key, size, etag = None, 0, None
-            for part in child:
-                name = part.tag.rpartition("}")[2]
-                if name == "Key":
-                    key = part.text or ""
-                elif name == "ETag":
-                    etag = _content_id(part.text)
-                elif name == "Size":
-                    with contextlib.suppress(TypeError, ValueError):
-                        size = max(0, int(part.text or 0))
-            if key is not None:
-                items.append((key, size, etag))
-        else:
-            fields[tag] = (child.text or "").strip()
-    if fields.get("EncodingType") == "url":
+    for child in root.iterfind(f"{ns}Contents"):
+        key = child.findtext(key_tag)
+        if key is None:
+            continue
+        try:
+            size = max(0, int(child.findtext(size_tag) or 0))
+        except ValueError:
+            size = 0
+        items.append((key, size, _content_id(child.findtext(etag_tag))))
+
+    def field_of(name: str) -> str:
+        return (root.findtext(f"{ns}{name}") or "").strip()
+
+    if field_of("EncodingType") == "url":
         items = [(unquote_plus(key), size, etag) for key, size, etag in items]
-    token = fields.get("NextContinuationToken") or None
-    if fields.get("IsTruncated", "false").lower() != "true":
+    token = field_of("NextContinuationToken") or None
+    if (field_of("IsTruncated") or "false").lower() != "true":
         token = None
     return items, token
 
@@ -1390,9 +1390,15 @@ def _rewrite(report: CheckpointReport, mirror: str, root_url: str) -> Checkpoint
     """Local mirror paths in messages -> the URL (as a local scan shows its own paths).
     Reports and findings are immutable: replaced, never mutated."""
     path = report.path
+    source = report.expected_source
+    if (
+        not path.startswith(mirror)
+        and not (source and mirror in source)
+        and not any(mirror in f.message for f in report.findings)
+    ):
+        return report  # (most: a report names its checkpoint relative to the PATH given)
     if path.startswith(mirror):
         path = root_url + path[len(mirror) :]
-    source = report.expected_source
     if source and mirror in source:
         source = source.replace(mirror, root_url)
     findings = tuple(

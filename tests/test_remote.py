@@ -412,6 +412,39 @@ def test_a_model_card_explains_an_intent_finding_as_locally(
     assert all("README.md, tags it llama-factory" in m for m in messages), messages
 
 
+@pytest.mark.parametrize("ns", ['xmlns="http://s3.amazonaws.com/doc/2006-03-01/"', ""])
+def test_a_listing_page_as_s3_writes_it(ns: str) -> None:
+    """A ListObjectsV2 page, with S3's namespace or none: keys XML-escaped and URL-encoded
+    (encoding-type url), ETags quoted as entities (a multipart one, one that is no MD5), a
+    size that is no number (0), an entry without a key (skipped), the next page's token."""
+    from pyaudit.remote import _parse_listing
+
+    md5 = "0123456789abcdef0123456789ABCDEF"
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult {ns}><Name>b</Name>'
+        "<IsTruncated>true</IsTruncated><NextContinuationToken> t1 </NextContinuationToken>"
+        "<EncodingType>url</EncodingType>"
+        f"<Contents><Key>a/x%20y+z&amp;.json</Key><ETag>&quot;{md5}&quot;</ETag>"
+        "<Size>12</Size></Contents>"
+        f"<Contents><Key>a/m.safetensors</Key><ETag>&quot;{md5}-3&quot;</ETag>"
+        "<Size>many</Size></Contents>"
+        "<Contents><ETag>&quot;x&quot;</ETag><Size>1</Size></Contents>"
+        "<Contents><Key>a/b</Key><ETag>W/&quot;weak&quot;</ETag><Size>-5</Size></Contents>"
+        "</ListBucketResult>"
+    ).encode()
+    items, token = _parse_listing(body)
+    assert items == [
+        ("a/x y z&.json", 12, f"s3:{md5.lower()}"),
+        ("a/m.safetensors", 0, f"s3:{md5.lower()}-3"),
+        ("a/b", 0, None),
+    ]
+    assert token == "t1"
+    last = body.replace(b"<IsTruncated>true", b"<IsTruncated>false")
+    assert _parse_listing(last)[1] is None
+    with pytest.raises(OSError, match="not XML"):
+        _parse_listing(body[:-20])
+
+
 def _first_pages(monkeypatch: pytest.MonkeyPatch, answer: Any = None) -> list[Any]:
     """The pages pyaudit.firstpage asks for, recorded; ``answer``: what the early request
     gets instead of the server's answer (a Response, or an exception raised)."""
