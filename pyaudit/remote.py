@@ -1380,7 +1380,9 @@ def _write_file(path: str, data: bytes) -> None:
 
 
 def _hidden(rel: str) -> bool:
-    return any(part.startswith(".") for part in rel.split("/")[:-1])
+    """Whether a directory of ``rel`` (not its file name) is hidden (starts with '.')."""
+    cut = rel.rfind("/")
+    return cut > 0 and (rel[0] == "." or "/." in rel[:cut])
 
 
 # --- the sweep ------------------------------------------------------------------------------

@@ -157,3 +157,24 @@ def test_whatever_was_made_is_removed_and_only_it(files: list[tuple[str, int]]) 
         assert remove_tree(str(root)) == 0
         assert sorted(os.listdir(outer)) == ["beside"]
         assert beside.read_text() == "kept"
+
+
+_LONG = st.sampled_from(["a" * 255, "a" * 256, "é" * 127, "é" * 128, "😀" * 63, "😀" * 64])
+_KEY = st.lists(_PART | _LONG, min_size=1, max_size=4).map("/".join) | _NAME
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=_KEY)
+def test_a_key_is_safe_exactly_where_the_mirror_can_make_it(name: str) -> None:
+    """A remote scan places a listed key below its mirror only where ``_safe_rel`` says it
+    can: exactly where making it as a placeholder in an empty mirror succeeds (no empty,
+    '.' or '..' part, no NUL, no part longer than a file name's 255 bytes); and a key is
+    hidden exactly where one of its directories is."""
+    import tempfile
+
+    from pyaudit.remote import _hidden, _safe_rel
+
+    with tempfile.TemporaryDirectory() as root:
+        made = make_placeholders(root, [(name, 0)]) == []
+    assert _safe_rel(name) == made, name
+    assert _hidden(name) == any(p.startswith(".") for p in name.split("/")[:-1]), name
