@@ -32,6 +32,7 @@ from pyaudit.manifest import (
 from pyaudit.manifest.dtypes import DTYPE_BYTES, declared_dtype
 from pyaudit.memo import Identity
 from pyaudit.oracle import oracle_installed
+from pyaudit.runfiles import Fetched
 from pyaudit.runs import RunArgs, read_json, resolve_model
 
 if TYPE_CHECKING:
@@ -378,6 +379,7 @@ def expectation_for(
     oracle: str | None,
     base_expected: Expected | None,
     cache: AuditCache,
+    fetched: Fetched | None = None,
     found_names: Callable[[], Iterable[str]] = tuple,
     found_shapes: Callable[[], Mapping[str, tuple[int, ...]]] = dict,
 ) -> Expectation:
@@ -388,7 +390,8 @@ def expectation_for(
     total_size and name) alone. Where none says what the model holds (no spec or oracle
     answer: ``unknown-architecture``; nothing at all: ``no-manifest``), the checkpoint's
     numbered blocks (``found_shapes``) are held against one another
-    (:mod:`pyaudit.auditing.repeats`)."""
+    (:mod:`pyaudit.auditing.repeats`). ``fetched``: run files' bytes read elsewhere (the
+    named model's ``config.json``), asked before the disk."""
     if base_expected is not None:
         return Expectation(base_expected)
     findings: list[Finding] = []
@@ -436,7 +439,7 @@ def expectation_for(
             path = resolve_model(ref, ckpt.path, ckpt.scan_root)
             if path is None:
                 continue
-            base_config = read_json(path / "config.json", cache.json)
+            base_config = read_json(path / "config.json", cache.json, fetched)
             if base_config is None:
                 continue
             try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from pyaudit import lineage
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Bytes, Finding, Message, finding
+from pyaudit.runfiles import Fetched
 from pyaudit.runs import (
     LLAMAFACTORY_DEFAULT_TYPE,
     Declared,
@@ -56,14 +57,16 @@ def check_intent(
     kind: str,
     found_bytes: int,
     expected_bytes: int | None,
+    fetched: Fetched | None = None,
 ) -> Intent:
     """``declared`` against ``kind`` (full / adapter / unknown) of the weights found; and
     an adapter-only run whose training type its own record took over from an earlier
-    run's saved arguments (ms-swift ``load_args``), which is never a PASS."""
+    run's saved arguments (ms-swift ``load_args``), which is never a PASS. ``fetched``: run
+    files' bytes read elsewhere (the earlier runs' ``args.json``), asked before the disk."""
     if kind == "unknown":
         return Intent()
     findings: list[Finding] = []
-    inherited = lineage.inherited(run, ckpt) if kind == "adapter" else None
+    inherited = lineage.inherited(run, ckpt, fetched) if kind == "adapter" else None
     by_user = declared is not None and declared.source.startswith("--expect")
     if inherited is not None and not by_user and (declared is None or declared.kind == "adapter"):
         # Nothing declared but the run's own record, and that record was inherited.
@@ -104,8 +107,8 @@ def check_intent(
         template += " {cause}"
         values["cause"] = (
             lineage.cause(inherited, ckpt) if inherited is not None
-            else lineage.parent_adapter_cause(run, ckpt)
-            or lineage.resume_cause(run, ckpt)
+            else lineage.parent_adapter_cause(run, ckpt, fetched)
+            or lineage.resume_cause(run, ckpt, fetched)
             or _generic_cause(run, recorded, ckpt)
         )  # fmt: skip
         findings.append(finding("intent-mismatch", Message.of(template, **values)))

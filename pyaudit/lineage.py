@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Bytes, Finding, Message, finding
+from pyaudit.runfiles import Fetched
 from pyaudit.runs import (
     Inherited,
     RunArgs,
@@ -30,11 +31,13 @@ from pyaudit.runs import (
 )  # fmt: skip
 
 
-def inherited(run: RunArgs, ckpt: CheckpointDir) -> Inherited | None:
+def inherited(
+    run: RunArgs, ckpt: CheckpointDir, fetched: Fetched | None = None
+) -> Inherited | None:
     """The ms-swift inheritance behind this checkpoint's run, when its records show one."""
     if run.args is None or run.args_path is None:
         return None
-    return swift_inherited(run.args, ckpt.path, ckpt.scan_root)
+    return swift_inherited(run.args, ckpt.path, ckpt.scan_root, fetched)
 
 
 def _shown(path: Path | None, ckpt: CheckpointDir) -> str:
@@ -81,14 +84,18 @@ def inherited_finding(found: Inherited, ckpt: CheckpointDir, found_bytes: Bytes)
     )
 
 
-def parent_adapter_cause(run: RunArgs, ckpt: CheckpointDir) -> str | None:
+def parent_adapter_cause(
+    run: RunArgs, ckpt: CheckpointDir, fetched: Fetched | None = None
+) -> str | None:
     """A run whose model directory carries an adapter run's args.json (an ``-merged`` export
     does), started with ``load_args`` on (or not recorded), that saved adapters: the
     parent's arguments are the likely source."""
     if run.args is None or not run.model:
         return None
     model_dir = find_parent_run(run.model, ckpt.path, ckpt.scan_root)
-    parent_args = read_json(model_dir / "args.json") if model_dir is not None else None
+    parent_args = (
+        read_json(model_dir / "args.json", fetched=fetched) if model_dir is not None else None
+    )
     found = type_field(parent_args) if parent_args is not None else None
     if model_dir is None or found is None or kind_of_train_type(found[1]) != "adapter":
         return None
@@ -109,7 +116,9 @@ def parent_adapter_cause(run: RunArgs, ckpt: CheckpointDir) -> str | None:
     )
 
 
-def resume_cause(run: RunArgs, ckpt: CheckpointDir) -> str | None:
+def resume_cause(
+    run: RunArgs, ckpt: CheckpointDir, fetched: Fetched | None = None
+) -> str | None:
     """An adapter-only checkpoint held to full training, of an ms-swift run that resumed an
     adapter checkpoint (``resume_from_checkpoint``): the cause, and the way to full weights.
 
@@ -120,7 +129,7 @@ def resume_cause(run: RunArgs, ckpt: CheckpointDir) -> str | None:
     ``--model`` and loading it fails ("Unrecognized model"). Neither saves a checkpoint."""
     if run.args is None:
         return None
-    resumed = swift_resumed(run.args, ckpt.path, ckpt.scan_root)
+    resumed = swift_resumed(run.args, ckpt.path, ckpt.scan_root, fetched)
     if resumed is None:
         return None
     own = type_field(run.args)

@@ -36,10 +36,13 @@ sized to it) and no stage waiting on a round trip of another:
    are validated by :func:`pyaudit.headers.parse_header_bytes`, the validator local files
    go through.
 4. **Audit**, by :func:`pyaudit.auditing.pipeline.audit_checkpoint` over the mirror, exactly as
-   a local checkpoint, as soon as that checkpoint's own files are in. Its config.json and
-   weights index are given to it as the bytes fetched (``given``); run files are written
-   into the mirror only for audits that may read those of other directories by path (an
-   adapter's base model, a run's arguments above it): then all of them, once.
+   a local checkpoint, as soon as that checkpoint's own files are in. Its config.json,
+   adapter config and weights index are given to it as the bytes fetched (``given``); the
+   run files it reads of other directories by path (a run's arguments above it, an earlier
+   run's or a base model's named in them) are answered from the bytes fetched too
+   (``fetched``): the mirror holds run files as placeholders only (their names and sizes,
+   for discovery and lookups), and a file written into it is one that could not be read
+   (empty), a pickle-era file read whole, or a model card asked for an intent finding.
 
 Faults: each request is retried with jittered exponential backoff (``ATTEMPTS`` tries,
 ``TIMEOUT`` seconds each) when it failed for a reason that may pass (throttling such as
@@ -1436,11 +1439,14 @@ class _Scan:
         self.mirror_root = mirror_root
         self.mirror = str(mirror_root)
         self.written: set[str] = set()
-        self.all_written = False  # every run file of the tree is in the mirror
+        # The tree's run files as fetched, by mirror path: the audit's reads of them (its
+        # own, those of the directories above it, those of the runs its files name) are
+        # answered from these bytes; the mirror holds them as placeholders only.
+        self.fetched = _Fetched(self)
         self.failed: dict[str, str] = {}  # rel -> why it could not be read
-        # rel -> (size, digest) of a run or index file written into the mirror, as a local
-        # sweep's reading threads give them: content the audit parsed before is not read
-        # from the mirror and parsed again (most checkpoints of a run share their config)
+        # rel -> (size, digest) of a run or index file given to an audit or written into
+        # the mirror, as a local sweep's reading threads give them: content the audit
+        # parsed before is not parsed again (most checkpoints of a run share their config)
         self.digests: dict[str, tuple[int, int]] = {}
 
     def rel(self, ckpt: CheckpointDir, name: str) -> str:
@@ -1513,7 +1519,7 @@ class _Scan:
         taken, where its bytes were read and it is not in the mirror already; otherwise it
         is materialised (a file that could not be read stands there as an empty one, a
         file too large to read as its placeholder, as the audit's findings expect)."""
-        if rel in self.written:  # (written whole for a checkpoint that needs_all)
+        if rel in self.written:  # (materialised: it could not be read)
             return
         data = future.result()
         if not isinstance(data, bytes):
@@ -1521,14 +1527,6 @@ class _Scan:
             return
         given[name] = data
         self.digests[rel] = (len(data), hash_bytes(data))
-
-    def needs_all(self, ckpt: CheckpointDir) -> bool:
-        """Whether the audit may read run files of other directories: a base model named by
-        an adapter or a config-less dir, or run arguments (here or above)."""
-        if not ckpt.has_config or ckpt.has_adapter_config:
-            return True
-        listed = ckpt.listed_run_files or {}
-        return any("args.json" in n or "training_args.yaml" in n for n in listed.values())
 
     def read_cards(self, ckpt: CheckpointDir, report: CheckpointReport) -> bool:
         """The heads of the model cards (README.md) of the checkpoint's directory and those
@@ -1563,6 +1561,17 @@ class _Scan:
                 written = True
         return written
 
+    def dirs_of(self, ckpt: CheckpointDir) -> list[str]:
+        """The checkpoint's directory (first) and those above it whose run files its audit
+        looks at, relative to the mirror's root ("." for the root)."""
+        dirs = [ckpt.path.relative_to(self.mirror_root).as_posix()]
+        for listed in ckpt.listed_run_files or {}:
+            with contextlib.suppress(ValueError):
+                rel = Path(listed).relative_to(self.mirror_root).as_posix()
+                if rel not in dirs:
+                    dirs.append(rel)
+        return dirs
+
     def audit(
         self, pending: _Pending, options: AuditOptions, base_expected: Expected | None
     ) -> CheckpointReport:
@@ -1570,19 +1579,23 @@ class _Scan:
         from pyaudit.auditing.structure import run_file_names, weights_index
 
         ckpt, tree = pending.ckpt, self.tree
-        # The bytes of its own config and weights index, given to the audit (read from no
-        # file): written into the mirror only where the audit may read run files by path
-        # (those of every directory, when it needs_all, then written whole).
+        # Its own config, adapter config and weights index given to the audit as fetched
+        # (read from no file); the run files of its directory and of those above it that the
+        # audit looks at: each that could not be fetched stands in the mirror as an empty
+        # file (an unreadable finding below), every other is read from the fetched bytes
+        # (self.fetched), as are those of other directories (the runs its files name).
         given: dict[str, bytes] = {}
-        if self.needs_all(ckpt):
-            own = [] if self.all_written else list(tree.run_files)
-            self.all_written = True
-            for rel in own:
-                self.materialise(rel, tree.run_files[rel])
-        else:  # (a config, no adapter config, no run arguments)
-            rel = self.rel(ckpt, CONFIG)
-            if rel in tree.run_files:
-                self.give(CONFIG, rel, tree.run_files[rel], given)
+        dirs = self.dirs_of(ckpt)
+        for directory in dirs:
+            for name in GLOBAL_RUN_FILES:
+                rel = name if directory == "." else f"{directory}/{name}"
+                future = tree.run_files.get(rel)
+                if future is None:
+                    continue
+                if directory == dirs[0] and name in (CONFIG, ADAPTER_CONFIG):
+                    self.give(name, rel, future, given)
+                elif not isinstance(future.result(), bytes):
+                    self.materialise(rel, future)
         index = weights_index(ckpt)
         for rel, future in pending.indexes:
             if index is not None and rel == self.rel(ckpt, index):
@@ -1612,22 +1625,18 @@ class _Scan:
         pending.digests = digests
         report = audit_checkpoint(
             ckpt, headers, options, base_expected, digests=digests, cache=self.cache,
-            pickled=pickled, given=given,
+            pickled=pickled, given=given, fetched=self.fetched,
         )
         if self.read_cards(ckpt, report):  # (rare: a finding a card may explain)
             report = audit_checkpoint(
                 ckpt, headers, options, base_expected, digests=digests, cache=self.cache,
-                pickled=pickled, given=given,
+                pickled=pickled, given=given, fetched=self.fetched,
             )
         extra = []
         # Files that could not be read, of this directory and of those above it whose
         # run files the audit looks at.
         if self.failed:
-            here = ckpt.path.relative_to(self.mirror_root).as_posix()
-            dirs = {here}
-            for listed in ckpt.listed_run_files or {}:
-                with contextlib.suppress(ValueError):
-                    dirs.add(Path(listed).relative_to(self.mirror_root).as_posix())
+            here = dirs[0]
             for rel, why in self.failed.items():
                 if (posixpath.dirname(rel) or ".") in dirs:
                     name = posixpath.relpath(rel, here)
@@ -1649,6 +1658,30 @@ class _Scan:
                 with contextlib.suppress(OSError):
                     _write_file(f"{self.mirror}/{rel}", b"")
         return _rewrite(report, self.mirror, tree.root_url)
+
+
+class _Fetched:
+    """A scan's fetched run files (config, adapter config, run arguments) by their path in
+    its mirror, as the audit asks (:class:`pyaudit.runfiles.Fetched`): the bytes read, or
+    None where the disk answers (a path outside the mirror or not a run file; a file that
+    could not be read, then made an empty file there, as the audit's findings expect)."""
+
+    def __init__(self, scan: _Scan) -> None:
+        self.scan = scan
+        self.prefix = scan.mirror + "/"
+
+    def get(self, path: str, /) -> bytes | None:
+        if not path.startswith(self.prefix):
+            return None
+        rel = posixpath.normpath(path[len(self.prefix) :])  # ("a/../b": no link in a mirror)
+        future = self.scan.tree.run_files.get(rel)
+        if future is None or rel in self.scan.written:
+            return None
+        data = future.result()
+        if isinstance(data, bytes):
+            return data
+        self.scan.materialise(rel, future)
+        return None
 
 
 @dataclass

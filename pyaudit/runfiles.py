@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pyaudit import _core
 from pyaudit.findings import Finding, finding
@@ -44,6 +44,13 @@ class Problem:
 
     def message(self) -> str:
         return f"{self.name}: {self.reason}"
+
+
+class Fetched(Protocol):
+    """Run files' bytes read elsewhere (a remote store's, fetched), by the path the audit
+    knows them by: a read asks here first, and the disk only for a path not held."""
+
+    def get(self, path: str, /) -> bytes | None: ...
 
 
 #: An audit's table of parsed run files: (size, digest) of the bytes -> the document, or
@@ -75,9 +82,14 @@ def _too_large(size: int) -> str:
     return f"cannot be read: {size} bytes, more than such a file ever holds ({MAX_BYTES})"
 
 
-def read_bytes(path: Path | str) -> bytes | str | None:
+def read_bytes(path: Path | str, fetched: Fetched | None = None) -> bytes | str | None:
     """The bytes of a small regular file; None when it does not exist (or is a dangling
-    link); else why not (a sentence) when it cannot be read."""
+    link); else why not (a sentence) when it cannot be read. ``fetched``: bytes read
+    elsewhere, asked first."""
+    if fetched is not None:
+        held = fetched.get(os.fspath(path))
+        if held is not None:
+            return held if len(held) <= MAX_BYTES else _too_large(len(held))
     try:
         # O_NONBLOCK: a FIFO must not hang the audit (never read below).
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -129,14 +141,15 @@ def read_head(path: Path | str, limit: int) -> bytes | None:
 
 
 def load_json(
-    path: Path | str, name: str | None = None, memo: Parsed | None = None
+    path: Path | str, name: str | None = None, memo: Parsed | None = None,
+    fetched: Fetched | None = None,
 ) -> tuple[dict[str, Any] | None, Problem | None]:
     """(the JSON object in ``path``, None), (None, None) when there is no such file, or
     (None, why) when it is there but unusable. With ``memo``, parsed once per distinct
     content (keyed by size and the core's seeded hash): the dict may be shared, never
-    mutate it."""
+    mutate it. ``fetched``: as for :func:`read_bytes`."""
     shown = name or Path(path).name
-    data = read_bytes(path)
+    data = read_bytes(path, fetched)
     if data is None:
         return None, None
     if isinstance(data, str):
@@ -210,11 +223,13 @@ def _json_type(v: object) -> str:
 _YAML_LINE = re.compile(r"^([A-Za-z_][\w.-]*):\s*(.*?)\s*$")
 
 
-def load_yaml_scalars(path: Path | str) -> tuple[dict[str, str] | None, Problem | None]:
+def load_yaml_scalars(
+    path: Path | str, fetched: Fetched | None = None
+) -> tuple[dict[str, str] | None, Problem | None]:
     """The top-level ``key: value`` scalars of a flat YAML file (no YAML library needed), as
     :func:`load_json` answers."""
     shown = Path(path).name
-    data = read_bytes(path)
+    data = read_bytes(path, fetched)
     if data is None:
         return None, None
     if isinstance(data, str):

@@ -84,14 +84,16 @@ def load_run_file(
     return runfiles.load_json(directory / name, name, memo)
 
 
-def read_json(path: Path, memo: Parsed | None = None) -> dict[str, Any] | None:
+def read_json(
+    path: Path, memo: Parsed | None = None, fetched: runfiles.Fetched | None = None
+) -> dict[str, Any] | None:
     """A JSON object from a small run file (config, index, args), or None when absent,
     unreadable, too large or not an object (:func:`pyaudit.runfiles.load_json` says which).
 
     With ``memo`` (an audit's cache), parsed once per distinct content: the dict returned
     may be shared, never mutate it.
     """
-    return runfiles.load_json(path, memo=memo)[0]
+    return runfiles.load_json(path, memo=memo, fetched=fetched)[0]
 
 
 def kind_of_train_type(value: object) -> Kind | None:
@@ -167,11 +169,13 @@ def find_run_args(
     levels: int = 2,
     listed: Mapping[str, Collection[str]] | None = None,
     memo: Parsed | None = None,
+    fetched: runfiles.Fetched | None = None,
 ) -> RunArgs:
     """The run files of a checkpoint: in its directory, else in its parents (ms-swift keeps
     ``args.json`` both in the run dir and in each ``checkpoint-N``), never above ``stop``'s
     parent. ``listed``: the run files of directories whose listing is known (by path), so
-    that files known to be absent there are not probed for."""
+    that files known to be absent there are not probed for. ``fetched``: run files' bytes
+    read elsewhere (:func:`pyaudit.runfiles.read_bytes`)."""
     run = RunArgs()
     if listed is not None and not any(
         "args.json" in names or "training_args.yaml" in names for names in listed.values()
@@ -186,7 +190,7 @@ def find_run_args(
         shown = os.path.relpath(current, directory)
         if run.args is None and (known is None or "args.json" in known):
             args, problem = runfiles.load_json(
-                current / "args.json", _shown(shown, "args.json"), memo
+                current / "args.json", _shown(shown, "args.json"), memo, fetched
             )
             if args is not None:
                 run.args_path, run.args = current / "args.json", args
@@ -195,7 +199,7 @@ def find_run_args(
                 run.problems += (problem,)
         if run.yaml is None and (known is None or "training_args.yaml" in known):
             path = current / "training_args.yaml"
-            yaml, problem = runfiles.load_yaml_scalars(path)
+            yaml, problem = runfiles.load_yaml_scalars(path, fetched)
             if yaml is not None:
                 run.yaml_path, run.yaml = path, yaml
             elif problem is not None:
@@ -454,7 +458,8 @@ def find_parent_run(reference: str, relative_to: Path, stop: Path | None) -> Pat
 
 
 def swift_inherited(
-    args: Mapping[str, Any], relative_to: Path, stop: Path | None
+    args: Mapping[str, Any], relative_to: Path, stop: Path | None,
+    fetched: runfiles.Fetched | None = None,
 ) -> Inherited | None:
     """Whether an ms-swift run's adapter training type came from an earlier run's saved
     arguments rather than from its command line.
@@ -479,7 +484,7 @@ def swift_inherited(
     parent = find_parent_run(source, relative_to, stop)
     parent_value: str | None = None
     if parent is not None:
-        parent_args = read_json(parent / "args.json")
+        parent_args = read_json(parent / "args.json", fetched=fetched)
         parent_found = type_field(parent_args) if parent_args is not None else None
         if parent_found != (key, value):
             # The parent says something else, or under another version's key (which this
@@ -544,14 +549,17 @@ class Resumed:
         return kind_of_train_type(self.parent_type[1]) if self.parent_type else None
 
 
-def swift_resumed(args: Mapping[str, Any], relative_to: Path, stop: Path | None) -> Resumed | None:
+def swift_resumed(
+    args: Mapping[str, Any], relative_to: Path, stop: Path | None,
+    fetched: runfiles.Fetched | None = None,
+) -> Resumed | None:
     """The checkpoint an ms-swift run resumed, found where the recorded path points or by
     its tail inside the scanned tree (ms-swift writes args.json into every checkpoint-N)."""
     source = args.get("resume_from_checkpoint")
     if swift_major(args) is None or not (isinstance(source, str) and source):
         return None
     parent = find_parent_run(source, relative_to, stop)
-    parent_args = read_json(parent / "args.json") if parent is not None else None
+    parent_args = read_json(parent / "args.json", fetched=fetched) if parent is not None else None
     parent_type = type_field(parent_args) if parent_args is not None else None
     return Resumed(source, parent, parent_type)
 

@@ -389,6 +389,50 @@ def test_a_checkpoints_own_config_and_index_reach_its_audit_as_bytes(
     assert not [p for p in written if p.endswith(("config.json", ".index.json"))], written
 
 
+@pytest.mark.parametrize("framework", sorted(
+    p.name for p in (Path(__file__).parent / "frameworks" / "data").iterdir() if p.is_dir()
+))
+@pytest.mark.parametrize("expect", ["", "full"])
+def test_real_framework_trees_report_as_locally(
+    s3: tuple[str, Served], framework: str, expect: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every real training-output tree in tests/frameworks (ms-swift's load_args lineage,
+    resumed and merged runs, LLaMA-Factory's cards, ZeRO and FSDP states, TRL, PEFT) as an
+    S3 store reports exactly as the same tree on a local disk, with its own arguments and
+    under --expect full; and no run file (config, adapter config, run arguments) is written
+    into the mirror: every read of one, of any directory, is answered from the bytes
+    fetched."""
+    from realdata import FRAMEWORKS
+
+    from pyaudit import remote
+
+    written: list[str] = []
+    write = remote._write_file
+
+    def recorded(path: str, data: bytes) -> None:
+        written.append(path)
+        write(path, data)
+
+    monkeypatch.setattr(remote, "_write_file", recorded)
+
+    local_root = tmp_path / framework
+    shutil.copytree(FRAMEWORKS / framework, local_root)
+    extra = ("--expect", expect) if expect else ()
+    status_local, local = _scan_json(str(local_root), capsys, *extra)
+    prefix = f"frameworks-{framework}"
+    if prefix not in _UPLOADED:
+        _upload(local_root, prefix)
+        _UPLOADED.add(prefix)
+    status, got = _scan_json(f"s3://{BUCKET}/{prefix}", capsys, *extra)
+    assert (status, got) == (status_local, local)
+    assert json.loads(got)["checkpoints"]
+    assert not [p for p in written if p.endswith(remote.GLOBAL_RUN_FILES)], written
+
+
+_UPLOADED: set[str] = set()  # (the module's S3 server keeps them)
+
+
 def test_a_model_card_explains_an_intent_finding_as_locally(
     s3: tuple[str, Served], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

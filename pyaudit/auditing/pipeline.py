@@ -28,7 +28,13 @@ from pyaudit.headers import Header
 from pyaudit.intent import check_intent, declared
 from pyaudit.manifest import model_type_of
 from pyaudit.memo import Identity
-from pyaudit.runfiles import Problem, adapter_config_problems, config_problems, findings_of
+from pyaudit.runfiles import (
+    Fetched,
+    Problem,
+    adapter_config_problems,
+    config_problems,
+    findings_of,
+)
 from pyaudit.runs import Declared, find_run_args, read_json
 from pyaudit.units import noun, plural
 
@@ -48,6 +54,7 @@ def audit_checkpoint(
     cache: AuditCache | None = None,
     pickled: PickledFiles | None = None,
     given: Mapping[str, bytes] | None = None,
+    fetched: Fetched | None = None,
 ) -> CheckpointReport:
     """Audit one checkpoint whose .safetensors headers (by file name) are given, and
     the results of streaming its tensor bytes when --verify-data asked for them.
@@ -59,7 +66,9 @@ def audit_checkpoint(
     as :func:`~pyaudit.auditing.pickled.read_pickled` read them (None: not read, and
     nothing of them is verified); ``given``: the bytes of its config.json,
     adapter_config.json or weights index read elsewhere (a remote store's, fetched), by
-    name: those are not read from its directory."""
+    name: those are not read from its directory; ``fetched``: run files' bytes read
+    elsewhere, by path (those of the directories above it, and of the runs its own name),
+    asked before the disk (:func:`pyaudit.runfiles.read_bytes`)."""
     if cache is None:
         cache = AuditCache(fast=options.fast_path)
     if ckpt.unlisted is not None:  # a directory that could not be searched
@@ -91,7 +100,9 @@ def audit_checkpoint(
         if ckpt.has_adapter_config
         else None
     )
-    run = find_run_args(ckpt.path, ckpt.scan_root, listed=ckpt.listed_run_files, memo=cache.json)
+    run = find_run_args(
+        ckpt.path, ckpt.scan_root, listed=ckpt.listed_run_files, memo=cache.json, fetched=fetched
+    )
     problems.extend(run.problems)
 
     # Structure: the weight files, the index against them.
@@ -133,6 +144,7 @@ def audit_checkpoint(
     # What to expect, and from where.
     expectation = expectation_for(
         ckpt, config, adapter_config, run, index, options.oracle, base_expected, cache,
+        fetched=fetched,
         found_names=lambda: found_base().keys(),
         found_shapes=lambda: {n: f.shape for n, f in found_base().items()},
     )
@@ -234,7 +246,7 @@ def audit_checkpoint(
 
     # What the run meant against what it saved.
     intent = check_intent(
-        ckpt, run, intended, kind, contents.found_bytes, sizes["expected"]
+        ckpt, run, intended, kind, contents.found_bytes, sizes["expected"], fetched
     )
     findings += intent.findings
     if model_type is None and config is not None:
