@@ -1534,7 +1534,10 @@ class _Scan:
         intent finding (whose cause a LLaMA-Factory card may be the only record of): a
         card explains, never decides, so none is read for any other report. Whether one
         was written (the audit is then run again, reading it as a local scan does)."""
-        if not any(f.code == "intent-mismatch" for f in report.findings):
+        for f in report.findings:
+            if f.code == "intent-mismatch":
+                break
+        else:
             return False
         from pyaudit.runs import CARD, CARD_HEAD_BYTES, CARD_LEVELS
 
@@ -1564,13 +1567,21 @@ class _Scan:
     def dirs_of(self, ckpt: CheckpointDir) -> list[str]:
         """The checkpoint's directory (first) and those above it whose run files its audit
         looks at, relative to the mirror's root ("." for the root)."""
-        dirs = [ckpt.path.relative_to(self.mirror_root).as_posix()]
+        here = self.rel_dir(str(ckpt.path))
+        dirs = [here if here is not None else ckpt.path.relative_to(self.mirror_root).as_posix()]
         for listed in ckpt.listed_run_files or {}:
-            with contextlib.suppress(ValueError):
-                rel = Path(listed).relative_to(self.mirror_root).as_posix()
-                if rel not in dirs:
-                    dirs.append(rel)
+            rel = self.rel_dir(listed)
+            if rel is not None and rel not in dirs:
+                dirs.append(rel)
         return dirs
+
+    def rel_dir(self, path: str) -> str | None:
+        """A directory's path in the mirror relative to its root ("." for the root), or
+        None for one not below it (string work: pathlib's ~10 us a call, thousands)."""
+        if path == self.mirror:
+            return "."
+        prefix = self.fetched.prefix
+        return path[len(prefix) :] if path.startswith(prefix) else None
 
     def audit(
         self, pending: _Pending, options: AuditOptions, base_expected: Expected | None
