@@ -348,6 +348,21 @@ def test_safetensors_are_names_in_the_mirror_held_to_the_tree(
         [[f["code"] for f in c["findings"]] for c in local["checkpoints"]]
 
 
+def _record_mirror_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the files a remote scan writes into its mirror, from now on."""
+    from pyaudit import remote
+
+    written: list[str] = []
+    write = remote._write_file
+
+    def recorded(path: str, data: bytes) -> None:
+        written.append(path)
+        write(path, data)
+
+    monkeypatch.setattr(remote, "_write_file", recorded)
+    return written
+
+
 def test_a_checkpoints_own_config_and_index_reach_its_audit_as_bytes(
     s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -358,7 +373,6 @@ def test_a_checkpoints_own_config_and_index_reach_its_audit_as_bytes(
     and a broken index among them, are the local scan's."""
     import shutil
 
-    from pyaudit import remote
 
     local_root = tmp_path / "given"
     shutil.copytree(store / "qwen3", local_root / "good")
@@ -371,14 +385,7 @@ def test_a_checkpoints_own_config_and_index_reach_its_audit_as_bytes(
     status_local, local = _scan_json(str(local_root), capsys)
     _upload(local_root, "given")
 
-    written: list[str] = []
-    write = remote._write_file
-
-    def recorded(path: str, data: bytes) -> None:
-        written.append(path)
-        write(path, data)
-
-    monkeypatch.setattr(remote, "_write_file", recorded)
+    written = _record_mirror_writes(monkeypatch)
     status, got = _scan_json(f"s3://{BUCKET}/given", capsys)
     assert (status, got) == (status_local, local)
     codes = {c["path"]: {f["code"] for f in c["findings"]}
@@ -407,14 +414,7 @@ def test_real_framework_trees_report_as_locally(
 
     from pyaudit import remote
 
-    written: list[str] = []
-    write = remote._write_file
-
-    def recorded(path: str, data: bytes) -> None:
-        written.append(path)
-        write(path, data)
-
-    monkeypatch.setattr(remote, "_write_file", recorded)
+    written = _record_mirror_writes(monkeypatch)
 
     local_root = tmp_path / framework
     shutil.copytree(FRAMEWORKS / framework, local_root)
