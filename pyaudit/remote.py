@@ -127,7 +127,8 @@ GUESS_MAX = 64 * 1024  # a new file name's first read is at most this (+1/8), wh
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # never fetched beyond this (the validator's own limit)
 RUN_WHOLE_MAX = 16 * 1024 * 1024  # a run or index file larger than this is not read
 # (pyaudit.runs.PREFETCH_BYTES, what a local sweep digests; not imported: see above)
-GLOBAL_RUN_FILES = (CONFIG, ADAPTER_CONFIG, "args.json", "training_args.yaml")
+RUN_ARGS_FILES = ("args.json", "training_args.yaml")  # a run's arguments (ms-swift, LLaMA-Factory)
+GLOBAL_RUN_FILES = (CONFIG, ADAPTER_CONFIG, *RUN_ARGS_FILES)
 ATTEMPTS = 5  # tries of one request
 BACKOFF = 0.2  # seconds before the first retry; doubles, jittered, up to BACKOFF_MAX
 BACKOFF_MAX = 5.0
@@ -1591,14 +1592,15 @@ class _Scan:
 
         ckpt, tree = pending.ckpt, self.tree
         # Its own config, adapter config and weights index given to the audit as fetched
-        # (read from no file); the run files of its directory and of those above it that the
-        # audit looks at: each that could not be fetched stands in the mirror as an empty
-        # file (an unreadable finding below), every other is read from the fetched bytes
-        # (self.fetched), as are those of other directories (the runs its files name).
+        # (read from no file); the run files the audit reads of its directory and of those
+        # above it (their run arguments): each that could not be fetched stands in the
+        # mirror as an empty file (an unreadable finding below), every other is read from
+        # the fetched bytes (self.fetched), as are those of other directories (the runs and
+        # base models its files name).
         given: dict[str, bytes] = {}
         dirs = self.dirs_of(ckpt)
         for directory in dirs:
-            for name in GLOBAL_RUN_FILES:
+            for name in GLOBAL_RUN_FILES if directory == dirs[0] else RUN_ARGS_FILES:
                 rel = name if directory == "." else f"{directory}/{name}"
                 future = tree.run_files.get(rel)
                 if future is None:
