@@ -36,13 +36,13 @@ sized to it) and no stage waiting on a round trip of another:
    are validated by :func:`pyaudit.headers.parse_header_bytes`, the validator local files
    go through.
 4. **Audit**, by :func:`pyaudit.auditing.pipeline.audit_checkpoint` over the mirror, exactly as
-   a local checkpoint, as soon as that checkpoint's own files are in. Its config.json,
-   adapter config and weights index are given to it as the bytes fetched (``given``); the
-   run files it reads of other directories by path (a run's arguments above it, an earlier
-   run's or a base model's named in them) are answered from the bytes fetched too
-   (``fetched``): the mirror holds run files as placeholders only (their names and sizes,
-   for discovery and lookups), and a file written into it is one that could not be read
-   (empty), a pickle-era file read whole, or a model card asked for an intent finding.
+   a local checkpoint, as soon as that checkpoint's own files are in. The run files it
+   reads (its config.json, adapter config and weights index; a run's arguments above it;
+   an earlier run's or a base model's named in them) are answered from the bytes fetched
+   (``fetched``), never from the mirror: it holds run files as placeholders only (their
+   names and sizes, for discovery and lookups), and a file written into it is one that
+   could not be read (empty), a pickle-era file read whole, or a model card asked for an
+   intent finding.
 
 Faults: each request is retried with jittered exponential backoff (``ATTEMPTS`` tries,
 ``TIMEOUT`` seconds each) when it failed for a reason that may pass (throttling such as
@@ -1513,20 +1513,19 @@ class _Scan:
         if len(data) <= RUN_WHOLE_MAX:  # (= the bound of what a local sweep digests)
             self.digests[rel] = (len(data), hash_bytes(data))
 
-    def give(
-        self, name: str, rel: str, future: concurrent.futures.Future[Any], given: dict[str, bytes]
-    ) -> None:
-        """A small file of the checkpoint's own into ``given`` (by ``name``), its digest
-        taken, where its bytes were read and it is not in the mirror already; otherwise it
-        is materialised (a file that could not be read stands there as an empty one, a
-        file too large to read as its placeholder, as the audit's findings expect)."""
+    def give(self, rel: str, future: concurrent.futures.Future[Any]) -> None:
+        """A small file of the checkpoint's own, held for its audit (``self.fetched``), its
+        digest taken, where its bytes were read and it is not in the mirror already;
+        otherwise it is materialised (a file that could not be read stands there as an
+        empty one, a file too large to read as its placeholder, as the audit's findings
+        expect)."""
         if rel in self.written:  # (materialised: it could not be read)
             return
         data = future.result()
         if not isinstance(data, bytes):
             self.materialise(rel, future)
             return
-        given[name] = data
+        self.fetched.held[rel] = data
         self.digests[rel] = (len(data), hash_bytes(data))
 
     def read_cards(self, ckpt: CheckpointDir, report: CheckpointReport) -> bool:
@@ -1591,13 +1590,12 @@ class _Scan:
         from pyaudit.auditing.structure import run_file_names, weights_index
 
         ckpt, tree = pending.ckpt, self.tree
-        # Its own config, adapter config and weights index given to the audit as fetched
-        # (read from no file); the run files the audit reads of its directory and of those
-        # above it (their run arguments): each that could not be fetched stands in the
-        # mirror as an empty file (an unreadable finding below), every other is read from
-        # the fetched bytes (self.fetched), as are those of other directories (the runs and
-        # base models its files name).
-        given: dict[str, bytes] = {}
+        # Its own config, adapter config and weights index held for the audit as fetched,
+        # their digests taken; the run arguments of the directories above it resolved: each
+        # of these that could not be fetched stands in the mirror as an empty file (an
+        # unreadable finding below). The audit reads them, and the run files of other
+        # directories (the runs and base models its files name), from the fetched bytes
+        # (self.fetched), never from the mirror.
         dirs = self.dirs_of(ckpt)
         for directory in dirs:
             for name in GLOBAL_RUN_FILES if directory == dirs[0] else RUN_ARGS_FILES:
@@ -1606,13 +1604,13 @@ class _Scan:
                 if future is None:
                     continue
                 if directory == dirs[0] and name in (CONFIG, ADAPTER_CONFIG):
-                    self.give(name, rel, future, given)
+                    self.give(rel, future)
                 elif not isinstance(future.result(), bytes):
                     self.materialise(rel, future)
         index = weights_index(ckpt)
         for rel, future in pending.indexes:
             if index is not None and rel == self.rel(ckpt, index):
-                self.give(index, rel, future, given)
+                self.give(rel, future)
             else:
                 self.materialise(rel, future)
         headers: dict[str, Header] = {}
@@ -1636,15 +1634,18 @@ class _Scan:
                 pickled = read_pickled(ckpt)
         digests = {name: self.digests.get(self.rel(ckpt, name)) for name in run_file_names(ckpt)}
         pending.digests = digests
-        report = audit_checkpoint(
-            ckpt, headers, options, base_expected, digests=digests, cache=self.cache,
-            pickled=pickled, given=given, fetched=self.fetched,
-        )
-        if self.read_cards(ckpt, report):  # (rare: a finding a card may explain)
+        try:
             report = audit_checkpoint(
                 ckpt, headers, options, base_expected, digests=digests, cache=self.cache,
-                pickled=pickled, given=given, fetched=self.fetched,
+                pickled=pickled, fetched=self.fetched,
             )
+            if self.read_cards(ckpt, report):  # (rare: a finding a card may explain)
+                report = audit_checkpoint(
+                    ckpt, headers, options, base_expected, digests=digests, cache=self.cache,
+                    pickled=pickled, fetched=self.fetched,
+                )
+        finally:
+            self.fetched.held.clear()  # (an index can be MBs: not kept past its audit)
         extra = []
         # Files that could not be read, of this directory and of those above it whose
         # run files the audit looks at.
@@ -1674,19 +1675,25 @@ class _Scan:
 
 
 class _Fetched:
-    """A scan's fetched run files (config, adapter config, run arguments) by their path in
-    its mirror, as the audit asks (:class:`pyaudit.runfiles.Fetched`): the bytes read, or
+    """A scan's fetched run files (config, adapter config, run arguments; the audited
+    checkpoint's own index) by their path in its mirror, as the audit asks
+    (:class:`pyaudit.runfiles.Fetched`): the bytes read, or
     None where the disk answers (a path outside the mirror or not a run file; a file that
     could not be read, then made an empty file there, as the audit's findings expect)."""
 
     def __init__(self, scan: _Scan) -> None:
         self.scan = scan
         self.prefix = scan.mirror + "/"
+        # rel -> bytes of the audited checkpoint's own run and index files (_Scan.give)
+        self.held: dict[str, bytes] = {}
 
     def get(self, path: str, /) -> bytes | None:
         if not path.startswith(self.prefix):
             return None
         rel = posixpath.normpath(path[len(self.prefix) :])  # ("a/../b": no link in a mirror)
+        held = self.held.get(rel)
+        if held is not None:
+            return held
         future = self.scan.tree.run_files.get(rel)
         if future is None or rel in self.scan.written:
             return None

@@ -154,24 +154,12 @@ def load_json(
         return None, None
     if isinstance(data, str):
         return None, Problem(shown, "unreadable", data)
-    return parse_json(data, shown, memo)
-
-
-def parse_json(
-    data: bytes, name: str, memo: Parsed | None = None, known: tuple[int, int] | None = None
-) -> tuple[dict[str, Any] | None, Problem | None]:
-    """:func:`load_json` of bytes read elsewhere (a remote store's, fetched): (the JSON
-    object, None), or (None, why) naming the file ``name``. ``known``: their (size, digest),
-    when already taken."""
-    if len(data) > MAX_BYTES:  # (as read_bytes says of such a file)
-        return None, Problem(name, "unreadable", _too_large(len(data)))
     if memo is None:
         doc = _json_object(data)
     else:
-        key = known if known is not None else (len(data), _core.hash_bytes(data))
-        doc = memo.get(key, lambda: _json_object(data))
+        doc = memo.get((len(data), _core.hash_bytes(data)), lambda: _json_object(data))
     if isinstance(doc, str):
-        return None, Problem(name, "invalid-file", doc)
+        return None, Problem(shown, "invalid-file", doc)
     return doc, None
 
 

@@ -68,20 +68,17 @@ def load_run_file(
     name: str,
     known: tuple[int, int] | None = None,
     memo: Parsed | None = None,
-    data: bytes | None = None,
+    fetched: runfiles.Fetched | None = None,
 ) -> tuple[dict[str, Any] | None, runfiles.Problem | None]:
     """:func:`pyaudit.runfiles.load_json` of ``directory / name``. ``known``: the file's
     (size, digest) as a sweep's reading threads found it (``_core.digest_files``): content
     ``memo`` (an audit's cache) parsed before is answered without reading the file again
-    (or making its path). ``data``: the file's bytes, read elsewhere (a remote store's):
-    the file is not read at all."""
+    (or making its path). ``fetched``: as for :func:`pyaudit.runfiles.read_bytes`."""
     if known is not None and memo is not None:
         held, doc, why = runfiles.parsed(known, memo)
         if held:
             return doc, runfiles.Problem(name, "invalid-file", why) if why is not None else None
-    if data is not None:
-        return runfiles.parse_json(data, name, memo, known)
-    return runfiles.load_json(directory / name, name, memo)
+    return runfiles.load_json(directory / name, name, memo, fetched)
 
 
 def read_json(

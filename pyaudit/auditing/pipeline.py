@@ -53,7 +53,6 @@ def audit_checkpoint(
     ahead: tuple[_core.TensorSpecs, _core.SpecMatch] | None = None,
     cache: AuditCache | None = None,
     pickled: PickledFiles | None = None,
-    given: Mapping[str, bytes] | None = None,
     fetched: Fetched | None = None,
 ) -> CheckpointReport:
     """Audit one checkpoint whose .safetensors headers (by file name) are given, and
@@ -64,11 +63,10 @@ def audit_checkpoint(
     there (``cache.last_table``); ``cache``: the memo tables of the sweep (default: a
     fresh one, nothing shared); ``pickled``: its pickle-era files (.bin, DCP, DeepSpeed)
     as :func:`~pyaudit.auditing.pickled.read_pickled` read them (None: not read, and
-    nothing of them is verified); ``given``: the bytes of its config.json,
-    adapter_config.json or weights index read elsewhere (a remote store's, fetched), by
-    name: those are not read from its directory; ``fetched``: run files' bytes read
-    elsewhere, by path (those of the directories above it, and of the runs its own name),
-    asked before the disk (:func:`pyaudit.runfiles.read_bytes`)."""
+    nothing of them is verified); ``fetched``: run files' bytes read elsewhere (a remote
+    store's), by path: its own config, adapter config and index, those of the directories
+    above it and of the runs and models its files name, asked before the disk
+    (:func:`pyaudit.runfiles.read_bytes`)."""
     if cache is None:
         cache = AuditCache(fast=options.fast_path)
     if ckpt.unlisted is not None:  # a directory that could not be searched
@@ -88,14 +86,15 @@ def audit_checkpoint(
     problems: list[Problem] = []
     config = (
         structure.load_run_file(
-            ckpt, "config.json", known, cache, problems, config_problems, given
+            ckpt, "config.json", known, cache, problems, config_problems, fetched
         )
         if ckpt.has_config
         else None
     )
     adapter_config = (
         structure.load_run_file(
-            ckpt, "adapter_config.json", known, cache, problems, adapter_config_problems, given
+            ckpt, "adapter_config.json", known, cache, problems, adapter_config_problems,
+            fetched,
         )
         if ckpt.has_adapter_config
         else None
@@ -107,7 +106,7 @@ def audit_checkpoint(
 
     # Structure: the weight files, the index against them.
     keys = {n: structure.file_key(n, headers[n]) for n in ckpt.safetensors}
-    index_doc = structure.index_doc(ckpt, known, cache, problems, given)
+    index_doc = structure.index_doc(ckpt, known, cache, problems, fetched)
     indexed = structure.indexed_files(index_doc, cache)
     strays = (
         {n for n in ckpt.safetensors if not is_adapter_file(n) and n not in indexed}

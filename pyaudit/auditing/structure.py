@@ -20,7 +20,7 @@ from pyaudit.discover import CheckpointDir
 from pyaudit.findings import Finding, finding
 from pyaudit.headers import Header
 from pyaudit.memo import Identity
-from pyaudit.runfiles import Problem, index_problems
+from pyaudit.runfiles import Fetched, Problem, index_problems
 from pyaudit.units import plural
 
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.safetensors$")
@@ -394,14 +394,14 @@ def index_doc(
     known: Mapping[str, tuple[int, int] | None],
     cache: AuditCache,
     problems: list[Problem],
-    given: Mapping[str, bytes] | None = None,
+    fetched: Fetched | None = None,
 ) -> dict[str, Any] | None:
     """The weights index (:func:`weights_index`) as parsed JSON (shared: never mutated);
     why it could not be read (or what in it is of the wrong type) added to ``problems``."""
     name = weights_index(ckpt)
     if name is None:
         return None
-    return load_run_file(ckpt, name, known, cache, problems, index_problems, given)
+    return load_run_file(ckpt, name, known, cache, problems, index_problems, fetched)
 
 
 def load_run_file(
@@ -411,14 +411,14 @@ def load_run_file(
     cache: AuditCache,
     problems: list[Problem],
     check: Callable[[str, dict[str, Any]], list[Problem]],
-    given: Mapping[str, bytes] | None = None,
+    fetched: Fetched | None = None,
 ) -> dict[str, Any] | None:
     """A run file of the checkpoint (``known``: digests a sweep's reading threads took;
-    ``given``: bytes read elsewhere, by name, not read again); why it could not be used,
-    and what ``check`` finds in it, added to ``problems`` (each becomes a finding naming
-    the file)."""
+    ``fetched``: bytes read elsewhere, by path, asked before the disk); why it could not be
+    used, and what ``check`` finds in it, added to ``problems`` (each becomes a finding
+    naming the file)."""
     doc, problem = runs.load_run_file(
-        ckpt.path, name, known.get(name), memo=cache.json, data=(given or {}).get(name)
+        ckpt.path, name, known.get(name), memo=cache.json, fetched=fetched
     )
     if problem is not None:
         problems.append(problem)
