@@ -149,12 +149,25 @@ def _jobs(value: str) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     first_pages = {}
+    fetchers: dict[str, Any] = {}
     if not args.verify_data and not args.dask and any("://" in p for p in args.paths):
         from pyaudit.firstpage import ask
 
-        # Each s3:// PATH's first listing page, asked now where it can be (pyaudit.firstpage):
-        # every import below overlaps its round trip.
+        # Each s3:// PATH's first listing page, asked now where it can be (pyaudit.firstpage),
+        # then the process its GETs go to started (pyaudit.fetcher): every import below
+        # overlaps the page's round trip and the process's own imports.
         first_pages = ask(args.paths)
+        from pyaudit.fetcher import spawn
+
+        fetchers = spawn(args.paths)
+    try:
+        return _scan(args, first_pages, fetchers)
+    finally:
+        for fetcher in fetchers.values():  # (those no listing took)
+            fetcher.close()
+
+
+def _scan(args: argparse.Namespace, first_pages: Any, fetchers: dict[str, Any]) -> int:
 
     import time
     from pathlib import Path
@@ -194,7 +207,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         try:
             # Listings first: the imports below overlap their first round trips.
             if not args.verify_data:
-                start_listing(args.paths, args.jobs, first_pages)
+                start_listing(args.paths, args.jobs, first_pages, fetchers)
         except RemoteError as e:
             print(f"pyaudit scan: {e}", file=sys.stderr)
             return EXIT_USAGE

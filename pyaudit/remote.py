@@ -117,6 +117,7 @@ if TYPE_CHECKING:
     from pyaudit.auditing.cache import AuditCache
     from pyaudit.auditing.results import AuditOptions, CheckpointReport
     from pyaudit.expected import Expected
+    from pyaudit.fetcher import Fetcher
     from pyaudit.httpget import HttpGetter
 
 log = logging.getLogger("pyaudit.remote")
@@ -147,6 +148,9 @@ DRIVER_HINTS = {
     **dict.fromkeys(("az", "abfs", "abfss", "adl"), "pip install 'pyaudit[azure]'"),
 }
 S3_DIRECT = True  # S3 range GETs by presigned URL over aiohttp (False: s3fs's _cat_file)
+# Those GETs in a child process, off the scan's GIL (pyaudit.fetcher; False: on the scan's
+# event loop)
+FETCHER = True
 # seconds a Presigner learnt from the client's URL is used before it is learnt again (the
 # client's URLs live 3,600 s; learning again also picks up refreshed credentials)
 PRESIGNER_LIFE = 300.0
@@ -728,7 +732,12 @@ class _Client:
     Results are handed to the scanning thread as ``concurrent.futures.Future``.
     """
 
-    def __init__(self, fs: Any, in_flight: int, first_page: FirstPage | None = None) -> None:
+    def __init__(
+        self, fs: Any, in_flight: int, first_page: FirstPage | None = None,
+        fetcher: Fetcher | None = None,
+    ) -> None:
+        """``fetcher``: a fetching process started for the URL (pyaudit.fetcher.spawn): its
+        GETs go there where they are sent by presigned URL (else it is closed)."""
         self.fs = fs
         self.in_flight = in_flight
         self.is_async = bool(getattr(fs, "async_impl", False))
@@ -770,11 +779,60 @@ class _Client:
         # (model.safetensors of several families), the last fell short for 1 in 25.
         self._spans: dict[str, int] = {}
         self._span = 0
+        # Where the GETs go by presigned URL, a child process sends them (pyaudit.fetcher):
+        # this one keeps the listing.
+        self.fetcher: Fetcher | None = None
+        if self.s3 is not None and FETCHER and isinstance(fs, DirectS3):
+            from pyaudit.fetcher import SETTINGS, Fetcher
+
+            try:
+                if fetcher is None or fetcher.url != fs.url or fetcher.configured:
+                    fetcher = Fetcher(fs.url)
+                settings = {name: globals()[name] for name in SETTINGS}
+                fetcher.configure(in_flight, settings, self._ask_here)
+                self.fetcher = fetcher
+            except OSError as e:  # (no process to be had: the GETs go on this loop)
+                log.debug("no fetching process: %s", e)
+        elif fetcher is not None:
+            fetcher.close()
 
     @property
     def largest_span(self) -> int:
         """The largest header span seen so far (0: none yet)."""
+        if self.fetcher is not None:
+            return max(self._span, self.fetcher.largest_span)
         return self._span
+
+    def ask_header(self, priority: int, path: str, size: int) -> concurrent.futures.Future[Any]:
+        """:meth:`header` of ``path`` when a slot is free (see :meth:`submit`)."""
+        return self._ask(priority, "h", path, (size,))
+
+    def ask_whole(self, priority: int, path: str, size: int) -> concurrent.futures.Future[Any]:
+        """:meth:`whole` of ``path`` when a slot is free (see :meth:`submit`)."""
+        return self._ask(priority, "w", path, (size,))
+
+    def ask_range(
+        self, priority: int, path: str, start: int, end: int, size: int
+    ) -> concurrent.futures.Future[Any]:
+        """:meth:`get` of bytes ``[start, end)`` of ``path`` when a slot is free."""
+        return self._ask(priority, "g", path, (start, end, size))
+
+    def _ask(
+        self, priority: int, kind: str, path: str, args: tuple[int, ...]
+    ) -> concurrent.futures.Future[Any]:
+        if self.fetcher is not None:
+            return self.fetcher.ask(priority, kind, path, *args)
+        return self._ask_here(priority, kind, path, args)
+
+    def _ask_here(
+        self, priority: int, kind: str, path: str, args: tuple[int, ...]
+    ) -> concurrent.futures.Future[Any]:
+        """A request of :meth:`_ask` sent by this process (the fetching one's fallback)."""
+        if kind == "h":
+            return self.submit(priority, lambda: self.header(path, *args))
+        if kind == "w":
+            return self.submit(priority, lambda: self.whole(path, *args))
+        return self.submit(priority, lambda: self.get(path, *args))
 
     # Scheduling (called on the loop thread) ------------------------------------------------
 
@@ -862,6 +920,10 @@ class _Client:
             if isinstance(self.fs, DirectS3):
                 await self.fs.close()
 
+        if self.fetcher is not None:
+            counts = self.fetcher.close()
+            if counts is not None:
+                self.transfer.add(Transfer(**counts))
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):  # (a loop already closed: nothing runs on it)
@@ -1086,14 +1148,15 @@ class RemoteTree:
 
     def __init__(
         self, url: str, in_flight: int = IN_FLIGHT, wait: bool = True,
-        first_page: FirstPage | None = None,
+        first_page: FirstPage | None = None, fetcher: Fetcher | None = None,
     ) -> None:
-        """``first_page``: the listing's first page, asked early (pyaudit.firstpage)."""
+        """``first_page``: the listing's first page, asked early (pyaudit.firstpage);
+        ``fetcher``: a process started for its GETs (pyaudit.fetcher.spawn)."""
         self.url = url
         self.fs, self.root = _filesystem(url, in_flight)
         if _is_azure(self.fs):
             in_flight = min(in_flight, AZURE_POOL)  # more would wait in the SDK's pool
-        self.client = _Client(self.fs, in_flight, first_page)
+        self.client = _Client(self.fs, in_flight, first_page, fetcher)
         self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
         # Listed files not in the mirror yet (appended by the listing, taken by the scan's
         # thread) and a signal after each page.
@@ -1242,8 +1305,7 @@ class RemoteTree:
             self.run_files[rel] = self._fetch_small(rel, size, 0)
         elif self._prefetch and self._may_prefetch():
             if name.endswith(".safetensors"):
-                key = self.key(rel)
-                self.headers[rel] = self.client.submit(2, lambda: self.client.header(key, size))
+                self.headers[rel] = self.client.ask_header(2, self.key(rel), size)
             elif name.endswith((INDEX_SUFFIX, BIN_INDEX_SUFFIX)) and size <= RUN_WHOLE_MAX:
                 self._index_bytes += size
                 self.indexes[rel] = self._fetch_small(rel, size, 1)
@@ -1269,8 +1331,7 @@ class RemoteTree:
             if same is not None:
                 self.client.transfer.shared += 1
                 return same
-        key = self.key(rel)
-        future = self.client.submit(priority, lambda: self.client.whole(key, size))
+        future = self.client.ask_whole(priority, self.key(rel), size)
         if content is not None:  # held for files of the same content, up to SHARED_BYTES
             self._by_content[(content, size)] = future
             self._shared_bytes += size
@@ -1474,8 +1535,7 @@ class _Scan:
             size = tree.files.get(rel, 0)
             future = tree.headers.pop(rel, None)
             if future is None:
-                key = tree.key(rel)
-                future = client.submit(2, (lambda k, s: lambda: client.header(k, s))(key, size))
+                future = client.ask_header(2, tree.key(rel), size)
             pending.headers.append((name, size, future))
         inputs = []
         if ckpt.has_pickled:
@@ -1551,8 +1611,7 @@ class _Scan:
                 self.written.add(rel)
                 key, size = tree.key(rel), tree.files[rel]
                 end = min(size, CARD_HEAD_BYTES)
-                job = (lambda k, e, s: lambda: client.get(k, 0, e, s))(key, end, size)
-                asked.append((rel, client.submit(0, job) if end else None))
+                asked.append((rel, client.ask_range(0, key, 0, end, size) if end else None))
         written = False
         for rel, future in asked:
             data = future.result() if future is not None else b""
@@ -1834,18 +1893,27 @@ def _in_flight(jobs: int | None) -> int:
 def start_listing(
     paths: Iterable[str], jobs: int | None = None,
     first_pages: Mapping[str, FirstPage] | None = None,
+    fetchers: dict[str, Fetcher] | None = None,
 ) -> None:
     """Start listing every URL among ``paths`` (kept for :func:`prepare` and
     :func:`scan_paths`) and return: the caller's own imports then overlap the first round
     trips. ``first_pages``: pages asked already (:func:`pyaudit.firstpage.ask`), by URL,
-    taken as those URLs' first. A missing driver or a malformed URL raises
-    :class:`RemoteError` here."""
+    taken as those URLs' first; ``fetchers``: processes started for their GETs
+    (:func:`pyaudit.fetcher.spawn`), taken out of it by the URLs listed (the caller closes
+    the others). A missing driver or a malformed URL raises :class:`RemoteError` here."""
     for url in [p for p in paths if is_url(p)]:
         with _LISTED_LOCK:
             if url in _LISTED:
                 continue
         first = (first_pages or {}).get(url)
-        tree = RemoteTree(url, _in_flight(jobs), wait=False, first_page=first)
+        fetcher = fetchers.pop(url, None) if fetchers is not None else None
+        try:
+            tree = RemoteTree(url, _in_flight(jobs), wait=False, first_page=first,
+                              fetcher=fetcher)
+        except BaseException:
+            if fetcher is not None:
+                fetcher.close()
+            raise
         with _LISTED_LOCK:
             _LISTED[url] = tree
         # Until its first request is out (the client made, the first page presigned): the

@@ -1224,9 +1224,11 @@ def test_no_proxy_variable_no_proxy_and_no_urllib(monkeypatch: pytest.MonkeyPatc
 
 
 def _count_presigned(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The operations botocore's client is asked to presign from here on, in order."""
+    """The operations botocore's client is asked to presign from here on, in order (the
+    GETs sent by the scan's own process, not a fetching one: see test_fetching_process_*)."""
     from pyaudit import remote
 
+    monkeypatch.setattr(remote, "FETCHER", False)
     asked: list[str] = []
     presign = remote._S3Ranges._presign
 
@@ -1734,3 +1736,101 @@ def test_one_timer_guards_every_try(monkeypatch: pytest.MonkeyPatch) -> None:
         loop.call_soon_threadsafe(loop.stop)
         runner.join(10)
         loop.close()
+
+
+# --- the fetching process (pyaudit.fetcher) -------------------------------------------------
+
+
+def _spy_fetchers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every fetching process a scan configures, from here on."""
+    from pyaudit.fetcher import Fetcher
+
+    made: list[Any] = []
+    configure = Fetcher.configure
+
+    def spying(self: Any, *args: Any) -> None:
+        made.append(self)
+        configure(self, *args)
+
+    monkeypatch.setattr(Fetcher, "configure", spying)
+    return made
+
+
+def test_fetching_process_sends_the_gets_and_reports_as_the_scans_own(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An s3:// scan's GETs go to a process of their own: the report is the one the scan's
+    own client gives (and the local one), the requests and bytes it counts are in the
+    summary, and the process has ended once the scan is over."""
+    from pyaudit import remote
+
+    _, served = s3
+    url = f"s3://{BUCKET}/store"
+    _, local = _scan_json(str(store), capsys)
+    made = _spy_fetchers(monkeypatch)
+    served.clear()
+    assert _scan_json(url, capsys) == (1, local)
+    in_child = TRANSFER[url]
+    gets = sum(len(r) for r in served.gets.values())
+    assert len(made) == 1 and made[0].counts is not None
+    assert made[0]._proc.poll() == 0
+    assert made[0].counts["requests"] == gets > 20
+    assert in_child["requests"] == gets + served.lists
+    assert in_child["bytes"] == made[0].counts["bytes"] > 0
+
+    monkeypatch.setattr(remote, "FETCHER", False)
+    made.clear()
+    assert _scan_json(url, capsys) == (1, local)
+    assert not made
+    here = TRANSFER[url]
+    assert abs(here["requests"] - in_child["requests"]) <= 2, (here, in_child)
+
+
+@pytest.mark.parametrize("when", [0, 3])
+def test_fetching_process_that_dies_loses_no_request(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, when: int,
+) -> None:
+    """A fetching process killed (before its first answer, or after three) leaves its
+    requests to the scan's own process, with a warning: the report is the local one, never
+    an unreadable file the store served."""
+    from pyaudit.fetcher import Fetcher
+
+    url = f"s3://{BUCKET}/store/qwen3"
+    local = _scan_json(str(store / "qwen3"), capsys)
+    ask = Fetcher.ask
+    asked = [0]
+
+    def killing(self: Any, *args: Any) -> Any:
+        if asked[0] == when:
+            self._proc.kill()
+        asked[0] += 1
+        return ask(self, *args)
+
+    monkeypatch.setattr(Fetcher, "ask", killing)
+    made = _spy_fetchers(monkeypatch)
+    with caplog.at_level("WARNING", logger="pyaudit.fetcher"):
+        assert _scan_json(url, capsys) == local
+    assert asked[0] > when
+    assert len(made) == 1 and made[0].counts is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{url}: the fetching process ended (exit status -9): its requests are sent by the "
+        "scan's own process"
+    ]
+
+
+def test_fetching_process_that_cannot_start_or_run(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """No interpreter to start (the scan's client sends its GETs itself), or one that ends at
+    once without a word: the report is the local one."""
+    from pyaudit import fetcher
+
+    url = f"s3://{BUCKET}/store/qwen3"
+    local = _scan_json(str(store / "qwen3"), capsys)
+    monkeypatch.setattr(fetcher.sys, "executable", str(tmp_path / "no-such-python"))
+    assert _scan_json(url, capsys) == local
+    monkeypatch.setattr(fetcher.sys, "executable", shutil.which("false") or "/bin/false")
+    assert _scan_json(url, capsys) == local
