@@ -31,7 +31,8 @@ sized to it) and no stage waiting on a round trip of another:
    configured for the endpoint): the client presigns the first URL of a bucket, and
    :mod:`pyaudit.s3presign` learns from it to sign the others with one HMAC each, kept only
    when it writes the client's URL again byte for byte (else the client signs every URL).
-   Tensor data is never asked for
+   Those GETs run in a process of their own (:mod:`pyaudit.fetcher`: this module's
+   :class:`_Client` there), off the audits' GIL. Tensor data is never asked for
    beyond that slack. Sizes come from the listing (no HEAD, no ``info`` a file). Headers
    are validated by :func:`pyaudit.headers.parse_header_bytes`, the validator local files
    go through.
