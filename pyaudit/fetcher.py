@@ -205,6 +205,7 @@ class Fetcher:
                 elif tag == "t":
                     self.counts = dict(message[1])
                     why = "cancelled: the scan was given up"
+                    break  # (nothing follows)
         except (OSError, ValueError, EOFError, TypeError) as e:
             why = f"the fetching process's answers could not be read: {e}"
         finally:
@@ -313,10 +314,12 @@ def _serve(url: str, requests_fd: int, answers_fd: int) -> int:
             future = client._ask_here(priority, kind, path, tuple(args))
             future.add_done_callback(functools.partial(answer, ident))
     finally:
-        client.close()
+        # The counts first (the scan waits for them, and for nothing else: what is in
+        # flight now was counted when it was sent), then the client closed.
         out.put(_frame(("t", client.transfer.to_json())))
         out.put(None)
         writer.join(CLOSE_WAIT)
+        client.close()
     return 0
 
 
@@ -328,7 +331,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     answers_fd = os.dup(1)
     os.dup2(2, 1)  # (anything printed goes to stderr, never into the answers)
-    return _serve(argv[1], 0, answers_fd)
+    code = _serve(argv[1], 0, answers_fd)
+    # (its answers are written, its connections closed: nothing is left to finalise, and
+    # the scan that waits for this process's end waits no longer)
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
