@@ -53,6 +53,9 @@ Fallback = Callable[[int, str, str, tuple[int, ...]], "concurrent.futures.Future
 _LEN = struct.Struct("<I")
 MAX_FRAME = 256 * 1024 * 1024  # (a frame holds one answer: a header, a run or index file)
 CLOSE_WAIT = 10.0  # s a closing child may take to say its counts and end
+# Fetching processes at once (a command line of many s3:// PATHs lists them all at once, and
+# scans them one after another): the URLs beyond have their GETs sent by the scan's process.
+MAX_PROCESSES = 2
 
 #: The tunables of pyaudit.remote a child takes from the scan (tests and callers change them).
 SETTINGS = ("ATTEMPTS", "BACKOFF", "BACKOFF_MAX", "TIMEOUT", "FIRST_GUESS", "GUESS_MAX",
@@ -263,12 +266,15 @@ class Fetcher:
 
 
 def spawn(paths: list[str], environ: Any = os.environ) -> dict[str, Fetcher]:
-    """A fetching process for each ``s3://`` PATH whose GETs the scan sends by presigned URL
-    (:func:`pyaudit.s3direct.applies`), by URL, started now (see the module)."""
+    """A fetching process for each of the first ``MAX_PROCESSES`` ``s3://`` PATHs whose
+    GETs the scan sends by presigned URL (:func:`pyaudit.s3direct.applies`), by URL, started
+    now (see the module)."""
     from pyaudit.s3direct import applies
 
     started: dict[str, Fetcher] = {}
     for url in paths:
+        if len(started) == MAX_PROCESSES:
+            break
         if url not in started and "://" in url and applies(url, environ):
             try:
                 started[url] = Fetcher(url)

@@ -735,10 +735,11 @@ class _Client:
 
     def __init__(
         self, fs: Any, in_flight: int, first_page: FirstPage | None = None,
-        fetcher: Fetcher | None = None,
+        fetcher: Fetcher | None = None, spawn: bool = True,
     ) -> None:
         """``fetcher``: a fetching process started for the URL (pyaudit.fetcher.spawn): its
-        GETs go there where they are sent by presigned URL (else it is closed)."""
+        GETs go there where they are sent by presigned URL (else it is closed); without
+        one, such GETs go to a process started here (``spawn``) or are sent by this one."""
         self.fs = fs
         self.in_flight = in_flight
         self.is_async = bool(getattr(fs, "async_impl", False))
@@ -783,7 +784,8 @@ class _Client:
         # Where the GETs go by presigned URL, a child process sends them (pyaudit.fetcher):
         # this one keeps the listing.
         self.fetcher: Fetcher | None = None
-        if self.s3 is not None and FETCHER and isinstance(fs, DirectS3):
+        wanted = fetcher is not None or spawn
+        if self.s3 is not None and FETCHER and isinstance(fs, DirectS3) and wanted:
             from pyaudit.fetcher import SETTINGS, Fetcher
 
             try:
@@ -1150,14 +1152,16 @@ class RemoteTree:
     def __init__(
         self, url: str, in_flight: int = IN_FLIGHT, wait: bool = True,
         first_page: FirstPage | None = None, fetcher: Fetcher | None = None,
+        spawn: bool = True,
     ) -> None:
         """``first_page``: the listing's first page, asked early (pyaudit.firstpage);
-        ``fetcher``: a process started for its GETs (pyaudit.fetcher.spawn)."""
+        ``fetcher``: a process started for its GETs (pyaudit.fetcher.spawn), else one is
+        started for them where ``spawn``."""
         self.url = url
         self.fs, self.root = _filesystem(url, in_flight)
         if _is_azure(self.fs):
             in_flight = min(in_flight, AZURE_POOL)  # more would wait in the SDK's pool
-        self.client = _Client(self.fs, in_flight, first_page, fetcher)
+        self.client = _Client(self.fs, in_flight, first_page, fetcher, spawn)
         self.files: dict[str, int] = {}  # path relative to the mirrored root -> size
         # Listed files not in the mirror yet (appended by the listing, taken by the scan's
         # thread) and a signal after each page.
@@ -1901,7 +1905,13 @@ def start_listing(
     trips. ``first_pages``: pages asked already (:func:`pyaudit.firstpage.ask`), by URL,
     taken as those URLs' first; ``fetchers``: processes started for their GETs
     (:func:`pyaudit.fetcher.spawn`), taken out of it by the URLs listed (the caller closes
-    the others). A missing driver or a malformed URL raises :class:`RemoteError` here."""
+    the others). At most ``pyaudit.fetcher.MAX_PROCESSES`` of the listings started at once
+    have such a process (the others' GETs are sent by this one). A missing driver or a
+    malformed URL raises :class:`RemoteError` here."""
+    from pyaudit.fetcher import MAX_PROCESSES
+
+    with _LISTED_LOCK:
+        fetching = sum(tree.client.fetcher is not None for tree in _LISTED.values())
     for url in [p for p in paths if is_url(p)]:
         with _LISTED_LOCK:
             if url in _LISTED:
@@ -1910,11 +1920,12 @@ def start_listing(
         fetcher = fetchers.pop(url, None) if fetchers is not None else None
         try:
             tree = RemoteTree(url, _in_flight(jobs), wait=False, first_page=first,
-                              fetcher=fetcher)
+                              fetcher=fetcher, spawn=fetching < MAX_PROCESSES)
         except BaseException:
             if fetcher is not None:
                 fetcher.close()
             raise
+        fetching += tree.client.fetcher is not None
         with _LISTED_LOCK:
             _LISTED[url] = tree
         # Until its first request is out (the client made, the first page presigned): the

@@ -1834,3 +1834,28 @@ def test_fetching_process_that_cannot_start_or_run(
     assert _scan_json(url, capsys) == local
     monkeypatch.setattr(fetcher.sys, "executable", shutil.which("false") or "/bin/false")
     assert _scan_json(url, capsys) == local
+
+
+def test_many_urls_share_a_bounded_number_of_fetching_processes(
+    s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three s3:// PATHs in one command line (listed at once, scanned in turn): two fetching
+    processes, the third URL's GETs sent by the scan's own, and the reports as locally."""
+    from pyaudit.fetcher import MAX_PROCESSES
+
+    names = ["qwen3", "llama", "mixtral"]
+    assert MAX_PROCESSES < len(names)
+    made = _spy_fetchers(monkeypatch)
+    local = main(["scan", "--json", *(str(store / n) for n in names)])
+    local_doc = json.loads(capsys.readouterr().out)
+    urls = [f"s3://{BUCKET}/store/{n}" for n in names]
+    status = main(["scan", "--json", *urls])
+    doc = json.loads(capsys.readouterr().out)
+    assert status == local
+    assert [c["status"] for c in doc["checkpoints"]] == [
+        c["status"] for c in local_doc["checkpoints"]]
+    assert [c["findings"] for c in doc["checkpoints"]] == [
+        c["findings"] for c in local_doc["checkpoints"]]
+    assert sorted(f.url for f in made) == sorted(urls[:MAX_PROCESSES])
+    assert all(f.counts is not None and f.counts["requests"] > 0 for f in made)
