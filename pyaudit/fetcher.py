@@ -62,16 +62,18 @@ SETTINGS = ("ATTEMPTS", "BACKOFF", "BACKOFF_MAX", "TIMEOUT", "FIRST_GUESS", "GUE
             "MAX_HEADER_BYTES", "PRESIGNER_LIFE", "GUARD_TICKS")
 
 
-def _frame(message: tuple[Any, ...]) -> bytes:
+def frame(message: tuple[Any, ...]) -> bytes:
+    """``message`` as a frame (see the module)."""
     body = marshal.dumps(message)
     return _LEN.pack(len(body)) + body
 
 
-class _Frames:
-    """Frames read from a file descriptor, a chunk at a time."""
+class Frames:
+    """The messages of the frames ``read`` gives (``read(n)``: up to n bytes, b"" at the
+    end), read a chunk at a time; ValueError for a frame longer than ``MAX_FRAME``."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self.read = read
         self.buf = bytearray()
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
@@ -82,10 +84,11 @@ class _Frames:
                     raise ValueError(f"a frame of {n} bytes")
                 if len(self.buf) < 4 + n:
                     break
-                message = marshal.loads(bytes(self.buf[4 : 4 + n]))
+                with memoryview(self.buf) as view, view[4 : 4 + n] as body:
+                    message = marshal.loads(body)  # (not copied first: a frame can be MBs)
                 del self.buf[: 4 + n]
                 yield message
-            chunk = os.read(self.fd, 1 << 20)
+            chunk = self.read(1 << 20)
             if not chunk:
                 return
             self.buf += chunk
@@ -161,7 +164,7 @@ class Fetcher:
         answer (it ended) in this process."""
         self.configured = True
         self._fallback = fallback
-        self._out.put(_frame(("s", in_flight, json.dumps(settings))))
+        self._out.put(frame(("s", in_flight, json.dumps(settings))))
 
     def ask(
         self, priority: int, kind: str, path: str, *args: int
@@ -178,7 +181,7 @@ class Fetcher:
                 self._pending[ident] = (out, (priority, kind, path, args))
                 ended = None
         if ended is None:
-            self._out.put(_frame(("a", ident, priority, kind, path, *args)))
+            self._out.put(frame(("a", ident, priority, kind, path, *args)))
         elif self._closing or self._fallback is None:
             out.set_result(OSError(ended))
         else:
@@ -189,7 +192,7 @@ class Fetcher:
         why = "the fetching process ended"
         try:
             assert self._proc.stdout is not None
-            for message in _Frames(self._proc.stdout.fileno()):
+            for message in Frames(functools.partial(os.read, self._proc.stdout.fileno())):
                 tag = message[0]
                 if tag == "r":
                     _, ident, data, span = message
@@ -247,7 +250,7 @@ class Fetcher:
         with self._lock:
             self._closing = True
         with contextlib.suppress(Exception):
-            self._out.put(_frame(("x",)))
+            self._out.put(frame(("x",)))
             self._out.put(None)
         if not self._done.wait(CLOSE_WAIT):
             self._proc.kill()
@@ -289,7 +292,7 @@ def spawn(paths: list[str], environ: Any = os.environ) -> dict[str, Fetcher]:
 def _serve(url: str, requests_fd: int, answers_fd: int) -> int:
     from pyaudit import remote
 
-    frames = iter(_Frames(requests_fd))
+    frames = iter(Frames(functools.partial(os.read, requests_fd)))
     first = next(frames, ("x",))  # (nothing asked: the scan did not take this process)
     if first[0] != "s":
         return 0
@@ -308,9 +311,9 @@ def _serve(url: str, requests_fd: int, answers_fd: int) -> int:
     def answer(ident: int, future: concurrent.futures.Future[Any]) -> None:
         data = future.result()
         if isinstance(data, BaseException):
-            out.put(_frame(("e", ident, remote._one_line(data))))
+            out.put(frame(("e", ident, remote._one_line(data))))
         else:
-            out.put(_frame(("r", ident, bytes(data), client.largest_span)))
+            out.put(frame(("r", ident, bytes(data), client.largest_span)))
 
     try:
         for message in frames:
@@ -322,7 +325,7 @@ def _serve(url: str, requests_fd: int, answers_fd: int) -> int:
     finally:
         # The counts first (the scan waits for them, and for nothing else: what is in
         # flight now was counted when it was sent), then the client closed.
-        out.put(_frame(("t", client.transfer.to_json())))
+        out.put(frame(("t", client.transfer.to_json())))
         out.put(None)
         writer.join(CLOSE_WAIT)
         client.close()

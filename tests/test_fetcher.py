@@ -1,0 +1,58 @@
+"""pyaudit.fetcher's wire: frames written whole and read in chunks of any size give back the
+messages written, in order; a frame longer than the bound is refused, never allocated.
+(The fetching process itself is tested with a real S3 fake in test_remote.py.)"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyaudit.fetcher import MAX_FRAME, Frames, frame
+
+scalars = st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=50),
+                    st.binary(max_size=3000), st.none())
+messages = st.lists(st.tuples(st.sampled_from("rehtas"), scalars, scalars), max_size=20)
+
+
+def _reader(data: bytes, cuts: list[int]):  # type: ignore[no-untyped-def]
+    """read(n) over ``data``, giving at most the next cut's number of bytes each time."""
+    at = [0]
+    sizes = iter(cuts)
+
+    def read(n: int) -> bytes:
+        size = min(n, next(sizes, n))
+        chunk = data[at[0] : at[0] + max(1, size)]
+        at[0] += len(chunk)
+        return chunk
+
+    return read
+
+
+@given(messages, st.lists(st.integers(1, 5000), max_size=50))
+def test_frames_read_in_any_chunks_give_the_messages_written(
+    written: list[tuple[object, ...]], cuts: list[int]
+) -> None:
+    data = b"".join(frame(m) for m in written)
+    assert list(Frames(_reader(data, cuts))) == written
+
+
+@given(messages, st.integers(1, 3))
+def test_a_cut_frame_is_not_a_message(written: list[tuple[object, ...]], short: int) -> None:
+    """A stream that ends inside a frame gives the whole frames before it, then ends."""
+    data = b"".join(frame(m) for m in written) + frame(("r", 1, b"tail"))
+    assert list(Frames(_reader(data[:-short], []))) == written
+
+
+def test_a_frame_over_the_bound_is_refused_before_it_is_read() -> None:
+    asked: list[int] = []
+    head = struct.pack("<I", MAX_FRAME + 1)
+
+    def read(n: int) -> bytes:
+        asked.append(n)
+        return head if len(asked) == 1 else pytest.fail("read past the length")
+
+    with pytest.raises(ValueError, match="a frame of"):
+        list(Frames(read))
