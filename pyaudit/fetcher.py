@@ -20,9 +20,9 @@ Wire: frames of a 4-byte little-endian length and a :mod:`marshal` tuple (only i
 strings, bytes and None; both ends are this module). Requests ``("a", id, priority, kind,
 path, *ints)`` with kind ``h`` (a header: size), ``w`` (a whole file: size) or ``g``
 (bytes ``[start, end)``: start, end, size), after ``("s", in_flight, settings)`` first,
-and ``("x",)`` (close). Answers ``("r", id,
-bytes, largest header span so far)``, ``("e", id, one-line error)``, and after a close
-``("t", transfer counts)``. A child that ends otherwise (killed, crashed, never started)
+and ``("x",)`` (close). Answers ``("r", id, bytes, largest header span so far)``, ``("e",
+id, one-line error)``, and after a close ``("t", transfer counts)``. A child that ends
+otherwise (killed, crashed, failed to start, its client not to be made: then silently)
 loses nothing: the requests it did not answer, and those asked later, go to the scan's own
 client (the ``fallback`` given to :meth:`Fetcher.configure`), with a warning; a request
 is never left unanswered, so a scan never hangs on one.
@@ -340,7 +340,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     answers_fd = os.dup(1)
     os.dup2(2, 1)  # (anything printed goes to stderr, never into the answers)
-    code = _serve(argv[1], 0, answers_fd)
+    try:
+        code = _serve(argv[1], 0, answers_fd)
+    except Exception:  # (no traceback: the scan says this process ended, and goes on)
+        code = 1
     # (its answers are written, its connections closed: nothing is left to finalise, and
     # the scan that waits for this process's end waits no longer)
     sys.stderr.flush()

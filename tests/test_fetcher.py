@@ -56,3 +56,27 @@ def test_a_frame_over_the_bound_is_refused_before_it_is_read() -> None:
 
     with pytest.raises(ValueError, match="a frame of"):
         list(Frames(read))
+
+
+@pytest.mark.parametrize("url", ["nope://x/y", "s3://bucket/key"])
+def test_the_child_ends_without_a_traceback(url: str) -> None:
+    """A child whose client cannot be made (a URL no filesystem serves) ends with status 1
+    and says nothing (the scan warns, and sends its requests itself); one configured and
+    then closed says its counts and ends with 0; one closed before it is configured ends
+    with 0 and says nothing. None leaves a byte on stderr."""
+    import subprocess
+    import sys
+
+    served = not url.startswith("nope")
+    for stdin, status, said in (
+        (frame(("s", 8, "{}")), 0 if served else 1, ["t"] if served else []),
+        (frame(("x",)), 0, []),
+        (b"", 0, []),
+    ):
+        done = subprocess.run([sys.executable, "-m", "pyaudit.fetcher", url], input=stdin,
+                              capture_output=True, timeout=60)
+        assert (done.returncode, done.stderr) == (status, b""), (stdin, done)
+        answers = list(Frames(_reader(done.stdout, [])))
+        assert [a[0] for a in answers] == said, answers
+        if said:
+            assert answers[0][1]["requests"] == 0
