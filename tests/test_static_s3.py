@@ -98,3 +98,29 @@ def test_a_request_the_fake_fails_on_closes_its_connection(
             except ConnectionResetError:
                 got = b""
     assert got == b""
+
+
+def test_a_head_answered_with_an_error_has_no_body(tmp_path: Path) -> None:
+    """HEAD of a bucket that is not there (s3fs asks it before a listing): 404 and no body,
+    so that the next answer on the connection is read as one (a body sent after a HEAD's
+    answer was read by the client as the next status line)."""
+    import socket
+
+    from pyaudit.testing.proxy import LatencyProxy
+
+    _store(tmp_path)
+    with LatencyProxy(serve=str(tmp_path), frozen=True) as proxy:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"HEAD /nobucket HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /b/s/top.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while not got.endswith(b"{}"):
+                part = conn.recv(4096)
+                if not part:
+                    break
+                got += part
+    first, _, rest = got.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 404")
+    assert rest.startswith(b"HTTP/1.1 200")
+    assert rest.endswith(b"\r\n\r\n{}")

@@ -259,7 +259,10 @@ def _respond(
     stats: ProxyStats, kind: str, method: str, status_line: str,
     out_headers: list[tuple[str, str]], out_body: bytes,
 ) -> bytes:
-    """A response's bytes (a Content-Length of its own), counted."""
+    """A response's bytes (a Content-Length of its own), counted. A HEAD's has no body (an
+    error's too: its body sent would be read as the next response on the connection)."""
+    if method == "HEAD":
+        out_body = b""
     stats.body_bytes += len(out_body)
     if kind.startswith("get") and kind != "get-list":
         stats.object_bytes += len(out_body)
