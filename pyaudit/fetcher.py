@@ -20,12 +20,15 @@ Wire: frames of a 4-byte little-endian length and a :mod:`marshal` tuple (only i
 strings, bytes and None; both ends are this module). Requests ``("a", id, priority, kind,
 path, *ints)`` with kind ``h`` (a header: size), ``w`` (a whole file: size) or ``g``
 (bytes ``[start, end)``: start, end, size), after ``("s", in_flight, settings)`` first,
-and ``("x",)`` (close). Answers ``("r", id, bytes, largest header span so far)``, ``("e",
-id, one-line error)``, and after a close ``("t", transfer counts)``. A child that ends
-otherwise (killed, crashed, failed to start, its client not to be made: then silently)
-loses nothing: the requests it did not answer, and those asked later, go to the scan's own
-client (the ``fallback`` given to :meth:`Fetcher.configure`), with a warning; a request
-is never left unanswered, so a scan never hangs on one.
+and ``("x",)`` (close). Answers ``("r", id, bytes, largest header span so far, *sent)``,
+``("e", id, one-line error, *sent)``, and after a close ``("t", transfer counts)``;
+``sent``: the child's requests, object bytes and retries so far (:data:`SENT`), which the
+scan counts where no close says them (a child that ended). A child that ends otherwise
+(killed, crashed, failed to start, its client not to be made: then silently) loses
+nothing: the requests it did not answer, and those asked later, go to the scan's own client
+(the ``fallback`` given to :meth:`Fetcher.configure`), with a warning; a request is never
+left unanswered, so a scan never hangs on one. Its counts lack only the requests sent after
+its last answer.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ CLOSE_WAIT = 10.0  # s a closing child may take to say its counts and end
 # Fetching processes at once (a command line of many s3:// PATHs lists them all at once, and
 # scans them one after another): the URLs beyond have their GETs sent by the scan's process.
 MAX_PROCESSES = 2
+#: The transfer counts (pyaudit.remote.Transfer's) each answer carries, as they were then.
+SENT = ("requests", "bytes", "retries")
+#: The error a request gets once the scan has closed (or given up) the process.
+CANCELLED = "cancelled: the scan was given up"
 
 #: The tunables of pyaudit.remote a child takes from the scan (tests and callers change them).
 SETTINGS = ("ATTEMPTS", "BACKOFF", "BACKOFF_MAX", "TIMEOUT", "FIRST_GUESS", "GUESS_MAX",
@@ -148,15 +155,17 @@ class Fetcher:
         self._fallback: Fallback | None = None
         self.largest_span = 0
         self.counts: dict[str, int] | None = None  # the child's transfer, once closed
+        self.sent = dict.fromkeys(SENT, 0)  # the child's counts as its last answer said them
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._done = threading.Event()
-        self._threads = [
-            threading.Thread(target=_writer, args=(self._proc.stdin.fileno(), self._out),
-                             name="pyaudit-fetch-out", daemon=True),
-            threading.Thread(target=self._read, name="pyaudit-fetch-in", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        # (each writes or reads its pipe by number: :meth:`close` closes a pipe only once its
+        # thread is over, so that no write or read reaches a file given that number later)
+        self._writer = threading.Thread(
+            target=_writer, args=(self._proc.stdin.fileno(), self._out),
+            name="pyaudit-fetch-out", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="pyaudit-fetch-in", daemon=True)
+        self._writer.start()
+        self._reader.start()
 
     def configure(self, in_flight: int, settings: dict[str, Any], fallback: Fallback) -> None:
         """The child's client: ``in_flight`` requests at once, pyaudit.remote's tunables as
@@ -195,22 +204,24 @@ class Fetcher:
             for message in Frames(functools.partial(os.read, self._proc.stdout.fileno())):
                 tag = message[0]
                 if tag == "r":
-                    _, ident, data, span = message
+                    _, ident, data, span, *sent = message
                     if span > self.largest_span:
                         self.largest_span = span
+                    self._said(sent)
                     with self._lock:
                         held = self._pending.pop(ident, None)
                     if held is not None:
                         held[0].set_result(data)
                 elif tag == "e":
-                    _, ident, text = message
+                    _, ident, text, *sent = message
+                    self._said(sent)
                     with self._lock:
                         held = self._pending.pop(ident, None)
                     if held is not None:
                         held[0].set_result(OSError(text))
                 elif tag == "t":
                     self.counts = dict(message[1])
-                    why = "cancelled: the scan was given up"
+                    why = CANCELLED
                     break  # (nothing follows)
         except (OSError, ValueError, EOFError, TypeError) as e:
             why = f"the fetching process's answers could not be read: {e}"
@@ -221,6 +232,13 @@ class Fetcher:
                     why = f"{why} (exit status {self._proc.wait(CLOSE_WAIT)})"
             self._end(why)
             self._done.set()
+
+    def _said(self, sent: list[int]) -> None:
+        """An answer's counts (the child's so far: answers written by more than one of its
+        threads may come out of order, so each count is the largest said)."""
+        for name, value in zip(SENT, sent, strict=True):
+            if value > self.sent[name]:
+                self.sent[name] = value
 
     def _end(self, why: str) -> None:
         """No more answers: every request unanswered goes to the fallback (the scan goes
@@ -244,9 +262,10 @@ class Fetcher:
             else:
                 future.set_result(OSError(self._ended))
 
-    def close(self) -> dict[str, int] | None:
-        """Nothing more is asked: the child drops what is queued and says its counts
-        (returned; None when it could not), then ends."""
+    def close(self) -> dict[str, int]:
+        """Nothing more is asked: the child drops what is queued and says its counts, then
+        ends. Returns them; where it ended without saying them (killed, crashed), the counts
+        its last answer said (those of the requests it sent after that are lost)."""
         with self._lock:
             self._closing = True
         with contextlib.suppress(Exception):
@@ -260,12 +279,15 @@ class Fetcher:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        for stream in (self._proc.stdin, self._proc.stdout):
-            with contextlib.suppress(OSError):
-                if stream is not None:
+        # The child is gone: a write still pending fails (EPIPE), and its thread ends.
+        self._writer.join(CLOSE_WAIT)
+        self._reader.join(CLOSE_WAIT)
+        for stream, thread in ((self._proc.stdin, self._writer), (self._proc.stdout, self._reader)):
+            if stream is not None and not thread.is_alive():
+                with contextlib.suppress(OSError):
                     stream.close()
-        self._end("cancelled: the scan was given up")
-        return self.counts
+        self._end(CANCELLED)
+        return self.counts if self.counts is not None else dict(self.sent)
 
 
 def spawn(paths: list[str], environ: Any = os.environ) -> dict[str, Fetcher]:
@@ -308,12 +330,15 @@ def _serve(url: str, requests_fd: int, answers_fd: int) -> int:
                               name="pyaudit-fetch-out", daemon=True)
     writer.start()
 
+    transfer = client.transfer
+
     def answer(ident: int, future: concurrent.futures.Future[Any]) -> None:
         data = future.result()
+        sent = (transfer.requests, transfer.bytes, transfer.retries)  # (the order of SENT)
         if isinstance(data, BaseException):
-            out.put(frame(("e", ident, remote._one_line(data))))
+            out.put(frame(("e", ident, remote._one_line(data), *sent)))
         else:
-            out.put(frame(("r", ident, bytes(data), client.largest_span)))
+            out.put(frame(("r", ident, bytes(data), client.largest_span, *sent)))
 
     try:
         for message in frames:

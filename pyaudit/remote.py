@@ -103,6 +103,7 @@ from pyaudit.discover import (
     listing_of,
 )
 from pyaudit.discover import is_url as is_url
+from pyaudit.fetcher import CANCELLED
 from pyaudit.findings import finding, status_of
 from pyaudit.firstpage import MAX_LISTING_BYTES, FirstPage
 from pyaudit.headers import Header, header_span, parse_header_bytes
@@ -889,14 +890,14 @@ class _Client:
         try:
             self.loop.call_soon_threadsafe(self._push, priority, run)
         except RuntimeError:  # the loop is closed (a DirectS3's, once the client is)
-            out.set_result(OSError("cancelled: the scan was given up"))
+            out.set_result(OSError(CANCELLED))
         return out
 
     def _settle(self) -> None:
         """Every request's future not answered yet gets an error (the client is closed)."""
         for out in list(self._unsettled):
             if not out.done():
-                out.set_result(OSError("cancelled: the scan was given up"))
+                out.set_result(OSError(CANCELLED))
 
     def call(self, job: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         """Run ``job`` on the loop outside the slots (the listing), and wait for it."""
@@ -924,9 +925,7 @@ class _Client:
                 await self.fs.close()
 
         if self.fetcher is not None:
-            counts = self.fetcher.close()
-            if counts is not None:
-                self.transfer.add(Transfer(**counts))
+            self.transfer.add(Transfer(**self.fetcher.close()))
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):  # (a loop already closed: nothing runs on it)

@@ -8,6 +8,7 @@ must be those of a local scan of the same tree (the root path and timing aside).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -1818,6 +1819,56 @@ def test_fetching_process_that_dies_loses_no_request(
         f"{url}: the fetching process ended (exit status -9): its requests are sent by the "
         "scan's own process"
     ]
+
+
+def test_fetching_process_that_dies_keeps_the_counts_of_its_answers(
+    s3: tuple[str, Served], store: Path,
+) -> None:
+    """A fetching process killed after answering: the requests and bytes it answered stay
+    counted (each answer says the child's counts so far), as the store served them; and
+    they are those a close says when the process is not killed. The second process is
+    started after the first is closed: before its close waited for its pipes' threads, the
+    first's close frame was written into the pipe that took its number (the second's), which
+    then ended at once, unasked."""
+    from pyaudit import remote
+    from pyaudit.fetcher import SETTINGS, Fetcher
+
+    _, served = s3
+    url = f"s3://{BUCKET}/store"
+    shards = sorted(store.glob("llama/*.safetensors"))
+    assert len(shards) == 3
+    settings = {name: getattr(remote, name) for name in SETTINGS}
+    fell_back: list[str] = []
+
+    def fallback(priority: int, kind: str, path: str, args: tuple[int, ...]) -> Any:
+        fell_back.append(path)
+        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        out.set_result(OSError("not sent"))
+        return out
+
+    counts = []
+    for kill in (True, False):
+        served.clear()
+        fetcher = Fetcher(url)
+        fetcher.configure(8, settings, fallback)
+        answers = [
+            fetcher.ask(2, "h", f"{BUCKET}/store/llama/{p.name}", p.stat().st_size).result(30)
+            for p in shards
+        ]
+        assert all(isinstance(a, bytes) and a for a in answers), answers
+        if kill:
+            fetcher._proc.kill()
+            assert fetcher._done.wait(30)
+        counts.append(fetcher.close())
+        assert (fetcher.counts is None) == kill
+        assert counts[-1] == {
+            "requests": sum(len(r) for r in served.gets.values()),
+            "bytes": sum(served.bytes.values()),
+            "retries": 0,
+        } | ({} if kill else {"listed": 0, "failed": 0, "in_flight": 8, "shared": 0})
+        assert counts[-1]["requests"] >= 3
+    assert not fell_back
+    assert counts[0] == {k: counts[1][k] for k in counts[0]}
 
 
 def test_fetching_process_that_cannot_start_or_run(
