@@ -1042,57 +1042,70 @@ class _Client:
                     with contextlib.suppress(Exception):  # (its errors are the first page's)
                         await s3.client(bucket)
                 self.asked.set()
-                token: str | None = None
-                while True:
+
+                async def presigned_page(token: str | None) -> tuple[list[Listed], str | None]:
+                    assert s3 is not None
                     page_of = functools.partial(s3.list_page, bucket, prefix, token)
                     items, token = await self._retrying(root, page_of)
-                    yield [(f"{bucket}/{k}", size, etag) for k, size, etag in items]
-                    if not token:
-                        return
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-            kwargs.update(getattr(fs, "req_kw", {}) or {})
+                    return [(f"{bucket}/{k}", size, etag) for k, size, etag in items], token
+
+                async for listed in _pages_ahead(presigned_page):
+                    yield listed
+                return
+            base: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+            base.update(getattr(fs, "req_kw", {}) or {})
             self.asked.set()
-            while True:
+
+            async def s3fs_page(token: str | None) -> tuple[list[Listed], str | None]:
+                kwargs = {**base, "ContinuationToken": token} if token else base
                 page = await self._retrying(root, lambda: fs._call_s3("list_objects_v2", **kwargs))
-                yield [
+                listed = [
                     (f"{bucket}/{c['Key']}", _size(c), _content_id(c.get("ETag")))
                     for c in page.get("Contents", [])
                 ]
                 token = page.get("NextContinuationToken")
-                if not page.get("IsTruncated") or not token:
-                    return
-                kwargs["ContinuationToken"] = token
+                return listed, token if page.get("IsTruncated") and token else None
+
+            async for listed in _pages_ahead(s3fs_page):
+                yield listed
+            return
         self.asked.set()
         if GCS_PAGES and _is_plain_gcs(fs):
             bucket, key, _ = fs.split_path(root)
             params: dict[str, Any] = {"maxResults": GCS_PAGE}
             if key:
                 params["prefix"] = f"{key.rstrip('/')}/"
-            while True:
+
+            async def gcs_page(token: str | None) -> tuple[list[Listed], str | None]:
+                asked = {**params, "pageToken": token} if token else params
                 list_page = functools.partial(
-                    fs._call, "GET", "b/{}/o", bucket, json_out=True, **params
+                    fs._call, "GET", "b/{}/o", bucket, json_out=True, **asked
                 )
                 page = await self._retrying(root, list_page)
                 items = (page.get("items") or []) if isinstance(page, dict) else []
-                yield [
+                listed = [
                     (f"{bucket}/{o['name']}", _size(o), _gcs_content_id(o.get("md5Hash")))
                     for o in items
                     if isinstance(o, dict) and isinstance(o.get("name"), str)
                 ]
                 next_token = page.get("nextPageToken") if isinstance(page, dict) else None
-                if not next_token:
-                    return
-                params["pageToken"] = next_token
+                return listed, next_token or None
+
+            async for listed in _pages_ahead(gcs_page):
+                yield listed
+            return
         if AZURE_PAGES and _is_plain_azure(fs):
             container, key, _ = fs.split_path(root)
             prefix = f"{key.rstrip('/')}/" if key else ""
-            marker: str | None = None
-            while True:
-                azure_page = functools.partial(_azure_page, fs, container, prefix, marker)
-                items, marker = await self._retrying(root, azure_page)
-                yield items
-                if not marker:
-                    return
+
+            async def azure_page(marker: str | None) -> tuple[list[Listed], str | None]:
+                page_of = functools.partial(_azure_page, fs, container, prefix, marker)
+                items, marker = await self._retrying(root, page_of)
+                return items, marker or None
+
+            async for listed in _pages_ahead(azure_page):
+                yield listed
+            return
         if self.is_async:
             found = await self._retrying(root, lambda: fs._find(root, detail=True))
         else:
@@ -1116,6 +1129,38 @@ class _Client:
         else:
             out = await self._retrying(path, lambda: self._sync(self.fs.ls, path, detail=True))
         return [dict(e) for e in out]
+
+
+# Listed files taken in (their requests asked) between turns of the event loop, whose other
+# work (the next listing page's request and answer) then waits no longer than this.
+_ADDS_BETWEEN_IO = 128
+
+
+async def _pages_ahead(
+    fetch: Callable[[str | None], Awaitable[tuple[list[Listed], str | None]]],
+) -> AsyncIterator[list[Listed]]:
+    """The pages ``fetch(token)`` gives (its items, and the next page's token: None after the
+    last), each next page asked before the one in hand is given on, so that its round trip
+    overlaps the caller's work on this one (the requests it makes of the page's files)
+    instead of following it. The next page's request runs to its first wait (on a kept
+    connection, it is written) before this page is given on. A page's error is raised after
+    the pages before it; pages not taken are not asked for (the one in flight is
+    cancelled)."""
+    pending: asyncio.Future[tuple[list[Listed], str | None]] | None = (
+        asyncio.ensure_future(fetch(None)))
+    try:
+        while pending is not None:
+            items, token = await pending
+            pending = asyncio.ensure_future(fetch(token)) if token else None
+            if pending is not None:
+                await asyncio.sleep(0)  # (its first step, before the caller's work on this)
+            yield items
+    finally:
+        if pending is not None:
+            if not pending.done():
+                pending.cancel()
+            elif not pending.cancelled():
+                pending.exception()  # (a page not taken: its error is no one's)
 
 
 # --- one URL --------------------------------------------------------------------------------
@@ -1249,9 +1294,11 @@ class RemoteTree:
         try:
             async for page in self.client.listing(self.root):
                 self.client.transfer.listed += len(page)
-                for path, size, content in page:
+                for index, (path, size, content) in enumerate(page, 1):
                     if path.startswith(prefix):
                         self._add(path[len(prefix) :], size, content)
+                    if not index % _ADDS_BETWEEN_IO:  # (the next page's exchange goes on)
+                        await asyncio.sleep(0)
                 self._page_added.set()
                 if self.files and not self._first.done():
                     self._first.set_result(None)

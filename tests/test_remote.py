@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -1910,3 +1911,52 @@ def test_many_urls_share_a_bounded_number_of_fetching_processes(
         c["findings"] for c in local_doc["checkpoints"]]
     assert sorted(f.url for f in made) == sorted(urls[:MAX_PROCESSES])
     assert all(f.counts is not None and f.counts["requests"] > 0 for f in made)
+
+
+# --- the listing's pages ----------------------------------------------------------------
+
+
+def test_the_next_listing_page_is_asked_before_the_one_in_hand_is_given_on() -> None:
+    """Each next page is asked as soon as its token is known, before the page in hand is
+    given to the listing (which asks for its files meanwhile); an error of a page is
+    raised after the pages before it; a listing given up cancels the page in flight and
+    asks no further."""
+    import asyncio
+
+    from pyaudit.remote import _pages_ahead
+
+    events: list[str] = []
+    cancelled: list[str | None] = []
+
+    async def fetch(token: str | None) -> tuple[list[Any], str | None]:
+        events.append(f"ask {token}")
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            cancelled.append(token)
+            raise
+        if token == "boom":
+            raise OSError("page 3 failed")
+        following = {None: "p2", "p2": "boom"}[token]
+        return [(f"key of {token}", 1, None)], following
+
+    async def take(pages: int) -> None:
+        listing = _pages_ahead(fetch)
+        try:
+            async for page in listing:
+                events.append(f"got {page[0][0]}")
+                time.sleep(0.02)  # (the listing's work on the page: the loop's thread busy)
+                pages -= 1
+                if not pages:
+                    break
+        finally:
+            await listing.aclose()
+
+    with pytest.raises(OSError, match="page 3 failed"):
+        asyncio.run(take(5))
+    assert events == ["ask None", "ask p2", "got key of None", "ask boom", "got key of p2"]
+
+    events.clear()
+    asyncio.run(take(1))
+    assert events == ["ask None", "ask p2", "got key of None"]
+    assert cancelled == ["p2"]
