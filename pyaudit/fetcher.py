@@ -334,7 +334,7 @@ def _serve(url: str, requests_fd: int, answers_fd: int) -> int:
 
     def answer(ident: int, future: concurrent.futures.Future[Any]) -> None:
         data = future.result()
-        sent = (transfer.requests, transfer.bytes, transfer.retries)  # (the order of SENT)
+        sent = [getattr(transfer, name) for name in SENT]
         if isinstance(data, BaseException):
             out.put(frame(("e", ident, remote._one_line(data), *sent)))
         else:
