@@ -179,6 +179,9 @@ _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirecto
 # A listed object: its path, its size, and what identifies its content where the listing
 # says (see _content_id), else None.
 Listed = tuple[str, int, "str | None"]
+#: One page of a listing asked by its token (None: the first): its files, and the next page's
+#: token (None after the last).
+PageFetch = Callable[["str | None"], Awaitable[tuple[list[Listed], "str | None"]]]
 
 
 class RemoteError(Exception):
@@ -1031,7 +1034,28 @@ class _Client:
     # Listing (on the loop thread, outside the slots) --------------------------------------
 
     async def listing(self, root: str) -> AsyncIterator[list[Listed]]:
-        """(path, size, content id) of every file below ``root``, a page at a time."""
+        """(path, size, content id) of every file below ``root``, a page at a time (each next
+        page asked ahead, where the store lists page by page)."""
+        fs = self.fs
+        page = await self._page_fetch(root)
+        if page is not None:
+            async for listed in _pages_ahead(page):
+                yield listed
+            return
+        if self.is_async:
+            found = await self._retrying(root, lambda: fs._find(root, detail=True))
+        else:
+            found = await self._retrying(root, lambda: self._sync(fs.find, root, detail=True))
+        yield [
+            (str(k), _size(info), None)
+            for k, info in found.items()
+            if info.get("type", "file") == "file" and not str(k).endswith("/")
+        ]
+
+    async def _page_fetch(self, root: str) -> PageFetch | None:
+        """How one page of ``root``'s listing is asked (its token: None for the first), where
+        the store lists page by page (S3 presigned or through s3fs, GCS, Azure); None where
+        one fsspec ``find`` lists it whole."""
         fs = self.fs
         if S3_PAGES and _is_plain_s3(fs):
             bucket, key, _ = fs.split_path(root)
@@ -1049,9 +1073,7 @@ class _Client:
                     items, token = await self._retrying(root, page_of)
                     return [(f"{bucket}/{k}", size, etag) for k, size, etag in items], token
 
-                async for listed in _pages_ahead(presigned_page):
-                    yield listed
-                return
+                return presigned_page
             base: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
             base.update(getattr(fs, "req_kw", {}) or {})
             self.asked.set()
@@ -1066,9 +1088,7 @@ class _Client:
                 token = page.get("NextContinuationToken")
                 return listed, token if page.get("IsTruncated") and token else None
 
-            async for listed in _pages_ahead(s3fs_page):
-                yield listed
-            return
+            return s3fs_page
         self.asked.set()
         if GCS_PAGES and _is_plain_gcs(fs):
             bucket, key, _ = fs.split_path(root)
@@ -1091,9 +1111,7 @@ class _Client:
                 next_token = page.get("nextPageToken") if isinstance(page, dict) else None
                 return listed, next_token or None
 
-            async for listed in _pages_ahead(gcs_page):
-                yield listed
-            return
+            return gcs_page
         if AZURE_PAGES and _is_plain_azure(fs):
             container, key, _ = fs.split_path(root)
             prefix = f"{key.rstrip('/')}/" if key else ""
@@ -1103,18 +1121,8 @@ class _Client:
                 items, marker = await self._retrying(root, page_of)
                 return items, marker or None
 
-            async for listed in _pages_ahead(azure_page):
-                yield listed
-            return
-        if self.is_async:
-            found = await self._retrying(root, lambda: fs._find(root, detail=True))
-        else:
-            found = await self._retrying(root, lambda: self._sync(fs.find, root, detail=True))
-        yield [
-            (str(k), _size(info), None)
-            for k, info in found.items()
-            if info.get("type", "file") == "file" and not str(k).endswith("/")
-        ]
+            return azure_page
+        return None
 
     async def info(self, path: str) -> dict[str, Any]:
         if self.is_async:
@@ -1136,9 +1144,7 @@ class _Client:
 _ADDS_BETWEEN_IO = 128
 
 
-async def _pages_ahead(
-    fetch: Callable[[str | None], Awaitable[tuple[list[Listed], str | None]]],
-) -> AsyncIterator[list[Listed]]:
+async def _pages_ahead(fetch: PageFetch) -> AsyncIterator[list[Listed]]:
     """The pages ``fetch(token)`` gives (its items, and the next page's token: None after the
     last), each next page asked before the one in hand is given on, so that its round trip
     overlaps the caller's work on this one (the requests it makes of the page's files)
