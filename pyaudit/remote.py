@@ -1142,6 +1142,9 @@ class _Client:
 # Listed files taken in (their requests asked) between turns of the event loop, whose other
 # work (the next listing page's request and answer) then waits no longer than this.
 _ADDS_BETWEEN_IO = 128
+# s the mirror's maker waits for a page before it looks again (a safety net: each page
+# added, and the listing's end, wake it)
+LISTING_POLL = 0.05
 
 
 async def _pages_ahead(fetch: PageFetch) -> AsyncIterator[list[Listed]]:
@@ -1249,6 +1252,10 @@ class RemoteTree:
         # that cannot be listed fails there), the rest arrives while the scan starts.
         self._first: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._listing = asyncio.run_coroutine_threadsafe(self._list(), self.client.loop)
+        # The listing's end wakes the mirror's maker too: its last page is added (and
+        # said) before the listing is done, and a wait begun between the two would
+        # otherwise sleep out its whole poll (up to 50 ms on the critical path).
+        self._listing.add_done_callback(lambda _: self._page_added.set())
         if wait:
             self.ready()
 
@@ -1412,7 +1419,7 @@ class RemoteTree:
             if done:
                 self._check_names_only()
                 return self.listed()
-            self._page_added.wait(0.05)
+            self._page_added.wait(LISTING_POLL)
 
     def _make_placeholders(self, root: str) -> None:
         new = self._unmirrored

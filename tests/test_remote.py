@@ -8,6 +8,7 @@ must be those of a local scan of the same tree (the root path and timing aside).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -1125,6 +1126,51 @@ def test_headers_requested_while_the_listing_arrives(
     pages = [i for i, (_, path) in enumerate(seen) if path == f"/{BUCKET}"]
     first_header = min(i for i, (_, path) in enumerate(seen) if path.endswith(".safetensors"))
     assert len(pages) >= 10 and first_header < pages[-1], seen
+
+
+def test_the_listing_s_end_wakes_the_mirror_maker(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing's last page is added (and said) before the listing is over: a wait of
+    the mirror's maker begun between the two is woken by the listing's end, not by its
+    poll running out (it slept 50 ms of a scan's critical path away). Here the listing
+    ends 0.3 s after its last page, and the poll is 30 s: no wait may run out."""
+    from pyaudit import remote
+    from pyaudit.testing.proxy import LatencyProxy
+
+    class Counting(threading.Event):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ran_out = 0
+
+        def wait(self, timeout: float | None = None) -> bool:
+            woken = super().wait(timeout)
+            self.ran_out += not woken
+            return woken
+
+    listing = remote.RemoteTree._list
+
+    async def late_end(self: remote.RemoteTree) -> None:
+        await listing(self)
+        await asyncio.sleep(0.3)  # (every page added: the listing is not over yet)
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    monkeypatch.setattr(remote, "LISTING_POLL", 30.0)
+    monkeypatch.setattr(remote.RemoteTree, "_list", late_end)
+    with LatencyProxy(serve=str(root), delay=0.0) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        tree = remote.RemoteTree(f"s3://{BUCKET}/store", in_flight=4)
+        tree._page_added = event = Counting()
+        mirror = tmp_path / "mirror"
+        mirror.mkdir()
+        try:
+            assert tree.mirror_while_listed(mirror) is None
+        finally:
+            tree.close()
+    assert event.ran_out == 0
+    assert tree._listing.done() and tree.files
+    assert all((mirror / rel).exists() or rel.endswith(".safetensors") for rel in tree.files)
 
 
 def test_a_scan_given_up_lists_no_further(
