@@ -1,4 +1,4 @@
-"""The first listing page of each ``s3://`` PATH, asked before the rest of pyaudit is imported.
+"""The first listing pages of each ``s3://`` PATH, asked before the rest of pyaudit is imported.
 
 Every request of a remote scan waits for the first listing page: until it is in, nothing is
 known to ask for. The command line imports asyncio and the scan's modules (~0.12 s of CPU)
@@ -8,67 +8,85 @@ URL is signed here, and a thread fetches it over a blocking socket
 (:func:`pyaudit.httpwire.get_blocking`, the same reader as the scan's client) while the
 imports run.
 
-The scan's listing (``pyaudit.remote``) takes the answer as its first page's, through the
-same handling of HTTP errors and refusals as a page it asked for itself; when the request
-failed before an answer (the connection), it asks again the usual way. Only where the usual
-path would sign the same URL with the same shape: an ``s3://`` URL that
-:mod:`pyaudit.s3direct` serves, a shape kept for its bucket, credentials in the environment,
-and no proxy variable (the first page then goes the usual way, through the proxy).
+The same thread then asks the pages after it, one after another over the same connection,
+each as soon as the page before it names its token (``NextContinuationToken``, read off the
+answer's bytes): the pages of a listing follow each other at the server's pace, not at that
+of the scan's parsing of each (which, under the imports, took most of a page's time at low
+latency). At most :data:`AHEAD` pages wait to be taken; the thread stops once the scan's
+listing asks for a page it did not ask (a token read otherwise than here: the listing then
+asks from there on itself) or is over.
+
+The scan's listing (``pyaudit.remote``) takes each answer as its page's, through the same
+handling of HTTP errors and refusals as a page it asked for itself; when the request failed
+before an answer (the connection), it asks again the usual way. Only where the usual path
+would sign the same URL with the same shape: an ``s3://`` URL that :mod:`pyaudit.s3direct`
+serves, a shape kept for its bucket, credentials in the environment, and no proxy variable
+(the pages then go the usual way, through the proxy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 
-from pyaudit.httpwire import Response, get_blocking, names_a_proxy
+from pyaudit.httpwire import Kept, Response, get_blocking, names_a_proxy
 from pyaudit.s3direct import DirectS3, applies, env_credentials, load_shape, shape_key
 from pyaudit.s3presign import Credentials, Shape, list_params
 
 MAX_LISTING_BYTES = 64 * 1024 * 1024  # a listing page is read up to this (1,000 keys: ~0.3 MB)
 SOCKET_TIMEOUT = 60.0  # s the connection, and each read, may take
+AHEAD = 4  # pages asked and not yet taken by the scan's listing, at most
+
+_TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>", re.IGNORECASE)
+_TOKEN = re.compile(rb"<NextContinuationToken>([^<]{1,4096})</NextContinuationToken>")
+_ENTITIES = {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&amp;": "&"}
 
 
-class FirstPage:
-    """One URL's first listing page, asked on a thread of its own from construction on."""
+def next_token(body: bytes) -> str | None:
+    """The next page's token a ListObjectsV2 answer names, read off its bytes (as its XML
+    parse gives it: the five predefined entities replaced, spaces around it dropped); None
+    after the last page, or where it is written otherwise (the scan's listing, which parses
+    the page, then asks the next page itself)."""
+    if not _TRUNCATED.search(body):
+        return None
+    found = _TOKEN.search(body)
+    if found is None:
+        return None
+    try:
+        text = found.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "&" in text:
+        parts = text.split("&")
+        out = [parts[0]]
+        for part in parts[1:]:
+            name, semi, rest = part.partition(";")
+            entity = _ENTITIES.get(f"&{name};") if semi else None
+            if entity is None:  # (a character reference, or not XML: left to the parse)
+                return None
+            out.append(entity + rest)
+        text = "".join(out)
+    return text.strip() or None
 
-    def __init__(self, bucket: str, prefix: str, shape: Shape, creds: Credentials,
-                 cafile: str | None) -> None:
-        self.bucket = bucket
-        self.prefix = prefix  # as the listing asks for it: "" or "key/"
-        self.shape = shape
-        self.creds = creds
+
+class EarlyPage:
+    """One listing page asked early: its answer once in (any status), or why there is none."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token  # the page's continuation token (None: the first page)
         self.taken = False  # by the scan's listing
-        self._cafile = cafile
-        self._url = shape.list_url(creds, time.time(), list_params(prefix, None))
+        self.next: EarlyPage | None = None  # the page after it, once asked
+        self.named: str | None = None  # the next page's token, as its answer names it
         self._lock = threading.Lock()
         self._done = False
         self._callbacks: list[Callable[[], object]] = []
         self._response: Response | None = None
         self.error: str | None = None  # why there is no answer
-        threading.Thread(target=self._get, name="pyaudit-first-page", daemon=True).start()
-
-    def _get(self) -> None:
-        try:
-            self._response = get_blocking(self._url, MAX_LISTING_BYTES, SOCKET_TIMEOUT,
-                                          self._cafile)
-        except Exception as e:  # (any failure: the page is asked for again, the usual way)
-            self.error = f"{type(e).__name__}: {e}"
-        finally:
-            with self._lock:
-                self._done = True
-                callbacks, self._callbacks = self._callbacks, []
-            for callback in callbacks:
-                # (the scan may be over, its loop closed: never a traceback from this thread)
-                with contextlib.suppress(Exception):
-                    callback()
-
-    def matches(self, bucket: str, prefix: str, shape: Shape, creds: Credentials) -> bool:
-        """Whether this is the request the listing would send for ``prefix``'s first page."""
-        return (bucket, prefix, shape, creds) == (self.bucket, self.prefix, self.shape, self.creds)
 
     def when_done(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` once the request is over (now, if it is; else on its thread)."""
@@ -82,6 +100,114 @@ class FirstPage:
         """The answer (any status) once the request is over; None when it failed without
         one."""
         return self._response
+
+    def _settle(self, response: Response | None, error: str | None) -> None:
+        self._response, self.error = response, error
+        with self._lock:
+            self._done = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            # (the scan may be over, its loop closed: never a traceback from this thread)
+            with contextlib.suppress(Exception):
+                callback()
+
+
+class FirstPage(EarlyPage):
+    """One URL's first listing page, asked on a thread of its own from construction on, and
+    the pages after it (see the module)."""
+
+    def __init__(self, bucket: str, prefix: str, shape: Shape, creds: Credentials,
+                 cafile: str | None) -> None:
+        super().__init__(None)
+        self.bucket = bucket
+        self.prefix = prefix  # as the listing asks for it: "" or "key/"
+        self.shape = shape
+        self.creds = creds
+        self._cafile = cafile
+        self._url = shape.list_url(creds, time.time(), list_params(prefix, None))
+        self._chain = threading.Condition()  # (over .next, .taken, and the two below)
+        self._stopped = False
+        self._waiting = 0  # pages asked and not taken
+        threading.Thread(target=self._get, name="pyaudit-first-page", daemon=True).start()
+
+    def _get(self) -> None:
+        kept = Kept()
+        page: EarlyPage = self
+        try:
+            while True:
+                response, error = None, None
+                try:
+                    url = self._url if page is self else self.shape.list_url(
+                        self.creds, time.time(), list_params(self.prefix, page.token))
+                    response = get_blocking(url, MAX_LISTING_BYTES, SOCKET_TIMEOUT,
+                                            self._cafile, kept)
+                except Exception as e:  # (any failure: the page is asked for again, the usual way)
+                    error = f"{type(e).__name__}: {e}"
+                token = None
+                if response is not None and response.status == 200 and response.complete:
+                    token = next_token(response.body)
+                with self._chain:
+                    self._waiting += 1
+                    page.named = token
+                page._settle(response, error)
+                with self._chain:
+                    # (the next page waits while AHEAD are untaken, unless the listing
+                    # asked for it meanwhile: then :meth:`take` named it)
+                    if token is None or not self._chain.wait_for(
+                            functools.partial(self._may_ask_after, page), SOCKET_TIMEOUT):
+                        return
+                    if page.next is None:  # (one the listing asked for is asked, whatever)
+                        if self._stopped:
+                            return
+                        page.next = EarlyPage(token)
+                page = page.next
+        finally:
+            kept.close()
+
+    def _may_ask_after(self, page: EarlyPage) -> bool:
+        """Whether the page after ``page`` is to be asked now (or not at all: stopped)."""
+        return self._stopped or self._waiting < AHEAD or page.next is not None
+
+    def matches(self, bucket: str, prefix: str, shape: Shape, creds: Credentials) -> bool:
+        """Whether this is the request the listing would send for ``prefix``'s first page."""
+        return (bucket, prefix, shape, creds) == (self.bucket, self.prefix, self.shape, self.creds)
+
+    def take(self, token: str | None) -> EarlyPage | None:
+        """The page of ``token`` (None: the first) as asked here, taken (once); None where
+        it was not asked, or was taken already: then no page is asked here any more (the
+        listing asks from there on)."""
+        with self._chain:
+            page: EarlyPage | None = self
+            last: EarlyPage = self
+            while page is not None and page.token != token:
+                last, page = page, page.next
+            if page is None and token is not None and last.named == token and not self._stopped:
+                # (the token of the last page answered, whose next the thread has not asked
+                # yet: asked now, past AHEAD, as the listing waits for it)
+                page = last.next = EarlyPage(token)
+            if page is None or page.taken:
+                self._stopped = True
+                self._chain.notify_all()
+                return None
+            page.taken = True
+            self._waiting -= 1  # (counted once its answer is in: maybe after this)
+            self._chain.notify_all()
+            return page
+
+    def untaken(self) -> int:
+        """No page is asked here any more: the pages asked and never taken (each a request
+        sent), from now on taken."""
+        with self._chain:
+            self._stopped = True
+            self._chain.notify_all()
+            count = 0
+            page: EarlyPage | None = self
+            while page is not None:
+                if not page.taken:
+                    page.taken = True
+                    count += 1
+                page = page.next
+            return count
 
 
 def ask(

@@ -239,15 +239,55 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     raise RuntimeError("a blocking read suspended")
 
 
-def get_blocking(url: str, limit: int, timeout: float, cafile: str | None = None) -> Response:
+class Kept:
+    """The connection :func:`get_blocking` keeps for a thread's next GET to the same origin
+    (a listing's pages, one after another: one connection, and one TLS handshake, for all).
+    :meth:`close` once done."""
+
+    def __init__(self) -> None:
+        self.origin: tuple[str, str, int] | None = None
+        self.conn: _Blocking | None = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.sock.close()
+        self.origin = self.conn = None
+
+
+def get_blocking(url: str, limit: int, timeout: float, cafile: str | None = None,
+                 kept: Kept | None = None) -> Response:
     """GET ``url`` over a new connection of this thread (closed after it), the body up to
     ``limit`` bytes; the same framing and errors as :class:`pyaudit.httpget.HttpGetter`,
-    and ``timeout`` s at most for the connection and for each read."""
-    (scheme, host, port), request = request_bytes(url, close=True)
+    and ``timeout`` s at most for the connection and for each read. ``kept``: over the
+    connection it holds where it is to the same origin (one the server closed meanwhile:
+    over a new one), and the connection kept there for the next GET where the answer
+    leaves it usable."""
+    origin, request = request_bytes(url, close=kept is None)
+    if kept is not None and kept.conn is not None:
+        if kept.origin == origin:
+            reused = kept.conn
+            kept.origin = kept.conn = None  # (given back below only if still usable)
+            try:
+                reused.sock.sendall(request)
+                response, keep = _run(read_response(reused, limit))
+            except (Stale, ConnectionError):  # closed by the server while idle
+                reused.sock.close()
+            except BaseException:
+                reused.sock.close()
+                raise
+            else:
+                if keep and not reused.buffer:
+                    kept.origin, kept.conn = origin, reused
+                else:
+                    reused.sock.close()
+                return cast(Response, response)
+        kept.close()
+    scheme, host, port = origin
     # (an ASCII host as bytes: a str one is IDNA-encoded, whose codec's import, ~5 ms, would
     # come before this request)
     name: Any = host.encode("ascii") if host.isascii() else host  # (getaddrinfo takes both)
     sock = socket.create_connection((name, port), timeout=timeout)
+    keep = False
     try:
         if scheme == "https":
             import ssl
@@ -257,9 +297,14 @@ def get_blocking(url: str, limit: int, timeout: float, cafile: str | None = None
         sock.sendall(request)
         conn = _Blocking(sock)
         try:
-            response, _ = _run(read_response(conn, limit))
+            response, keep = _run(read_response(conn, limit))
         except Stale:
             raise ConnectionResetError("the connection closed before an answer") from None
+        keep = keep and kept is not None and not conn.buffer
+        if keep:
+            assert kept is not None
+            kept.origin, kept.conn = origin, conn
         return cast(Response, response)
     finally:
-        sock.close()
+        if not keep:
+            sock.close()

@@ -449,33 +449,34 @@ class _S3Ranges:
         return _answer(status, reason, body, start, limit)
 
     async def _first_page(
-        self, bucket: str, prefix: str, kept: tuple[Shape, Credentials]
+        self, bucket: str, prefix: str, kept: tuple[Shape, Credentials], token: str | None
     ) -> bytes | None:
-        """The body of ``prefix``'s first listing page as pyaudit.firstpage asked for it,
-        where that is the request this listing sends (taken once); None where it is not, or
-        where it failed before an answer (both requests are then counted)."""
+        """The body of ``prefix``'s listing page of ``token`` (None: the first) as
+        pyaudit.firstpage asked for it, where that is the request this listing sends (taken
+        once); None where it is not, or where it failed before an answer (both requests
+        are then counted)."""
         first = self.first_page
-        if first is None or first.taken or not first.matches(bucket, prefix, *kept):
+        if first is None or not first.matches(bucket, prefix, *kept):
             return None
-        first.taken = True
+        page = first.take(token)
+        if page is None:
+            return None
         loop = asyncio.get_running_loop()
         over: asyncio.Future[None] = loop.create_future()
-        first.when_done(functools.partial(loop.call_soon_threadsafe, _settle, over))
+        page.when_done(functools.partial(loop.call_soon_threadsafe, _settle, over))
         await over  # (a try past TIMEOUT is cancelled here, as any other)
-        response = first.result()
+        response = page.result()
         if response is None:
-            log.debug("s3://%s/%s: the first page asked early: %s", bucket, prefix, first.error)
+            log.debug("s3://%s/%s: a page asked early: %s", bucket, prefix, page.error)
             self.transfer.requests += 1
             return None
         return _answer(response.status, response.reason, response.body, 0, MAX_LISTING_BYTES)
 
     def not_taken(self) -> None:
-        """The listing is over: a first page asked early and never taken is still a request
-        sent (counted)."""
-        first = self.first_page
-        if first is not None and not first.taken:
-            first.taken = True
-            self.transfer.requests += 1
+        """The listing is over: pages asked early and never taken are still requests sent
+        (counted); no more are asked."""
+        if self.first_page is not None:
+            self.transfer.requests += self.first_page.untaken()
 
     async def _get_by_proxy(
         self, url: str, headers: dict[str, str], proxy: str, limit: int
@@ -563,7 +564,7 @@ class _S3Ranges:
         kept = self.kept_shape(bucket)
         if kept is not None:
             try:
-                early = None if token else await self._first_page(bucket, prefix, kept)
+                early = await self._first_page(bucket, prefix, kept, token)
                 if early is not None:
                     return _parse_listing(early)
                 url = kept[0].list_url(kept[1], time.time(), list_params(prefix, token))
@@ -779,7 +780,7 @@ class _Client:
             if S3_DIRECT and _is_plain_s3(fs) else None
         )
         if self.s3 is None and first_page is not None:  # asked, and never to be taken
-            self.transfer.requests += 1
+            self.transfer.requests += first_page.untaken()
         # The largest header span seen of each file name, and of any: the next first read
         # (+1/8). The largest, not the last: where one name holds headers of several sizes
         # (model.safetensors of several families), the last fell short for 1 in 25.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -50,3 +51,101 @@ def test_an_unanswered_first_page_is_an_error_value_and_a_closed_loop_no_traceba
     called: list[int] = []
     page.when_done(lambda: called.append(1))  # once over: called at once, on this thread
     assert called == [1]
+
+
+def _listed(tmp_path: Any, files: int) -> Any:
+    bucket = tmp_path / "b" / "store"
+    bucket.mkdir(parents=True)
+    for i in range(files):
+        (bucket / f"f{i:02d}").write_bytes(b"x")
+    return tmp_path
+
+
+def _wait(what: Any) -> None:
+    deadline = time.monotonic() + 30
+    while not what():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_the_pages_after_the_first_come_one_after_another_at_most_ahead(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first page's thread asks the pages after it, each with the token the page before
+    names, over one connection; no more than AHEAD wait untaken. Taken in order (each token
+    as the page's XML parse gives it), the listing is whole: each page asked once."""
+    from pyaudit.remote import _parse_listing
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 3)
+    with LatencyProxy(serve=str(_listed(tmp_path, 40)), delay=0.0) as proxy:
+        base = f"{proxy.url}/b"
+        shape = Shape("b", "v4", base + "/", base, 3600, "us-east-1", "s3")
+        page = FirstPage("b", "store/", shape, Credentials("AK", "SK", None), None)
+        _wait(lambda: page._waiting == firstpage.AHEAD)
+        chain, at = [], page
+        while at is not None:
+            chain.append(at.token)
+            at = at.next
+        assert chain == [None, "store/f02", "store/f05", "store/f08"]
+        assert proxy.stats.kinds["get-list"] == firstpage.AHEAD  # (then it waits)
+        keys: list[str] = []
+        token = None
+        while True:
+            taken = page.take(token)
+            assert taken is not None and taken.token == token
+            done = threading.Event()
+            taken.when_done(done.set)
+            assert done.wait(30)
+            answer = taken.result()
+            assert answer is not None and answer.status == 200
+            items, token = _parse_listing(answer.body)
+            keys += [key for key, _, _ in items]
+            if token is None:
+                break
+        assert keys == [f"store/f{i:02d}" for i in range(40)]
+        assert proxy.stats.kinds["get-list"] == 14 and proxy.stats.connections == 1
+        assert page.untaken() == 0
+
+
+def test_a_listing_that_asks_otherwise_stops_the_pages_asked_early(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A token the thread did not ask (read otherwise than from the page's XML) is not
+    answered here: the thread asks no page after the ones it has, each of which is a
+    request sent, counted once by ``untaken``."""
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 3)
+    with LatencyProxy(serve=str(_listed(tmp_path, 40)), delay=0.0) as proxy:
+        base = f"{proxy.url}/b"
+        shape = Shape("b", "v4", base + "/", base, 3600, "us-east-1", "s3")
+        page = FirstPage("b", "store/", shape, Credentials("AK", "SK", None), None)
+        assert page.take(None) is page
+        _wait(lambda: page._waiting == firstpage.AHEAD)  # (one taken: AHEAD more asked)
+        assert page.take("store/f99") is None
+        assert page.take("store/f02") is not None  # (asked: still to be taken)
+        assert page.take(None) is None  # (taken once)
+        asked = proxy.stats.kinds["get-list"]
+        assert asked == firstpage.AHEAD + 1
+        assert page.untaken() == asked - 2 and page.untaken() == 0
+        assert proxy.stats.kinds["get-list"] == asked
+
+
+@pytest.mark.parametrize(("body", "token"), [
+    (b"<R><IsTruncated>true</IsTruncated><NextContinuationToken>a/b c</NextContinuationToken>"
+     b"</R>", "a/b c"),
+    (b"<R><IsTruncated> TRUE </IsTruncated><NextContinuationToken> x&amp;y&lt;z "
+     b"</NextContinuationToken></R>", "x&y<z"),
+    (b"<R><IsTruncated>false</IsTruncated><NextContinuationToken>t</NextContinuationToken></R>",
+     None),
+    (b"<R><IsTruncated>true</IsTruncated></R>", None),
+    (b"<R><IsTruncated>true</IsTruncated><NextContinuationToken>&#65;</NextContinuationToken>"
+     b"</R>", None),  # (a character reference: left to the XML parse)
+    (b"<R><IsTruncated>true</IsTruncated><NextContinuationToken>\xff</NextContinuationToken>"
+     b"</R>", None),
+])
+def test_the_next_token_read_off_a_page(body: bytes, token: str | None) -> None:
+    assert firstpage.next_token(body) == token

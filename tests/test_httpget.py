@@ -439,3 +439,57 @@ def test_a_blocking_get_frames_a_response_as_the_getter_does(answer: bytes | Non
     assert asked.startswith(b"GET /k HTTP/1.1\r\n") and b"\r\nConnection: close\r\n" in asked
     if answer is None:
         assert blocking is ConnectionResetError
+
+
+@pytest.mark.parametrize("close_after", [0, 1, 2])
+def test_blocking_gets_over_a_kept_connection(close_after: int) -> None:
+    """httpwire.get_blocking with ``kept`` (the pages of a listing asked early, one after
+    another): the GETs go over one connection while the server keeps it open, asking it to
+    stay open; one the server closed after an answer is made again, and no GET is lost or
+    answered twice; a GET to another origin goes over a connection of its own."""
+    from pyaudit.httpwire import Kept, get_blocking
+
+    bodies = [b"first", b"second", b"third", b"fourth"]
+    script = Script([_ok(b) for b in bodies], close_after=close_after)
+
+    def gets(base: str) -> list[bytes]:
+        kept = Kept()
+        try:
+            return [get_blocking(f"{base}/k{i}", 64, 10, None, kept).body
+                    for i in range(len(bodies))]
+        finally:
+            kept.close()
+            assert kept.conn is None
+
+    got = _run(script, lambda g, base: asyncio.to_thread(gets, base))
+    assert got == bodies
+    assert [r.split(b"\r\n", 1)[0] for r in script.requests] == [
+        f"GET /k{i} HTTP/1.1".encode() for i in range(len(bodies))]
+    assert all(b"Connection: close" not in r for r in script.requests)
+    assert script.connections == (1 if close_after == 0 else -(-len(bodies) // close_after))
+
+    def two_origins(base: str) -> tuple[bytes, bytes]:
+        kept = Kept()
+        try:
+            a = get_blocking(f"{base}/a", 64, 10, None, kept).body
+            port = int(base.rsplit(":", 1)[1])
+            with pytest.raises(OSError):  # (nothing listens there: a connection of its own)
+                get_blocking(f"http://127.0.0.1:{_free_port(port)}/b", 64, 10, None, kept)
+            assert kept.conn is None  # (the kept one closed: not to that origin)
+            return a, get_blocking(f"{base}/c", 64, 10, None, kept).body
+        finally:
+            kept.close()
+
+    other = Script([_ok(b"a"), _ok(b"c")])
+    assert _run(other, lambda g, base: asyncio.to_thread(two_origins, base)) == (b"a", b"c")
+    assert other.connections == 2
+
+
+def _free_port(taken: int) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    assert port != taken
+    return port

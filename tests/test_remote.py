@@ -567,6 +567,54 @@ def test_a_first_page_is_asked_early_only_where_the_listing_would_ask_it_so(
     assert imported.stdout.strip() == "False", imported.stderr
 
 
+@pytest.mark.parametrize("named", ["as the listing reads it", "otherwise"])
+def test_the_pages_after_the_first_are_asked_early_and_taken(
+    s3: tuple[str, Served], store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, named: str,
+) -> None:
+    """Once the shape is kept, the first page's thread asks the listing's later pages too
+    (pages of 3 keys here), each with the token the page before names, and the listing takes
+    every one: each page asked once, every request counted, the report the local one. Where
+    a page names its token otherwise than its XML parse reads it, the listing asks from
+    there on itself; the page asked early with the other token is a request, counted."""
+    from pyaudit import firstpage
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    root = tmp_path / "served"
+    shutil.copytree(store, root / BUCKET / "store")
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 3)
+    objects = sum(1 for p in store.rglob("*") if p.is_file())
+    pages = -(-objects // 3)
+    url = f"s3://{BUCKET}/store"
+    local = _scan_json(str(store), capsys)
+    if named == "otherwise":
+        monkeypatch.setattr(firstpage, "next_token",
+                            lambda body: "store/a" if b"<IsTruncated>true" in body else None)
+    with LatencyProxy(serve=str(root), delay=0.0) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        assert _scan_json(url, capsys) == local  # (keeps the shape)
+        asked = _first_pages(monkeypatch)
+        proxy.reset()
+        assert _scan_json(url, capsys) == local
+        sent = proxy.stats.requests
+        lists = proxy.stats.kinds["get-list"]
+    (first,) = asked
+    chain = []
+    page = first
+    while page is not None:
+        chain.append(page)
+        page = page.next
+    assert all(page.taken for page in chain)
+    assert TRANSFER[url]["requests"] == sent
+    if named == "otherwise":
+        # (asked ahead while the listing read the first: at most AHEAD more, none taken;
+        # maybe none, where the listing asked on before the thread)
+        assert len(chain) <= firstpage.AHEAD + 1 and lists == pages + len(chain) - 1
+    else:
+        assert len(chain) == pages > firstpage.AHEAD and lists == pages
+
+
 @pytest.mark.parametrize("answer", ["lost", "refused"])
 def test_a_first_page_asked_early_and_lost_or_refused_is_asked_again(
     s3: tuple[str, Served], store: Path, capsys: pytest.CaptureFixture[str],
