@@ -72,42 +72,27 @@ class ListedEntry:
 Listing = Mapping[str, Sequence[ListedEntry]]
 
 
-class ListingOf:
-    """The :data:`Listing` of files under the directory ``root``, built a batch at a time
-    (``add``; ``tree``: the listing so far), as :func:`listing_of` builds it at once."""
-
-    def __init__(self, root: str) -> None:
-        self.root = str(Path(root))
-        self.tree: dict[str, list[ListedEntry]] = {self.root: []}
-        self._last = ("", self.root)  # (the directory of the file added last, its path)
-
-    def add(self, files: Iterable[str]) -> None:
-        """``files``: relative names, ``/``-separated, no empty, ``.`` or ``..`` part."""
-        tree = self.tree
-        last_dir, last_path = self._last
-        for rel in files:
-            cut = rel.rfind("/")
-            directory, name = (rel[:cut], rel[cut + 1 :]) if cut >= 0 else ("", rel)
-            if directory != last_dir:  # (a listing names a directory's files together)
-                parent = self.root
-                for part in directory.split("/") if directory else ():
-                    path = f"{parent}/{part}"
-                    if path not in tree:
-                        tree[path] = []
-                        tree[parent].append(ListedEntry(part, path, True))
-                    parent = path
-                last_dir, last_path = directory, parent
-            tree[last_path].append(ListedEntry(name, f"{last_path}/{name}", False))
-        self._last = (last_dir, last_path)
-
-
 def listing_of(root: str, files: Iterable[str]) -> dict[str, list[ListedEntry]]:
     """The :data:`Listing` of ``files`` (relative names, ``/``-separated, no empty, ``.`` or
     ``..`` part) under the directory ``root``: what walking a tree that holds just them
     (and the directories their names run through) finds."""
-    listing = ListingOf(root)
-    listing.add(files)
-    return listing.tree
+    root = str(Path(root))
+    tree: dict[str, list[ListedEntry]] = {root: []}
+    last_dir, last_path = "", root  # (the directory of the file before, and its path)
+    for rel in files:
+        cut = rel.rfind("/")
+        directory, name = (rel[:cut], rel[cut + 1 :]) if cut >= 0 else ("", rel)
+        if directory != last_dir:  # (a listing names a directory's files together)
+            parent = root
+            for part in directory.split("/") if directory else ():
+                path = f"{parent}/{part}"
+                if path not in tree:
+                    tree[path] = []
+                    tree[parent].append(ListedEntry(part, path, True))
+                parent = path
+            last_dir, last_path = directory, parent
+        tree[last_path].append(ListedEntry(name, f"{last_path}/{name}", False))
+    return tree
 
 
 def is_url(path: str | os.PathLike[str]) -> bool:
