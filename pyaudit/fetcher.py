@@ -348,12 +348,13 @@ def _serve(url: str, requests_fd: int, answers_fd: int) -> int:
             future = client._ask_here(priority, kind, path, tuple(args))
             future.add_done_callback(functools.partial(answer, ident))
     finally:
-        # The counts first (the scan waits for them, and for nothing else: what is in
-        # flight now was counted when it was sent), then the client closed.
+        # The counts (the scan waits for them, and for this process's end: what is in
+        # flight now was counted when it was sent). The client is not closed: the process
+        # ends at once (os._exit), its connections closed with it, ~4 ms sooner than by
+        # cancelling each request and closing each connection first.
         out.put(frame(("t", client.transfer.to_json())))
         out.put(None)
         writer.join(CLOSE_WAIT)
-        client.close()
     return 0
 
 
@@ -369,8 +370,8 @@ def main(argv: list[str]) -> int:
         code = _serve(argv[1], 0, answers_fd)
     except Exception:  # (no traceback: the scan says this process ended, and goes on)
         code = 1
-    # (its answers are written, its connections closed: nothing is left to finalise, and
-    # the scan that waits for this process's end waits no longer)
+    # (its answers are written: nothing is left to finalise, its connections close with
+    # it, and the scan that waits for this process's end waits no longer)
     sys.stderr.flush()
     os._exit(code)
 

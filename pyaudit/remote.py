@@ -1908,11 +1908,20 @@ def scan_tree(
                 yield report
         yield from consensus.finish()  # before the mirror (the configs hashed) is removed
     finally:
-        oracle.close()
-        tree.close()
-        # (natively, the GIL released: shutil.rmtree's ~10 us of Python per entry was ~50 ms
-        # of a 1,001-checkpoint sweep's mirror)
-        failed = remove_tree(str(workdir))
+        # The mirror removed on a thread of its own while the store's client and fetching
+        # process close (natively, the GIL released: shutil.rmtree's ~10 us of Python per
+        # entry was ~50 ms of a 1,001-checkpoint sweep's mirror; ~10 ms now, as long as
+        # the closing), and removed before this returns.
+        removal: list[int] = []
+        remover = threading.Thread(target=lambda: removal.append(remove_tree(str(workdir))),
+                                   name="pyaudit-mirror-removal")
+        remover.start()
+        try:
+            oracle.close()
+            tree.close()
+        finally:
+            remover.join()
+        failed = removal[0] if removal else errno.EIO
         if failed:
             log.warning("%s: cannot remove all of it: %s", workdir, os.strerror(failed))
 
