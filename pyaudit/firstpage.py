@@ -12,9 +12,10 @@ The same thread then asks the pages after it, one after another over the same co
 each as soon as the page before it names its token (``NextContinuationToken``, read off the
 answer's bytes): the pages of a listing follow each other at the server's pace, not at that
 of the scan's parsing of each (which, under the imports, took most of a page's time at low
-latency). At most :data:`AHEAD` pages wait to be taken; the thread stops once the scan's
-listing asks for a page it did not ask (a token read otherwise than here: the listing then
-asks from there on itself) or is over.
+latency). At most :data:`AHEAD` pages wait to be taken (none after one longer than
+:data:`AHEAD_PAGE_BYTES`); the thread stops once the scan's listing asks for a page it did
+not ask (a token read otherwise than here: the listing then asks from there on itself) or
+is over.
 
 The scan's listing (``pyaudit.remote``) takes each answer as its page's, through the same
 handling of HTTP errors and refusals as a page it asked for itself; when the request failed
@@ -41,6 +42,9 @@ from pyaudit.s3presign import Credentials, Shape, list_params
 MAX_LISTING_BYTES = 64 * 1024 * 1024  # a listing page is read up to this (1,000 keys: ~0.3 MB)
 SOCKET_TIMEOUT = 60.0  # s the connection, and each read, may take
 AHEAD = 4  # pages asked and not yet taken by the scan's listing, at most
+# A page longer than this (1,000 keys: ~0.3 MB) is the last asked here: what waits to be
+# taken stays under AHEAD x this.
+AHEAD_PAGE_BYTES = 8 * 1024 * 1024
 
 _TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>", re.IGNORECASE)
 _TOKEN = re.compile(rb"<NextContinuationToken>([^<]{1,4096})</NextContinuationToken>")
@@ -144,7 +148,8 @@ class FirstPage(EarlyPage):
                 except Exception as e:  # (any failure: the page is asked for again, the usual way)
                     error = f"{type(e).__name__}: {e}"
                 token = None
-                if response is not None and response.status == 200 and response.complete:
+                if (response is not None and response.status == 200 and response.complete
+                        and len(response.body) <= AHEAD_PAGE_BYTES):
                     token = next_token(response.body)
                 with self._chain:
                     self._waiting += 1

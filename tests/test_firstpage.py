@@ -149,3 +149,26 @@ def test_a_listing_that_asks_otherwise_stops_the_pages_asked_early(
 ])
 def test_the_next_token_read_off_a_page(body: bytes, token: str | None) -> None:
     assert firstpage.next_token(body) == token
+
+
+def test_no_page_is_asked_early_after_a_long_one(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page longer than AHEAD_PAGE_BYTES is the last asked early (what waits to be taken
+    stays bounded whatever a server sends): the listing asks the next itself."""
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 3)
+    monkeypatch.setattr(firstpage, "AHEAD_PAGE_BYTES", 100)  # (a page of 3 keys: ~1 KB)
+    with LatencyProxy(serve=str(_listed(tmp_path, 40)), delay=0.0) as proxy:
+        base = f"{proxy.url}/b"
+        shape = Shape("b", "v4", base + "/", base, 3600, "us-east-1", "s3")
+        page = FirstPage("b", "store/", shape, Credentials("AK", "SK", None), None)
+        done = threading.Event()
+        page.when_done(done.set)
+        assert done.wait(30)
+        answer = page.result()
+        assert answer is not None and firstpage.next_token(answer.body) == "store/f02"
+        assert page.take("store/f02") is None and page.next is None
+        assert proxy.stats.kinds["get-list"] == 1 and page.untaken() == 1
