@@ -156,17 +156,20 @@ class FirstPage(EarlyPage):
                     page.named = token
                 page._settle(response, error)
                 with self._chain:
-                    # (the next page waits while AHEAD are untaken, unless the listing
-                    # asked for it meanwhile: then :meth:`take` named it)
-                    if token is None or not self._chain.wait_for(
-                            functools.partial(self._may_ask_after, page), SOCKET_TIMEOUT):
+                    # The next page waits while AHEAD are untaken, unless the listing asks
+                    # for it meanwhile (:meth:`take` names it: then it is asked, whatever).
+                    if page.next is None and token is not None and not self._stopped:
+                        self._chain.wait_for(functools.partial(self._may_ask_after, page),
+                                             SOCKET_TIMEOUT)
+                        if page.next is None and not self._stopped and self._waiting < AHEAD:
+                            page.next = EarlyPage(token)
+                    if page.next is None:  # (the last page, stopped, or not taken for long)
+                        self._stopped = True  # (before the lock is let go: none named later)
                         return
-                    if page.next is None:  # (one the listing asked for is asked, whatever)
-                        if self._stopped:
-                            return
-                        page.next = EarlyPage(token)
                 page = page.next
         finally:
+            with self._chain:
+                self._stopped = True
             kept.close()
 
     def _may_ask_after(self, page: EarlyPage) -> bool:

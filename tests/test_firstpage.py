@@ -172,3 +172,30 @@ def test_no_page_is_asked_early_after_a_long_one(
         assert answer is not None and firstpage.next_token(answer.body) == "store/f02"
         assert page.take("store/f02") is None and page.next is None
         assert proxy.stats.kinds["get-list"] == 1 and page.untaken() == 1
+
+
+def test_a_thread_that_gave_up_waiting_names_no_page(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pages not taken for SOCKET_TIMEOUT: the thread ends, and the page after the last it
+    asked is not named to the listing afterwards (it would never be asked: the listing
+    would wait for it for ever); the listing asks it itself."""
+    from pyaudit.testing import static_s3
+    from pyaudit.testing.proxy import LatencyProxy
+
+    monkeypatch.setattr(static_s3, "MAX_KEYS", 3)
+    monkeypatch.setattr(firstpage, "SOCKET_TIMEOUT", 0.2)
+    with LatencyProxy(serve=str(_listed(tmp_path, 40)), delay=0.0) as proxy:
+        base = f"{proxy.url}/b"
+        shape = Shape("b", "v4", base + "/", base, 3600, "us-east-1", "s3")
+        page = FirstPage("b", "store/", shape, Credentials("AK", "SK", None), None)
+        _wait(lambda: page._stopped)  # (AHEAD answered, none taken, 0.2 s over)
+        tokens, at = [], page
+        while at is not None:
+            tokens.append(at.token)
+            at = at.next
+        assert tokens == [None, "store/f02", "store/f05", "store/f08"]
+        for token in tokens:
+            assert page.take(token) is not None
+        assert page.take("store/f11") is None  # (named by the last: never to be asked)
+        assert proxy.stats.kinds["get-list"] == firstpage.AHEAD
