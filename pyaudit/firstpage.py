@@ -28,6 +28,7 @@ serves, a shape kept for its bucket, credentials in the environment, and no prox
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -105,6 +106,12 @@ class EarlyPage:
         one."""
         return self._response
 
+    def release(self) -> None:
+        """Let the answer's body go (the listing has read it: a long listing's pages are not
+        all held); its status and headers stay, marked cut short."""
+        if self._response is not None:
+            self._response = dataclasses.replace(self._response, body=b"", complete=False)
+
     def _settle(self, response: Response | None, error: str | None) -> None:
         self._response, self.error = response, error
         with self._lock:
@@ -129,9 +136,11 @@ class FirstPage(EarlyPage):
         self.creds = creds
         self._cafile = cafile
         self._url = shape.list_url(creds, time.time(), list_params(prefix, None))
-        self._chain = threading.Condition()  # (over .next, .taken, and the two below)
+        self._chain = threading.Condition()  # (over .next, .taken, and the three below)
         self._stopped = False
         self._waiting = 0  # pages asked and not taken
+        self._oldest: EarlyPage = self  # the first page not taken (else the last): every
+        # page before it is taken, and :meth:`take` looks from it on
         threading.Thread(target=self._get, name="pyaudit-first-page", daemon=True).start()
 
     def _get(self) -> None:
@@ -185,8 +194,8 @@ class FirstPage(EarlyPage):
         it was not asked, or was taken already: then no page is asked here any more (the
         listing asks from there on)."""
         with self._chain:
-            page: EarlyPage | None = self
-            last: EarlyPage = self
+            page: EarlyPage | None = self._oldest
+            last: EarlyPage = self._oldest
             while page is not None and page.token != token:
                 last, page = page, page.next
             if page is None and token is not None and last.named == token and not self._stopped:
@@ -199,6 +208,8 @@ class FirstPage(EarlyPage):
                 return None
             page.taken = True
             self._waiting -= 1  # (counted once its answer is in: maybe after this)
+            while self._oldest.taken and self._oldest.next is not None:
+                self._oldest = self._oldest.next
             self._chain.notify_all()
             return page
 
@@ -209,7 +220,7 @@ class FirstPage(EarlyPage):
             self._stopped = True
             self._chain.notify_all()
             count = 0
-            page: EarlyPage | None = self
+            page: EarlyPage | None = self._oldest
             while page is not None:
                 if not page.taken:
                     page.taken = True

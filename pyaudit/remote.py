@@ -466,6 +466,7 @@ class _S3Ranges:
         page.when_done(functools.partial(loop.call_soon_threadsafe, _settle, over))
         await over  # (a try past TIMEOUT is cancelled here, as any other)
         response = page.result()
+        page.release()  # (its body is held here from now on, and parsed)
         if response is None:
             log.debug("s3://%s/%s: a page asked early: %s", bucket, prefix, page.error)
             self.transfer.requests += 1
