@@ -264,42 +264,43 @@ def get_blocking(url: str, limit: int, timeout: float, cafile: str | None = None
     leaves it usable."""
     origin, request = request_bytes(url, close=kept is None)
     if kept is not None and kept.conn is not None:
-        if kept.origin == origin:
-            reused = kept.conn
-            kept.origin = kept.conn = None  # (given back below only if still usable)
+        reused, same = kept.conn, kept.origin == origin
+        kept.origin = kept.conn = None  # (given back by _exchange only if still usable)
+        if same:
             try:
-                reused.sock.sendall(request)
-                response, keep = _run(read_response(reused, limit))
+                return _exchange(reused, request, limit, origin, kept)
             except (Stale, ConnectionError):  # closed by the server while idle
-                reused.sock.close()
-            except BaseException:
-                reused.sock.close()
-                raise
-            else:
-                if keep and not reused.buffer:
-                    kept.origin, kept.conn = origin, reused
-                else:
-                    reused.sock.close()
-                return cast(Response, response)
-        kept.close()
+                pass
+        else:
+            reused.sock.close()
     scheme, host, port = origin
     # (an ASCII host as bytes: a str one is IDNA-encoded, whose codec's import, ~5 ms, would
     # come before this request)
     name: Any = host.encode("ascii") if host.isascii() else host  # (getaddrinfo takes both)
     sock = socket.create_connection((name, port), timeout=timeout)
-    keep = False
-    try:
-        if scheme == "https":
-            import ssl
+    if scheme == "https":
+        import ssl
 
+        try:
             sock = ssl.create_default_context(cafile=cafile).wrap_socket(
                 sock, server_hostname=host)
-        sock.sendall(request)
-        conn = _Blocking(sock)
-        try:
-            response, keep = _run(read_response(conn, limit))
-        except Stale:
-            raise ConnectionResetError("the connection closed before an answer") from None
+        except BaseException:
+            sock.close()
+            raise
+    try:
+        return _exchange(_Blocking(sock), request, limit, origin, kept)
+    except Stale:
+        raise ConnectionResetError("the connection closed before an answer") from None
+
+
+def _exchange(conn: _Blocking, request: bytes, limit: int, origin: tuple[str, str, int],
+              kept: Kept | None) -> Response:
+    """``request`` sent over ``conn`` and its answer read; the connection then kept in
+    ``kept`` where the answer leaves it usable, else closed (after an error too)."""
+    keep = False
+    try:
+        conn.sock.sendall(request)
+        response, keep = _run(read_response(conn, limit))
         keep = keep and kept is not None and not conn.buffer
         if keep:
             assert kept is not None
@@ -307,4 +308,4 @@ def get_blocking(url: str, limit: int, timeout: float, cafile: str | None = None
         return cast(Response, response)
     finally:
         if not keep:
-            sock.close()
+            conn.sock.close()
