@@ -84,3 +84,23 @@ def test_the_child_ends_without_a_traceback(url: str) -> None:
         assert [a[0] for a in answers] == said, answers
         if said:
             assert answers[0][1]["requests"] == 0
+
+
+def test_wait_gives_the_exit_status_or_times_out() -> None:
+    """fetcher._wait (the scan's wait for its child's end, by pidfd where there is one):
+    the status of a child that ends later, of one already ended and reaped, and
+    TimeoutExpired for one that outlives the timeout (then killed, and its status read)."""
+    import subprocess
+    import sys
+
+    from pyaudit.fetcher import _wait
+
+    later = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(0.3); raise SystemExit(3)"])
+    assert _wait(later, 30) == 3
+    assert _wait(later, 30) == 3  # (reaped: the status kept)
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(subprocess.TimeoutExpired):
+        _wait(slow, 0.2)
+    slow.kill()
+    assert _wait(slow, 30) == -9
