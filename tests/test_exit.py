@@ -30,7 +30,7 @@ PROBE = textwrap.dedent(
     import gc
     def at_exit():
         with open(marks + "/atexit", "w") as f:
-            f.write(str(gc.get_threshold()[0]))
+            f.write(",".join(map(str, gc.get_threshold()[:2])))
     atexit.register(at_exit)
     if sys.argv[2] == "thread":
         def late():
@@ -72,13 +72,14 @@ def test_run_ends_as_main_would_without_the_teardown(tmp_path: Path) -> None:
     # The probe tells the two endings apart: a normal exit frees __main__'s objects.
     assert normal_marks == {"atexit", "teardown"}
     assert fast_marks == {"atexit"}
-    # The collector's pace: run()'s, where main() leaves the interpreter's default.
-    assert (tmp_path / "run" / "atexit").read_text() == "10000"
+    # The collector's pace (young and middle generations): run()'s, where main() leaves the
+    # interpreter's default.
+    assert (tmp_path / "run" / "atexit").read_text() == "10000,100"
     default = subprocess.run(
-        [sys.executable, "-c", "import gc; print(gc.get_threshold()[0])"],
+        [sys.executable, "-c", "import gc; print(*gc.get_threshold()[:2], sep=',')"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
-    assert (tmp_path / "main" / "atexit").read_text() == default != "10000"
+    assert (tmp_path / "main" / "atexit").read_text() == default != "10000,100"
 
 
 def test_a_thread_still_running_is_waited_for(tmp_path: Path) -> None:
