@@ -110,6 +110,7 @@ from pyaudit.headers import Header, header_span, parse_header_bytes
 from pyaudit.httpwire import names_a_proxy
 from pyaudit.s3direct import DirectS3, s3_config_kwargs
 from pyaudit.s3direct import applies as s3direct_applies
+from pyaudit.s3listing import read_plain_page
 from pyaudit.s3presign import PRESIGN_EXPIRES, Credentials, Presigner, Shape, list_params
 from pyaudit.units import plural
 
@@ -645,8 +646,27 @@ def _parse_listing(body: bytes) -> tuple[list[Listed], str | None]:
     """A ListObjectsV2 response: (key, size, content id) of each object (the id: its ETag,
     see :func:`_content_id`), and the next page's token.
     Keys are URL-decoded when the response says ``EncodingType`` url (botocore asks for
-    it when it presigns the request, and decodes the keys as this does)."""
-    from urllib.parse import unquote_plus
+    it when it presigns the request, and decodes the keys as this does). A page written
+    plainly is read without an XML parser (:mod:`pyaudit.s3listing`), any other as XML."""
+    page = read_plain_page(body)
+    objects, fields = page if page is not None else _parse_listing_xml(body)
+    items: list[Listed] = [(key, size, _content_id(etag)) for key, size, etag in objects]
+    if fields.get("EncodingType", "").strip() == "url":
+        from urllib.parse import unquote_plus
+
+        items = [(unquote_plus(key), size, etag) for key, size, etag in items]
+    token = fields.get("NextContinuationToken", "").strip() or None
+    if (fields.get("IsTruncated", "").strip() or "false").lower() != "true":
+        token = None
+    return items, token
+
+
+_LISTING_FIELDS = ("EncodingType", "NextContinuationToken", "IsTruncated")
+
+
+def _parse_listing_xml(body: bytes) -> tuple[list[tuple[str, int, str | None]], dict[str, str]]:
+    """(key, size, ETag as written) of each object of a ListObjectsV2 page, and the fields
+    of its root :func:`_parse_listing` reads, by an XML parse; OSError if it is not XML."""
     from xml.etree.ElementTree import ParseError, fromstring
 
     try:
@@ -658,7 +678,7 @@ def _parse_listing(body: bytes) -> tuple[list[Listed], str | None]:
     tag = root.tag
     ns = tag[: tag.index("}") + 1] if tag.startswith("{") and "}" in tag else ""
     key_tag, size_tag, etag_tag = f"{ns}Key", f"{ns}Size", f"{ns}ETag"
-    items: list[Listed] = []
+    objects: list[tuple[str, int, str | None]] = []
     for child in root.iterfind(f"{ns}Contents"):
         key = child.findtext(key_tag)
         if key is None:
@@ -667,17 +687,13 @@ def _parse_listing(body: bytes) -> tuple[list[Listed], str | None]:
             size = max(0, int(child.findtext(size_tag) or 0))
         except ValueError:
             size = 0
-        items.append((key, size, _content_id(child.findtext(etag_tag))))
-
-    def field_of(name: str) -> str:
-        return (root.findtext(f"{ns}{name}") or "").strip()
-
-    if field_of("EncodingType") == "url":
-        items = [(unquote_plus(key), size, etag) for key, size, etag in items]
-    token = field_of("NextContinuationToken") or None
-    if (field_of("IsTruncated") or "false").lower() != "true":
-        token = None
-    return items, token
+        objects.append((key, size, child.findtext(etag_tag)))
+    fields = {}
+    for name in _LISTING_FIELDS:
+        text = root.findtext(f"{ns}{name}")
+        if text is not None:
+            fields[name] = text
+    return objects, fields
 
 
 def _read_range(fs: Any, path: str, start: int, end: int, size: int | None) -> bytes:
