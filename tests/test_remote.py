@@ -1066,19 +1066,26 @@ def test_static_s3_fake_same_report_as_local(
 ) -> None:
     """The benchmarks' light S3 fake (pyaudit.testing.static_s3, served by the proxy): the
     store scanned through it reports as the local scan does, listed in pages of 1,000
-    (here 7 keys a page) as S3 lists."""
+    (here 7 keys a page) as S3 lists, each page read plainly (pyaudit.s3listing), none
+    left to the XML parse."""
+    from pyaudit import remote
     from pyaudit.testing import static_s3
     from pyaudit.testing.proxy import LatencyProxy
 
     root = tmp_path / "served"
     shutil.copytree(store, root / BUCKET / "store")
     monkeypatch.setattr(static_s3, "MAX_KEYS", 7)
+    as_xml: list[bytes] = []
+    parse_xml = remote._parse_listing_xml
+    monkeypatch.setattr(remote, "_parse_listing_xml",
+                        lambda body: as_xml.append(body) or parse_xml(body))
     local_status, local = _scan_json(str(store), capsys)
     with LatencyProxy(serve=str(root)) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        remote_status, remote = _scan_json(f"s3://{BUCKET}/store", capsys)
+        remote_status, remote_report = _scan_json(f"s3://{BUCKET}/store", capsys)
         kinds = proxy.stats.kinds
-    assert (remote_status, remote) == (local_status, local)
+    assert (remote_status, remote_report) == (local_status, local)
+    assert as_xml == []
     objects = sum(1 for p in store.rglob("*") if p.is_file())
     assert kinds["get-list"] >= objects // 7  # paged
     assert kinds["get-range"] > 0
