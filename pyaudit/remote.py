@@ -8,7 +8,8 @@ sized to it) and no stage waiting on a round trip of another:
 1. **Listing**, page by page, on the event loop's thread while the scan starts (the CLI
    starts it before importing the audit, and waits for the first page only: a URL that
    cannot be listed is a usage error). S3: a presigned ``ListObjectsV2`` by the range
-   GETs' client, read by ElementTree. GCS: the JSON API's ``objects.list`` by gcsfs' own
+   GETs' client, read by :mod:`pyaudit.s3listing` (ElementTree where a page is written
+   otherwise). GCS: the JSON API's ``objects.list`` by gcsfs' own
    session. Other filesystems: fsspec's ``find``, in one piece. Every small run file a page
    names (config.json, adapter_config.json, args.json, training_args.yaml) is requested as
    the page arrives, ahead of any header: any checkpoint's audit may read any of them (an
@@ -561,8 +562,9 @@ class _S3Ranges:
         self, bucket: str, prefix: str, token: str | None
     ) -> tuple[list[Listed], str | None]:
         """One ListObjectsV2 page: (key, size, content id) of its objects, and the token of the next
-        page (None after the last). Read by ElementTree: botocore's parser spent ~0.1 s of
-        the event loop's thread on each page of 1,000 keys (most of it parsing dates)."""
+        page (None after the last). Read by :func:`_parse_listing`: botocore's parser spent
+        ~0.1 s of the event loop's thread on each page of 1,000 keys (most of it parsing
+        dates)."""
         kept = self.kept_shape(bucket)
         if kept is not None:
             try:
