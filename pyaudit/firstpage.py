@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 
 from pyaudit.httpwire import Kept, Response, get_blocking, names_a_proxy
 from pyaudit.s3direct import DirectS3, applies, env_credentials, load_shape, shape_key
+from pyaudit.s3listing import xml_text
 from pyaudit.s3presign import Credentials, Shape, list_params
 
 MAX_LISTING_BYTES = 64 * 1024 * 1024  # a listing page is read up to this (1,000 keys: ~0.3 MB)
@@ -49,7 +50,6 @@ AHEAD_PAGE_BYTES = 8 * 1024 * 1024
 
 _TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>", re.IGNORECASE)
 _TOKEN = re.compile(rb"<NextContinuationToken>([^<]{1,4096})</NextContinuationToken>")
-_ENTITIES = {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&amp;": "&"}
 
 
 def next_token(body: bytes) -> str | None:
@@ -63,19 +63,11 @@ def next_token(body: bytes) -> str | None:
     if found is None:
         return None
     try:
-        text = found.group(1).decode("utf-8")
+        text = xml_text(found.group(1).decode("utf-8"))
     except UnicodeDecodeError:
         return None
-    if "&" in text:
-        parts = text.split("&")
-        out = [parts[0]]
-        for part in parts[1:]:
-            name, semi, rest = part.partition(";")
-            entity = _ENTITIES.get(f"&{name};") if semi else None
-            if entity is None:  # (a character reference, or not XML: left to the parse)
-                return None
-            out.append(entity + rest)
-        text = "".join(out)
+    if text is None:  # (a character reference, or not XML: left to the parse)
+        return None
     return text.strip() or None
 
 

@@ -22,7 +22,7 @@ PlainPage = tuple[list[tuple[str, int, str]], dict[str, str]]
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 # Text as it stands in XML: no markup, no character the parse changes (CR) or refuses
 # (control characters; ">" only in "]]>", but S3 writes it as an entity anyway); "&" only
-# in a text whose entities _text reads. U+FFFE and U+FFFF, which it refuses too, are looked
+# in a text whose entities xml_text reads. U+FFFE and U+FFFF, which it refuses too, are looked
 # for in the text too.
 _TEXT = r"[^<>\x00-\x08\x0b\x0c\r\x0e-\x1f\ufffe\uffff]*"
 _PLAIN_TEXT = r"[^<>&\x00-\x08\x0b\x0c\r\x0e-\x1f\ufffe\uffff]*"
@@ -42,7 +42,7 @@ _END = re.compile(r"</ListBucketResult>[ \t\n]*")
 _ENTITIES = {"lt": "<", "gt": ">", "quot": '"', "apos": "'", "amp": "&"}
 
 
-def _text(raw: str) -> str | None:
+def xml_text(raw: str) -> str | None:
     """An element's text as the XML parse gives it: the five predefined entities replaced;
     None for a character reference (or an "&" that is none)."""
     if "&" not in raw:
@@ -62,7 +62,7 @@ def _fields(page: str, at: int, fields: dict[str, str]) -> int | None:
     """The root's simple fields from ``at`` on, into ``fields`` (the first of a name kept);
     where they end, or None for one whose text is not plain."""
     while (found := _SIMPLE.match(page, at)) is not None:
-        text = _text(found.group(2))
+        text = xml_text(found.group(2))
         if text is None:
             return None
         fields.setdefault(found.group(1), text)
@@ -88,7 +88,7 @@ def read_plain_page(body: bytes) -> PlainPage | None:
     while (found := _CONTENTS.match(page, at)) is not None:
         key, etag = found.group(1, 2)
         if "&" in key or "&" in etag:
-            key, etag = _text(key), _text(etag)
+            key, etag = xml_text(key), xml_text(etag)
             if key is None or etag is None:
                 return None
         items.append((key, int(found.group(4)), etag))
